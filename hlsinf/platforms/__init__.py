@@ -1,0 +1,1 @@
+"""Board facts and vendor packaging (the Alveo U200 first)."""

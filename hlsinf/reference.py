@@ -1,0 +1,368 @@
+"""Bit-exact numpy model of one kernel call: the oracle of every test and the ``reference`` device.
+
+The model works on the same memory images and run-time arguments as the hardware. It is
+written twice over on purpose: one small function per dataflow stage (``pad``,
+``windows``, ``mul_partial``, ``add_bias``, ``requantize``, ``pool2x2``), which the stage
+tests use as their golden model, and :func:`kernel_call`, which composes the same
+semantics vectorised over a whole call (a float64 matrix product, exact because every
+sum fits the 53-bit mantissa; see ``KernelConfig.acc_bits``).
+
+Memory layouts (docs/numbers.md):
+
+* activations "GIHWCPI": element ``(c, h, w)`` of a ``C x H x W`` image sits at
+  ``(c // CPI) * plane * CPI + (h * W + w) * CPI + c % CPI``; ``plane`` is ``H * W`` pixels
+  unless a call says otherwise; channels are zero-padded to whole groups. Outputs use CPO.
+* weights ``[GO][GI][CPO][CPI][3][3]``, zero-padded; bias and multipliers ``[GO * CPO]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .config import KernelConfig
+
+__all__ = [
+    "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
+    "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
+    "kernel_call", "conv_output_size",
+    "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
+    "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
+]
+
+POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
+_POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
+MAX_PAD = 2
+
+
+class CallError(ValueError):
+    """A run-time argument of a kernel call is out of range; the message names it."""
+
+
+# Memory element types ---------------------------------------------------------------------
+
+def act_dtype(cfg: KernelConfig):
+    return {(8, False): np.uint8, (8, True): np.int8,
+            (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
+
+
+def weight_dtype(cfg: KernelConfig):
+    return {8: np.int8, 16: np.int16}[cfg.weight_bits]
+
+
+def bias_dtype(cfg: KernelConfig):
+    return {16: np.int16, 32: np.int32}[cfg.bias_bits]
+
+
+def mult_dtype(cfg: KernelConfig):
+    """Multipliers are stored as 32-bit words whatever ``mult_bits`` is."""
+    return np.uint32
+
+
+# Run-time arguments -----------------------------------------------------------------------
+
+def conv_output_size(size: int, pad_before: int, pad_after: int, stride: int) -> int:
+    """Outputs of a 3-tap convolution along one axis (0 if the padded input is too short)."""
+    padded = size + pad_before + pad_after
+    return 0 if padded < 3 else (padded - 3) // stride + 1
+
+
+@dataclass
+class CallArgs:
+    """The scalar arguments of one kernel call, as written to the register map.
+
+    The call reads ``rows`` input rows of width ``W`` starting at pixel ``read_offset`` of
+    every input-group plane (a plane is ``H * W`` pixels: ``H`` is the height of the whole
+    image in memory), convolves them with 3x3 weights, requantises, optionally pools, and
+    writes output groups ``o_first .. o_first + o_count - 1`` at pixel ``write_offset`` of
+    output planes of ``out_plane`` pixels.
+    """
+
+    H: int
+    W: int
+    rows: int
+    I: int
+    O: int
+    pad_top: int = 0
+    pad_bottom: int = 0
+    pad_left: int = 0
+    pad_right: int = 0
+    stride: int = 1
+    o_first: int = 0
+    o_count: int | None = None        #: None: every output group from o_first on
+    relu: bool = False
+    clip_lo: int | None = None        #: None: the smallest activation value
+    clip_hi: int | None = None        #: None: the largest activation value
+    shift: int = 0
+    use_mult: bool = False
+    pool: int = POOL_NONE
+    read_offset: int = 0              #: pixels into each input plane
+    write_offset: int = 0             #: pixels into each output plane
+    out_plane: int | None = None      #: pixels per output plane; None: this call's output size
+
+    # Derived sizes ------------------------------------------------------------------------
+
+    def gi(self, cfg: KernelConfig) -> int:
+        return math.ceil(self.I / cfg.cpi)
+
+    def go(self, cfg: KernelConfig) -> int:
+        return math.ceil(self.O / cfg.cpo)
+
+    def groups(self, cfg: KernelConfig) -> range:
+        count = self.go(cfg) - self.o_first if self.o_count is None else self.o_count
+        return range(self.o_first, self.o_first + count)
+
+    @property
+    def conv_rows(self) -> int:
+        return conv_output_size(self.rows, self.pad_top, self.pad_bottom, self.stride)
+
+    @property
+    def conv_cols(self) -> int:
+        return conv_output_size(self.W, self.pad_left, self.pad_right, self.stride)
+
+    @property
+    def out_rows(self) -> int:
+        return self.conv_rows // 2 if self.pool else self.conv_rows
+
+    @property
+    def out_cols(self) -> int:
+        return self.conv_cols // 2 if self.pool else self.conv_cols
+
+    def plane_out(self) -> int:
+        return self.out_rows * self.out_cols if self.out_plane is None else self.out_plane
+
+    def clip_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        amin, amax = cfg.act_range
+        lo = amin if self.clip_lo is None else self.clip_lo
+        hi = amax if self.clip_hi is None else self.clip_hi
+        if self.relu:
+            lo = max(lo, 0)
+        return lo, hi
+
+    def ideal_cycles(self, cfg: KernelConfig) -> int:
+        """The paper's model: one input pixel of CPI lanes per cycle, per output group."""
+        return self.gi(cfg) * self.rows * self.W * len(self.groups(cfg))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # Validation ---------------------------------------------------------------------------
+
+    def validate(self, cfg: KernelConfig) -> "CallArgs":
+        """Raise :class:`CallError` naming the first argument out of range; return self."""
+
+        def need(name, ok, allowed):
+            if not ok:
+                raise CallError(f"kernel argument {name} = {getattr(self, name)!r} is out of range: {allowed}")
+
+        need("W", 1 <= self.W <= cfg.wmax, f"1 to wmax = {cfg.wmax}")
+        need("rows", 1 <= self.rows <= cfg.hmax, f"1 to hmax = {cfg.hmax}")
+        need("H", self.H >= 1, ">= 1")
+        need("I", 1 <= self.I <= cfg.imax, f"1 to imax = {cfg.imax}")
+        need("O", self.O >= 1, ">= 1")
+        for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):
+            need(name, 0 <= getattr(self, name) <= MAX_PAD, f"0 to {MAX_PAD}")
+        need("stride", self.stride in (1, 2), "1 or 2")
+        need("rows", self.conv_rows >= 1,
+             f"at least {3 - self.pad_top - self.pad_bottom} rows with this padding")
+        need("W", self.conv_cols >= 1, f"at least {3 - self.pad_left - self.pad_right} columns with this padding")
+        need("pool", self.pool in _POOL_NAMES, "0 (none), 1 (max) or 2 (avg)")
+        if self.pool == POOL_MAX:
+            need("pool", cfg.with_maxpool, "max pooling is not built into this kernel")
+        if self.pool == POOL_AVG:
+            need("pool", cfg.with_avgpool, "average pooling is not built into this kernel")
+        if self.pool:
+            need("rows", self.conv_rows >= 2, "pooling needs at least 2 convolution output rows")
+            need("W", self.conv_cols >= 2, "pooling needs at least 2 convolution output columns")
+        need("o_first", 0 <= self.o_first < self.go(cfg), f"0 to {self.go(cfg) - 1} (output groups of O = {self.O})")
+        if self.o_count is not None:
+            need("o_count", 1 <= self.o_count <= self.go(cfg) - self.o_first,
+                 f"1 to {self.go(cfg) - self.o_first}")
+        need("relu", not self.relu or cfg.with_relu, "ReLU is not built into this kernel")
+        need("use_mult", not self.use_mult or cfg.with_multiplier, "the multiplier is not built into this kernel")
+        need("shift", 0 <= self.shift <= cfg.max_shift, f"0 to max_shift = {cfg.max_shift}")
+        amin, amax = cfg.act_range
+        if self.clip_lo is not None:
+            need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
+        if self.clip_hi is not None:
+            need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
+        lo, hi = self.clip_bounds(cfg)
+        need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
+        need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
+             f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
+        need("write_offset", 0 <= self.write_offset, ">= 0")
+        need("out_plane", self.out_plane is None or
+             self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
+             f">= write_offset + {self.out_rows * self.out_cols} output pixels")
+        return self
+
+
+# One function per stage ---------------------------------------------------------------------
+
+def saturate(x, lo: int, hi: int) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+
+
+def pad(frame: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Stage ``padding``: zero rows and columns around a ``rows x W x lanes`` frame."""
+    return np.pad(np.asarray(frame), ((top, bottom), (left, right), (0, 0)))
+
+
+def windows(padded: np.ndarray, stride: int) -> np.ndarray:
+    """Stage ``cvt``: the 3x3 windows of a padded ``Hp x Wp x lanes`` frame.
+
+    Returns ``Ho x Wo x lanes x 9``; tap ``ky * 3 + kx`` of lane ``c`` of window ``(y, x)``
+    is ``padded[y * stride + ky, x * stride + kx, c]``.
+    """
+    view = sliding_window_view(np.asarray(padded), (3, 3), axis=(0, 1))  # Hp-2, Wp-2, lanes, 3, 3
+    view = view[::stride, ::stride]
+    return view.reshape(view.shape[0], view.shape[1], view.shape[2], 9)
+
+
+def mul_partial(window: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Stage ``mul``: per output lane, the sum of CPI x 9 products.
+
+    ``window`` is ``... x CPI x 9``, ``weights`` is ``CPO x CPI x 9``; returns ``... x CPO``.
+    """
+    return np.einsum("...ck,ock->...o", np.asarray(window, np.int64), np.asarray(weights, np.int64))
+
+
+def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
+    """Stage ``add``, last step: sum over input groups (exact) plus bias, saturated to the accumulator."""
+    lo, hi = cfg.acc_range
+    return saturate(np.asarray(sum_of_partials, np.int64) + np.asarray(bias, np.int64), lo, hi)
+
+
+def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
+    """Stage ``relu``: ``clip((acc * M + 2**(shift-1)) >> shift, lo, hi)``; round half up, saturate."""
+    acc = np.asarray(acc, np.int64)
+    product = acc * np.asarray(mult, np.int64)
+    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    return np.clip((product + rounding) >> shift, lo, hi)
+
+
+def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
+    """Stage ``pool``: 2x2, stride 2 over a ``Ho x Wo x lanes`` frame; odd edges are dropped.
+
+    Max takes the largest; average is ``(a + b + c + d + 2) >> 2`` (round half up).
+    """
+    y = np.asarray(y, np.int64)
+    if mode == POOL_NONE:
+        return y
+    h, w = y.shape[0] // 2 * 2, y.shape[1] // 2 * 2
+    quads = y[:h, :w].reshape(h // 2, 2, w // 2, 2, *y.shape[2:])
+    if mode == POOL_MAX:
+        return quads.max(axis=(1, 3))
+    if mode == POOL_AVG:
+        return (quads.sum(axis=(1, 3)) + 2) >> 2
+    raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
+
+
+# The whole call -------------------------------------------------------------------------------
+
+def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
+                b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None) -> np.ndarray:
+    """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
+
+    ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
+    weights of every output group of the layer, ``b_mem`` (and ``m_mem`` when
+    ``use_mult``) one word per output channel of the layer. Only the output pixels the
+    call computes are written.
+    """
+    args.validate(cfg)
+    cpi, cpo = cfg.cpi, cfg.cpo
+    gi, go = args.gi(cfg), args.go(cfg)
+    groups = args.groups(cfg)
+    plane_in = args.H * args.W
+
+    def need_size(name, arr, size):
+        if arr is None or arr.size < size:
+            raise CallError(f"memory image {name} holds {0 if arr is None else arr.size} elements, "
+                            f"the call needs {size}")
+
+    need_size("x_mem", x_mem, gi * plane_in * cpi)
+    need_size("w_mem", w_mem, go * gi * cpo * cpi * 9)
+    need_size("b_mem", b_mem, go * cpo)
+    if args.use_mult:
+        need_size("m_mem", m_mem, go * cpo)
+    plane_out = args.plane_out()
+    need_size("out_mem", out_mem, (groups.stop) * plane_out * cpo)
+
+    # Input tile: GI planes -> (GI*CPI) x rows x W, channel c = g * CPI + lane.
+    x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
+    x = x[:, args.read_offset: args.read_offset + args.rows * args.W]
+    x = x.reshape(gi, args.rows, args.W, cpi).transpose(1, 2, 0, 3).reshape(args.rows, args.W, gi * cpi)
+    cols = windows(pad(x, args.pad_top, args.pad_bottom, args.pad_left, args.pad_right), args.stride)
+    ho, wo = cols.shape[:2]
+    cols = cols.reshape(ho * wo, gi * cpi * 9).astype(np.float64)
+
+    # Weights of the selected output groups: (n_groups*CPO) x (GI*CPI*9), same column order.
+    w = np.asarray(w_mem).reshape(-1)[: go * gi * cpo * cpi * 9].reshape(go, gi, cpo, cpi, 9)
+    w = w[groups.start: groups.stop].transpose(0, 2, 1, 3, 4).reshape(len(groups) * cpo, gi * cpi * 9)
+    sums = np.rint(cols @ w.astype(np.float64).T).astype(np.int64)       # (ho*wo) x (groups*CPO)
+
+    channels = slice(groups.start * cpo, groups.stop * cpo)
+    acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
+    mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
+    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    y = pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool)
+
+    out = out_mem.reshape(-1)
+    hp, wp = y.shape[:2]
+    y = y.reshape(hp * wp, len(groups), cpo).transpose(1, 0, 2)          # groups x pixels x CPO
+    for k, g in enumerate(groups):
+        base = (g * plane_out + args.write_offset) * cpo
+        out[base: base + hp * wp * cpo] = y[k].reshape(-1)
+    return out_mem
+
+
+# Packing between NCHW arrays and the kernel layouts ---------------------------------------------
+
+def pack_activations(x: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
+    """``C x H x W`` -> flat GIHWCPI image with ``lanes`` channels per group (zero-padded)."""
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"pack_activations expects a C x H x W array, got shape {x.shape}")
+    c, h, w = x.shape
+    g = math.ceil(c / lanes)
+    padded = np.zeros((g * lanes, h, w), dtype=dtype or x.dtype)
+    padded[:c] = x
+    return padded.reshape(g, lanes, h, w).transpose(0, 2, 3, 1).reshape(-1)
+
+
+def unpack_activations(mem: np.ndarray, channels: int, h: int, w: int, lanes: int,
+                       plane: int | None = None) -> np.ndarray:
+    """Flat GIHWCPI image (planes of ``plane`` pixels, default ``h * w``) -> ``channels x h x w``."""
+    plane = h * w if plane is None else plane
+    g = math.ceil(channels / lanes)
+    planes = np.asarray(mem).reshape(-1)[: g * plane * lanes].reshape(g, plane, lanes)[:, : h * w]
+    return planes.reshape(g, h, w, lanes).transpose(0, 3, 1, 2).reshape(g * lanes, h, w)[:channels]
+
+
+def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
+    """``O x I x 3 x 3`` -> flat ``[GO][GI][CPO][CPI][3][3]`` (zero-padded)."""
+    w = np.asarray(w)
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise ValueError(f"pack_weights expects an O x I x 3 x 3 array, got shape {w.shape}")
+    o, i = w.shape[:2]
+    go, gi = math.ceil(o / cpo), math.ceil(i / cpi)
+    padded = np.zeros((go * cpo, gi * cpi, 3, 3), dtype=dtype or w.dtype)
+    padded[:o, :i] = w
+    return padded.reshape(go, cpo, gi, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5).reshape(-1)
+
+
+def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int) -> np.ndarray:
+    go, gi = math.ceil(o / cpo), math.ceil(i / cpi)
+    w = np.asarray(mem).reshape(go, gi, cpo, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
+    return w.reshape(go * cpo, gi * cpi, 3, 3)[:o, :i]
+
+
+def pack_channels(v: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
+    """Per-channel vector (bias or multipliers) zero-padded to whole groups of ``lanes``."""
+    v = np.asarray(v).reshape(-1)
+    out = np.zeros(math.ceil(v.size / lanes) * lanes, dtype=dtype or v.dtype)
+    out[: v.size] = v
+    return out

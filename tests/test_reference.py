@@ -1,0 +1,187 @@
+"""The reference model against an independent computation: plain int64 loops over NCHW arrays."""
+
+import math
+
+import numpy as np
+import pytest
+
+from hlsinf.config import ConfigError, KernelConfig
+from hlsinf import reference as ref
+from hlsinf.reference import CallArgs, CallError
+
+
+def naive_layer(x, w, b, m, args: CallArgs, cfg: KernelConfig):
+    """Direct loops: conv 3x3 over the padded tile, bias, requantise, pool. Independent of the packing code."""
+    C, _, W = x.shape
+    O = w.shape[0]
+    tile = x[:, args.read_offset // W: args.read_offset // W + args.rows, :].astype(np.int64)
+    tile = np.pad(tile, ((0, 0), (args.pad_top, args.pad_bottom), (args.pad_left, args.pad_right)))
+    ho = (tile.shape[1] - 3) // args.stride + 1
+    wo = (tile.shape[2] - 3) // args.stride + 1
+    amin, amax = cfg.acc_range
+    lo, hi = args.clip_bounds(cfg)
+    y = np.zeros((O, ho, wo), np.int64)
+    for o in range(O):
+        for r in range(ho):
+            for c in range(wo):
+                s = 0
+                for i in range(C):
+                    for ky in range(3):
+                        for kx in range(3):
+                            s += int(tile[i, r * args.stride + ky, c * args.stride + kx]) * int(w[o, i, ky, kx])
+                acc = min(max(s + int(b[o]), amin), amax)
+                mult = int(m[o]) if args.use_mult else 1
+                v = acc * mult
+                if args.shift:
+                    v = (v + (1 << (args.shift - 1))) >> args.shift
+                y[o, r, c] = min(max(v, lo), hi)
+    if args.pool == ref.POOL_NONE:
+        return y
+    hp, wp = ho // 2, wo // 2
+    p = np.zeros((O, hp, wp), np.int64)
+    for o in range(O):
+        for r in range(hp):
+            for c in range(wp):
+                q = [y[o, 2 * r + dy, 2 * c + dx] for dy in (0, 1) for dx in (0, 1)]
+                p[o, r, c] = max(q) if args.pool == ref.POOL_MAX else (sum(q) + 2) // 4
+    return p
+
+
+def random_case(rng, cfg):
+    amin, amax = cfg.act_range
+    wmin, wmax = cfg.weight_range
+    I = int(rng.integers(1, 3 * cfg.cpi + 2))
+    O = int(rng.integers(1, 3 * cfg.cpo + 2))
+    H = int(rng.integers(3, 9))
+    W = int(rng.integers(3, 9))
+    args = CallArgs(H=H, W=W, rows=H, I=I, O=O,
+                    pad_top=int(rng.integers(0, 2)), pad_bottom=int(rng.integers(0, 2)),
+                    pad_left=int(rng.integers(0, 2)), pad_right=int(rng.integers(0, 2)),
+                    stride=int(rng.choice([1, 2])), relu=bool(rng.integers(0, 2)),
+                    shift=int(rng.integers(0, 12)), use_mult=bool(rng.integers(0, 2)))
+    if args.conv_rows >= 2 and args.conv_cols >= 2:
+        args.pool = int(rng.integers(0, 3))
+    x = rng.integers(amin, amax + 1, (I, H, W))
+    w = rng.integers(wmin, wmax + 1, (O, I, 3, 3))
+    b = rng.integers(-5000, 5000, O)
+    m = rng.integers(0, 1 << cfg.mult_bits, O)
+    return args, x, w, b, m
+
+
+def run_packed(cfg, args, x, w, b, m):
+    out = np.zeros(args.go(cfg) * cfg.cpo * args.out_rows * args.out_cols, dtype=ref.act_dtype(cfg))
+    ref.kernel_call(cfg, args,
+                    ref.pack_activations(x, cfg.cpi, ref.act_dtype(cfg)),
+                    ref.pack_weights(w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg)),
+                    ref.pack_channels(b, cfg.cpo, ref.bias_dtype(cfg)),
+                    out, ref.pack_channels(m, cfg.cpo, ref.mult_dtype(cfg)))
+    return ref.unpack_activations(out, args.O, args.out_rows, args.out_cols, cfg.cpo)
+
+
+@pytest.mark.parametrize("cpi,cpo,signed", [(4, 4, False), (2, 8, True), (8, 2, False), (1, 1, True)])
+def test_kernel_call_matches_naive_convolution(cpi, cpo, signed):
+    cfg = KernelConfig(cpi=cpi, cpo=cpo, act_signed=signed, imax=64, wmax=16, hmax=16)
+    rng = np.random.default_rng(cpi * 100 + cpo + signed)
+    for _ in range(12):
+        args, x, w, b, m = random_case(rng, cfg)
+        got = run_packed(cfg, args, x, w, b, m)
+        want = naive_layer(x, w, b, m, args, cfg)
+        np.testing.assert_array_equal(got, want, err_msg=str(args))
+
+
+def test_row_tiles_with_offsets_assemble_the_whole_layer():
+    """Two calls on row tiles (halo rows, read/write offsets, out_plane) equal one whole call."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=16, wmax=16, hmax=16)
+    rng = np.random.default_rng(7)
+    I, O, H, W = 6, 5, 10, 7
+    x = rng.integers(0, 256, (I, H, W))
+    w = rng.integers(-128, 128, (O, I, 3, 3))
+    b = rng.integers(-3000, 3000, O)
+    m = np.ones(O, int)
+    whole = CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=6)
+    want = naive_layer(x, w, b, m, whole, cfg)
+    xm = ref.pack_activations(x, 4, np.uint8)
+    wm, bm = ref.pack_weights(w, 4, 4, np.int8), ref.pack_channels(b, 4, np.int32)
+    out = np.zeros(2 * 4 * H * W, np.uint8)
+    # tile 1: output rows 0..4 need input rows 0..5; tile 2: output rows 5..9 need input rows 4..9
+    top = CallArgs(H=H, W=W, rows=6, I=I, O=O, pad_top=1, pad_left=1, pad_right=1, shift=6, out_plane=H * W)
+    bottom = CallArgs(H=H, W=W, rows=6, I=I, O=O, pad_bottom=1, pad_left=1, pad_right=1, shift=6,
+                      read_offset=4 * W, write_offset=5 * W, out_plane=H * W)
+    ref.kernel_call(cfg, top, xm, wm, bm, out)
+    ref.kernel_call(cfg, bottom, xm, wm, bm, out)
+    np.testing.assert_array_equal(ref.unpack_activations(out, O, H, W, 4), want)
+
+
+def test_output_group_range_writes_only_its_groups():
+    cfg = KernelConfig(cpi=2, cpo=2, imax=8, wmax=8, hmax=8)
+    rng = np.random.default_rng(3)
+    args, x, w, b, m = random_case(rng, cfg)
+    args.O, args.pool = 6, 0
+    w = rng.integers(-128, 128, (6, args.I, 3, 3))
+    b, m = rng.integers(-100, 100, 6), np.ones(6, int)
+    full = naive_layer(x, w, b, m, args, cfg)
+    sentinel = 77
+    out = np.full(3 * 2 * args.out_rows * args.out_cols, sentinel, np.uint8)
+    args.o_first, args.o_count = 1, 1
+    ref.kernel_call(cfg, args, ref.pack_activations(x, 2, np.uint8), ref.pack_weights(w, 2, 2, np.int8),
+                    ref.pack_channels(b, 2, np.int32), out)
+    got = ref.unpack_activations(out, 6, args.out_rows, args.out_cols, 2)
+    np.testing.assert_array_equal(got[2:4], full[2:4])
+    assert (got[:2] == sentinel).all() and (got[4:] == sentinel).all()
+
+
+def test_saturation_never_wraps():
+    cfg = KernelConfig(cpi=1, cpo=1, imax=1, wmax=4, hmax=4, acc_bits=32)
+    amin, amax = cfg.acc_range
+    assert ref.add_bias([amax], [amax], cfg)[0] == amax
+    assert ref.add_bias([amin], [-5], cfg)[0] == amin
+    assert ref.requantize([amax], [65535], 0, 0, 255)[0] == 255
+    assert ref.requantize([-(1 << 30)], [65535], 3, -128, 127)[0] == -128
+
+
+def test_rounding_is_half_up():
+    # 5/2 = 2.5 -> 3, -5/2 = -2.5 -> -2, 7/4 = 1.75 -> 2, -7/4 -> -2
+    got = ref.requantize([5, -5, 7, -7, 6], 1, 1, -100, 100)
+    assert list(got) == [3, -2, 4, -3, 3]
+    assert list(ref.requantize([7, -7], 1, 2, -100, 100)) == [2, -2]
+    assert list(ref.pool2x2(np.array([[[1], [2]], [[2], [1]]]), ref.POOL_AVG).ravel()) == [2]   # 6/4 = 1.5 -> 2
+    assert list(ref.pool2x2(np.array([[[-1], [-2]], [[-2], [-1]]]), ref.POOL_AVG).ravel()) == [-1]  # -1.5 -> -1
+
+
+def test_pack_unpack_roundtrip():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, 3, 4))
+    np.testing.assert_array_equal(ref.unpack_activations(ref.pack_activations(x, 4), 5, 3, 4, 4), x)
+    w = rng.integers(-128, 128, (5, 3, 3, 3))
+    np.testing.assert_array_equal(ref.unpack_weights(ref.pack_weights(w, 2, 4), 5, 3, 2, 4), w)
+    # layout formula of docs/numbers.md
+    mem = ref.pack_activations(x, 4)
+    c, h, ww = 4, 2, 1
+    assert mem[(c // 4) * 3 * 4 * 4 + h * 4 * 4 + ww * 4 + c % 4] == x[c, h, ww]
+
+
+@pytest.mark.parametrize("field,value", [("W", 0), ("stride", 3), ("pad_left", 3), ("I", 10_000),
+                                         ("shift", 99), ("pool", 5), ("o_first", 9), ("clip_lo", -1)])
+def test_bad_arguments_name_the_argument(field, value):
+    cfg = KernelConfig(cpi=4, cpo=4)
+    args = CallArgs(H=4, W=4, rows=4, I=4, O=4)
+    setattr(args, field, value)
+    with pytest.raises(CallError, match=field):
+        args.validate(cfg)
+
+
+@pytest.mark.parametrize("kw,name", [(dict(cpi=0), "cpi"), (dict(cpo=3), "cpo"), (dict(act_bits=7), "act_bits"),
+                                     (dict(acc_bits=24), "acc_bits"), (dict(imax=0), "imax"),
+                                     (dict(wmax=4096, hmax=4096, cpo=32), "wmax"), (dict(mult_bits=30), "mult_bits")])
+def test_bad_config_names_the_parameter(kw, name):
+    with pytest.raises(ConfigError, match=name):
+        KernelConfig(**kw)
+
+
+def test_accumulator_check_uses_the_product_range():
+    # uint8 x int8 products span [-32640, 32385]; 64 channels x 9 taps of them need 20 bits.
+    cfg = KernelConfig(cpi=8, cpo=8, imax=64, acc_bits=32)
+    assert cfg.sum_range == (-32640 * 576, 32385 * 576)
+    assert cfg.partial_bits == KernelConfig.bits_needed(-32640 * 72, 32385 * 72)
+    with pytest.raises(ConfigError, match="acc_bits"):
+        KernelConfig(imax=65536, acc_bits=32)
