@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["ConfigError", "KernelConfig", "U200_ONCHIP_RAM_BITS"]
+__all__ = ["ConfigError", "KernelConfig", "MAX_PAD", "U200_ONCHIP_RAM_BITS"]
 
 #: Block RAM plus UltraRAM of the Alveo U200 (2,160 BRAM36 of 36 Kib, 960 URAM of 288 Kib).
 U200_ONCHIP_RAM_BITS = 2160 * 36 * 1024 + 960 * 288 * 1024
@@ -20,6 +20,9 @@ U200_ONCHIP_RAM_BITS = 2160 * 36 * 1024 + 960 * 288 * 1024
 ACCUMULATOR_RAM_SHARE = 0.5
 
 _POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64)
+
+#: Largest zero padding on any side of a call (run-time argument range).
+MAX_PAD = 2
 
 
 class ConfigError(ValueError):
@@ -84,7 +87,7 @@ class KernelConfig:
                f"for imax={self.imax} spans [{lo}, {hi}])",
                amin <= lo and hi <= amax)
 
-        buffer_bits = self.wmax * self.hmax * self.cpo * self.acc_bits
+        buffer_bits = self.max_frame_pixels * self.cpo * self.acc_bits
         budget = int(U200_ONCHIP_RAM_BITS * ACCUMULATOR_RAM_SHARE)
         if buffer_bits > budget:
             raise ConfigError(
@@ -137,6 +140,19 @@ class KernelConfig:
     def bits_needed(lo: int, hi: int) -> int:
         """Bits of the narrowest signed integer holding [lo, hi]."""
         return max(lo.bit_length() if lo >= 0 else (-lo - 1).bit_length(), hi.bit_length()) + 1
+
+    @property
+    def max_padded_rows(self) -> int:
+        return self.hmax + 2 * MAX_PAD
+
+    @property
+    def max_padded_cols(self) -> int:
+        return self.wmax + 2 * MAX_PAD
+
+    @property
+    def max_frame_pixels(self) -> int:
+        """Most convolution outputs of one frame: the depth of the accumulation buffer."""
+        return (self.max_padded_rows - 2) * (self.max_padded_cols - 2)
 
     @property
     def partial_bits(self) -> int:

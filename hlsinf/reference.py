@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .config import KernelConfig
+from .config import MAX_PAD, KernelConfig
 
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
@@ -35,7 +35,6 @@ __all__ = [
 
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
-MAX_PAD = 2
 
 
 class CallError(ValueError):

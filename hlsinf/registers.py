@@ -1,0 +1,107 @@
+"""The kernel's register map on ``s_axi_control``: Vitis ``ap_ctrl_hs`` plus one register per argument.
+
+One table serves the gateware (which decodes it), the build (which writes it into
+``kernel.xml``, the ``package_xo`` script and the JSON descriptor) and the hosts (which
+encode a :class:`~hlsinf.reference.CallArgs` with it), so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .reference import CallArgs
+
+__all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
+           "register_map", "encode_call", "CONTROL_BITS"]
+
+CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
+ARGS_BASE = 0x10
+#: Bits of the control register (Vitis ap_ctrl_hs).
+CONTROL_BITS = {"ap_start": 0, "ap_done": 1, "ap_idle": 2, "ap_ready": 3, "auto_restart": 7}
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    bits: int                 #: 32 for scalars, 64 for pointers (two 32-bit words, low word first)
+    kind: str                 #: "scalar" or "pointer"
+    signed: bool = False
+    bundle: str | None = None #: AXI master bundle of a pointer (port prefix m_axi_<bundle>_)
+    doc: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "offset": self.offset, "bits": self.bits, "kind": self.kind,
+                "signed": self.signed, "bundle": self.bundle, "doc": self.doc}
+
+
+#: Scalar arguments, in register order; names are CallArgs fields.
+SCALARS: tuple[tuple[str, bool, str], ...] = (
+    ("H", False, "height of the input image in memory; an input plane is H*W pixels"),
+    ("W", False, "width of the input image and of this call's tile"),
+    ("rows", False, "input rows this call reads, from read_offset on"),
+    ("I", False, "input channels"),
+    ("O", False, "output channels of the layer (weights and bias hold ceil(O/CPO) groups)"),
+    ("pad_top", False, "zero rows above the tile"),
+    ("pad_bottom", False, "zero rows below the tile"),
+    ("pad_left", False, "zero columns left of the tile"),
+    ("pad_right", False, "zero columns right of the tile"),
+    ("stride", False, "convolution stride, 1 or 2"),
+    ("o_first", False, "first output group this call computes"),
+    ("o_count", False, "number of output groups this call computes"),
+    ("relu", False, "1: clip at 0 (ReLU)"),
+    ("clip_lo", True, "lower saturation bound of the requantised output"),
+    ("clip_hi", True, "upper saturation bound of the requantised output"),
+    ("shift", False, "requantisation right shift s (rounds half up)"),
+    ("use_mult", False, "1: multiply by the per-channel multipliers at m before the shift"),
+    ("pool", False, "0 none, 1 max 2x2, 2 average 2x2 (stride 2)"),
+    ("read_offset", False, "first input pixel of the tile within each input plane"),
+    ("write_offset", False, "first output pixel within each output plane"),
+    ("out_plane", False, "pixels per output plane"),
+)
+
+#: Pointer arguments: name, AXI bundle, what they point at.
+POINTERS: tuple[tuple[str, str, str], ...] = (
+    ("x", "gmem_in", "input activations, GIHWCPI"),
+    ("w", "gmem_w", "weights, [GO][GI][CPO][CPI][3][3]"),
+    ("b", "gmem_w", "bias, [GO*CPO] words of bias_bits"),
+    ("m", "gmem_w", "requantisation multipliers, [GO*CPO] 32-bit words"),
+    ("y", "gmem_out", "output activations, GOHWCPO"),
+)
+
+
+def register_map() -> list[Register]:
+    """Every argument register from ``ARGS_BASE``: 32-bit scalars, then 8-byte aligned pointers."""
+    regs, offset = [], ARGS_BASE
+    for name, signed, doc in SCALARS:
+        regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+        offset += 4
+    offset = (offset + 7) // 8 * 8
+    for name, bundle, doc in POINTERS:
+        regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
+        offset += 8
+    return regs
+
+
+def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]:
+    """The 32-bit words a host writes for one call: ``{offset: value}``, defaults resolved.
+
+    ``pointers`` maps each of x, w, b, m, y to a byte address. Arguments are validated
+    against ``cfg`` first, so a host never starts the kernel with a bad call.
+    """
+    args.validate(cfg)
+    lo, hi = args.clip_bounds(cfg)
+    values = args.to_dict()
+    values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
+                  relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out())
+    words = {}
+    for reg in register_map():
+        if reg.kind == "pointer":
+            if reg.name not in pointers:
+                raise ValueError(f"encode_call: pointer argument {reg.name!r} missing")
+            address = int(pointers[reg.name])
+            words[reg.offset] = address & 0xFFFF_FFFF
+            words[reg.offset + 4] = (address >> 32) & 0xFFFF_FFFF
+        else:
+            words[reg.offset] = int(values[reg.name]) & 0xFFFF_FFFF
+    return words
