@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GraphError", "Node", "Graph", "load_model"]
+__all__ = ["GraphError", "Node", "Graph", "load_model", "fold_batchnorm", "to_onnx"]
 
 
 class GraphError(ValueError):
@@ -180,3 +180,62 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
                 raise GraphError(f"node {n.name!r} ({n.op}): the shape of output {o!r} is unknown after "
                                  "shape inference (is a shape computed at run time?)")
     return Graph(nodes, initializers, [inp.name], [o.name for o in g.output], shapes, dtypes, opset, name)
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    """Fold ``Conv -> BatchNormalization`` (float weights, constant statistics) into the Conv."""
+    nodes, inits = [], dict(graph.initializers)
+    removed = set()
+    by_name = {}
+    for node in graph.nodes:
+        if node.op == "BatchNormalization":
+            conv = graph.producer(node.inputs[0])
+            params = [inits.get(i) for i in node.inputs[1:5]]
+            if (conv is not None and conv.op == "Conv" and len(graph.consumers(conv.outputs[0])) == 1
+                    and conv.outputs[0] not in graph.outputs and conv.inputs[1] in inits
+                    and all(p is not None for p in params) and len(node.outputs) == 1
+                    and (len(conv.inputs) < 3 or not conv.inputs[2] or conv.inputs[2] in inits)):
+                scale, bias, mean, var = (np.asarray(p, np.float64) for p in params)
+                k = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+                w = inits[conv.inputs[1]].astype(np.float64) * k.reshape(-1, 1, 1, 1)
+                b0 = inits[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
+                b = (b0 - mean) * k + bias
+                wname, bname = f"{conv.name}_bnfolded_w", f"{conv.name}_bnfolded_b"
+                inits[wname] = w.astype(np.float32)
+                inits[bname] = b.astype(np.float32)
+                new = Node(conv.name, "Conv", [conv.inputs[0], wname, bname], [node.outputs[0]], dict(conv.attrs))
+                by_name[conv.name] = new
+                removed.add(node.name)
+    for node in graph.nodes:
+        if node.name in removed:
+            continue
+        nodes.append(by_name.get(node.name, node))
+    used = {i for n in nodes for i in n.inputs}
+    inits = {k: v for k, v in inits.items() if k in used}
+    shapes = {k: v for k, v in graph.shapes.items()}
+    for k, v in inits.items():
+        shapes[k] = v.shape
+    return Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dict(graph.dtypes),
+                 graph.opset, graph.name)
+
+
+def to_onnx(graph: Graph):
+    """Export the IR back to an ``onnx.ModelProto`` (what :func:`quantize` writes)."""
+    from onnx import helper, numpy_helper
+
+    def attr(v):
+        return numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v
+
+    nodes = [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **{k: attr(v) for k, v in n.attrs.items()})
+             for n in graph.nodes]
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in graph.initializers.items()]
+    inv = {np.dtype(v): k for k, v in _ONNX_DTYPES.items()}
+
+    def info(t):
+        return helper.make_tensor_value_info(t, inv[graph.dtypes.get(t, np.dtype(np.float32))], list(graph.shapes[t]))
+
+    g = helper.make_graph(nodes, graph.name, [info(t) for t in graph.inputs], [info(t) for t in graph.outputs], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", max(13, graph.opset))],
+                              producer_name="hlsinf.host")
+    model.ir_version = 8
+    return model

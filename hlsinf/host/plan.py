@@ -28,7 +28,7 @@ import numpy as np
 from ..config import MAX_PAD, KernelConfig
 from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
-from .graph import Graph, GraphError, Node, load_model
+from .graph import Graph, GraphError, Node, fold_batchnorm, load_model
 from .quantize import QuantError, requant_params
 
 __all__ = ["PlanError", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
@@ -169,43 +169,6 @@ def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
 
 
 # Graph rewrites ----------------------------------------------------------------------------------
-
-def fold_batchnorm(graph: Graph) -> Graph:
-    """Fold ``Conv -> BatchNormalization`` (float weights, constant statistics) into the Conv."""
-    nodes, inits = [], dict(graph.initializers)
-    removed = set()
-    by_name = {}
-    for node in graph.nodes:
-        if node.op == "BatchNormalization":
-            conv = graph.producer(node.inputs[0])
-            params = [inits.get(i) for i in node.inputs[1:5]]
-            if (conv is not None and conv.op == "Conv" and len(graph.consumers(conv.outputs[0])) == 1
-                    and conv.outputs[0] not in graph.outputs and conv.inputs[1] in inits
-                    and all(p is not None for p in params) and len(node.outputs) == 1
-                    and (len(conv.inputs) < 3 or not conv.inputs[2] or conv.inputs[2] in inits)):
-                scale, bias, mean, var = (np.asarray(p, np.float64) for p in params)
-                k = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
-                w = inits[conv.inputs[1]].astype(np.float64) * k.reshape(-1, 1, 1, 1)
-                b0 = inits[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
-                b = (b0 - mean) * k + bias
-                wname, bname = f"{conv.name}_bnfolded_w", f"{conv.name}_bnfolded_b"
-                inits[wname] = w.astype(np.float32)
-                inits[bname] = b.astype(np.float32)
-                new = Node(conv.name, "Conv", [conv.inputs[0], wname, bname], [node.outputs[0]], dict(conv.attrs))
-                by_name[conv.name] = new
-                removed.add(node.name)
-    for node in graph.nodes:
-        if node.name in removed:
-            continue
-        nodes.append(by_name.get(node.name, node))
-    used = {i for n in nodes for i in n.inputs}
-    inits = {k: v for k, v in inits.items() if k in used}
-    shapes = {k: v for k, v in graph.shapes.items()}
-    for k, v in inits.items():
-        shapes[k] = v.shape
-    return Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dict(graph.dtypes),
-                 graph.opset, graph.name)
-
 
 # Pattern matching of one quantised convolution ---------------------------------------------------
 

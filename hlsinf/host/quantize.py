@@ -114,12 +114,11 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     stay float and run on the CPU. 2-D max/average pools of a quantised tensor keep its scale.
     The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
     """
-    import onnx
-    from onnx import helper, numpy_helper, TensorProto
+    from .graph import Node, fold_batchnorm, to_onnx
 
     signed = act_signed if act_signed is not None else (kernel.act_signed if kernel is not None else False)
-    graph = load_model(model)
-    proto = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
+    graph = model if isinstance(model, Graph) else load_model(model)
+    graph = fold_batchnorm(graph)
     ranges = calibrate_ranges(graph, calibration)
 
     def representable(t):
@@ -128,8 +127,8 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
         lo, hi = ranges[t]
         return signed or lo >= 0
 
-    scales: dict[str, float] = {}          # quantised activation tensors -> scale
-    conv_plan: dict[str, tuple[str, str]] = {}   # conv node name -> (input tensor, output act tensor)
+    scales: dict[str, float] = {}               # quantised activation tensors -> scale
+    conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
     for node in graph.nodes:
         if node.op == "Conv" and node.inputs[1] in graph.initializers and node.attrs.get("group", 1) == 1:
             x, out = node.inputs[0], node.outputs[0]
@@ -139,77 +138,63 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
             if (x in scales or representable(x)) and representable(out):
                 scales.setdefault(x, _act_scale(*ranges[x], signed))
                 scales[out] = _act_scale(*ranges[out], signed)
-                conv_plan[node.name] = (x, out)
+                conv_input[node.name] = x
         elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]
 
-    qtype = TensorProto.INT8 if signed else TensorProto.UINT8
     zp_dtype = np.int8 if signed else np.uint8
-    new_inits = []
-    new_nodes = []
+    inits = dict(graph.initializers)
+    shapes, dtypes = dict(graph.shapes), dict(graph.dtypes)
+    nodes: list[Node] = []
     rename: dict[str, str] = {}
 
+    def add_init(name, value):
+        inits[name] = value
+        shapes[name], dtypes[name] = value.shape, value.dtype
+
     def qdq(t):
-        s = np.float32(scales[t])
-        new_inits.append(numpy_helper.from_array(np.array(s, np.float32), f"{t}_scale"))
-        new_inits.append(numpy_helper.from_array(np.array(0, zp_dtype), f"{t}_zero_point"))
-        new_nodes.append(helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"],
-                                          [f"{t}_quantized"], name=f"{t}_QuantizeLinear"))
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"],
-                                          [f"{t}_dequantized"], name=f"{t}_DequantizeLinear"))
+        add_init(f"{t}_scale", np.array(scales[t], np.float32))
+        add_init(f"{t}_zero_point", np.array(0, zp_dtype))
+        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"]))
+        nodes.append(Node(f"{t}_DequantizeLinear", "DequantizeLinear",
+                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"]))
+        shapes[f"{t}_quantized"] = shapes[f"{t}_dequantized"] = shapes[t]
+        dtypes[f"{t}_quantized"], dtypes[f"{t}_dequantized"] = np.dtype(zp_dtype), np.dtype(np.float32)
         rename[t] = f"{t}_dequantized"
+
+    def dq_param(name, q, scale, axis):
+        add_init(f"{name}_quantized", q)
+        add_init(f"{name}_scale", scale)
+        add_init(f"{name}_zero_point", np.zeros(scale.shape, q.dtype))
+        nodes.append(Node(f"{name}_DequantizeLinear", "DequantizeLinear",
+                          [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}_dequantized"],
+                          {"axis": axis}))
+        shapes[f"{name}_dequantized"], dtypes[f"{name}_dequantized"] = q.shape, np.dtype(np.float32)
+        return f"{name}_dequantized"
 
     if graph.inputs[0] in scales:
         qdq(graph.inputs[0])
-    src_nodes = {n.name or f"{n.op_type}_{k}": n for k, n in enumerate(n for n in proto.graph.node)}
-    by_output = {n.output[0]: n for n in proto.graph.node}
     for node in graph.nodes:
-        pn = by_output[node.outputs[0]]
-        new = onnx.NodeProto()
-        new.CopyFrom(pn)
-        for k, i in enumerate(new.input):
-            if i in rename:
-                new.input[k] = rename[i]
-        if node.name in conv_plan:
-            x, _ = conv_plan[node.name]
+        new = Node(node.name, node.op, [rename.get(i, i) for i in node.inputs], list(node.outputs), dict(node.attrs))
+        if node.name in conv_input:
+            x = conv_input[node.name]
             w = graph.initializers[node.inputs[1]].astype(np.float64)
             o = w.shape[0]
             wmax = np.abs(w.reshape(o, -1)).max(axis=1) if per_channel else np.full(o, np.abs(w).max())
             sw = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
             wq = np.clip(np.rint(w / sw.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
-            wn = node.name
-            new_inits += [numpy_helper.from_array(wq, f"{wn}_w_quantized"),
-                          numpy_helper.from_array(sw if per_channel else sw[:1].reshape(()), f"{wn}_w_scale"),
-                          numpy_helper.from_array(np.zeros(o if per_channel else (), np.int8), f"{wn}_w_zero_point")]
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{wn}_w_quantized", f"{wn}_w_scale", f"{wn}_w_zero_point"],
-                                              [f"{wn}_w_dequantized"], name=f"{wn}_w_DequantizeLinear", axis=0))
-            new.input[1] = f"{wn}_w_dequantized"
+            new.inputs[1] = dq_param(f"{node.name}_w", wq, sw if per_channel else sw[:1].reshape(()), 0)
             if len(node.inputs) > 2 and node.inputs[2]:
                 b = graph.initializers[node.inputs[2]].astype(np.float64)
                 sb = (np.float32(scales[x]) * sw).astype(np.float32)
                 bq = np.clip(np.rint(b / sb.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
-                new_inits += [numpy_helper.from_array(bq, f"{wn}_b_quantized"),
-                              numpy_helper.from_array(sb, f"{wn}_b_scale"),
-                              numpy_helper.from_array(np.zeros(o, np.int32), f"{wn}_b_zero_point")]
-                new_nodes.append(helper.make_node("DequantizeLinear", [f"{wn}_b_quantized", f"{wn}_b_scale", f"{wn}_b_zero_point"],
-                                                  [f"{wn}_b_dequantized"], name=f"{wn}_b_DequantizeLinear", axis=0))
-                new.input[2] = f"{wn}_b_dequantized"
-        new_nodes.append(new)
+                new.inputs[2] = dq_param(f"{node.name}_b", bq, sb, 0)
+        nodes.append(new)
         for out in node.outputs:
             if out in scales:
                 qdq(out)
-
-    g = proto.graph
-    used = {i for n in new_nodes for i in n.input}
-    inits = [t for t in g.initializer if t.name in used] + new_inits
-    for t, v in graph.initializers.items():       # Constant nodes folded by the importer
-        if t in used and not any(i.name == t for i in inits):
-            inits.append(numpy_helper.from_array(np.asarray(v), t))
-    outputs = []
-    for o in g.output:   # graph outputs keep their float names
-        outputs.append(o)
-    graph_out = helper.make_graph(new_nodes, g.name or "quantized", list(g.input), outputs, inits)
-    out = helper.make_model(graph_out, opset_imports=[helper.make_opsetid("", max(13, graph.opset))],
-                            producer_name="hlsinf.host.quantize")
-    out.ir_version = proto.ir_version
-    return out
+    used = {i for n in nodes for i in n.inputs}
+    inits = {k: v for k, v in inits.items() if k in used}
+    qgraph = Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dtypes,
+                   max(13, graph.opset), graph.name)
+    return to_onnx(qgraph)
