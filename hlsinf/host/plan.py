@@ -513,6 +513,14 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             if chw(layer.output) != layer.out_shape:
                 raise PlanError(f"layer {layer.name!r}: planned output {layer.out_shape} differs from "
                                 f"ONNX shape inference {chw(layer.output)}")
+        elif all(not i or i in graph.initializers for i in node.inputs) and node.op != "Conv":
+            # constant subgraph (e.g. DequantizeLinear of Gemm weights): computed once, here
+            from .cpu_ops import run_node
+            outs = run_node(node, [graph.initializers[i] if i else None for i in node.inputs], graph.opset)
+            for o, v in zip(node.outputs, outs):
+                if o:
+                    graph.initializers[o] = v
+                    on_host.add(o)
         else:
             for i in node.inputs:
                 if i:
