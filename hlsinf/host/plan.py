@@ -117,7 +117,8 @@ class Plan:
     graph: Graph
     cfg: KernelConfig
     steps: list                          #: FpgaLayer | CpuLayer | Transfer in execution order
-    device_tensors: dict[str, tuple[tuple[int, int, int], int]] = field(default_factory=dict)
+    #: (tensor, lanes) -> (C, H, W) of every buffer in device layout; a tensor has two when CPI != CPO
+    device_tensors: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
     descriptor: dict | None = None
 
     @property
@@ -506,10 +507,10 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                 to_host(t)
                 steps.append(Transfer(t, "to_device", chw(t), cfg.cpi))
                 on_device[t] = cfg.cpi
-                device_tensors[t] = (chw(t), cfg.cpi)
+                device_tensors[(t, cfg.cpi)] = chw(t)
             steps.append(layer)
             on_device[layer.output] = cfg.cpo
-            device_tensors[layer.output] = (layer.out_shape, cfg.cpo)
+            device_tensors[(layer.output, cfg.cpo)] = layer.out_shape
             if chw(layer.output) != layer.out_shape:
                 raise PlanError(f"layer {layer.name!r}: planned output {layer.out_shape} differs from "
                                 f"ONNX shape inference {chw(layer.output)}")

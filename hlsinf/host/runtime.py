@@ -85,9 +85,10 @@ class Session:
             raise ValueError(f"the device runs a kernel configured as {self.device.cfg}, the plan is for {cfg}")
         dev = self.device
         self.act = np.dtype(act_dtype(cfg))
-        self.buffers: dict[str, int] = {}
-        for t, ((c, h, w), lanes) in plan.device_tensors.items():
-            self.buffers[t] = dev.allocate(math.ceil(c / lanes) * lanes * h * w * self.act.itemsize, t)
+        self.buffers: dict[tuple[str, int], int] = {}
+        for (t, lanes), (c, h, w) in plan.device_tensors.items():
+            self.buffers[(t, lanes)] = dev.allocate(math.ceil(c / lanes) * lanes * h * w * self.act.itemsize,
+                                                    f"{t}@{lanes}")
         self.params: dict[str, dict[str, int]] = {}
         for layer in plan.fpga_layers:
             p = {}
@@ -139,7 +140,7 @@ class Session:
                 category = "cpu"
             elif isinstance(step, Transfer):
                 c, h, w = step.shape
-                addr = self.buffers[step.tensor]
+                addr = self.buffers[(step.tensor, step.lanes)]
                 if step.direction == "to_device":
                     img = np.asarray(values[step.tensor])[0]
                     if img.dtype != self.act:
@@ -152,7 +153,7 @@ class Session:
                 category = "transfer"
             else:
                 p = self.params[step.name]
-                ptrs = {"x": self.buffers[step.input], "y": self.buffers[step.output], **p}
+                ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)], **p}
                 measured = 0
                 for args in step.calls:
                     cycles = dev.call(args, ptrs)
@@ -172,9 +173,10 @@ class Session:
         for name in list(graph.outputs) + list(fetch):
             if name in values:
                 out[name] = values[name]
-            elif name in self.buffers:                   # a device-resident intermediate
-                (c, h, w), lanes = plan.device_tensors[name]
-                mem = dev.read(self.buffers[name], self.act, math.ceil(c / lanes) * lanes * h * w)
+            elif (name, cfg.cpo) in self.buffers:         # a device-resident intermediate
+                lanes = cfg.cpo
+                c, h, w = plan.device_tensors[(name, lanes)]
+                mem = dev.read(self.buffers[(name, lanes)], self.act, math.ceil(c / lanes) * lanes * h * w)
                 out[name] = unpack_activations(mem, c, h, w, lanes)[None]
             else:
                 raise GraphError(f"tensor {name!r} is not computed by this plan "
