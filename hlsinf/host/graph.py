@@ -96,7 +96,7 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     the node) or a tensor whose shape stays unknown.
     """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import helper, numpy_helper, shape_inference
 
     from .cpu_ops import CPU_OPS
 
@@ -146,12 +146,20 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
             nm = node.name or node.output[0]
             raise GraphError(f"node {nm!r}: operator {node.domain + '.' if node.domain else ''}{node.op_type} "
                              f"is not supported; supported operators: {', '.join(sorted(CPU_OPS))}")
+    # Shape inference serialises the model: large weights go in as typed inputs instead (only
+    # their shapes matter), which keeps a VGG16 import to a second.
+    initializers = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    small = [t for t in g.initializer if int(np.prod(t.dims)) <= 1024]
+    large = [t for t in g.initializer if int(np.prod(t.dims)) > 1024]
+    del g.initializer[:]
+    g.initializer.extend(small)
+    for t in large:
+        g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     try:
         inferred = shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:
         raise GraphError(f"ONNX shape inference failed on {name!r}: {e}") from e
 
-    initializers = {t.name: numpy_helper.to_array(t) for t in inferred.graph.initializer}
     nodes = []
     for k, n in enumerate(inferred.graph.node):
         attrs = {a.name: _attr_value(a) for a in n.attribute}
