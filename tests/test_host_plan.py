@@ -189,14 +189,37 @@ def test_register_round_trip_through_the_reference_device():
     assert back.to_dict() == {**args.to_dict(), "clip_lo": 0}
 
 
+@pytest.mark.parametrize("max_cols", [None, 3, 4])
+def test_column_tiles_for_images_wider_than_wmax_are_bit_exact(max_cols):
+    model = small_cnn(10, 22, seed=1)
+    calib = _ptq(model, (3, 10, 22))
+    wide = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=16)
+    narrow = KernelConfig(cpi=4, cpo=4, imax=64, wmax=8, hmax=16)
+    qdq = quantize(model, calib, wide)
+    a = to_fpga(qdq, wide)
+    b = to_fpga(qdq, narrow, max_cols=max_cols, max_rows=3)
+    first = b.fpga_layers[0]
+    assert len(first.columns) >= 3 and not a.fpga_layers[0].columns
+    assert all(c.W <= 8 for l in b.fpga_layers for c in l.calls)
+    # strips overlap by the 2 halo columns of a 3x3 stride-1 conv and cover the image
+    assert first.columns[0].in_start == 0 and first.columns[-1].in_stop == 22
+    assert all(p.in_stop - n.in_start == 2 for p, n in zip(first.columns, first.columns[1:]))
+    x = _ptq(model, (3, 10, 22), seed=4, n=2)
+    ra, fetch = _run_all(a, x)
+    rb, _ = _run_all(b, x)
+    for name in fetch + a.graph.outputs:
+        np.testing.assert_array_equal(ra[name], rb[name], err_msg=name)
+
+
 def test_layer_no_tiling_can_fit_is_a_clear_error():
     model = small_cnn(12, 20, seed=1)
     calib = _ptq(model, (3, 12, 20))
-    narrow = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16)
-    with pytest.raises(PlanError, match=r"node 'conv1'.*input width 20 is larger than the kernel's wmax = 16"):
-        to_fpga(model, narrow, calibration=calib)
-    plan = to_fpga(model, narrow, calibration=calib, cpu_fallback=True)
-    assert plan.steps and any("wmax" in (getattr(s, "reason", None) or "") for s in plan.steps)
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16)
+    with pytest.raises(PlanError, match=r"node 'conv1'.*input width 20 is larger than the kernel's wmax = 16 "
+                                        r"and no column tiling fits"):
+        to_fpga(model, cfg, calibration=calib, max_cols=1)     # a fused 2x2 pool needs 2 columns
+    plan = to_fpga(model, cfg, calibration=calib, max_cols=1, cpu_fallback=True)
+    assert any("no column tiling" in (getattr(s, "reason", None) or "") for s in plan.steps)
     with pytest.raises(PlanError, match=r"imax = 4"):
         to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=4, wmax=32, hmax=16), calibration=calib)
     with pytest.raises(PlanError, match=r"no row tiling fits the kernel's hmax = 2"):

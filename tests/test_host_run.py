@@ -55,8 +55,8 @@ def test_cli_errors_exit_nonzero_with_a_clear_message(files):
     cases = [
         ((files / "missing.onnx", "--input", x), "model file .*missing.onnx.* does not exist"),
         ((m, "--input", files / "nope.npy"), "input file .*nope.npy.* does not exist"),
-        ((m, "--input", cal, "--calibration", x, "--wmax", "8", "--cpi", "4", "--cpo", "4"),
-         "node 'conv1'.*wmax = 8"),
+        ((m, "--input", cal, "--calibration", x, "--imax", "4", "--cpi", "4", "--cpo", "4"),
+         "node 'conv4'.*6 input channels, more than the kernel's imax = 4"),
     ]
     np.save(files / "bad.npy", np.zeros((1, 3, 11, 12), np.float32))
     cases.append(((m, "--input", files / "bad.npy", "--calibration", cal), "dimension 2 differs"))

@@ -9,7 +9,9 @@ What the planner does, in order:
    scale), into one accelerator layer; 1x1 and 2x2 kernels go into the 3x3 slot with
    adjusted padding;
 4. splits each layer into kernel calls: row tiles of at most ``hmax`` input rows (halo rows,
-   per-tile padding, read/write offsets into full planes), and output-group ranges;
+   per-tile padding, read/write offsets into full planes), column tiles when the input is
+   wider than ``wmax`` (strip buffers with halo columns, copied by the runtime), and
+   output-group ranges;
 5. packs weights, bias and multipliers once, and places layout transforms (NCHW <->
    GIHWCPI) only where data crosses between the CPU and the accelerator, so consecutive
    accelerator layers exchange device buffers directly.
@@ -31,7 +33,7 @@ from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bia
 from .graph import Graph, GraphError, Node, fold_batchnorm, load_model
 from .quantize import QuantError, requant_params
 
-__all__ = ["PlanError", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
+__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
            "fold_batchnorm"]
 
 
@@ -40,6 +42,18 @@ class PlanError(ValueError):
 
 
 # Plan steps ---------------------------------------------------------------------------------------
+
+@dataclass
+class ColumnTile:
+    """Input columns ``[in_start, in_stop)`` (halo included) feed output columns ``[out_start, out_stop)``;
+    the next ``calls`` calls of the layer compute it from a strip buffer of that width."""
+
+    in_start: int
+    in_stop: int
+    out_start: int
+    out_stop: int
+    calls: int
+
 
 @dataclass
 class FpgaLayer:
@@ -63,6 +77,8 @@ class FpgaLayer:
     calls: list[CallArgs]
     row_tiles: int
     group_splits: int
+    #: column tiles when the input is wider than wmax (empty: the calls read the whole width)
+    columns: list["ColumnTile"] = field(default_factory=list)
     device = "accelerator"
 
     def ideal_cycles(self, cfg: KernelConfig) -> int:
@@ -74,7 +90,9 @@ class FpgaLayer:
         k = f"{self.kernel[0]}x{self.kernel[1]}" + ("" if self.kernel == (3, 3) else " in 3x3")
         pool = {POOL_NONE: "", POOL_MAX: " +maxpool", POOL_AVG: " +avgpool"}[self.pool]
         return (f"conv {k}/s{self.stride}{pool} {c}x{h}x{w} -> {o}x{ho}x{wo}, "
-                f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x {self.group_splits} group range(s)), "
+                f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
+                + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
+                + f"{self.group_splits} group range(s)), "
                 f"shift {self.shift}")
 
 
@@ -327,7 +345,7 @@ def _row_tiles(conv_rows: int, tile: int) -> list[tuple[int, int]]:
 
 
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | None,
-                 max_out_groups: int | None) -> FpgaLayer:
+                 max_out_groups: int | None, max_cols: int | None = None) -> FpgaLayer:
     conv = next(n for n in m.nodes if n.op == "Conv")
     name = conv.name
     _, c, h, w = graph.shapes[m.x_q]
@@ -347,10 +365,6 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
     if c > cfg.imax:
         raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
                         "no tiling splits input channels")
-    if w > cfg.wmax:
-        raise PlanError(f"{where}: input width {w} is larger than the kernel's wmax = {cfg.wmax}; "
-                        "column tiling is not supported (build a kernel with a larger wmax)")
-
     try:
         mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
     except QuantError as e:
@@ -380,28 +394,53 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
     if tile < pool_div:
         raise PlanError(f"{where}: no row tiling fits the kernel's hmax = {cfg.hmax} "
                         f"(stride {stride}{', pooling' if m.pool else ''})")
+    # Column tiles only when the image is wider than the line buffers: each reads its own
+    # narrower copy of the input (halo columns included) and writes its own output strip.
+    if w <= cfg.wmax and max_cols is None:
+        col_tiles = [(0, conv_cols // pool_div * pool_div)]
+    else:
+        ctile = (cfg.wmax - 3) // stride + 1
+        if max_cols is not None:
+            ctile = min(ctile, max_cols)
+        if m.pool:
+            ctile -= ctile % 2
+        if ctile < pool_div:
+            raise PlanError(f"{where}: input width {w} is larger than the kernel's wmax = {cfg.wmax} "
+                            f"and no column tiling fits it (stride {stride}{', pooling' if m.pool else ''})")
+        col_tiles = _row_tiles(conv_cols // pool_div * pool_div, ctile)
     go = math.ceil(o / cfg.cpo)
     per_call = go if not max_out_groups else max(1, max_out_groups)
     group_ranges = [(g, min(per_call, go - g)) for g in range(0, go, per_call)]
-    calls = []
-    for r0, r1 in _row_tiles(rows_used, tile):
-        first = r0 * stride - pt
-        last = (r1 - 1) * stride - pt + 2
-        top, bottom = max(0, -first), max(0, last - (h - 1))
-        start, stop = max(first, 0), min(last, h - 1)
-        for g0, count in group_ranges:
-            args = CallArgs(H=h, W=w, rows=stop - start + 1, I=c, O=o, pad_top=top, pad_bottom=bottom,
-                            pad_left=pl, pad_right=pr, stride=stride, o_first=g0,
-                            o_count=None if len(group_ranges) == 1 else count, relu=relu,
-                            clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
-                            pool=m.pool, read_offset=start * w, write_offset=(r0 // pool_div) * out_cols,
-                            out_plane=out_rows * out_cols)
-            try:
-                args.validate(cfg)
-            except ValueError as e:
-                raise PlanError(f"{where}: {e}") from None
-            assert args.conv_rows == r1 - r0 and args.out_cols == out_cols
-            calls.append(args)
+    calls, columns = [], []
+    for c0, c1 in col_tiles:
+        cfirst = c0 * stride - pl
+        clast = (c1 - 1) * stride - pl + 2
+        left, right = max(0, -cfirst), max(0, clast - (w - 1))
+        cstart, cstop = max(cfirst, 0), min(clast, w - 1)
+        tw = cstop - cstart + 1
+        tout = (c1 - c0) // pool_div
+        if len(col_tiles) == 1:                  # the whole width, read in place
+            cstart, cstop, tw, left, right, tout = 0, w - 1, w, pl, pr, out_cols
+        n_before = len(calls)
+        for r0, r1 in _row_tiles(rows_used, tile):
+            first = r0 * stride - pt
+            last = (r1 - 1) * stride - pt + 2
+            top, bottom = max(0, -first), max(0, last - (h - 1))
+            start, stop = max(first, 0), min(last, h - 1)
+            for g0, count in group_ranges:
+                args = CallArgs(H=h, W=tw, rows=stop - start + 1, I=c, O=o, pad_top=top, pad_bottom=bottom,
+                                pad_left=left, pad_right=right, stride=stride, o_first=g0,
+                                o_count=None if len(group_ranges) == 1 else count, relu=relu,
+                                clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
+                                pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * tout,
+                                out_plane=out_rows * tout)
+                try:
+                    args.validate(cfg)
+                except ValueError as e:
+                    raise PlanError(f"{where}: {e}") from None
+                assert args.conv_rows == r1 - r0 and args.out_cols == tout
+                calls.append(args)
+        columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
     return FpgaLayer(
         name=name, nodes=[n.name for n in m.nodes], input=m.x_q, output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
@@ -409,14 +448,15 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
         weights=pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg)),
         bias=pack_channels(m.b_q.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
-        calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges))
+        calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
+        columns=columns if len(columns) > 1 else [])
 
 
 # The planner ------------------------------------------------------------------------------------
 
 def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape=None,
             max_rows: int | None = None, max_out_groups: int | None = None,
-            cpu_fallback: bool = False) -> Plan:
+            max_cols: int | None = None, cpu_fallback: bool = False) -> Plan:
     """Plan a model for the kernel.
 
     ``model``: ONNX path, ``ModelProto`` or :class:`Graph`; a QDQ model runs its quantised
@@ -424,9 +464,10 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     float model is first quantised by :func:`hlsinf.host.quantize.quantize`.
     ``kernel``: a :class:`KernelConfig`, a dict of its fields, or a build folder / descriptor
     JSON. ``max_rows`` caps the convolution output rows of one call (below what ``hmax``
-    allows) and ``max_out_groups`` the output groups of one call. A layer the kernel cannot
-    hold (too wide, too many input channels) raises :class:`PlanError`, or runs on the CPU with
-    ``cpu_fallback=True``.
+    allows), ``max_cols`` the output columns of a column tile (column tiles are made anyway
+    when an input is wider than ``wmax``) and ``max_out_groups`` the output groups of one
+    call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
+    :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
     """
     cfg, descriptor = load_kernel(kernel)
     if calibration is not None:
@@ -443,7 +484,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             continue
         try:
             m = _match_conv(graph, node, cfg)
-            layer = _build_layer(graph, m, cfg, max_rows, max_out_groups)
+            layer = _build_layer(graph, m, cfg, max_rows, max_out_groups, max_cols)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue

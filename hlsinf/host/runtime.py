@@ -98,6 +98,15 @@ class Session:
                 p[arg] = dev.allocate(data.nbytes, f"{layer.name}.{arg}")
                 dev.write(p[arg], data)
             self.params[layer.name] = p
+            if layer.columns:          # strip buffers of the widest column tile
+                c, h, _ = layer.in_shape
+                o, ho, _ = layer.out_shape
+                wi = max(t.in_stop - t.in_start for t in layer.columns)
+                wo = max(t.out_stop - t.out_start for t in layer.columns)
+                size_in = math.ceil(c / cfg.cpi) * cfg.cpi * h * wi * self.act.itemsize
+                size_out = math.ceil(o / cfg.cpo) * cfg.cpo * ho * wo * self.act.itemsize
+                p["strip_x"] = dev.allocate(size_in, f"{layer.name}.strip_x")
+                p["strip_y"] = dev.allocate(size_out, f"{layer.name}.strip_y")
 
     def run(self, x: np.ndarray, fetch=(), profile: Profile | None = None, progress: bool = False) -> dict:
         """Run one input batch; returns ``{output name: array}`` plus any ``fetch`` tensors.
@@ -115,6 +124,39 @@ class Session:
         x = x.astype(want_dtype, copy=False)
         results = [self._run_one(x[k:k + 1], fetch, profile, progress) for k in range(x.shape[0])]
         return {k: np.concatenate([r[k] for r in results], axis=0) for k in results[0]}
+
+    def _run_columns(self, layer, ptrs, profile) -> int:
+        """A layer wider than wmax: copy each column strip (with halo) into the strip buffer,
+        run its calls, and put its output strip in place. The copies count as transfers."""
+        dev, cfg, p = self.device, self.plan.cfg, self.params[layer.name]
+        c, h, w = layer.in_shape
+        o, ho, wo = layer.out_shape
+        gi, go = math.ceil(c / cfg.cpi), math.ceil(o / cfg.cpo)
+        copy_time, measured = 0.0, 0
+        t0 = time.perf_counter()
+        image = dev.read(ptrs["x"], self.act, gi * h * w * cfg.cpi).reshape(gi, h, w, cfg.cpi)
+        out = np.zeros((go, ho, wo, cfg.cpo), self.act)
+        copy_time += time.perf_counter() - t0
+        strip_ptrs = dict(ptrs, x=p["strip_x"], y=p["strip_y"])
+        calls = iter(layer.calls)
+        for tile in layer.columns:
+            t0 = time.perf_counter()
+            dev.write(p["strip_x"], np.ascontiguousarray(image[:, :, tile.in_start:tile.in_stop]))
+            copy_time += time.perf_counter() - t0
+            for _ in range(tile.calls):
+                measured += dev.call(next(calls), strip_ptrs) or 0
+            t0 = time.perf_counter()
+            tw = tile.out_stop - tile.out_start
+            out[:, :, tile.out_start:tile.out_stop] = dev.read(p["strip_y"], self.act, go * ho * tw * cfg.cpo
+                                                               ).reshape(go, ho, tw, cfg.cpo)
+            copy_time += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dev.write(ptrs["y"], out)
+        copy_time += time.perf_counter() - t0
+        if profile is not None:
+            profile.add(f"{layer.name}:column strips", "transfer", copy_time)
+            profile.seconds[layer.name] = profile.seconds.get(layer.name, 0.0) - copy_time
+        return measured
 
     def _run_one(self, x, fetch, profile, progress):
         plan, dev, cfg = self.plan, self.device, self.plan.cfg
@@ -153,11 +195,12 @@ class Session:
                 category = "transfer"
             else:
                 p = self.params[step.name]
-                ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)], **p}
-                measured = 0
-                for args in step.calls:
-                    cycles = dev.call(args, ptrs)
-                    measured += cycles or 0
+                ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)],
+                        "w": p["w"], "b": p["b"], "m": p["m"]}
+                if step.columns:
+                    measured = self._run_columns(step, ptrs, profile)
+                else:
+                    measured = sum(dev.call(args, ptrs) or 0 for args in step.calls)
                 if profile is not None:
                     profile.ideal[step.name] = step.ideal_cycles(cfg)
                     if dev.measures_cycles:
