@@ -74,6 +74,22 @@ class Profile:
         return True
 
 
+class _LineProgress:
+    """Minimal stand-in for tqdm: one rewritten line on stderr."""
+
+    def __init__(self, total: int, name: str):
+        self.total, self.name, self.n = total, name, 0
+
+    def update(self, k: int):
+        import sys
+        self.n += k
+        print(f"\r{self.name}: step {self.n}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self):
+        import sys
+        print(file=sys.stderr)
+
+
 class Session:
     """A plan loaded on a device: parameters copied in once, buffers allocated once."""
 
@@ -169,8 +185,8 @@ class Session:
             try:
                 from tqdm import tqdm
                 bar = tqdm(total=len(steps), desc=graph.name, unit="step", leave=False)
-            except ImportError:
-                bar = None
+            except ImportError:      # plain progress line on stderr
+                bar = _LineProgress(len(steps), graph.name)
         for k, step in enumerate(steps):
             t0 = time.perf_counter()
             if isinstance(step, CpuLayer):
