@@ -57,6 +57,8 @@ def test_cli_errors_exit_nonzero_with_a_clear_message(files):
         ((m, "--input", files / "nope.npy"), "input file .*nope.npy.* does not exist"),
         ((m, "--input", cal, "--calibration", x, "--imax", "4", "--cpi", "4", "--cpo", "4"),
          "node 'conv4'.*6 input channels, more than the kernel's imax = 4"),
+        ((m, "--input", x, "--calibration", cal, "--hmax", "2"), "node 'conv1'.*no row tiling fits the kernel's hmax = 2"),
+        ((m, "--input", x, "--cpi", "3"), r"KernelConfig.cpi = 3 is out of range"),
     ]
     np.save(files / "bad.npy", np.zeros((1, 3, 11, 12), np.float32))
     cases.append(((m, "--input", files / "bad.npy", "--calibration", cal), "dimension 2 differs"))
