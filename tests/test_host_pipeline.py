@@ -119,6 +119,23 @@ def test_library_ptq_runs_in_onnxruntime_and_tracks_the_float_model():
     assert np.mean(err_lsb) < 1.5 and err_lsb.max() < 20, (np.mean(err_lsb), err_lsb.max())
 
 
+def test_library_ptq_with_int8_activations_takes_negative_inputs():
+    rng = np.random.default_rng(6)
+    model = small_cnn(12, 12, seed=7)
+    calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    cfg = KernelConfig(cpi=4, cpo=4, act_signed=True, imax=64, wmax=16, hmax=16)
+    qdq = quantize(model, calib, cfg)
+    plan = to_fpga(qdq, cfg)
+    assert len(plan.fpga_layers) == _convs(model), plan.summary()
+    x = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    diffs, got, _ = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999 and np.mean(diffs == 0) >= 0.95
+    first = got[plan.fpga_layers[0].output]
+    assert first.dtype == np.int8 and first.min() == 0        # int8 after ReLU
+    out = plan.graph.outputs[0]
+    assert np.mean(got[out].argmax(1) == _ort_run(model, x)[out].argmax(1)) >= 0.75
+
+
 def test_calibration_argument_of_to_fpga_equals_quantize_then_plan():
     rng = np.random.default_rng(9)
     model = small_cnn(12, 12, seed=4)

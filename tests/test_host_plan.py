@@ -67,7 +67,7 @@ def test_hmax_forces_row_tiles_with_halo_and_stays_exact():
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def _single_conv_qdq(c, o, h, w, k, stride, pads, pool=None, seed=0, relu=True):
+def _single_conv_qdq(c, o, h, w, k, stride, pads, pool=None, seed=0, relu=True, clip=None):
     """Q -> DQ -> Conv(k x k) [-> Relu] -> Q [-> DQ -> pool -> Q] written by hand: known integers."""
     rng = np.random.default_rng(seed)
     wq = rng.integers(-127, 128, (o, c, k, k)).astype(np.int8)
@@ -84,7 +84,11 @@ def _single_conv_qdq(c, o, h, w, k, stride, pads, pool=None, seed=0, relu=True):
              helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], name="theconv", kernel_shape=[k, k],
                               strides=[stride, stride], pads=list(pads))]
     t = "c"
-    if relu:
+    if clip is not None:
+        inits.update(lo=np.array(clip[0], np.float32), hi=np.array(clip[1], np.float32))
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["r"]))
+        t = "r"
+    elif relu:
         nodes.append(helper.make_node("Relu", ["c"], ["r"]))
         t = "r"
     nodes.append(helper.make_node("QuantizeLinear", [t, "sy", "z"], ["yq"]))
@@ -103,7 +107,7 @@ def _single_conv_qdq(c, o, h, w, k, stride, pads, pool=None, seed=0, relu=True):
     return m, wq, bq, float(sx), sw.astype(np.float64), float(sy), out
 
 
-def _numpy_layer(xq, wq, bq, scale, stride, pads, pool, relu):
+def _numpy_layer(xq, wq, bq, scale, stride, pads, pool, relu, hi=255):
     """Integer conv from the ONNX definition with direct loops over the kernel taps (independent of packing)."""
     c, h, w = xq.shape
     o, _, kh, kw = wq.shape
@@ -117,7 +121,7 @@ def _numpy_layer(xq, wq, bq, scale, stride, pads, pool, relu):
             acc += np.einsum("chw,oc->ohw", patch, wq[:, :, ky, kx].astype(np.int64))
     acc += bq.reshape(-1, 1, 1)
     y = np.rint(acc * scale.reshape(-1, 1, 1))
-    y = np.clip(y, 0, 255)
+    y = np.clip(y, 0, hi)
     if pool == "MaxPool":
         y = y[:, : ho // 2 * 2, : wo // 2 * 2].reshape(o, ho // 2, 2, wo // 2, 2).max(axis=(2, 4))
     return y.astype(np.int64)
@@ -144,6 +148,30 @@ def test_one_layer_matches_numpy_integer_convolution(k, stride, pads, pool):
     diff = np.abs(got.astype(np.int64) - want)
     # M / 2**shift differs from the real scale by < 2**-15 relative: ties can flip by one LSB
     assert diff.max() <= 1 and np.mean(diff == 0) > 0.97
+
+
+def test_relu6_clip_becomes_the_kernel_clip_bounds():
+    c, o, h, w = 3, 5, 6, 6
+    model, wq, bq, sx, sw, sy, out = _single_conv_qdq(c, o, h, w, 3, 1, (1, 1, 1, 1), seed=3, clip=(0.0, 6.0))
+    plan = to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16))
+    (layer,) = plan.fpga_layers
+    hi = round(6.0 / sy)                      # 120 at s_y = 0.05: below the uint8 top, so it matters
+    assert layer.calls[0].clip_hi == hi and layer.calls[0].relu
+    xq = np.random.default_rng(1).integers(0, 256, (c, h, w))
+    got = Session(plan).run((xq * sx).astype(np.float32)[None], fetch=[out])[out][0]
+    want = _numpy_layer(xq, wq, bq, sx * sw / sy, 1, (1, 1, 1, 1), None, True, hi=hi)
+    assert (want == hi).sum() > 10
+    diff = np.abs(got.astype(np.int64) - want)
+    assert diff.max() <= 1 and np.mean(diff == 0) > 0.97
+
+
+def test_kernel_from_a_build_descriptor(tmp_path):
+    descriptor = pytest.importorskip("hlsinf.descriptor")
+    cfg = KernelConfig(cpi=4, cpo=8, imax=64, wmax=16, hmax=16)
+    descriptor.write_descriptor(tmp_path / "descriptor.json", cfg)
+    model = small_cnn(12, 12, seed=1)
+    plan = to_fpga(model, tmp_path, calibration=_ptq(model, (3, 12, 12)))
+    assert plan.cfg == cfg and plan.descriptor["config"] == cfg.to_dict()
 
 
 def test_consecutive_layers_stay_on_device_and_cpi_cpo_mismatch_relayouts():
