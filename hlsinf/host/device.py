@@ -19,15 +19,14 @@ whether a call ran in numpy, in Verilator or on an FPGA.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from ..config import KernelConfig
 from ..reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
-from ..registers import CONTROL, encode_call, register_map
+from ..registers import encode_call, register_map
 
-__all__ = ["Device", "DeviceError", "ReferenceDevice", "decode_call", "ALIGNMENT"]
+__all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
 
 #: Buffer alignment in bytes (an AXI burst boundary; also keeps numpy views aligned).
 ALIGNMENT = 4096
@@ -88,8 +87,8 @@ class Device:
         pass
 
 
-class ReferenceDevice(Device):
-    """Kernel calls run by the bit-exact numpy model on a flat byte memory."""
+class FlatMemoryDevice(Device):
+    """A device whose memory is one flat byte array (the card's DDR as one address space)."""
 
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24):
         self.cfg = cfg
@@ -134,6 +133,10 @@ class ReferenceDevice(Device):
         size = np.dtype(dtype).itemsize
         n = (end - address) // size if count is None else count
         return self.memory[address: address + n * size].view(dtype)
+
+
+class ReferenceDevice(FlatMemoryDevice):
+    """Kernel calls run by the bit-exact numpy model on a flat byte memory."""
 
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:

@@ -30,7 +30,7 @@ import numpy as np
 from ..config import MAX_PAD, KernelConfig
 from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
-from .graph import Graph, GraphError, Node, fold_batchnorm, load_model
+from .graph import Graph, Node, fold_batchnorm, load_model
 from .quantize import QuantError, requant_params
 
 __all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
@@ -272,7 +272,6 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig) -> _Match:
     if len(conv.inputs) > 2 and conv.inputs[2]:
         b_dq = graph.producer(conv.inputs[2])
         if b_dq is not None and b_dq.op == "DequantizeLinear":
-            from .cpu_ops import dequantize_linear
             vals = [graph.const(i) if i else None for i in b_dq.inputs]
             if any(v is None for v, i in zip(vals, b_dq.inputs) if i):
                 raise _NoMatch("bias is not constant")

@@ -17,7 +17,6 @@ QDQ graph says; the plan says why.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -18,7 +18,7 @@ from ..reference import act_dtype, bias_dtype, mult_dtype, pack_activations, unp
 from .cpu_ops import run_node
 from .device import Device, ReferenceDevice
 from .graph import GraphError
-from .plan import CpuLayer, FpgaLayer, Plan, Transfer
+from .plan import CpuLayer, Plan, Transfer
 
 __all__ = ["Session", "Profile", "run"]
 
