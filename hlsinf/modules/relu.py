@@ -12,7 +12,8 @@ step  register holds
 ====  ==========================================================================
 1     accumulator and multiplier (operand registers of the DSP)
 2     product ``acc * M``
-3     product again (the DSP's output register; lets synthesis retime into it)
+3     product again (the DSP's output register; lets synthesis retime into it),
+      and the rounding constant decoded from ``s``
 4     product plus the rounding constant ``2**(s-1)``
 5     coarse arithmetic shift by ``8 * (s // 8)`` (a 6:1 mux per bit)
 6     fine arithmetic shift by ``s % 8`` (an 8:1 mux per bit)
@@ -184,6 +185,7 @@ class Relu(wiring.Component):
         # 2, 3: product, then the same product one register later.
         s2 = step("s2", wide_layout)
         s3 = step("s3", wide_layout)
+        rounding = Signal(unsigned(prod_bits - 1))
         with m.If(advance):
             move(s2, s1[0], s1[2:])
             for k in range(cpo):
@@ -193,12 +195,13 @@ class Relu(wiring.Component):
                     m.d.sync += s2[1][k].eq(s1[1][k])
             move(s3, s2[0], s2[2:])
             m.d.sync += s3[1].eq(s2[1])
+            # The rounding constant 2**(s-1) (0 for s = 0), decoded here so that step 4
+            # is a bare adder.
+            m.d.sync += rounding.eq((Const(1, prod_bits) << s2[2])[1:])
 
         # 4: rounding add. |product| < 2**(prod_bits-2) and 2**(s-1) <= 2**(prod_bits-3):
         # the sum fits.
         s4 = step("s4", wide_layout)
-        rounding = Signal(unsigned(prod_bits - 1))               # 2**(s-1), or 0 for s = 0
-        m.d.comb += rounding.eq((Const(1, prod_bits) << s3[2])[1:])
         with m.If(advance):
             move(s4, s3[0], s3[2:])
             for k in range(cpo):
