@@ -5,10 +5,13 @@ stalls on the window, weight and output streams; every partial sum must equal th
 reference exactly.
 """
 
+import gc
 import random
+import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 
 from hlsinf.config import KernelConfig
 from hlsinf import reference as ref
@@ -78,11 +81,13 @@ def simulate(cfg, windows, weights, *, stall, seed=0, levels_per_register=2):
     (2, 2, False, 3, 1),
     (4, 2, True, 1, 2),
     (2, 4, False, 5, 2),
+    (4, 4, True, 2, 2),
+    (4, 4, False, 3, 1),
 ])
 def test_frames_back_to_back_with_stalls(cpi, cpo, act_signed, frame_pixels, levels):
     cfg = small_config(cpi, cpo, act_signed)
     rng = np.random.default_rng(cpi * 100 + cpo * 10 + frame_pixels)
-    windows, weights = make_frames(cfg, frame_pixels, frames=6, rng=rng)
+    windows, weights = make_frames(cfg, frame_pixels, frames=10, rng=rng)
     got, _, _ = simulate(cfg, windows, weights, stall=0.3, seed=frame_pixels, levels_per_register=levels)
     np.testing.assert_array_equal(got, expected_partials(windows, weights))
 
@@ -111,3 +116,11 @@ def test_one_window_per_cycle(cpi, cpo, levels):
     np.testing.assert_array_equal(got, expected_partials(windows, weights))
     # Window k is taken at the end of cycle k (1-based) and offered `latency` cycles later.
     assert cycles == windows.shape[0] * windows.shape[1] + dut.latency
+
+
+def test_rejects_bad_levels_per_register():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)  # the half-built instance
+        with pytest.raises(ValueError, match="levels_per_register = 3 is out of range: 1 or 2"):
+            Mul(small_config(1, 1, False), levels_per_register=3)
+        gc.collect()

@@ -31,7 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
-from .mul import frame_pixels_shape
+from .mul import frame_counter, frame_pixels_shape
 
 __all__ = ["Add", "saturate"]
 
@@ -93,25 +93,21 @@ class Add(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # Input: pixel and input-group counters; a group's first partial needs a bias.
-        position = Signal(frame_pixels_shape(cfg))
-        group = Signal.like(self.params.groups_in)
-        first_group, last_group, group_start = Signal(), Signal(), Signal()
+        # Input: the pixel (buffer address) and the input group of the next partial; a
+        # group's first partial needs a bias.
         take = Signal()
+        position = Signal(frame_pixels_shape(cfg))
+        first_pixel, last_pixel = frame_counter(m, take, self.params.frame_pixels, "pixel")
+        first_group, last_group = frame_counter(m, take & last_pixel, self.params.groups_in, "group")
+        group_start = Signal()
         m.d.comb += [
-            first_group.eq(group == 0),
-            last_group.eq(group + 1 == self.params.groups_in),
-            group_start.eq(first_group & (position == 0)),
+            group_start.eq(first_group & first_pixel),
             self.i.ready.eq(advance & (~group_start | self.bias.valid)),
             self.bias.ready.eq(advance & group_start & self.i.valid),
             take.eq(self.i.valid & self.i.ready),
         ]
         with m.If(take):
-            with m.If(position + 1 == self.params.frame_pixels):
-                m.d.sync += position.eq(0)
-                m.d.sync += group.eq(Mux(last_group, 0, group + 1))
-            with m.Else():
-                m.d.sync += position.eq(position + 1)
+            m.d.sync += position.eq(Mux(last_pixel, 0, position + 1))
         m.d.comb += [read.addr.eq(position), read.en.eq(advance)]
 
         # S1. The bias changes only when a group's first partial enters S1, where it is

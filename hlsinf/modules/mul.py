@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
 
-__all__ = ["Mul", "multiply", "act_shape", "frame_pixels_shape"]
+__all__ = ["Mul", "multiply", "act_shape", "frame_pixels_shape", "frame_counter"]
 
 
 def act_shape(cfg: KernelConfig):
@@ -37,6 +37,24 @@ def act_shape(cfg: KernelConfig):
 def frame_pixels_shape(cfg: KernelConfig):
     """Shape of a ``frame_pixels`` parameter: wide enough for ``cfg.max_frame_pixels``."""
     return unsigned(cfg.max_frame_pixels.bit_length())
+
+
+def frame_counter(m: Module, step, length, name: str):
+    """``(first, last)``: whether the next of every ``length`` items (``length`` >= 1) is the
+    first or the last one; ``step`` takes an item.
+
+    A ``first`` flag and a down-counter of the items still to come: the flags come from
+    compares with constants, never from an adder followed by a compare, so the counter
+    adds no long path before the stream handshakes it drives. ``length`` is only read
+    when a run starts, so it may change between runs.
+    """
+    first = Signal(init=1, name=f"{name}_first")
+    left = Signal.like(length, name=f"{name}_left")   # items after the previous one
+    last = Signal(name=f"{name}_last")
+    m.d.comb += last.eq(Mux(first, length == 1, left == 1))
+    with m.If(step):
+        m.d.sync += [first.eq(last), left.eq(Mux(first, length - 1, left - 1))]
+    return first, last
 
 
 def multiply(activation, weights) -> list:
@@ -105,21 +123,14 @@ class Mul(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
 
-        # Input: count windows inside the frame; the first one needs a weight set.
-        position = Signal(frame_pixels_shape(cfg))
-        first = Signal()
+        # Input: the first window of a frame needs a weight set.
         take = Signal()
+        first, _ = frame_counter(m, take, self.params.frame_pixels, "window")
         m.d.comb += [
-            first.eq(position == 0),
             self.i.ready.eq(advance & (~first | self.weights.valid)),
             self.weights.ready.eq(advance & first & self.i.valid),
             take.eq(self.i.valid & self.i.ready),
         ]
-        with m.If(take):
-            with m.If(position + 1 == self.params.frame_pixels):
-                m.d.sync += position.eq(0)
-            with m.Else():
-                m.d.sync += position.eq(position + 1)
 
         # Operand registers. The weight set is held for the rest of the frame: it only
         # changes when the frame's first window enters, so every older window has
