@@ -131,3 +131,34 @@ def test_one_partial_per_cycle(frame_pixels, groups_in):
     # Partial k is taken at the end of cycle k (1-based); the last one is a last-frame
     # partial, offered on `o` `latency` cycles later.
     assert cycles == partials.size // cfg.cpo + dut.latency
+
+
+def test_calls_with_different_params_back_to_back():
+    """The counters are back at their start after every output group, so a new call with
+    other parameters follows on the next cycle with no reset."""
+    cfg = small_config(2)
+    calls = [(2, 3, 2), (1, 2, 3), (3, 1, 2), (2, 2, 1)]   # frame_pixels, groups_in, groups_out
+    rng = np.random.default_rng(21)
+    cases = [make_groups(cfg, go, gi, fp, rng) for fp, gi, go in calls]
+    dut = Add(cfg)
+    result = {}
+
+    async def partials_in(ctx):
+        for (fp, gi, _), (partials, _) in zip(calls, cases):
+            ctx.set(dut.params.frame_pixels, fp)
+            ctx.set(dut.params.groups_in, gi)
+            await feed(ctx, dut.i, [p.tolist() for p in partials.reshape(-1, cfg.cpo)],
+                       stall=0.3, rng=random.Random(fp * 10 + gi))
+
+    async def biases_in(ctx):
+        await feed(ctx, dut.bias, [b.tolist() for _, biases in cases for b in biases],
+                   stall=0.3, rng=random.Random(2))
+
+    async def outputs(ctx):
+        count = sum(fp * go for fp, _, go in calls)
+        result["items"], _ = await collect(ctx, dut.o, count, stall=0.3, rng=random.Random(3),
+                                           convert=lambda v: [int(x) for x in v])
+
+    run_stage(dut, [partials_in, biases_in, outputs], deadline_cycles=20_000)
+    want = np.concatenate([expected_outputs(cfg, p, b).reshape(-1, cfg.cpo) for p, b in cases])
+    np.testing.assert_array_equal(np.array(result["items"], np.int64), want)

@@ -124,3 +124,32 @@ def test_rejects_bad_levels_per_register():
         with pytest.raises(ValueError, match="levels_per_register = 3 is out of range: 1 or 2"):
             Mul(small_config(1, 1, False), levels_per_register=3)
         gc.collect()
+
+
+def test_calls_with_different_frame_sizes_back_to_back():
+    """The window counter is back at its start after every frame, so a call with another
+    ``frame_pixels`` follows on the next cycle with no reset."""
+    cfg = small_config(2, 2, True)
+    rng = np.random.default_rng(31)
+    calls = [make_frames(cfg, fp, frames, rng) for fp, frames in [(3, 2), (1, 3), (4, 2), (2, 2)]]
+    dut = Mul(cfg)
+    result = {}
+
+    async def windows_in(ctx):
+        for windows, _ in calls:
+            ctx.set(dut.params.frame_pixels, windows.shape[1])
+            await feed(ctx, dut.i, [w.tolist() for w in windows.reshape(-1, cfg.cpi, 9)],
+                       stall=0.3, rng=random.Random(windows.shape[1]))
+
+    async def weights_in(ctx):
+        await feed(ctx, dut.weights, [w.tolist() for _, weights in calls for w in weights],
+                   stall=0.3, rng=random.Random(2))
+
+    async def partials_out(ctx):
+        count = sum(w.shape[0] * w.shape[1] for w, _ in calls)
+        result["items"], _ = await collect(ctx, dut.o, count, stall=0.3, rng=random.Random(3),
+                                           convert=lambda v: [int(x) for x in v])
+
+    run_stage(dut, [windows_in, weights_in, partials_out], deadline_cycles=20_000)
+    want = np.concatenate([expected_partials(w, k).reshape(-1, cfg.cpo) for w, k in calls])
+    np.testing.assert_array_equal(np.array(result["items"], np.int64), want)
