@@ -124,53 +124,59 @@ class Add(wiring.Component):
             with m.If(take & group_start):
                 m.d.sync += bias.eq(self.bias.payload)
 
-        # S2: partial plus the bias in the last frame; the buffer row as read.
+        # The rows written back: S3's (written at the next advance) and a history of
+        # the two written before it, each with a flag saying whether it was written.
+        sum_shape = signed(max(cfg.acc_bits, cfg.partial_bits, cfg.bias_bits) + 2)
+        s3_valid, s3_last, s3_writes = Signal(), Signal(), Signal()
+        s3_addr = Signal.like(position)
+        s3_sum = Signal(data.ArrayLayout(sum_shape, cfg.cpo))
+        s3_row = Signal(self.acc_layout)
+        m.d.comb += s3_writes.eq(s3_valid & ~s3_last)
+        for o in range(cfg.cpo):
+            m.d.comb += s3_row[o].eq(s3_sum[o])  # exact: only rows without bias are kept
+        written1, written1_addr, written1_row = Signal(), Signal.like(position), Signal(self.acc_layout)
+        written2, written2_row = Signal(), Signal(self.acc_layout)
+        with m.If(advance):
+            m.d.sync += [
+                written1.eq(s3_writes), written1_addr.eq(s3_addr), written1_row.eq(s3_row),
+                written2.eq(written1), written2_row.eq(written1_row),
+            ]
+
+        # S2: partial plus the bias in the last frame; the buffer row as read. The read
+        # misses a row written less than three advances before it; which newer row to
+        # use instead is decided here by address, a stage early, so S3's adder starts
+        # from a plain mux. (Matching addresses, not counting pixels, stays right when
+        # stalls and bubbles change the distance.)
         addend_shape = signed(max(cfg.partial_bits, cfg.bias_bits) + 1)
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_addr = Signal.like(position)
         s2_addend = Signal(data.ArrayLayout(addend_shape, cfg.cpo))
         s2_row = Signal(self.acc_layout)
+        s2_from_s3, s2_from_written1, s2_from_written2 = Signal(), Signal(), Signal()
         with m.If(advance):
             m.d.sync += [
                 s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
                 s2_addr.eq(s1_addr), s2_row.eq(read.data),
+                # Where S2, S3 and written1 move to at this advance:
+                s2_from_s3.eq(s2_valid & ~s2_last & (s2_addr == s1_addr)),
+                s2_from_written1.eq(s3_writes & (s3_addr == s1_addr)),
+                s2_from_written2.eq(written1 & (written1_addr == s1_addr)),
             ]
             for o in range(cfg.cpo):
                 m.d.sync += s2_addend[o].eq(s1_partial[o] + Mux(s1_last, bias[o], 0))
 
-        # S3: the exact sum. Forward the newest row for s2_addr: S3, then the rows
-        # written one and two advances ago, else the buffer.
-        sum_shape = signed(max(cfg.acc_bits, addend_shape.width) + 1)
-        s3_valid, s3_last = Signal(), Signal()
-        s3_addr = Signal.like(position)
-        s3_sum = Signal(data.ArrayLayout(sum_shape, cfg.cpo))
-        s3_row = Signal(self.acc_layout)
-        for o in range(cfg.cpo):
-            m.d.comb += s3_row[o].eq(s3_sum[o])  # exact: only rows without bias are kept
-        s3_writes = Signal()
-        m.d.comb += s3_writes.eq(s3_valid & ~s3_last)
-
-        history = []  # (writes, addr, row), newest first
-        newer_writes, newer_addr, newer_row = s3_writes, s3_addr, s3_row
-        for age in (1, 2):
-            writes, addr, row = Signal(name=f"written{age}"), Signal.like(position, name=f"written{age}_addr"), \
-                Signal(self.acc_layout, name=f"written{age}_row")
-            with m.If(advance):
-                m.d.sync += [writes.eq(newer_writes), addr.eq(newer_addr), row.eq(newer_row)]
-            history.append((writes, addr, row))
-            newer_writes, newer_addr, newer_row = writes, addr, row
-
+        # S3: the exact sum of the newest row (0 in the first frame) and the addend.
         previous = Signal(self.acc_layout)
         with m.If(s2_first):
             m.d.comb += previous.eq(0)
-        with m.Elif(s3_writes & (s3_addr == s2_addr)):
+        with m.Elif(s2_from_s3):
             m.d.comb += previous.eq(s3_row)
-        for writes, addr, row in history:
-            with m.Elif(writes & (addr == s2_addr)):
-                m.d.comb += previous.eq(row)
+        with m.Elif(s2_from_written1):
+            m.d.comb += previous.eq(written1_row)
+        with m.Elif(s2_from_written2):
+            m.d.comb += previous.eq(written2_row)
         with m.Else():
             m.d.comb += previous.eq(s2_row)
-
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_last), s3_addr.eq(s2_addr)]
             for o in range(cfg.cpo):
