@@ -9,7 +9,6 @@ for bit. These three helpers are kept free of any simulation so the kernel can r
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
 
-__all__ = ["Relu"]
+__all__ = ["Relu", "relu_params_layout"]
 
 
 def relu_params_layout(cfg: KernelConfig) -> data.StructLayout:
