@@ -176,3 +176,44 @@ def test_nonzero_zero_point_runs_on_the_cpu_exactly_as_onnxruntime(tmp_path):
     x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     diffs, _, _ = _lsb_agreement(plan, qdq, x)
     assert np.mean(diffs <= 1) >= 0.999
+
+
+def _residual_model():
+    """conv -> [conv -> conv] + skip -> Add -> depthwise conv -> GlobalAveragePool -> Gemm: branches,
+    a tensor needed by the accelerator and the CPU, and a grouped conv the kernel cannot take."""
+    from hlsinf.host.models import ModelBuilder
+    b = ModelBuilder("residual", [1, 3, 10, 10], seed=11)
+    a = b.conv("input", 8)
+    y = b.conv(a, 8)
+    y = b.conv(y, 8, relu=False)
+    n = "add"
+    b.nodes.append(onnx.helper.make_node("Add", [a, y], [n], name=n))
+    r = "add_relu"
+    b.nodes.append(onnx.helper.make_node("Relu", [n], [r], name=r))
+    dw = "dw"
+    wdw = b._init("dw_w", b.rng.normal(0, 0.5, (8, 1, 3, 3)))
+    b.nodes.append(onnx.helper.make_node("Conv", [r, wdw], [dw], name=dw, group=8, pads=[1, 1, 1, 1]))
+    g = b.global_pool(dw)
+    f = b.flatten(g, 8)
+    return b.build(b.softmax(b.gemm(f, 5)))
+
+
+def test_branching_network_with_cpu_layers_between_accelerator_layers(tmp_path):
+    rng = np.random.default_rng(12)
+    model = _residual_model()
+    calib = rng.uniform(0, 1, (8, 3, 10, 10)).astype(np.float32)
+    qdq = _quantize_static(model, calib, tmp_path, signed=True, per_channel=True)
+    plan = to_fpga(qdq, KernelConfig(cpi=4, cpo=4, act_signed=True, imax=64, wmax=16, hmax=16))
+    text = plan.summary()
+    assert len(plan.fpga_layers) == 3, text
+    assert "grouped convolution (group=8)" in text
+    # the first conv's output feeds the next accelerator layer and the CPU Add: one copy out
+    first = plan.fpga_layers[0].output
+    assert [s.direction for s in plan.steps if getattr(s, "tensor", None) == first] == ["from_device"]
+    # int8 QDQ keeps Relu as DQ -> Relu -> Q at the same scale: absorbed, so conv3 -> conv5 stay on the device
+    assert sum(s.device == "transfer" for s in plan.steps) == 3, text
+    x = rng.uniform(0, 1, (4, 3, 10, 10)).astype(np.float32)
+    diffs, got, want = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999
+    out = plan.graph.outputs[0]
+    np.testing.assert_allclose(got[out], want[out], atol=0.03)

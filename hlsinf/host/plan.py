@@ -293,14 +293,7 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig) -> _Match:
     act = _only_consumer(graph, t, ("Relu", "Clip"))
     if act is not None:
         nodes.append(act)
-        if act.op == "Relu":
-            clip = (0.0, None)
-        else:
-            lo = graph.const(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else act.attrs.get("min")
-            hi = graph.const(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else act.attrs.get("max")
-            if (len(act.inputs) > 1 and act.inputs[1] and lo is None) or (len(act.inputs) > 2 and act.inputs[2] and hi is None):
-                raise _NoMatch("Clip bounds are not constant")
-            clip = (None if lo is None else float(lo), None if hi is None else float(hi))
+        clip = _clip_bounds(graph, act)
         t = act.outputs[0]
     q = _only_consumer(graph, t, ("QuantizeLinear",))
     if q is None:
@@ -309,24 +302,51 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig) -> _Match:
     s_y = _scalar_qparams(graph, q, cfg, "output")
     out = q.outputs[0]
 
+    # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
+    # exact on the integers; a max pool commutes with it, so a Relu after a max pool is
+    # still the kernel's clip before its pool; an average pool must come last.
     pool = POOL_NONE
-    dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
-    if dq2 is not None:
-        p = _only_consumer(graph, dq2.outputs[0], ("MaxPool", "AveragePool"))
-        if p is not None and _is_pool2x2(p):
-            q2 = _only_consumer(graph, p.outputs[0], ("QuantizeLinear",))
-            if q2 is not None:
-                try:
-                    same = (_scalar_qparams(graph, dq2, cfg, "pool input") == s_y
-                            and _scalar_qparams(graph, q2, cfg, "pool output") == s_y)
-                except _NoMatch:
-                    same = False
-                mode = POOL_MAX if p.op == "MaxPool" else POOL_AVG
-                built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
-                if same and built:
-                    nodes += [dq2, p, q2]
-                    pool, out = mode, q2.outputs[0]
+    while True:
+        dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
+        nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool"))
+        q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
+        if not q2:
+            break
+        try:
+            same = (_scalar_qparams(graph, dq2, cfg, "input") == s_y and _scalar_qparams(graph, q2, cfg, "output") == s_y)
+        except _NoMatch:
+            same = False
+        if not same:
+            break
+        if nxt.op in ("Relu", "Clip"):
+            if pool == POOL_AVG:
+                break
+            try:
+                lo, hi = _clip_bounds(graph, nxt)
+            except _NoMatch:
+                break
+            clip = (lo if clip[0] is None else clip[0] if lo is None else max(lo, clip[0]),
+                    hi if clip[1] is None else clip[1] if hi is None else min(hi, clip[1]))
+        else:
+            mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
+            built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
+            if pool or not built or not _is_pool2x2(nxt):
+                break
+            pool = mode
+        nodes += [dq2, nxt, q2]
+        out = q2.outputs[0]
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool)
+
+
+def _clip_bounds(graph: Graph, act: Node) -> tuple[float | None, float | None]:
+    """Real-valued bounds of a Relu or Clip node (None: unbounded)."""
+    if act.op == "Relu":
+        return 0.0, None
+    lo = graph.const(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else act.attrs.get("min")
+    hi = graph.const(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else act.attrs.get("max")
+    if (len(act.inputs) > 1 and act.inputs[1] and lo is None) or (len(act.inputs) > 2 and act.inputs[2] and hi is None):
+        raise _NoMatch("Clip bounds are not constant")
+    return None if lo is None else float(lo), None if hi is None else float(hi)
 
 
 def _is_pool2x2(p: Node) -> bool:
