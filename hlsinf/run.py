@@ -89,11 +89,15 @@ def main(argv=None) -> int:
                        max_rows=args.max_rows, max_out_groups=args.max_out_groups, cpu_fallback=args.cpu_fallback)
         if not args.quiet:
             print(plan.summary())
-        session = Session(plan, _device(args.device, plan.cfg))
-        profile = Profile() if args.profile else None
-        t0 = time.perf_counter()
-        out = session.run(x, profile=profile, progress=sys.stderr.isatty())
-        elapsed = time.perf_counter() - t0
+        device = _device(args.device, plan.cfg)
+        profile = Profile()
+        try:
+            session = Session(plan, device)
+            t0 = time.perf_counter()
+            out = session.run(x, profile=profile, progress=sys.stderr.isatty())
+            elapsed = time.perf_counter() - t0
+        finally:
+            device.close()
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -103,9 +107,9 @@ def main(argv=None) -> int:
           f"output {name!r} {y.shape} {y.dtype}")
     if y.ndim == 2:
         print("top-1:", y.argmax(axis=1).tolist())
-    if profile is not None:
-        if profile.cycles:
-            print(plan.summary(measured=profile.cycles))
+    if profile.cycles:                      # devices that count cycles (rtl): measured next to ideal
+        print(plan.summary(measured=profile.cycles))
+    if args.profile:
         print(profile.report())
         if args.plot:
             print(f"plot written to {args.plot}" if profile.plot(args.plot) else "no plot: matplotlib is not installed")
