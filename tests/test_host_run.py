@@ -66,6 +66,9 @@ def test_cli_errors_exit_nonzero_with_a_clear_message(files):
     bad_op.graph.node[0].op_type = "FancyConv"
     onnx.save(bad_op, files / "bad_op.onnx")
     cases.append(((files / "bad_op.onnx", "--input", x), "node 'conv1': operator FancyConv is not supported"))
+    import importlib.util
+    if importlib.util.find_spec("hlsinf.kernel") is None:
+        cases.append(((m, "--input", x, "--calibration", cal, "--device", "rtl"), "the rtl device needs hlsinf.kernel"))
     import re
     for args, pattern in cases:
         r = _cli(*args)
