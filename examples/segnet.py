@@ -1,6 +1,6 @@
 """A SegNet-like encoder-decoder at 224x224 on the reference device, next to onnxruntime float.
 
-    PYTHONPATH=. python examples/segnet.py [--cpi 8 --cpo 8] [--calibration-images 2] [--profile]
+    PYTHONPATH=. python examples/segnet.py [--cpi 8 --cpo 8] [--calibration-images 2]
 
 The network (VGG-style encoder with max pools and batch norm, nearest-upsampling decoder,
 1x1 classifier, per-pixel softmax) is built with ``onnx.helper`` and seeded random weights
@@ -27,7 +27,6 @@ def main(argv=None):
     p.add_argument("--cpo", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--calibration-images", type=int, default=1)
-    p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """VGG16 at 224x224 on the reference device, next to onnxruntime's float time on this machine.
 
-    PYTHONPATH=. python examples/vgg16.py [--cpi 8 --cpo 8] [--calibration-images 2] [--profile]
+    PYTHONPATH=. python examples/vgg16.py [--cpi 8 --cpo 8] [--calibration-images 2]
 
 The network is built with ``onnx.helper`` and seeded random weights (nothing is
 downloaded), quantised post-training by the library from a few random calibration images,
@@ -26,7 +26,6 @@ def main(argv=None):
     p.add_argument("--cpo", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--calibration-images", type=int, default=2)
-    p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(0)
