@@ -259,3 +259,31 @@ def test_wrong_input_shape_at_run_time():
     plan = to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16), calibration=_ptq(model, (3, 12, 12)))
     with pytest.raises(ValueError, match=r"plan expects \(N, 3, 12, 12\)"):
         Session(plan).run(np.zeros((1, 3, 12, 11), np.float32))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layers_tiled_equal_untiled_and_numpy(seed):
+    """Random kernel sizes, strides, paddings, pooling, channel counts and tiny hmax/wmax:
+    every tiled plan equals the untiled one bit for bit and the numpy conv within 1 LSB."""
+    rng = np.random.default_rng(1000 + seed)
+    ran = 0
+    for it in range(12):
+        k, s = int(rng.choice([1, 2, 3])), int(rng.choice([1, 2]))
+        pads = tuple(int(p) for p in rng.integers(0, 2 if k < 3 else 3, 4))
+        pool = [None, "MaxPool"][int(rng.integers(0, 2))]
+        c, o, h, w = (int(v) for v in (rng.integers(1, 9), rng.integers(1, 11), rng.integers(4, 15), rng.integers(4, 15)))
+        model, wq, bq, sx, sw, sy, out = _single_conv_qdq(c, o, h, w, k, s, pads, pool, seed=it)
+        whole = to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32))
+        if not whole.fpga_layers:          # e.g. a pool over a single output row: CPU
+            continue
+        small = KernelConfig(cpi=4, cpo=4, imax=64, wmax=int(rng.integers(5, 8)), hmax=int(rng.integers(5, 8)))
+        tiled = to_fpga(model, small, max_out_groups=int(rng.integers(1, 3)))
+        xq = rng.integers(0, 256, (c, h, w))
+        x = (xq * sx).astype(np.float32)[None]
+        a = Session(whole).run(x, fetch=[out])[out][0]
+        b = Session(tiled).run(x, fetch=[out])[out][0]
+        np.testing.assert_array_equal(a, b, err_msg=f"k={k} s={s} pads={pads} pool={pool} {c}x{h}x{w}->{o}")
+        want = _numpy_layer(xq, wq, bq, sx * sw / sy, s, pads, pool, True)
+        assert a.shape == want.shape and np.abs(a.astype(np.int64) - want).max() <= 1
+        ran += 1
+    assert ran >= 8

@@ -415,7 +415,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
                         f"(stride {stride}{', pooling' if m.pool else ''})")
     # Column tiles only when the image is wider than the line buffers: each reads its own
     # narrower copy of the input (halo columns included) and writes its own output strip.
-    if w <= cfg.wmax and max_cols is None:
+    whole_width = w <= cfg.wmax and max_cols is None
+    if whole_width:
         col_tiles = [(0, conv_cols // pool_div * pool_div)]
     else:
         ctile = (cfg.wmax - 3) // stride + 1
@@ -438,7 +439,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
         cstart, cstop = max(cfirst, 0), min(clast, w - 1)
         tw = cstop - cstart + 1
         tout = (c1 - c0) // pool_div
-        if len(col_tiles) == 1:                  # the whole width, read in place
+        if whole_width:                          # the whole width, read in place
             cstart, cstop, tw, left, right, tout = 0, w - 1, w, pl, pr, out_cols
         n_before = len(calls)
         for r0, r1 in _row_tiles(rows_used, tile):
@@ -468,7 +469,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
         bias=pack_channels(m.b_q.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
-        columns=columns if len(columns) > 1 else [])
+        columns=[] if whole_width else columns)
 
 
 # The planner ------------------------------------------------------------------------------------
