@@ -108,7 +108,10 @@ def main(argv=None) -> int:
     if y.ndim == 2:
         print("top-1:", y.argmax(axis=1).tolist())
     if profile.cycles:                      # devices that count cycles (rtl): measured next to ideal
-        print(plan.summary(measured=profile.cycles))
+        print(plan.summary(measured=profile.cycles_per_run()))
+        total = sum(profile.cycles_per_run().values())
+        print(f"measured accelerator cycles per image {total:.0f}, ideal {plan.ideal_cycles()} "
+              f"({total / max(plan.ideal_cycles(), 1):.2f}x)")
     if args.profile:
         print(profile.report())
         if args.plot:

@@ -46,6 +46,6 @@ def test_small_cnn_on_the_rtl_device_matches_the_reference_device():
         device.close()
     for name in fetch + plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    print(plan.summary(measured=profile.cycles))
+    print(plan.summary(measured=profile.cycles_per_run()))
     for layer in plan.fpga_layers:
         assert profile.cycles[layer.name] >= layer.ideal_cycles(CFG) > 0

@@ -146,7 +146,7 @@ class Plan:
     def ideal_cycles(self) -> int:
         return sum(s.ideal_cycles(self.cfg) for s in self.fpga_layers)
 
-    def summary(self, measured: dict[str, int] | None = None) -> str:
+    def summary(self, measured: dict[str, float] | None = None) -> str:
         """One line per step: device, what it does, tiles, ideal (and measured) cycles."""
         cfg = self.cfg
         lines = [f"plan for {self.graph.name!r} on a kernel with CPI={cfg.cpi} CPO={cfg.cpo} "
@@ -157,7 +157,7 @@ class Plan:
             if isinstance(s, FpgaLayer):
                 line += f", ideal {s.ideal_cycles(cfg)} cycles"
                 if measured and s.name in measured:
-                    line += f", measured {measured[s.name]}"
+                    line += f", measured {measured[s.name]:.0f}"
             lines.append(line)
         n_acc = len(self.fpga_layers)
         lines.append(f"{n_acc} accelerator layer(s), {sum(isinstance(s, CpuLayer) for s in self.steps)} CPU "

@@ -1,8 +1,8 @@
 """``RtlDevice``: kernel calls run by the generated Verilog in Verilator (through cocotb).
 
 The host side keeps the card's memory as one flat byte array, like the reference device.
-On the first call the kernel for ``cfg`` is built (``sim.runner.build_kernel``, cached per
-configuration) and one simulation is started in the background running
+When the device is created the kernel's Verilog for ``cfg`` is built (``sim.runner.build``,
+cached by the Verilog text) and one simulation is started in the background running
 :mod:`hlsinf.host.rtl_bench`, which connects back over a Unix socket. Each ``wait`` then
 ships the call's regions (input planes, weights, bias, multipliers, current output planes)
 to the three AXI RAM models, with pointers rebased into them, sends the register words
@@ -61,7 +61,7 @@ def _align(n: int, a: int = 4096) -> int:
 class RtlDevice(FlatMemoryDevice):
     measures_cycles = True
 
-    def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, seed: int = 1,
+    def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, ram_bytes: int = 1 << 26, seed: int = 1,
                  connect_timeout: float = 300.0):
         super().__init__(cfg, capacity)
         root = Path(__file__).resolve().parents[2]
@@ -77,6 +77,7 @@ class RtlDevice(FlatMemoryDevice):
         self._thread = None
         self._result = None
         self.cycles: list[int] = []
+        self._launch(ram_bytes)          # "power on": build (cached) and start the simulation
 
     # Simulation lifetime -----------------------------------------------------------------------
 
@@ -156,9 +157,10 @@ class RtlDevice(FlatMemoryDevice):
         rebased["m"] = _align(rebased["b"] + sizes["b"])
         need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"])
         if self._sock is None:
-            self._launch(max(1 << 26, _align(need, 1 << 20)))
+            raise DeviceError("the simulation is closed")
         if need > self.ram_bytes:
-            raise DeviceError(f"a call needs {need} bytes of simulated memory, the RAM models hold {self.ram_bytes}")
+            raise DeviceError(f"a call needs {need} bytes of simulated memory, the RAM models hold {self.ram_bytes} "
+                              "(RtlDevice(ram_bytes=...))")
         region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
         regions = {"gmem_in": [(rebased["x"], region("x"))],
                    "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m")],

@@ -29,8 +29,13 @@ class Profile:
 
     seconds: dict[str, float] = field(default_factory=dict)       #: step name -> seconds
     category: dict[str, str] = field(default_factory=dict)        #: step name -> accelerator/cpu/transfer
-    cycles: dict[str, int] = field(default_factory=dict)          #: layer -> measured cycles (devices that count)
-    ideal: dict[str, int] = field(default_factory=dict)           #: layer -> ideal cycles
+    cycles: dict[str, int] = field(default_factory=dict)          #: layer -> measured cycles, all runs (devices that count)
+    ideal: dict[str, int] = field(default_factory=dict)           #: layer -> ideal cycles of one run
+    runs: dict[str, int] = field(default_factory=dict)            #: layer -> times it ran (images)
+
+    def cycles_per_run(self) -> dict[str, float]:
+        """Measured cycles of one inference per layer (averaged over the images of the batch)."""
+        return {k: v / self.runs.get(k, 1) for k, v in self.cycles.items()}
 
     def add(self, name: str, category: str, seconds: float):
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -219,6 +224,7 @@ class Session:
                     measured = sum(dev.call(args, ptrs) or 0 for args in step.calls)
                 if profile is not None:
                     profile.ideal[step.name] = step.ideal_cycles(cfg)
+                    profile.runs[step.name] = profile.runs.get(step.name, 0) + 1
                     if dev.measures_cycles:
                         profile.cycles[step.name] = profile.cycles.get(step.name, 0) + measured
                 category = "accelerator"
