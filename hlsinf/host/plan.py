@@ -544,7 +544,6 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     steps = []
     on_host = {graph.inputs[0]} | set(graph.initializers)
     on_device: dict[str, int] = {}          # tensor -> lanes
-    shapes3 = {}
     device_tensors = {}
 
     def chw(t):
