@@ -85,8 +85,11 @@ class RtlDevice(FlatMemoryDevice):
         from sim import runner
         from hlsinf.kernel import TOP_NAME, kernel_verilog
         # keyed by the Verilog text, so host-side changes do not trigger a recompile
-        build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
-                                 name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
+        try:
+            build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
+                                     name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
+        except Exception as e:
+            raise DeviceError(f"building the kernel for {self.cfg} in Verilator failed: {e}") from None
         self._tmp = tempfile.TemporaryDirectory(prefix="hlsinf-rtl-")
         path = os.path.join(self._tmp.name, "sock")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -171,9 +174,13 @@ class RtlDevice(FlatMemoryDevice):
                 out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
                 out_words[reg.offset + 4] = rebased[reg.name] >> 32
         timeout = 50 * args.ideal_cycles(cfg) + 20000
-        send(self._sock, {"regions": regions, "words": out_words, "out": (rebased["y"], sizes["y"]),
-                          "timeout": timeout})
-        reply = recv(self._sock)
+        try:
+            send(self._sock, {"regions": regions, "words": out_words, "out": (rebased["y"], sizes["y"]),
+                              "timeout": timeout})
+            reply = recv(self._sock)
+        except (OSError, EOFError) as e:
+            self._sock = None
+            raise DeviceError(f"the simulation stopped ({e}); its log is in {self._tmp.name}/run") from None
         if "error" in reply:
             raise DeviceError(f"simulated kernel: {reply['error']}")
         self.memory[self._span(ptr["y"], sizes["y"])] = np.frombuffer(reply["out"], np.uint8)
