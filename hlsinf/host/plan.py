@@ -33,8 +33,7 @@ from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bia
 from .graph import Graph, Node, fold_batchnorm, load_model
 from .quantize import QuantError, requant_params
 
-__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
-           "fold_batchnorm"]
+__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel"]
 
 
 class PlanError(ValueError):
@@ -187,7 +186,19 @@ def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
     return load_descriptor(path)
 
 
-# Graph rewrites ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Caps:
+    """What the kernel's convolution takes beyond KernelConfig: from the descriptor when there is one."""
+
+    max_pad: int = MAX_PAD
+    strides: tuple[int, ...] = (1, 2)
+
+    @classmethod
+    def of(cls, descriptor: dict | None) -> "_Caps":
+        conv = ((descriptor or {}).get("operations") or {}).get("conv") or {}
+        return cls(max_pad=min(int(conv.get("max_pad", MAX_PAD)), MAX_PAD),
+                   strides=tuple(int(v) for v in conv.get("strides", (1, 2))))
+
 
 # Pattern matching of one quantised convolution ---------------------------------------------------
 
@@ -231,7 +242,7 @@ def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | No
     return None
 
 
-def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig) -> _Match:
+def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _Match:
     a = conv.attrs
     if a.get("group", 1) != 1:
         raise _NoMatch(f"grouped convolution (group={a['group']})")
@@ -263,8 +274,8 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig) -> _Match:
     if kh > 3 or kw > 3:
         raise _NoMatch(f"kernel {kh}x{kw} is larger than 3x3")
     strides = a.get("strides", [1, 1])
-    if strides[0] != strides[1] or strides[0] not in (1, 2):
-        raise _NoMatch(f"strides {strides} (the kernel does 1 or 2 in both directions)")
+    if strides[0] != strides[1] or strides[0] not in caps.strides:
+        raise _NoMatch(f"strides {strides} (the kernel does {' or '.join(map(str, caps.strides))} in both directions)")
     if len(w_q.shape) != 4 or graph.shapes[conv.inputs[0]][0] != 1:
         raise _NoMatch("not a 2-D convolution of a batch of one")
     # bias: int32 at scale s_x * s_w, or anything that dequantises to a real value
@@ -363,7 +374,7 @@ def _row_tiles(conv_rows: int, tile: int) -> list[tuple[int, int]]:
     return [(r, min(r + tile, conv_rows)) for r in range(0, conv_rows, tile)]
 
 
-def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | None,
+def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
                  max_out_groups: int | None, max_cols: int | None = None) -> FpgaLayer:
     conv = next(n for n in m.nodes if n.op == "Conv")
     name = conv.name
@@ -378,9 +389,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, max_rows: int | Non
     w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
     pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
     where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
-    if max(pt, pb, pl, pr) > MAX_PAD:
+    if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
-                       f"the kernel pads at most {MAX_PAD}")
+                       f"the kernel pads at most {caps.max_pad}")
     if c > cfg.imax:
         raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
                         "no tiling splits input channels")
@@ -490,6 +501,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
     """
     cfg, descriptor = load_kernel(kernel)
+    caps = _Caps.of(descriptor)
     if calibration is not None:
         from .quantize import quantize
         model = quantize(model, calibration, cfg)
@@ -503,8 +515,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         if node.op != "Conv" or node.name in in_layer:
             continue
         try:
-            m = _match_conv(graph, node, cfg)
-            layer = _build_layer(graph, m, cfg, max_rows, max_out_groups, max_cols)
+            m = _match_conv(graph, node, cfg, caps)
+            layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue
