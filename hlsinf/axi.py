@@ -23,7 +23,7 @@ __all__ = [
     "DATA_WIDTH", "ADDR_WIDTH", "LENGTH_WIDTH", "BURST_MAX_BEATS", "BOUNDARY_BYTES",
     "BURST_INCR", "RESP_OKAY",
     "AXI4Signature", "AXI4LiteSignature", "CommandLayout", "BurstLayout",
-    "BurstSplitter", "port_map", "beat_bytes", "check_data_width",
+    "BurstSplitter", "port_map", "beat_bytes", "max_burst_beats", "check_data_width",
 ]
 
 #: Width of the kernel's memory ports (a 512-bit beat is 64 bytes).
@@ -50,6 +50,11 @@ def check_data_width(data_width: int, who: str = "data_width"):
 
 def beat_bytes(data_width: int = DATA_WIDTH) -> int:
     return data_width // 8
+
+
+def max_burst_beats(data_width: int = DATA_WIDTH) -> int:
+    """Longest burst both AXI4 rules allow: 256 beats, and one 4 KiB page (64 beats of 512 bits)."""
+    return min(BURST_MAX_BEATS, BOUNDARY_BYTES // (data_width // 8))
 
 
 class AXI4Signature(wiring.Signature):
@@ -181,7 +186,7 @@ class BurstSplitter(wiring.Component):
         self.offset_bits = max(1, exact_log2(self.beat_bytes))
         #: beats in a 4 KiB page and the largest burst under both rules
         self.page_beats = BOUNDARY_BYTES // self.beat_bytes
-        self.max_beats = min(BURST_MAX_BEATS, self.page_beats)
+        self.max_beats = max_burst_beats(data_width)
         beats_width = length_width + 1
         super().__init__({
             "cmd": In(stream.Signature(CommandLayout(addr_width, length_width))),

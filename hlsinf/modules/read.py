@@ -17,7 +17,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
-                   BurstSplitter, CommandLayout, check_data_width)
+                   BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
 
 __all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader"]
@@ -139,15 +139,17 @@ class ReadMaster(wiring.Component):
     def __init__(self, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
                  fifo_beats: int | None = None):
-        self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width,
-                                      length_width=length_width)
+        check_data_width(data_width)
         if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
             raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
+        burst_beats = max_burst_beats(data_width)
         if fifo_beats is None:
-            fifo_beats = max_outstanding * self.splitter.max_beats
-        if not (isinstance(fifo_beats, int) and self.splitter.max_beats <= fifo_beats <= 65536):
+            fifo_beats = max_outstanding * burst_beats
+        if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
             raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
-                             f"{self.splitter.max_beats} (one full burst) to 65536")
+                             f"{burst_beats} (one full burst) to 65536")
+        self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width,
+                                      length_width=length_width)
         self.data_width, self.addr_width, self.length_width = data_width, addr_width, length_width
         self.id_width, self.max_outstanding, self.fifo_beats = id_width, max_outstanding, fifo_beats
         super().__init__({
@@ -227,6 +229,14 @@ class ReadMaster(wiring.Component):
         return m
 
 
+def item_bytes(item_shape) -> int:
+    """Bytes of one item of ``item_shape``; its width must be a positive multiple of 8 bits."""
+    width = item_shape.size if isinstance(item_shape, data.Layout) else Shape.cast(item_shape).width
+    if width == 0 or width % 8:
+        raise ValueError(f"item_shape {item_shape!r} is {width} bits wide: allowed a positive multiple of 8")
+    return width // 8
+
+
 class BytesToItems(wiring.Component):
     """Cuts a byte stream of :func:`BeatLayout` beats into items of ``item_bytes`` bytes.
 
@@ -244,11 +254,8 @@ class BytesToItems(wiring.Component):
 
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH):
         check_data_width(data_width)
-        width = Shape.cast(item_shape).width if not isinstance(item_shape, data.Layout) else item_shape.size
-        if width == 0 or width % 8:
-            raise ValueError(f"item_shape {item_shape!r} is {width} bits wide: allowed a positive multiple of 8")
         self.item_shape, self.data_width = item_shape, data_width
-        self.item_bytes = width // 8
+        self.item_bytes = item_bytes(item_shape)
         self.beat_bytes = data_width // 8
         self.chunk = math.gcd(self.item_bytes, self.beat_bytes)
         super().__init__({
@@ -309,6 +316,7 @@ class ItemReader(wiring.Component):
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
                  fifo_beats: int | None = None):
+        item_bytes(item_shape)
         self.master = ReadMaster(data_width=data_width, addr_width=addr_width, length_width=length_width,
                                  id_width=id_width, max_outstanding=max_outstanding, fifo_beats=fifo_beats)
         self.converter = BytesToItems(item_shape, data_width=data_width)

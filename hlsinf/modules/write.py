@@ -16,7 +16,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
-                   BurstSplitter, CommandLayout, check_data_width)
+                   BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
@@ -165,15 +165,17 @@ class WriteMaster(wiring.Component):
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
                  fifo_beats: int | None = None):
-        self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width, length_width=length_width)
-        self.packer = ItemPacker(item_shape, data_width=data_width, length_width=length_width)
+        check_data_width(data_width)
         if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
             raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
+        burst_beats = max_burst_beats(data_width)
         if fifo_beats is None:
-            fifo_beats = 2 * self.splitter.max_beats
-        if not (isinstance(fifo_beats, int) and self.splitter.max_beats <= fifo_beats <= 65536):
+            fifo_beats = 2 * burst_beats
+        if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
             raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
-                             f"{self.splitter.max_beats} (one full burst) to 65536")
+                             f"{burst_beats} (one full burst) to 65536")
+        self.packer = ItemPacker(item_shape, data_width=data_width, length_width=length_width)
+        self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width, length_width=length_width)
         self.item_shape, self.data_width, self.addr_width = item_shape, data_width, addr_width
         self.length_width, self.id_width = length_width, id_width
         self.max_outstanding, self.fifo_beats = max_outstanding, fifo_beats
