@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
+from .read import item_bytes
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
 
@@ -25,10 +26,6 @@ __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
 def WriteBeatLayout(data_width: int = DATA_WIDTH):
     """A beat on its way to W: ``data`` and ``strb`` (one bit per byte)."""
     return data.StructLayout({"data": unsigned(data_width), "strb": unsigned(data_width // 8)})
-
-
-def _item_width(item_shape) -> int:
-    return item_shape.size if isinstance(item_shape, data.Layout) else Shape.cast(item_shape).width
 
 
 class ItemPacker(wiring.Component):
@@ -48,11 +45,8 @@ class ItemPacker(wiring.Component):
 
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, length_width: int = LENGTH_WIDTH):
         check_data_width(data_width)
-        width = _item_width(item_shape)
-        if width == 0 or width % 8:
-            raise ValueError(f"item_shape {item_shape!r} is {width} bits wide: allowed a positive multiple of 8")
         self.item_shape, self.data_width = item_shape, data_width
-        self.item_bytes = width // 8
+        self.item_bytes = item_bytes(item_shape)
         self.beat_bytes = data_width // 8
         self.chunk = math.gcd(self.item_bytes, self.beat_bytes)
         beat_c = self.beat_bytes // self.chunk
@@ -148,9 +142,14 @@ class WriteMaster(wiring.Component):
     max_outstanding:
         Bursts in flight (AW issued, B not yet received).
     fifo_beats:
-        Depth of the beat FIFO in front of W (at least one full burst). An AW is issued
-        only once all beats of its burst are in the FIFO, so W never waits for data and
-        the interconnect is never held by a half-written burst.
+        Depth of the beat FIFO in front of W (at least one full burst; default two, so
+        one burst fills while the previous one drains).
+    issue_beats:
+        An AW is issued once ``min(burst beats, issue_beats)`` of its beats wait in the
+        FIFO. Default (None): the whole burst, so W never waits for data in mid-burst and
+        the interconnect is never held by a half-written burst (Xilinx's advice); the
+        cost is up to one burst (64 beats) of extra latency before the first write.
+        A small value (e.g. 4) starts writing early when the producer keeps up.
 
     Ports
     -----
@@ -164,8 +163,9 @@ class WriteMaster(wiring.Component):
 
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
-                 fifo_beats: int | None = None):
+                 fifo_beats: int | None = None, issue_beats: int | None = None):
         check_data_width(data_width)
+        item_bytes(item_shape)
         if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
             raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
         burst_beats = max_burst_beats(data_width)
@@ -174,6 +174,11 @@ class WriteMaster(wiring.Component):
         if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
             raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
                              f"{burst_beats} (one full burst) to 65536")
+        if issue_beats is None:
+            issue_beats = burst_beats
+        if not (isinstance(issue_beats, int) and 1 <= issue_beats <= burst_beats):
+            raise ValueError(f"issue_beats = {issue_beats!r} is out of range: allowed 1 to {burst_beats}")
+        self.issue_beats = issue_beats
         self.packer = ItemPacker(item_shape, data_width=data_width, length_width=length_width)
         self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width, length_width=length_width)
         self.item_shape, self.data_width, self.addr_width = item_shape, data_width, addr_width
@@ -226,10 +231,13 @@ class WriteMaster(wiring.Component):
 
         # AW: issue a burst once all its beats wait in w_fifo.
         burst = splitter.burst.payload
-        unclaimed = Signal(range(self.fifo_beats + 1))   # beats in w_fifo not yet claimed by an AW
+        # Beats pushed into w_fifo minus beats of issued AWs (negative while an AW issued
+        # early still waits for some of its beats).
+        unclaimed = Signal(range(-self.splitter.max_beats, self.fifo_beats + 1))
+        need = Mux(burst.len < self.issue_beats, burst.len, self.issue_beats - 1)  # beats needed - 1
         in_flight = Signal(range(self.max_outstanding + 1))
         m.d.comb += [
-            axi.awvalid.eq(splitter.burst.valid & (unclaimed > burst.len) &
+            axi.awvalid.eq(splitter.burst.valid & (unclaimed > need) &
                            (in_flight != self.max_outstanding) & wlen_fifo.w_rdy & blast_fifo.w_rdy),
             splitter.burst.ready.eq(axi.awvalid & axi.awready),
             axi.awaddr.eq(burst.addr),
