@@ -42,7 +42,8 @@ class AXIMemory:
     """
 
     def __init__(self, mem: np.ndarray, *, base: int = 0, data_width: int = 512, latency: int = 0,
-                 stall: float = 0.0, stalls: dict | None = None, seed: int = 0):
+                 stall: float = 0.0, stalls: dict | None = None, seed: int = 0,
+                 error_ranges=()):
         self.mem, self.base = mem, base
         self.beat_bytes = data_width // 8
         self.latency = latency
@@ -54,6 +55,8 @@ class AXIMemory:
         self.max_reads_in_flight = 0
         self.max_writes_in_flight = 0
         self.cycle = 0
+        #: bursts touching one of these ``(first, end)`` address ranges get an SLVERR response
+        self.error_ranges = list(error_ranges)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -76,6 +79,10 @@ class AXIMemory:
         if lo < 0 or lo + beats * self.beat_bytes > len(self.mem):
             raise ProtocolError(f"{kind} burst {addr:#x}+{beats} beats outside the memory")
         return beats
+
+    def _resp(self, burst):
+        end = burst.addr + burst.beats * self.beat_bytes
+        return 2 if any(lo < end and burst.addr < hi for lo, hi in self.error_ranges) else 0
 
     def _beat(self, addr):
         lo = addr - self.base
@@ -112,12 +119,12 @@ class AXIMemory:
             if r_head is not None:
                 ctx.set(axi.rdata, r_head[1])
                 ctx.set(axi.rlast, r_head[2])
-                ctx.set(axi.rresp, 0)
+                ctx.set(axi.rresp, self._resp(r_head[3]))
                 ctx.set(axi.rid, 0)
             b_head = b_queue[0] if b_queue and b_queue[0][0] <= self.cycle and self._go("b") else None
             ctx.set(axi.bvalid, b_head is not None)
             if b_head is not None:
-                ctx.set(axi.bresp, 0)
+                ctx.set(axi.bresp, self._resp(b_head[1]))
                 ctx.set(axi.bid, 0)
 
             (_, _, arvalid, araddr, arlen, arsize, arburst, rready,

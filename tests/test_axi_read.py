@@ -202,6 +202,45 @@ def test_activation_reader_pixels():
     assert np.array_equal(np.array(got["px"]), expect)
 
 
+@pytest.mark.parametrize("bad", [False, True])
+def test_error_flag(bad):
+    mem = np.zeros(0x4000, np.uint8)
+    dut = ReadMaster()
+    model = AXIMemory(mem, base=BASE, error_ranges=[(BASE + 0x2000, BASE + 0x2001)] if bad else [])
+    flag = {}
+
+    async def commands(ctx):
+        await feed(ctx, dut.cmd, [{"addr": BASE + 0x1F00, "length": 0x200}])
+
+    async def output(ctx):
+        await collect(ctx, dut.o, 8)
+        flag["error"] = ctx.get(dut.error)
+
+    run(dut, [commands, output], [(model, dut.axi)])
+    assert flag["error"] == bad
+
+
+def test_port_names():
+    """A top level exposing an AXI4 master and the control slave gets the Vitis port names."""
+    from amaranth.hdl import _ir
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from hlsinf.axi import AXI4LiteSignature, AXI4Signature, port_map
+
+    class Top(wiring.Component):
+        m_axi_gmem_in: Out(AXI4Signature())
+        s_axi_control: In(AXI4LiteSignature(addr_width=8))
+
+    top = Top()
+    ports = {**port_map("m_axi_gmem_in", top.m_axi_gmem_in), **port_map("s_axi_control", top.s_axi_control)}
+    assert ports["m_axi_gmem_in_arvalid"][1] == _ir.PortDirection.Output
+    assert ports["m_axi_gmem_in_rdata"][1] == _ir.PortDirection.Input
+    assert len(ports["m_axi_gmem_in_rdata"][0]) == 512 and len(ports["m_axi_gmem_in_araddr"][0]) == 64
+    assert ports["s_axi_control_awaddr"][1] == _ir.PortDirection.Input
+    assert ports["s_axi_control_rdata"][1] == _ir.PortDirection.Output
+    assert len([p for p in ports if p.startswith("m_axi_gmem_in_")]) == 2 * 11 + 5 + 4 + 6
+
+
 def test_parameter_errors():
     with pytest.raises(ValueError, match="max_outstanding"):
         ReadMaster(max_outstanding=0)

@@ -145,6 +145,29 @@ def test_early_issue_with_slow_producer():
     write_and_check(dut, cmds, latency=3, stall=0.3, in_stall=0.6, seed=8)
 
 
+def test_error_flag():
+    dut = WriteMaster(unsigned(512))
+    model = AXIMemory(np.zeros(0x4000, np.uint8), base=BASE, error_ranges=[(BASE + 0x1000, BASE + 0x1001)])
+    flags = []
+
+    async def commands(ctx):
+        await feed(ctx, dut.cmd, [{"addr": BASE + 0x800, "length": 0x400},
+                                  {"addr": BASE + 0x0FC0, "length": 0x80}])
+
+    async def data(ctx):
+        await feed(ctx, dut.i, list(range(0x480 // 64)))
+
+    async def watch(ctx):
+        while len(flags) < 2:
+            _, _, done, error = await ctx.tick().sample(dut.done, dut.error)
+            if done:
+                flags.append(error)
+
+    run(dut, [commands, data, watch], [(model, dut.axi)])
+    assert len(model.writes) == 3     # the second command is cut at 4 KiB; its last burst fails
+    assert flags == [0, 1]            # error is raised together with that command's done
+
+
 def test_parameter_errors():
     with pytest.raises(ValueError, match="max_outstanding"):
         WriteMaster(unsigned(8), max_outstanding=65)
