@@ -23,7 +23,7 @@ __all__ = [
     "DATA_WIDTH", "ADDR_WIDTH", "LENGTH_WIDTH", "BURST_MAX_BEATS", "BOUNDARY_BYTES",
     "BURST_INCR", "RESP_OKAY",
     "AXI4Signature", "AXI4LiteSignature", "CommandLayout", "BurstLayout",
-    "BurstSplitter", "port_map", "beat_bytes", "max_burst_beats", "check_data_width",
+    "BurstSplitter", "ReadArbiter", "port_map", "beat_bytes", "max_burst_beats", "check_data_width",
 ]
 
 #: Width of the kernel's memory ports (a 512-bit beat is 64 bytes).
@@ -256,4 +256,86 @@ class BurstSplitter(wiring.Component):
                     m.next = "SIZE"
                     with m.If(last):
                         m.next = "TAKE"
+        return m
+
+
+class ReadArbiter(wiring.Component):
+    """Shares one AXI4 read port among ``n`` read engines (e.g. weights, bias and
+    multipliers on ``m_axi_gmem_w``).
+
+    AR: round robin among the engines with ``arvalid``; a grant is held until its AR is
+    accepted, so each engine's AR stays stable. Every accepted AR pushes its engine's index
+    into an order FIFO (all ARs use ID 0, so the memory answers in order) and R beats go
+    to the engine at its head until ``rlast``. The engines of this package keep ``rready``
+    high (they reserve receive-FIFO room before issuing), so one engine's slow consumer
+    never blocks the others' data.
+
+    Ports: ``inputs``: ``In(AXI4Signature)`` array of ``n`` (connect engine ``k``'s ``axi``
+    to ``inputs[k]``); ``axi``: the shared master. Write channels are tied off (inputs'
+    AW/W/B are ignored; their ``bvalid``/``awready``/``wready`` stay low).
+    ``max_outstanding`` sizes the order FIFO (total bursts in flight, all engines).
+    """
+
+    def __init__(self, n: int, *, addr_width: int = ADDR_WIDTH, data_width: int = DATA_WIDTH,
+                 id_width: int = 1, max_outstanding: int = 32):
+        if not (isinstance(n, int) and 1 <= n <= 16):
+            raise ValueError(f"n = {n!r} is out of range: allowed 1 to 16 read engines")
+        if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 1024):
+            raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 1024")
+        self.n, self.max_outstanding = n, max_outstanding
+        sig = AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
+        super().__init__({
+            "inputs": In(sig).array(n),
+            "axi": Out(sig),
+        })
+
+    def elaborate(self, platform):
+        from amaranth.lib import fifo
+        m = Module()
+        n, axi = self.n, self.axi
+        index_bits = max(1, bits_for(n - 1))
+        m.submodules.order = order = fifo.SyncFIFOBuffered(width=index_bits, depth=self.max_outstanding)
+
+        # AR: round robin, grant held until the handshake.
+        grant = Signal(range(n))
+        locked = Signal()           # the granted engine's AR is being offered
+        chosen = Signal(range(n))
+        # The next requester after the last grant, in circular order.
+        with m.If(locked):
+            m.d.comb += chosen.eq(grant)
+        with m.Else():
+            m.d.comb += chosen.eq(grant)
+            for step in reversed(range(1, n + 1)):
+                k = Signal(range(n), name=f"rr_{step}")
+                m.d.comb += k.eq((grant + step) % n if n > 1 else 0)
+                with m.If(self.inputs[0].arvalid if n == 1 else Array(i.arvalid for i in self.inputs)[k]):
+                    m.d.comb += chosen.eq(k)
+        src = Array(self.inputs)[chosen]
+        m.d.comb += [
+            axi.arvalid.eq(src.arvalid & order.w_rdy),
+            axi.araddr.eq(src.araddr), axi.arlen.eq(src.arlen), axi.arsize.eq(src.arsize),
+            axi.arburst.eq(src.arburst), axi.arlock.eq(src.arlock), axi.arcache.eq(src.arcache),
+            axi.arprot.eq(src.arprot), axi.arqos.eq(src.arqos), axi.arid.eq(0),
+            order.w_data.eq(chosen), order.w_en.eq(axi.arvalid & axi.arready),
+        ]
+        for k, i in enumerate(self.inputs):
+            m.d.comb += i.arready.eq((chosen == k) & axi.arready & order.w_rdy)
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [grant.eq(chosen), locked.eq(0)]
+        with m.Elif(axi.arvalid):
+            m.d.sync += [grant.eq(chosen), locked.eq(1)]
+
+        # R: to the engine at the head of the order FIFO.
+        head = order.r_data[:index_bits]
+        for k, i in enumerate(self.inputs):
+            sel = order.r_rdy & (head == k)
+            m.d.comb += [
+                i.rvalid.eq(sel & axi.rvalid), i.rdata.eq(axi.rdata), i.rresp.eq(axi.rresp),
+                i.rlast.eq(axi.rlast), i.rid.eq(axi.rid),
+            ]
+        m.d.comb += [
+            axi.rready.eq(order.r_rdy & Array(i.rready for i in self.inputs)[head]),
+            order.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
+            axi.awvalid.eq(0), axi.wvalid.eq(0), axi.bready.eq(1),
+        ]
         return m

@@ -241,6 +241,58 @@ def test_port_names():
     assert len([p for p in ports if p.startswith("m_axi_gmem_in_")]) == 2 * 11 + 5 + 4 + 6
 
 
+def test_read_arbiter_shares_one_port():
+    """Three item readers (weights-, bias- and multiplier-like) on one port via ReadArbiter;
+    the weights consumer stalls 90% of the time."""
+    from amaranth import Module
+    from amaranth.lib import wiring
+    from hlsinf.axi import ReadArbiter
+
+    sizes = (36, 16, 8)
+
+    class Shared(wiring.Component):
+        def __init__(self):
+            self.readers = [ItemReader(unsigned(8 * n), max_outstanding=2, fifo_beats=64) for n in sizes]
+            self.arbiter = ReadArbiter(len(sizes), max_outstanding=8)
+            super().__init__({"axi": wiring.Out(self.arbiter.axi.signature)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.arbiter = self.arbiter
+            for k, r in enumerate(self.readers):
+                m.submodules[f"reader{k}"] = r
+                wiring.connect(m, r.axi, self.arbiter.inputs[k])
+            wiring.connect(m, self.arbiter.axi, wiring.flipped(self.axi))
+            return m
+
+    dut = Shared()
+    rng = np.random.default_rng(21)
+    mem = rng.integers(0, 256, 0x4000, dtype=np.uint8)
+    model = AXIMemory(mem.copy(), base=BASE, latency=4, stall=0.3, seed=21)
+    cmds = [[(BASE + int(rng.integers(0, 0x3000)), int(rng.integers(1, 20)) * n) for _ in range(5)] for n in sizes]
+    got = [None] * len(sizes)
+
+    def feeder(k):
+        async def tb(ctx):
+            await feed(ctx, dut.readers[k].cmd, [{"addr": a, "length": n} for a, n in cmds[k]], stall=0.3,
+                       rng=random.Random(k))
+        return tb
+
+    def taker(k):
+        async def tb(ctx):
+            total = sum(n for _, n in cmds[k]) // sizes[k]
+            got[k], _ = await collect(ctx, dut.readers[k].o, total, stall=0.9 if k == 0 else 0.2,
+                                      rng=random.Random(10 + k), convert=int)
+        return tb
+
+    run(dut, [feeder(k) for k in range(3)] + [taker(k) for k in range(3)], [(model, dut.axi)],
+        max_cycles=20_000)
+    for k, n in enumerate(sizes):
+        expect = [int.from_bytes(mem[a - BASE + j: a - BASE + j + n].tobytes(), "little")
+                  for a, length in cmds[k] for j in range(0, length, n)]
+        assert got[k] == expect, f"reader {k}"
+
+
 def test_parameter_errors():
     with pytest.raises(ValueError, match="max_outstanding"):
         ReadMaster(max_outstanding=0)
