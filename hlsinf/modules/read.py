@@ -35,7 +35,8 @@ def BeatLayout(data_width: int = DATA_WIDTH):
 def _RealignLayout(data_width: int, length_width: int):
     ob = max(1, exact_log2(data_width // 8))
     return data.StructLayout({
-        "offset": unsigned(ob),             # first byte's position in the first memory beat
+        "aligned": unsigned(1),             # the first byte starts a memory beat
+        "skew": unsigned(ob),               # (first byte's position in its beat - 1) mod beat bytes
         "out_beats_m1": unsigned(length_width),  # output beats - 1
         "extra": unsigned(1),               # one more memory beat than output beats
         "last_count": unsigned(ob + 1),     # bytes of the last output beat
@@ -74,7 +75,7 @@ class Realigner(wiring.Component):
         loaded = Signal()            # prev holds this command's memory beat 0
         out_index = Signal(self.length_width)
 
-        aligned = meta.offset == 0
+        aligned = meta.aligned
         last_out = out_index == meta.out_beats_m1
         load = ~aligned & ~loaded                          # take beat 0, emit nothing
         flush = ~aligned & loaded & ~meta.extra & last_out  # emit, take nothing
@@ -82,9 +83,11 @@ class Realigner(wiring.Component):
         emit = ~load
         out_free = ~self.o.valid | self.o.ready
 
-        low = Mux(aligned, self.i.payload, prev)
-        window = Cat(low, self.i.payload)
-        shifted = window.bit_select(Cat(C(0, 3), meta.offset), dw)
+        # Output byte j is window byte j + skew: byte offset + j of (prev, i) when unaligned,
+        # byte j of i when aligned (skew = beat bytes - 1), so no mux is needed before the
+        # shifter and the realigner is a single 64:1 byte mux deep.
+        window = Cat(prev[8:], self.i.payload)
+        shifted = window.bit_select(Cat(C(0, 3), meta.skew), dw)
 
         m.d.comb += self.i.ready.eq(self.meta.valid & consume & (~emit | out_free))
         step = self.meta.valid & (~consume | self.i.valid) & (~emit | out_free)
@@ -177,7 +180,8 @@ class ReadMaster(wiring.Component):
         meta_in = Signal(meta_layout)
         length_m1 = info.length - 1
         m.d.comb += [
-            meta_in.offset.eq(info.offset),
+            meta_in.aligned.eq(info.offset == 0),
+            meta_in.skew.eq(info.offset - 1),
             meta_in.out_beats_m1.eq(length_m1 >> ob),
             meta_in.extra.eq(info.beats != (length_m1 >> ob) + 1),
             meta_in.last_count.eq(length_m1[:ob] + 1),

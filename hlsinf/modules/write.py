@@ -96,7 +96,7 @@ class ItemPacker(wiring.Component):
             m.d.comb += [fill_after.eq(fill), flush_after.eq(flush),
                          buffer_after.eq(buffer), valid_after.eq(valid)]
 
-        first = taken == 0
+        first = Signal(init=1)                 # the next item starts a command
         room = Mux(first, fill_after == 0, fill_after < beat_c)
         m.d.comb += self.i.ready.eq(self.meta.valid & ~flush_after & room)
         take = self.i.valid & self.i.ready
@@ -121,6 +121,7 @@ class ItemPacker(wiring.Component):
                 fill.eq(pos + item_c),
                 flush.eq(last_item),
                 taken.eq(Mux(last_item, 0, taken + self.item_bytes)),
+                first.eq(last_item),
             ]
             m.d.comb += self.meta.ready.eq(last_item)
         with m.Else():
