@@ -20,7 +20,8 @@ from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, 
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
 
-__all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader"]
+__all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader",
+           "item_bytes", "place_chunks"]
 
 
 def BeatLayout(data_width: int = DATA_WIDTH):
@@ -233,6 +234,33 @@ class ReadMaster(wiring.Component):
         return m
 
 
+def place_chunks(m, src, pos, positions, *, chunk_bits, src_chunks, dest_chunks, name):
+    """Put ``src`` (``src_chunks`` chunks) at chunk ``pos`` of a ``dest_chunks`` buffer.
+
+    Returns ``(data, hit)``: chunk ``p`` of ``data`` is ``src`` chunk ``p - pos`` where
+    ``hit[p]`` is set. ``positions`` lists the values ``pos`` can take, so every
+    destination chunk is a mux of only the sources that can land on it (a decoder when
+    there is one), never a full barrel shifter over the buffer.
+    """
+    data = Signal(dest_chunks * chunk_bits, name=f"{name}_placed")
+    hit = Signal(dest_chunks, name=f"{name}_hit")
+    for p in range(dest_chunks):
+        cases = [(v, p - v) for v in positions if 0 <= p - v < src_chunks]
+        if not cases:
+            continue
+        if len(cases) == 1:
+            (v, j), = cases
+            m.d.comb += [data[p * chunk_bits:(p + 1) * chunk_bits].eq(src[j * chunk_bits:(j + 1) * chunk_bits]),
+                         hit[p].eq(pos == v)]
+            continue
+        with m.Switch(pos):
+            for v, j in cases:
+                with m.Case(v):
+                    m.d.comb += [data[p * chunk_bits:(p + 1) * chunk_bits].eq(src[j * chunk_bits:(j + 1) * chunk_bits]),
+                                 hit[p].eq(1)]
+    return data, hit
+
+
 def item_bytes(item_shape) -> int:
     """Bytes of one item of ``item_shape``; its width must be a positive multiple of 8 bits."""
     width = item_shape.size if isinstance(item_shape, data.Layout) else Shape.cast(item_shape).width
@@ -250,8 +278,9 @@ class BytesToItems(wiring.Component):
     never span commands).
 
     The buffer holds ``item_bytes + beat_bytes - g`` bytes, ``g = gcd(item_bytes,
-    beat_bytes)``; a beat is written at the current fill level (a multiple of ``g``, so a
-    ``beat_bytes/g``-way mux per byte: none when items divide beats or beats divide items),
+    beat_bytes)``; a beat is written at the current fill level (a multiple of ``g`` below
+    one item, so each ``g``-byte chunk picks among at most ``min(item, beat) / g``
+    sources: none when items divide beats, a decoder when beats divide items),
     an item is read from byte 0 and the buffer then shifts down by a constant. One item per
     cycle when items are at most a beat, one beat per cycle otherwise.
     """
@@ -293,16 +322,14 @@ class BytesToItems(wiring.Component):
         take = self.i.valid & self.i.ready
 
         pos = fill_after[:max(1, bits_for(item_c - 1))]
-        shift = Cat(C(0, exact_log2(cb)), pos)
-        beat = Cat(self.i.payload.data, C(0, max(0, cap_c - beat_c) * cb))[:cap_c * cb]
-        mask = Cat(C((1 << (beat_c * cb)) - 1, beat_c * cb), C(0, max(0, cap_c - beat_c) * cb))[:cap_c * cb]
-        placed = (beat << shift)[:cap_c * cb]
-        placed_mask = (mask << shift)[:cap_c * cb]
+        placed, hit = place_chunks(m, self.i.payload.data, pos, range(item_c), chunk_bits=cb,
+                                   src_chunks=beat_c, dest_chunks=cap_c, name="beat")
         count_c = self.i.payload.count >> exact_log2(g)
 
         with m.If(take):
             m.d.sync += [
-                buffer.eq((base & ~placed_mask) | (placed & placed_mask)),
+                buffer.eq(Cat(*(Mux(hit[p], placed[p * cb:(p + 1) * cb], base[p * cb:(p + 1) * cb])
+                                for p in range(cap_c)))),
                 fill.eq(fill_after + count_c),
             ]
         with m.Else():

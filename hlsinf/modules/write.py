@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
-from .read import item_bytes
+from .read import item_bytes, place_chunks
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
 
@@ -104,20 +104,15 @@ class ItemPacker(wiring.Component):
 
         pos = Signal(range(beat_c))
         m.d.comb += pos.eq(Mux(first, meta.offset, fill_after))
-        item_bits = item_c * cb
-        pad = (cap_c * cb) - item_bits
-        item = Cat(self.i.payload.as_value() if hasattr(self.i.payload, "as_value") else self.i.payload,
-                   C(0, pad))
-        mask = Cat(C((1 << item_bits) - 1, item_bits), C(0, pad))
-        shift = Cat(C(0, exact_log2(cb)), pos)
-        placed = (item << shift)[:cap_c * cb]
-        placed_mask = (mask << shift)[:cap_c * cb]
-        placed_valid = (Cat(C((1 << item_c) - 1, item_c), C(0, cap_c - item_c)) << pos)[:cap_c]
+        item = Value.cast(self.i.payload)
+        placed, hit = place_chunks(m, item, pos, range(beat_c), chunk_bits=cb, src_chunks=item_c,
+                                   dest_chunks=cap_c, name="item")
 
         with m.If(take):
             m.d.sync += [
-                buffer.eq((buffer_after & ~placed_mask) | (placed & placed_mask)),
-                valid.eq(valid_after | placed_valid),
+                buffer.eq(Cat(*(Mux(hit[p], placed[p * cb:(p + 1) * cb], buffer_after[p * cb:(p + 1) * cb])
+                                for p in range(cap_c)))),
+                valid.eq(valid_after | hit),
                 fill.eq(pos + item_c),
                 flush.eq(last_item),
                 taken.eq(Mux(last_item, 0, taken + self.item_bytes)),
