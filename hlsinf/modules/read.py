@@ -314,7 +314,6 @@ class BytesToItems(wiring.Component):
         emit = self.o.valid & self.o.ready
         fill_after = Signal.like(fill)
         m.d.comb += fill_after.eq(Mux(emit, fill - item_c, fill))
-        base = Mux(emit, buffer >> (item_c * cb), buffer)
 
         # A beat is taken while the buffer (after this cycle's item) holds less than an item:
         # then it fits whatever the beat's count.
@@ -326,14 +325,17 @@ class BytesToItems(wiring.Component):
                                    src_chunks=beat_c, dest_chunks=cap_c, name="beat")
         count_c = self.i.payload.count >> exact_log2(g)
 
-        with m.If(take):
-            m.d.sync += [
-                buffer.eq(Cat(*(Mux(hit[p], placed[p * cb:(p + 1) * cb], base[p * cb:(p + 1) * cb])
-                                for p in range(cap_c)))),
-                fill.eq(fill_after + count_c),
-            ]
-        with m.Else():
-            m.d.sync += [buffer.eq(base), fill.eq(fill_after)]
+        m.d.sync += fill.eq(Mux(take, fill_after + count_c, fill_after))
+        # Per chunk: load from the beat, or move down by an item. Chunks at or above the
+        # fill level are don't-care, so the top item's worth of chunks never needs clearing
+        # (when beats divide items nothing moves at all: the buffer is plain enabled FFs).
+        for p in range(cap_c):
+            chunk = buffer[p * cb:(p + 1) * cb]
+            with m.If(take & hit[p]):
+                m.d.sync += chunk.eq(placed[p * cb:(p + 1) * cb])
+            if p + item_c < cap_c:
+                with m.Elif(emit):
+                    m.d.sync += chunk.eq(buffer[(p + item_c) * cb:(p + item_c + 1) * cb])
         return m
 
 

@@ -85,16 +85,13 @@ class ItemPacker(wiring.Component):
 
         fill_after = Signal.like(fill)
         flush_after = Signal()
-        buffer_after = Signal.like(buffer)
         valid_after = Signal.like(valid)
         with m.If(emit & final):
-            m.d.comb += [fill_after.eq(0), flush_after.eq(0), buffer_after.eq(0), valid_after.eq(0)]
+            m.d.comb += [fill_after.eq(0), flush_after.eq(0), valid_after.eq(0)]
         with m.Elif(emit):
-            m.d.comb += [fill_after.eq(fill - beat_c), flush_after.eq(flush),
-                         buffer_after.eq(buffer >> (beat_c * cb)), valid_after.eq(valid >> beat_c)]
+            m.d.comb += [fill_after.eq(fill - beat_c), flush_after.eq(flush), valid_after.eq(valid >> beat_c)]
         with m.Else():
-            m.d.comb += [fill_after.eq(fill), flush_after.eq(flush),
-                         buffer_after.eq(buffer), valid_after.eq(valid)]
+            m.d.comb += [fill_after.eq(fill), flush_after.eq(flush), valid_after.eq(valid)]
 
         first = Signal(init=1)                 # the next item starts a command
         room = Mux(first, fill_after == 0, fill_after < beat_c)
@@ -108,10 +105,18 @@ class ItemPacker(wiring.Component):
         placed, hit = place_chunks(m, item, pos, range(beat_c), chunk_bits=cb, src_chunks=item_c,
                                    dest_chunks=cap_c, name="item")
 
+        # Data chunks: load an item chunk, or move down by a beat; chunks whose valid bit is
+        # clear are don't-care, so nothing is ever cleared.
+        for p in range(cap_c):
+            chunk = buffer[p * cb:(p + 1) * cb]
+            with m.If(take & hit[p]):
+                m.d.sync += chunk.eq(placed[p * cb:(p + 1) * cb])
+            if p + beat_c < cap_c:
+                with m.Elif(emit):
+                    m.d.sync += chunk.eq(buffer[(p + beat_c) * cb:(p + beat_c + 1) * cb])
+
         with m.If(take):
             m.d.sync += [
-                buffer.eq(Cat(*(Mux(hit[p], placed[p * cb:(p + 1) * cb], buffer_after[p * cb:(p + 1) * cb])
-                                for p in range(cap_c)))),
                 valid.eq(valid_after | hit),
                 fill.eq(pos + item_c),
                 flush.eq(last_item),
@@ -120,8 +125,7 @@ class ItemPacker(wiring.Component):
             ]
             m.d.comb += self.meta.ready.eq(last_item)
         with m.Else():
-            m.d.sync += [buffer.eq(buffer_after), valid.eq(valid_after), fill.eq(fill_after),
-                         flush.eq(flush_after)]
+            m.d.sync += [valid.eq(valid_after), fill.eq(fill_after), flush.eq(flush_after)]
         return m
 
 
