@@ -33,9 +33,9 @@ class ItemPacker(wiring.Component):
 
     For each ``meta`` item (``offset``: first byte's position in its beat, in units of
     :attr:`chunk` bytes; ``last_at``: the command's length in bytes minus one item) the
-    packer takes ``length / item_bytes`` items and emits ``ceil((offset_bytes + length) / beat_bytes)`` beats: the first starts
-    ``offset`` chunks in, bytes outside the command have their strobe low. Commands never
-    share a beat.
+    packer takes ``length / item_bytes`` items and emits ``ceil((offset_bytes + length) /
+    beat_bytes)`` beats: the first starts ``offset`` chunks in, bytes outside the command
+    have their strobe low. Commands never share a beat.
 
     Items are written at the buffer's fill level (a multiple of ``chunk = gcd(item_bytes,
     beat_bytes)``, which is why command addresses must be multiples of ``chunk``); a full
