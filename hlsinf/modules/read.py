@@ -38,7 +38,8 @@ def _RealignLayout(data_width: int, length_width: int):
     return data.StructLayout({
         "aligned": unsigned(1),             # the first byte starts a memory beat
         "skew": unsigned(ob),               # (first byte's position in its beat - 1) mod beat bytes
-        "out_beats_m1": unsigned(length_width),  # output beats - 1
+        "single": unsigned(1),              # one output beat
+        "out_beats_m2": unsigned(length_width),  # output beats - 2 (when not single)
         "extra": unsigned(1),               # one more memory beat than output beats
         "last_count": unsigned(ob + 1),     # bytes of the last output beat
     })
@@ -77,7 +78,11 @@ class Realigner(wiring.Component):
         out_index = Signal(self.length_width)
 
         aligned = meta.aligned
-        last_out = out_index == meta.out_beats_m1
+        # Whether the next output beat is the command's last, without a wide compare in the
+        # handshake path: decided one beat ahead (or from the command's `single` flag).
+        at_start = Signal(init=1)
+        last_next = Signal()
+        last_out = Mux(at_start, meta.single, last_next)
         load = ~aligned & ~loaded                          # take beat 0, emit nothing
         flush = ~aligned & loaded & ~meta.extra & last_out  # emit, take nothing
         consume = ~flush
@@ -105,10 +110,12 @@ class Realigner(wiring.Component):
                     self.o.payload.count.eq(Mux(last_out, meta.last_count, dw // 8)),
                     self.o.payload.last.eq(last_out),
                     out_index.eq(out_index + 1),
+                    at_start.eq(0),
+                    last_next.eq(out_index == meta.out_beats_m2),
                 ]
                 with m.If(last_out):
                     m.d.comb += self.meta.ready.eq(1)
-                    m.d.sync += [out_index.eq(0), loaded.eq(0)]
+                    m.d.sync += [out_index.eq(0), loaded.eq(0), at_start.eq(1), last_next.eq(0)]
         return m
 
 
@@ -183,7 +190,8 @@ class ReadMaster(wiring.Component):
         m.d.comb += [
             meta_in.aligned.eq(info.offset == 0),
             meta_in.skew.eq(info.offset - 1),
-            meta_in.out_beats_m1.eq(length_m1 >> ob),
+            meta_in.single.eq((length_m1 >> ob) == 0),
+            meta_in.out_beats_m2.eq((length_m1 >> ob) - 1),
             meta_in.extra.eq(info.beats != (length_m1 >> ob) + 1),
             meta_in.last_count.eq(length_m1[:ob] + 1),
             meta_fifo.w_data.eq(meta_in),
