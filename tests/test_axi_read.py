@@ -181,14 +181,16 @@ def test_item_reader_rate():
         assert got["cycles"] <= ideal + 12
 
 
-def test_activation_reader_pixels():
-    cfg = KernelConfig(cpi=4, cpo=4, act_signed=True)
+@pytest.mark.parametrize("act_bits, signed, dtype", [(8, True, np.int8), (16, False, np.uint16)])
+def test_activation_reader_pixels(act_bits, signed, dtype):
+    cfg = KernelConfig(cpi=4, cpo=4, act_bits=act_bits, act_signed=signed, acc_bits=48)
+    px = 4 * act_bits // 8
     rng = np.random.default_rng(11)
     mem = rng.integers(0, 256, 0x4000, dtype=np.uint8)
     dut = ActivationReader(cfg, max_outstanding=2, fifo_beats=128)
     model = AXIMemory(mem.copy(), base=BASE, latency=2, stall=0.3, seed=11)
-    frames = [(BASE + 4 * 37, 4 * 50), (BASE + 4 * 1020, 4 * 9), (BASE + 4 * 3, 4 * 1)]
-    total = sum(n for _, n in frames) // 4
+    frames = [(BASE + px * 37, px * 50), (BASE + px * 1020, px * 9), (BASE + px * 3, px * 1)]
+    total = sum(n for _, n in frames) // px
     got = {}
 
     async def commands(ctx):
@@ -198,7 +200,7 @@ def test_activation_reader_pixels():
         got["px"], _ = await collect(ctx, dut.o, total, stall=0.3, convert=lambda p: [int(v) for v in p])
 
     run(dut, [commands, output], [(model, dut.axi)])
-    expect = np.concatenate([mem[a - BASE: a - BASE + n].view(np.int8) for a, n in frames]).reshape(-1, 4)
+    expect = np.concatenate([mem[a - BASE: a - BASE + n].view(dtype) for a, n in frames]).reshape(-1, 4)
     assert np.array_equal(np.array(got["px"]), expect)
 
 
