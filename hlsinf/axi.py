@@ -11,7 +11,6 @@ master); a slave uses ``In(signature)`` (or ``signature.flip()``).
 
 from __future__ import annotations
 
-import math
 
 from amaranth import *
 from amaranth.utils import bits_for, exact_log2

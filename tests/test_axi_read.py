@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 from amaranth import unsigned
-from amaranth.lib import data
 
 from axi_memory import AXIMemory, run
 from streams import collect, feed

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from axi_memory import run
 from hlsinf.config import KernelConfig
 from hlsinf.control import Control, args_layout, control_addr_width
 from hlsinf.reference import CallArgs
