@@ -115,3 +115,65 @@ def test_every_padding_with_stalls(cpi, signed):
             calls.append((params(rows, cols, *pads, stride), random_frames(rng, cfg, rows, cols, 2 + (n + stride) % 2)))
     random.Random(cpi).shuffle(calls)
     check_calls(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=cpi))
+
+
+def test_widest_tile_with_stalls():
+    """Tiles as wide as the line buffers (wmax) and as tall as hmax, both strides."""
+    cfg = small_cfg(2, True, wmax=6, hmax=5)
+    rng = np.random.default_rng(5)
+    calls = [(params(cfg.hmax, cfg.wmax, *pads, s), random_frames(rng, cfg, cfg.hmax, cfg.wmax, 2))
+             for pads, s in [((1, 1, 1, 1), 1), ((2, 0, 0, 2), 2), ((0, 0, 0, 0), 1), ((2, 2, 2, 2), 2)]]
+    check_calls(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=9))
+
+
+def test_params_layout_widths():
+    cfg = KernelConfig(cpi=2, cpo=2, wmax=124, hmax=60, imax=16)
+    layout = window_params_layout(cfg)
+    assert layout["cols"].shape.width == 7 and layout["rows"].shape.width == 6     # up to 124 and 60
+    assert layout["pad_top"].shape.width == 2 and layout["stride"].shape.width == 2
+
+
+def measure(cfg, p, frames):
+    """Stall-free run: (windows, cycles from the first input offered to the last window taken)."""
+    dut = Window(cfg)
+    got = {}
+    n_out = len(frames) * window_count(p)
+
+    async def producer(ctx):
+        ctx.set(dut.params, p)
+        await ctx.tick()
+        got["start"] = ctx  # marker: the input is offered from this cycle on
+        await feed(ctx, dut.i, pixels(cfg, frames))
+
+    async def consumer(ctx):
+        await ctx.tick()                     # the producer's parameter cycle
+        got["items"], got["cycles"] = await collect(ctx, dut.o, n_out, convert=to_window(cfg))
+
+    run_stage(dut, [producer, consumer], deadline_cycles=4 * n_out + 40 * p["cols"] + 200)
+    np.testing.assert_array_equal(np.array(got["items"]).reshape(-1, cfg.cpi, 9), expected(p, frames, cfg.cpi))
+    return got["cycles"]
+
+
+#: Stall-free cost of a call of F 'same' frames (pad 1 all round, stride 1), from the first
+#: input pixel offered to the last window taken: F*rows*cols + first + LATENCY, where
+#: ``first`` is the index of the input pixel window (0, 0) waits for: pixel (1, 1), i.e.
+#: ``cols + 1``, for tiles of at least 2x2 (the one-row fill). LATENCY: the pixel is
+#: written (1), fetched (2), its column formed into the output register (3); one more
+#: for a 1-column tile, whose windows all come from the tail register. After the first
+#: window, one window leaves every cycle: no gap between rows or frames.
+LATENCY = 3
+
+
+def first_needed_pixel(rows, cols):
+    return min(1, rows - 1) * cols + min(1, cols - 1)
+
+
+@pytest.mark.parametrize("rows,cols,frames", [(3, 3, 4), (4, 6, 3), (6, 5, 3), (1, 4, 5), (5, 1, 3), (1, 1, 6), (2, 8, 3)])
+def test_throughput_same_padding(rows, cols, frames):
+    """No stalls, pad 1 all round: every frame after the first costs exactly rows*cols cycles."""
+    cfg = small_cfg(2, False)
+    rng = np.random.default_rng(rows * 10 + cols)
+    p = params(rows, cols, 1, 1, 1, 1, 1)
+    cycles = measure(cfg, p, random_frames(rng, cfg, rows, cols, frames))
+    want = frames * rows * cols + first_needed_pixel(rows, cols) + LATENCY + (cols == 1)
+    assert cycles == want, f"{cycles} cycles for {frames} frames of {rows}x{cols}, expected {want}"

@@ -239,7 +239,6 @@ class Window(wiring.Component):
 
         # --- Reader, step F: position, credit check, read of all slots ----------------------
         j = Signal(col_width)
-        col_first = Signal(init=1)
         col_last = Signal()
         pc = Signal(2)                # min(j + pad_left, 2)
         odd = Signal()                # (j + pad_left) odd
@@ -247,17 +246,15 @@ class Window(wiring.Component):
         row_last = Signal()
         frame_start = Signal(init=1)  # at (0, 0) of a frame, nothing fetched from it yet
         row_zero = Signal(3)          # taps of the current output row outside the tile
-        row_enter = Signal(2, init=1) # rows the current output row needs for the first time
+        need = Signal(2, init=1)      # rows this fetch needs for the first time (column 0 only)
         r0n = Signal(rsigned)         # input row of tap 0 of the next output row
         slot0 = Signal(2)             # slot of tap 0's row
         frame_base = Signal(2)        # slot of the current frame's row 0
 
         # Credit check. The newest row the fetch needs is complete (G' >= 0), or it is the
         # row being written (G' == -1) and the writer is past this column.
-        demand = Signal(signed(5))
-        m.d.comb += demand.eq(credit - Mux(col_first, row_enter, 0))
         credit_ok = Signal()
-        m.d.comb += credit_ok.eq(~demand[-1] | ((demand == -1) & w_used & (j < wx)))
+        m.d.comb += credit_ok.eq((credit >= need) | ((credit == need - 1) & w_used & (j < wx)))
 
         # Step D registers.
         d_valid = Signal()
@@ -312,18 +309,18 @@ class Window(wiring.Component):
                 oy.eq(0),
                 row_last.eq(ho_last == 0),
                 row_zero.eq(row0_zero),
-                row_enter.eq(row0_enter),
+                need.eq(row0_enter),
                 r0n.eq(r0n_first),
                 slot0.eq(slot_base + pt_neg),
             ]
 
         def restart_columns():
             return [
-                j.eq(0), col_first.eq(1), col_last.eq(one_col_r),
+                j.eq(0), col_last.eq(one_col_r),
                 pc.eq(pl), odd.eq(pl[0]),
             ]
 
-        m.d.sync += credit.eq(credit + row_done - Mux(fetch & col_first, row_enter, 0))
+        m.d.sync += credit.eq(credit + row_done - Mux(fetch, need, 0))
         m.d.sync += free.eq(free - claim + Mux(fetch & col_last, release, 0))
 
         with m.If(fetch):
@@ -345,14 +342,14 @@ class Window(wiring.Component):
                         oy.eq(oy + 1),
                         row_last.eq(oy == ho_last_m1),
                         row_zero.eq(next_zero),
-                        row_enter.eq(next_enter),
+                        need.eq(next_enter),
                         r0n.eq(r0n + stride),
                         slot0.eq(slot0 + stride),
                     ]
             with m.Else():
                 m.d.sync += [
                     frame_start.eq(0),
-                    j.eq(j + 1), col_first.eq(0), col_last.eq(j == col_last_r_m1),
+                    j.eq(j + 1), need.eq(0), col_last.eq(j == col_last_r_m1),
                     pc.eq(Mux(pc == 2, 2, pc + 1)), odd.eq(~odd),
                 ]
         with m.Elif(frame_start):
