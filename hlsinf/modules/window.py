@@ -45,6 +45,9 @@ window have been taken. Then nothing of the call is left inside (the reader stop
 last used column), and the next call's parameters may be applied on the following cycle.
 """
 
+import operator
+from functools import reduce
+
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -89,8 +92,8 @@ class Window(wiring.Component):
     ``ArrayLayout(act, CPI)``), ``o`` (windows, ``ArrayLayout(ArrayLayout(act, 9), CPI)``,
     tap ``ky*3 + kx`` of lane ``c`` is ``padded[oy*stride + ky, ox*stride + kx, c]``, as
     ``reference.windows(reference.pad(frame, ...), stride)``; the same stream as ``cvt``).
-    Resources: four ``wmax x CPI*act_bits`` memories, ``15 * CPI`` activation registers
-    (output window, two history and two tail columns of three rows).
+    Resources: four ``wmax x CPI*act_bits`` memories, ``21 * CPI`` activation registers
+    (the output window, two history and two tail columns of three rows).
     """
 
     def __init__(self, cfg: KernelConfig):
@@ -127,7 +130,6 @@ class Window(wiring.Component):
         # --- Bounds derived from the parameters, registered (valid one cycle later) --------
         s2 = Signal()                 # stride 2
         stride = Signal(2)
-        col_last_w = Signal(col_width)      # cols - 1
         col_last_w_m1 = Signal(col_width)   # cols - 2 (the column before the last)
         one_col = Signal()                  # cols == 1
         row_last_w_m1 = Signal(row_width)   # rows - 2
@@ -157,7 +159,6 @@ class Window(wiring.Component):
         m.d.sync += [
             s2.eq(p.stride == 2),
             stride.eq(Mux(p.stride == 2, 2, 1)),
-            col_last_w.eq(p.cols - 1),
             col_last_w_m1.eq(p.cols - 2),
             one_col.eq(p.cols == 1),
             row_last_w_m1.eq(p.rows - 2),
@@ -184,8 +185,8 @@ class Window(wiring.Component):
         enter0 = _popcount([(p.pad_top <= ky) & (rows_pt > ky) for ky in range(3)])
         m.d.sync += row0_enter.eq(Mux(enter0 == 0, 1, enter0))
 
-        # --- Shared credit counters --------------------------------------------------------
-        # G: input rows completely written minus rows the reader has entered (needs).
+        # --- Shared counters -----------------------------------------------------------------
+        # Input rows completely written minus rows the reader has entered (asked for).
         credit = Signal(signed(4))
         # Slots the writer may still claim (4 minus claimed plus released).
         free = Signal(range(SLOTS + 1), init=SLOTS)
@@ -251,8 +252,8 @@ class Window(wiring.Component):
         slot0 = Signal(2)             # slot of tap 0's row
         frame_base = Signal(2)        # slot of the current frame's row 0
 
-        # Credit check. The newest row the fetch needs is complete (G' >= 0), or it is the
-        # row being written (G' == -1) and the writer is past this column.
+        # Credit check. The newest row the fetch needs is complete (credit >= need), or it
+        # is the row being written (credit == need - 1) and the writer is past column j.
         credit_ok = Signal()
         m.d.comb += credit_ok.eq((credit >= need) | ((credit == need - 1) & w_used & (j < wx)))
 
@@ -368,7 +369,7 @@ class Window(wiring.Component):
         for ky in range(3):
             tap = Signal(pixel, name=f"new_tap{ky}")
             m.d.comb += tap.as_value().eq(
-                sum_or([Mux(d_sel[ky][k], rd_data[k].as_value(), 0) for k in range(SLOTS)]))
+                reduce(operator.or_, [Mux(d_sel[ky][k], rd_data[k].as_value(), 0) for k in range(SLOTS)]))
             column.append(tap)
         h0 = [Signal(pixel, name=f"h0_{ky}") for ky in range(3)]
         h1 = [Signal(pixel, name=f"h1_{ky}") for ky in range(3)]
@@ -415,10 +416,3 @@ class Window(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
 
         return m
-
-
-def sum_or(values):
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
