@@ -45,9 +45,6 @@ window have been taken. Then nothing of the call is left inside (the reader stop
 last used column), and the next call's parameters may be applied on the following cycle.
 """
 
-import operator
-from functools import reduce
-
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -240,6 +237,8 @@ class Window(wiring.Component):
 
         # --- Reader, step F: position, credit check, read of all slots ----------------------
         j = Signal(col_width)
+        col_first = Signal(init=1)    # j == 0
+        col_second = Signal()         # j == 1
         col_last = Signal()
         pc = Signal(2)                # min(j + pad_left, 2)
         odd = Signal()                # (j + pad_left) odd
@@ -261,7 +260,10 @@ class Window(wiring.Component):
         d_valid = Signal()
         d_emit = Signal()
         d_last = Signal()
-        d_sel = [Signal(SLOTS, name=f"d_sel{ky}") for ky in range(3)]
+        d_first = Signal()            # column 0: the window's left two columns are padding
+        d_second = Signal()           # column 1: its left column is padding
+        d_slot = [Signal(2, name=f"d_slot{ky}") for ky in range(3)]
+        d_zero = Signal(3)
 
         # Tail: pending trailing windows of the last row (bit 0: (T0, T1, 0), bit 1: (T1, 0, 0)).
         tail = Signal(2)
@@ -317,7 +319,7 @@ class Window(wiring.Component):
 
         def restart_columns():
             return [
-                j.eq(0), col_last.eq(one_col_r),
+                j.eq(0), col_first.eq(1), col_second.eq(0), col_last.eq(one_col_r),
                 pc.eq(pl), odd.eq(pl[0]),
             ]
 
@@ -328,10 +330,12 @@ class Window(wiring.Component):
             m.d.sync += [
                 d_emit.eq(emit_now),
                 d_last.eq(col_last),
+                d_first.eq(col_first),
+                d_second.eq(col_second),
             ]
+            m.d.sync += d_zero.eq(row_zero)
             for ky in range(3):
-                slot = (slot0 + ky)[:2]
-                m.d.sync += d_sel[ky].eq(Mux(row_zero[ky], 0, 1 << slot))
+                m.d.sync += d_slot[ky].eq(slot0 + ky)
             with m.If(col_last):
                 m.d.sync += restart_columns()
                 with m.If(row_last):
@@ -351,6 +355,7 @@ class Window(wiring.Component):
                 m.d.sync += [
                     frame_start.eq(0),
                     j.eq(j + 1), need.eq(0), col_last.eq(j == col_last_r_m1),
+                    col_first.eq(0), col_second.eq(col_first),
                     pc.eq(Mux(pc == 2, 2, pc + 1)), odd.eq(~odd),
                 ]
         with m.Elif(frame_start):
@@ -368,23 +373,21 @@ class Window(wiring.Component):
         column = []
         for ky in range(3):
             tap = Signal(pixel, name=f"new_tap{ky}")
-            m.d.comb += tap.as_value().eq(
-                reduce(operator.or_, [Mux(d_sel[ky][k], rd_data[k].as_value(), 0) for k in range(SLOTS)]))
+            m.d.comb += tap.as_value().eq(Mux(d_zero[ky], 0, Array(d.as_value() for d in rd_data)[d_slot[ky]]))
             column.append(tap)
         h0 = [Signal(pixel, name=f"h0_{ky}") for ky in range(3)]
         h1 = [Signal(pixel, name=f"h1_{ky}") for ky in range(3)]
         t0 = [Signal(pixel, name=f"t0_{ky}") for ky in range(3)]
         t1 = [Signal(pixel, name=f"t1_{ky}") for ky in range(3)]
 
+        # The history keeps the previous row's columns; they are masked where used (a mux
+        # input that is there anyway) rather than cleared (a gate on every history bit).
         with m.If(d_advance):
             for ky in range(3):
-                m.d.sync += [
-                    h0[ky].eq(Mux(d_last, 0, h1[ky].as_value())),
-                    h1[ky].eq(Mux(d_last, 0, column[ky].as_value())),
-                ]
+                m.d.sync += [h0[ky].eq(h1[ky]), h1[ky].eq(column[ky])]
             with m.If(d_last):
                 for ky in range(3):
-                    m.d.sync += [t0[ky].eq(h1[ky]), t1[ky].eq(column[ky])]
+                    m.d.sync += [t0[ky].eq(Mux(d_first, 0, h1[ky].as_value())), t1[ky].eq(column[ky])]
 
         trail_emit = Signal()
         m.d.comb += trail_emit.eq(~tail_zero & out_free)
@@ -395,17 +398,20 @@ class Window(wiring.Component):
 
         window = self.o.payload
 
-        def put(columns):
+        def put(columns, zero=(None, None, None)):
             stmts = []
             for lane in range(cfg.cpi):
                 for ky in range(3):
                     for kx in range(3):
                         src = columns[kx]
-                        stmts.append(window[lane][ky * 3 + kx].eq(0 if src is None else src[ky][lane]))
+                        value = 0 if src is None else src[ky][lane]
+                        if zero[kx] is not None:
+                            value = Mux(zero[kx], 0, value)
+                        stmts.append(window[lane][ky * 3 + kx].eq(value))
             return stmts
 
         with m.If(d_advance & d_emit):
-            m.d.sync += [self.o.valid.eq(1)] + put([h0, h1, column])
+            m.d.sync += [self.o.valid.eq(1)] + put([h0, h1, column], zero=(d_first | d_second, d_first, None))
         with m.Elif(trail_emit):
             m.d.sync += self.o.valid.eq(1)
             with m.If(tail[0]):
