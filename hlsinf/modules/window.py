@@ -21,8 +21,8 @@ border rows of one frame overlap with the first rows of the next being written.
 
 Columns. Per output row the reader fetches each used input column ``j`` once; window
 ``(oy, ox)`` with padded column ``p = ox*stride + 2 = j + pad_left`` is emitted when column
-``j`` arrives, from the history ``(H0, H1)`` (the two previous columns, zero at the row's
-start) and the new column. Windows whose right column lies in the right padding
+``j`` arrives, from the history ``(H0, H1)`` (the two previous columns, masked to zero at
+the row's first two columns) and the new column. Windows whose right column lies in the right padding
 ("trailing" windows, at most two per row) need no fetch: at the row's last column the two
 newest columns are copied into a tail register ``T`` and the trailing windows are emitted
 from it while the reader already fetches the next row's first columns (which never emit,
