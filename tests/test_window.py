@@ -137,6 +137,11 @@ def test_params_layout_widths():
     assert layout["pad_top"].shape.width == 2 and layout["stride"].shape.width == 2
 
 
+def test_bad_config():
+    with pytest.raises(TypeError, match="KernelConfig"):
+        Window(dict(cpi=2))
+
+
 def measure(cfg, p, frames):
     """Stall-free run: (windows, cycles from the first input offered to the last window taken)."""
     dut = Window(cfg)

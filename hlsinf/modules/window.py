@@ -94,6 +94,8 @@ class Window(wiring.Component):
     """
 
     def __init__(self, cfg: KernelConfig):
+        if not isinstance(cfg, KernelConfig):
+            raise TypeError(f"Window(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
         self.cfg = cfg
         self.params_layout = window_params_layout(cfg)
         self.pixel_layout = data.ArrayLayout(act_shape(cfg), cfg.cpi)
