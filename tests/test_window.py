@@ -137,6 +137,7 @@ def test_params_layout_widths():
     assert layout["pad_top"].shape.width == 2 and layout["stride"].shape.width == 2
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_bad_config():
     with pytest.raises(TypeError, match="KernelConfig"):
         Window(dict(cpi=2))
