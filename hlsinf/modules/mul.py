@@ -205,13 +205,8 @@ class Mul(wiring.Component):
         nodes = [[] for _ in range(cfg.cpo)]
         for c in range(cfg.cpi):
             for tap in range(9):
-                def register(value, name, c=c, tap=tap):
-                    reg = Signal(value.shape(), name=f"c{c}_tap{tap}_{name}")
-                    with m.If(advance):
-                        m.d.sync += reg.eq(value)
-                    return reg
                 shared = multiply(window[c][tap], [weight_set[o][c][tap] for o in range(cfg.cpo)],
-                                  register, pack=self.packs_dsp)
+                                  _pipeline_register(m, advance, f"c{c}_tap{tap}"), pack=self.packs_dsp)
                 for o, product in enumerate(shared):
                     nodes[o].append(product)
         for k in range(product_registers(self.packs_dsp)):
@@ -248,6 +243,17 @@ class Mul(wiring.Component):
         with m.If(advance):
             m.d.sync += next_valid.eq(valid)
         return registered, next_valid
+
+
+def _pipeline_register(m, advance, prefix: str):
+    """``register(value, name)`` for :func:`multiply`: a register loaded with ``value`` when
+    the pipeline advances, named ``{prefix}_{name}``."""
+    def register(value, name):
+        reg = Signal(value.shape(), name=f"{prefix}_{name}")
+        with m.If(advance):
+            m.d.sync += reg.eq(value)
+        return reg
+    return register
 
 
 def _add_pairs(values: list) -> list:
