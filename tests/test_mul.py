@@ -162,8 +162,14 @@ def test_one_multiplier_per_pair_of_products(cpi, cpo, act_signed):
     packed = multipliers(Mul(cfg))
     assert len(packed) == cpi * 9 * math.ceil(cpo / 2)
     for a_width, b_width, both_signed in packed:
-        assert both_signed and sorted([a_width, b_width]) <= [18, 27], (a_width, b_width)
+        narrow, wide = sorted([a_width, b_width])
+        assert both_signed and narrow <= 18 and wide <= 27, (a_width, b_width)
     assert len(multipliers(Mul(cfg, pack_dsp=False))) == cpi * 9 * cpo
+
+
+def test_packing_needs_pairs():
+    with pytest.raises(ValueError, match="3 weights cannot be packed in pairs: allowed an even number"):
+        multiply(Signal(8), [Signal(signed(8)) for _ in range(3)], lambda value, name: value, pack=True)
 
 
 def test_rejects_bad_levels_per_register():

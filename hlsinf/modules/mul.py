@@ -99,13 +99,15 @@ def multiply(activation, weights, register, *, pack: bool) -> list:
     (16 bits) of them, read as signed, is exactly ``activation * w0``. Without the offset
     the high field would be short by one whenever the low product is negative, and
     correcting that needs an adder after the multiplier; the offset is a constant on the
-    DSP48E2's C input instead. A weight left without a partner (odd CPO) gets a plain
-    product, registered twice to keep every product in step.
+    DSP48E2's C input instead. Packing needs an even number of weights (CPO is a power of
+    two, and CPO = 1 is not packed).
     """
     if not pack:
         return [register(activation * weight, f"product{k}") for k, weight in enumerate(weights)]
+    if len(weights) % 2:
+        raise ValueError(f"multiply: {len(weights)} weights cannot be packed in pairs: allowed an even number")
     products = []
-    for k in range(0, len(weights) - 1, 2):
+    for k in range(0, len(weights), 2):
         w0, w1 = weights[k], weights[k + 1]
         shape = (activation * w0).shape()
         assert shape.signed and shape.width < PACK_SHIFT, shape
@@ -114,9 +116,6 @@ def multiply(activation, weights, register, *, pack: bool) -> list:
         packed = register(product + _LOW_FIELD_OFFSET, f"pair{k // 2}_p")
         products += [packed[:shape.width].as_signed(),
                      packed[PACK_SHIFT:PACK_SHIFT + shape.width].as_signed()]
-    if len(weights) % 2:
-        product = register(activation * weights[-1], f"product{len(weights) - 1}")
-        products.append(register(product, f"product{len(weights) - 1}_delayed"))
     return products
 
 
