@@ -75,3 +75,19 @@ def test_cli_errors_exit_nonzero_with_a_clear_message(files):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert re.search(pattern, r.stderr), (pattern, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_profile_splits_time_and_plots_when_matplotlib_is_there(files, tmp_path):
+    import importlib.util
+    from hlsinf.config import KernelConfig
+    from hlsinf.host import Profile, Session, to_fpga
+    x, cal = np.load(files / "x.npy"), np.load(files / "cal.npy")
+    plan = to_fpga(str(files / "m.onnx"), KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16), calibration=cal)
+    profile = Profile()
+    Session(plan).run(x, profile=profile)
+    totals = profile.totals()
+    assert set(totals) == {"accelerator", "cpu", "transfer"} and all(v > 0 for v in totals.values())
+    assert set(profile.runs.values()) == {3} and set(profile.ideal) == {l.name for l in plan.fpga_layers}
+    assert not profile.cycles                     # the reference device does not count cycles
+    made = profile.plot(str(tmp_path / "p.png"))
+    assert made == (importlib.util.find_spec("matplotlib") is not None) == (tmp_path / "p.png").exists()
