@@ -60,12 +60,12 @@ def args_layout() -> data.StructLayout:
 
 
 def command_layout() -> data.StructLayout:
-    """One memory transfer: a byte address and a length in bytes."""
-    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "bytes": unsigned(LENGTH_BITS)})
+    """One memory transfer: a byte address and a length in bytes (as ``hlsinf.axi.CommandLayout``)."""
+    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "length": unsigned(LENGTH_BITS)})
 
 
 def weight_command_layout() -> data.StructLayout:
-    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "bytes": unsigned(LENGTH_BITS),
+    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "length": unsigned(LENGTH_BITS),
                               "kind": WeightKind})
 
 
@@ -162,7 +162,9 @@ class Sequencer(wiring.Component):
         m = Module()
         cfg = self.cfg
         a, g = self.args, self.geometry
-        cpi_log, cpo_log = exact_log2(cfg.cpi), exact_log2(cfg.cpo)
+        # Bytes per input / output pixel are powers of two: multiplying by them is a shift.
+        act_bytes = cfg.act_bits // 8
+        cpi_log, cpo_log = exact_log2(cfg.cpi * act_bytes), exact_log2(cfg.cpo * act_bytes)
         bias_group_log = exact_log2(cfg.cpo * cfg.bias_bits // 8)
         mult_group_log = exact_log2(cfg.cpo * 4)
         set_bytes = weight_set_bytes(cfg)
@@ -219,7 +221,7 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        g.groups_in.eq((a.I + (cfg.cpi - 1)) >> cpi_log),
+                        g.groups_in.eq((a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
                         g.rows.eq(a.rows), g.cols.eq(a.W),
                         g.pad_top.eq(a.pad_top), g.pad_bottom.eq(a.pad_bottom),
                         g.pad_left.eq(a.pad_left), g.pad_right.eq(a.pad_right),
@@ -279,7 +281,7 @@ class Sequencer(wiring.Component):
         # Input frames: for each output group, the GI planes of the tile.
         m.d.comb += [self.in_cmd.valid.eq(in_active),
                      self.in_cmd.payload.addr.eq(in_addr),
-                     self.in_cmd.payload.bytes.eq(frame_bytes)]
+                     self.in_cmd.payload.length.eq(frame_bytes)]
         with m.If(self.in_cmd.valid & self.in_cmd.ready):
             with m.If(in_gi + 1 == g.groups_in):
                 m.d.sync += [in_gi.eq(0), in_addr.eq(in_base), in_og.eq(in_og + 1)]
@@ -293,13 +295,13 @@ class Sequencer(wiring.Component):
         with m.Switch(w_kind):
             with m.Case(WeightKind.BIAS):
                 m.d.comb += [self.w_cmd.payload.addr.eq(b_addr),
-                             self.w_cmd.payload.bytes.eq(cfg.cpo * cfg.bias_bits // 8)]
+                             self.w_cmd.payload.length.eq(cfg.cpo * cfg.bias_bits // 8)]
             with m.Case(WeightKind.MULT):
                 m.d.comb += [self.w_cmd.payload.addr.eq(m_addr),
-                             self.w_cmd.payload.bytes.eq(cfg.cpo * 4)]
+                             self.w_cmd.payload.length.eq(cfg.cpo * 4)]
             with m.Default():
                 m.d.comb += [self.w_cmd.payload.addr.eq(w_addr),
-                             self.w_cmd.payload.bytes.eq(w_group_bytes)]
+                             self.w_cmd.payload.length.eq(w_group_bytes)]
         with m.If(self.w_cmd.valid & self.w_cmd.ready):
             with m.Switch(w_kind):
                 with m.Case(WeightKind.BIAS):
@@ -316,7 +318,7 @@ class Sequencer(wiring.Component):
         # Output groups.
         m.d.comb += [self.out_cmd.valid.eq(out_active),
                      self.out_cmd.payload.addr.eq(out_addr),
-                     self.out_cmd.payload.bytes.eq(out_bytes)]
+                     self.out_cmd.payload.length.eq(out_bytes)]
         with m.If(self.out_cmd.valid & self.out_cmd.ready):
             m.d.sync += [out_addr.eq(out_addr + out_step), out_og.eq(out_og + 1)]
             with m.If(out_og + 1 == o_count):

@@ -28,17 +28,18 @@ def argument_values(cfg, args, pointers):
 
 def expected_commands(cfg, args, p):
     """The transfers of a call, written out from the memory layouts in hlsinf.reference."""
-    cpi, cpo = cfg.cpi, cfg.cpo
+    ab = cfg.act_bits // 8
+    cpi, cpo = cfg.cpi * ab, cfg.cpo * ab      # bytes per pixel
     gi, plane_in = args.gi(cfg), args.H * args.W
     bias_bytes = cfg.bias_bits // 8
     reads, params, writes = [], [], []
     for og in args.groups(cfg):
         for g in range(gi):
             reads.append((p["x"] + (g * plane_in + args.read_offset) * cpi, args.rows * args.W * cpi))
-        params.append((p["b"] + og * cpo * bias_bytes, cpo * bias_bytes, WeightKind.BIAS.value))
+        params.append((p["b"] + og * cfg.cpo * bias_bytes, cfg.cpo * bias_bytes, WeightKind.BIAS.value))
         if args.use_mult:
-            params.append((p["m"] + og * cpo * 4, cpo * 4, WeightKind.MULT.value))
-        params.append((p["w"] + og * gi * cpo * cpi * 9 * cfg.weight_bits // 8,
+            params.append((p["m"] + og * cfg.cpo * 4, cfg.cpo * 4, WeightKind.MULT.value))
+        params.append((p["w"] + og * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
                        gi * weight_set_bytes(cfg), WeightKind.WEIGHTS.value))
         writes.append((p["y"] + (og * args.plane_out() + args.write_offset) * cpo,
                        args.out_rows * args.out_cols * cpo))
@@ -63,7 +64,7 @@ def run_calls(cfg, calls, stall=0.3, seed=0):
 
             async def take(name, stream, count, kind=False):
                 def convert(v):
-                    return (v.addr, v.bytes) + ((v.kind.value,) if kind else ())
+                    return (v.addr, v.length) + ((v.kind.value,) if kind else ())
                 got[name], _ = await collect(ctx, stream, count, stall=stall,
                                              rng=random.Random(rng.random()), convert=convert)
 
@@ -146,6 +147,7 @@ def test_back_to_back_random_calls():
 
 
 def test_other_config_widths():
-    cfg = KernelConfig(cpi=8, cpo=2, bias_bits=16, weight_bits=16, acc_bits=40, imax=32, wmax=16, hmax=16)
+    cfg = KernelConfig(cpi=8, cpo=2, act_bits=16, bias_bits=16, weight_bits=16, acc_bits=48, imax=32,
+                       wmax=16, hmax=16)
     args = CallArgs(H=6, W=5, rows=4, I=17, O=5, pad_left=1, read_offset=10, use_mult=True)
     run_calls(cfg, [args, CallArgs(H=3, W=3, rows=3, I=1, O=1)])
