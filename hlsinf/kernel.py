@@ -9,11 +9,24 @@ leaf of the AXI signatures becomes one member named ``<prefix>_<leaf>``, and
 
 from __future__ import annotations
 
+from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["flat_members", "connect_flat", "vitis_clock_domain"]
+from .axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
+from .config import KernelConfig
+from .control import Control, control_addr_width
+from .registers import POINTERS
+from .sequencer import Sequencer
+
+__all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES",
+           "flat_members", "connect_flat", "vitis_clock_domain"]
+
+#: Module name of the generated Verilog (the RTL kernel's name in Vitis).
+TOP_NAME = "hlsinf_kernel"
+#: AXI4 master bundles, in the order the pointer arguments first name them.
+BUNDLES = tuple(dict.fromkeys(bundle for _name, bundle, _doc in POINTERS))
 
 
 def flat_members(prefix: str, signature: wiring.Signature) -> dict[str, wiring.Member]:
@@ -62,3 +75,130 @@ def vitis_clock_domain(m: Module, ap_clk: Signal, ap_rst_n: Signal, name: str = 
     m.d.comb += [cd.clk.eq(ap_clk), rst_cd.clk.eq(ap_clk), cd.rst.eq(rst_q)]
     m.d[rst_cd.name] += rst_q.eq(~ap_rst_n)
     return cd
+
+
+def _connect_fields(m: Module, sink, source, names=None):
+    """``sink.f = source.f`` for every field ``f`` of ``sink`` (or of ``names``)."""
+    for name in names or [name for name, _ in sink.shape()]:
+        m.d.comb += getattr(sink, name).eq(getattr(source, name))
+
+
+def _connect_stream(m: Module, source, sink, fields):
+    """Connect two streams whose payloads share ``fields`` (layouts may differ in extras)."""
+    m.d.comb += [sink.valid.eq(source.valid), source.ready.eq(sink.ready)]
+    _connect_fields(m, sink.payload, source.payload, fields)
+
+
+class Kernel(wiring.Component):
+    """The RTL kernel: control slave, call sequencer, three AXI4 masters and the dataflow stages.
+
+    ::
+
+        s_axi_control -> Control -> Sequencer -- in_cmd --> ActivationReader (gmem_in)
+                                       |                         |
+                                       |-- w_cmd --> ParameterLoader (gmem_w)
+                                       |              | weights  | bias  | mult
+                                       |   pixels -> padding -> cvt -> mul -> add -> relu -> pool
+                                       '-- out_cmd ----------------------------------------> PixelWriter (gmem_out)
+
+    The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
+    ``s_axi_control_<member>`` and ``m_axi_<bundle>_<member>`` for the bundles of
+    :data:`BUNDLES`; everything runs in one domain clocked by ``ap_clk``.
+
+    The input tile is read again for every output group (no on-chip input cache): the
+    memory bus carries 64 bytes a beat against CPI bytes a cycle consumed, so re-reading
+    costs bandwidth, not time.
+    """
+
+    def __init__(self, cfg: KernelConfig, *, param_depth: int = 2, data_width: int = DATA_WIDTH):
+        if not isinstance(cfg, KernelConfig):
+            raise TypeError(f"Kernel(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
+        self.cfg, self.param_depth, self.data_width = cfg, param_depth, data_width
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
+        members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width()).flip()))
+        for bundle in BUNDLES:
+            members.update(flat_members(f"m_axi_{bundle}", AXI4Signature(data_width=data_width)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        from .modules.add import Add
+        from .modules.cvt import Cvt
+        from .modules.mul import Mul
+        from .modules.padding import Padding
+        from .modules.pool import Pool
+        from .modules.read import ActivationReader
+        from .modules.relu import Relu
+        from .modules.weights import ParameterLoader
+        from .modules.write import PixelWriter
+
+        m = Module()
+        cfg = self.cfg
+        vitis_clock_domain(m, self.ap_clk, self.ap_rst_n)
+
+        m.submodules.control = control = Control(cfg)
+        m.submodules.sequencer = seq = Sequencer(cfg)
+        m.submodules.reader = reader = ActivationReader(cfg, data_width=self.data_width)
+        m.submodules.loader = loader = ParameterLoader(cfg, depth=self.param_depth, data_width=self.data_width)
+        m.submodules.writer = writer = PixelWriter(cfg, data_width=self.data_width)
+        m.submodules.padding = padding = Padding(cfg)
+        m.submodules.cvt = cvt = Cvt(cfg)
+        m.submodules.mul = mul = Mul(cfg)
+        m.submodules.add = add = Add(cfg)
+        m.submodules.relu = relu = Relu(cfg)
+        m.submodules.pool = pool = Pool(cfg)
+
+        # Host side: control registers in, interrupt out.
+        connect_flat(m, self, "s_axi_control", control.s_axi_control)
+        m.d.comb += self.interrupt.eq(control.interrupt)
+        _connect_fields(m, seq.args, control.args)
+        m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
+
+        # Memory side: one master per bundle.
+        connect_flat(m, self, "m_axi_gmem_in", reader.axi)
+        connect_flat(m, self, "m_axi_gmem_w", loader.axi)
+        connect_flat(m, self, "m_axi_gmem_out", writer.axi)
+        _connect_stream(m, seq.in_cmd, reader.cmd, ["addr", "length"])
+        wiring.connect(m, seq.w_cmd, loader.cmd)
+        _connect_stream(m, seq.out_cmd, writer.cmd, ["addr", "length"])
+        m.d.comb += seq.out_ack.eq(writer.done)
+
+        # Stage parameters, cut from the call geometry.
+        g = seq.geometry
+        m.d.comb += [
+            padding.params.rows.eq(g.rows), padding.params.cols.eq(g.cols),
+            padding.params.pad_top.eq(g.pad_top), padding.params.pad_bottom.eq(g.pad_bottom),
+            padding.params.pad_left.eq(g.pad_left), padding.params.pad_right.eq(g.pad_right),
+            cvt.params.rows.eq(g.padded_rows), cvt.params.cols.eq(g.padded_cols),
+            cvt.params.stride.eq(g.stride),
+            mul.params.frame_pixels.eq(g.frame_pixels),
+            add.params.frame_pixels.eq(g.frame_pixels), add.params.groups_in.eq(g.groups_in),
+            relu.params.frame_pixels.eq(g.frame_pixels), relu.params.shift.eq(g.shift),
+            relu.params.clip_lo.eq(g.clip_lo), relu.params.clip_hi.eq(g.clip_hi),
+            relu.params.relu.eq(g.relu), relu.params.use_mult.eq(g.use_mult),
+            pool.params.mode.eq(g.pool), pool.params.rows.eq(g.conv_rows), pool.params.cols.eq(g.conv_cols),
+        ]
+
+        # The dataflow chain.
+        wiring.connect(m, reader.o, padding.i)
+        wiring.connect(m, padding.o, cvt.i)
+        wiring.connect(m, cvt.o, mul.i)
+        wiring.connect(m, loader.weights, mul.weights)
+        wiring.connect(m, mul.o, add.i)
+        wiring.connect(m, loader.bias, add.bias)
+        wiring.connect(m, add.o, relu.i)
+        if hasattr(relu, "mult"):
+            wiring.connect(m, loader.mult, relu.mult)
+        else:
+            m.d.comb += loader.mult.ready.eq(0)   # no multiplier built: use_mult is rejected
+        wiring.connect(m, relu.o, pool.i)
+        wiring.connect(m, pool.o, writer.i)
+
+        #: The sub-components of the last elaboration, by name (for simulation probes).
+        self.parts = dict(control=control, sequencer=seq, reader=reader, loader=loader, writer=writer,
+                          padding=padding, cvt=cvt, mul=mul, add=add, relu=relu, pool=pool)
+        return m
+
+
+def kernel_verilog(cfg: KernelConfig, *, name: str = TOP_NAME, **kwargs) -> str:
+    """Verilog of ``Kernel(cfg)`` with top module ``name``; ``kwargs`` go to :class:`Kernel`."""
+    return verilog.convert(Kernel(cfg, **kwargs), name=name, emit_src=False)

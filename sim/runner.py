@@ -108,3 +108,49 @@ def lint(verilog: str, top: str, *, extra_args: list[str] = ()) -> tuple[int, st
                                "--top-module", top, *extra_args, str(WAIVERS), str(source)],
                               capture_output=True, text=True, env=os.environ.copy())
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def _source_digest(cfg, extra: str = "") -> str:
+    """Hash of everything the kernel's Verilog depends on: the gateware sources and ``cfg``."""
+    import json
+    h = hashlib.sha256()
+    package = SIM_DIR.parent / "hlsinf"
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h.update(WAIVERS.read_bytes())
+    h.update(extra.encode())
+    return h.hexdigest()[:16]
+
+
+def build_kernel(cfg, *, waves: bool = False) -> Path:
+    """Verilator build of ``hlsinf.kernel.Kernel(cfg)``, compiled once per configuration and
+    gateware version (the Verilog is only generated when no build for them exists)."""
+    from hlsinf.kernel import TOP_NAME, kernel_verilog
+    key = _source_digest(cfg, str(waves))
+    build_dir = build_dir_root() / f"kernel-cpi{cfg.cpi}-cpo{cfg.cpo}-{key}"
+    if (build_dir / "built.stamp").exists():
+        return build_dir
+    _apply_env()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{TOP_NAME}.v"
+    source.write_text(kernel_verilog(cfg))
+    cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
+    sim = cocotb_runner.get_runner("verilator")
+    sim.build(sources=[WAIVERS, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
+              build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+              log_file=build_dir / "build.log")
+    (build_dir / "built.stamp").write_text(key)
+    return build_dir
+
+
+def run_kernel(cfg, testcase: str | None = None, *, env: dict[str, str] | None = None,
+               waves: bool = False, seed: int = 1) -> tuple[int, int]:
+    """Run cocotb test(s) of ``sim/bench_kernel.py`` on the kernel built for ``cfg``."""
+    import json
+    from hlsinf.kernel import TOP_NAME
+    build_dir = build_kernel(cfg, waves=waves)
+    full_env = {"HLSINF_CFG": json.dumps(cfg.to_dict())}
+    full_env.update(env or {})
+    return run(build_dir, TOP_NAME, "bench_kernel", testcase=testcase, env=full_env, waves=waves, seed=seed)

@@ -1,0 +1,57 @@
+"""The composed kernel in Amaranth's simulator against hlsinf.reference.kernel_call (quick check;
+the Verilator benches in test_kernel_rtl.py cover the scenarios in depth)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hlsinf import reference as ref                      # noqa: E402
+from hlsinf.config import KernelConfig                   # noqa: E402
+from hlsinf.reference import POOL_MAX, CallArgs          # noqa: E402
+from sim.amaranth_bench import KernelSim                 # noqa: E402
+
+CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
+
+
+def place(sim, layer, pointers):
+    cfg = sim.cfg
+    for bundle, name, image in (("gmem_in", "x", layer["x"]), ("gmem_w", "w", layer["w"]),
+                                ("gmem_w", "b", layer["b"]), ("gmem_w", "m", layer["m"])):
+        raw = image.view(np.uint8)
+        sim.mem[bundle][pointers[name]: pointers[name] + raw.size] = raw
+
+
+def make_layer(cfg, rng, H, W, I, O):
+    return {
+        "x": ref.pack_activations(rng.integers(*cfg.act_range, (I, H, W), endpoint=True), cfg.cpi, ref.act_dtype(cfg)),
+        "w": ref.pack_weights(rng.integers(*cfg.weight_range, (O, I, 3, 3), endpoint=True), cfg.cpi, cfg.cpo,
+                              ref.weight_dtype(cfg)),
+        "b": ref.pack_channels(rng.integers(-3000, 3000, O), cfg.cpo, ref.bias_dtype(cfg)),
+        "m": ref.pack_channels(rng.integers(0, 1 << 10, O), cfg.cpo, ref.mult_dtype(cfg)),
+    }
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+def test_two_calls(stall):
+    cfg = CFG
+    rng = np.random.default_rng(11)
+    H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
+    layer = make_layer(cfg, rng, H, W, I, O)
+    pointers = {"x": 0x1000 - 5, "w": 0x8000 + 3, "b": 0x9000 - 1, "m": 0xA000 + 2, "y": 0x2000 - 8}
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9),
+             CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=17, use_mult=True, relu=True,
+                      read_offset=W, o_first=1, pool=POOL_MAX, write_offset=2, out_plane=12)]
+    sim = KernelSim(cfg, stall=stall, seed=3)
+    place(sim, layer, pointers)
+    before = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    expected = before.copy()
+    for args in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo
+        out = expected[pointers["y"]: pointers["y"] + max(size, 0)].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"])
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
