@@ -254,16 +254,20 @@ class Sequencer(wiring.Component):
             with m.State("PRODUCTS"):
                 m.d.sync += wait.eq(wait + 1)
                 with m.If(wait == PRODUCT_LATENCY):
+                    # Offsets first, pointers added in the next cycle: one carry chain each.
                     m.d.sync += [
                         g.frame_pixels.eq(frame), g.out_pixels.eq(out_pixels),
                         in_step.eq(plane_in << cpi_log),
                         frame_bytes.eq(tile_in << cpi_log),
-                        w_base.eq(self.args.w + w_first * set_bytes),
+                        w_base.eq(w_first * set_bytes),
                         w_group_bytes.eq(g.groups_in * set_bytes),
-                        out_base.eq(self.args.y + ((out_first + write_offset) << cpo_log)),
+                        out_base.eq((out_first + write_offset) << cpo_log),
                         out_bytes.eq(out_pixels << cpo_log),
                     ]
-                    m.next = "START"
+                    m.next = "BASES"
+            with m.State("BASES"):
+                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
+                m.next = "START"
             with m.State("START"):
                 m.d.sync += [
                     in_active.eq(o_count != 0), in_og.eq(0), in_gi.eq(0), in_addr.eq(in_base),
