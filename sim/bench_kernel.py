@@ -306,7 +306,9 @@ async def unaligned_buffers(dut):
     """
     cfg = kernel_config()
     H, W, I, O = 7, 7, 2 * cfg.cpi, 2 * cfg.cpo
-    pointers = {"x": 0x3000 - 101, "w": 0x12000 - 75, "b": 0x33000 - 5, "m": 0x34000 - 3, "y": 0x22000 - 100}
+    pixel_bytes = cfg.cpo * cfg.act_bits // 8
+    pointers = {"x": 0x3000 - 101, "w": 0x12000 - 75, "b": 0x33000 - 5, "m": 0x34000 - 3,
+                "y": 0x22000 - 13 * pixel_bytes}
     calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1,
                       shift=18, use_mult=True, relu=True),
              CallArgs(H=H, W=W, rows=5, I=I, O=O, shift=9, read_offset=W + 0, write_offset=1, o_first=1,
@@ -323,7 +325,8 @@ async def random_pauses(dut):
     calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1,
                       shift=9, pool=POOL_MAX),
              CallArgs(H=H, W=W, rows=H, I=I, O=O, stride=2, shift=18, use_mult=True)]
-    pointers = {"x": 0x3000 - 33, "w": 0x12000 - 7, "b": 0x33000 - 2, "m": 0x34000 - 1, "y": 0x22000 - 36}
+    pointers = {"x": 0x3000 - 33, "w": 0x12000 - 7, "b": 0x33000 - 2, "m": 0x34000 - 1,
+                "y": 0x22000 - 9 * cfg.cpo * cfg.act_bits // 8}
     await run_case(dut, "random_pauses", calls, H=H, W=W, I=I, O=O, seed=8, pause=True, pointers=pointers,
                    wait=["poll", "interrupt"], mult_bits=min(cfg.mult_bits, 10))
 
@@ -337,3 +340,40 @@ async def benchmark_calls(dut):
         shape = {key: case.pop(key) for key in ("H", "W", "I", "O")}
         args = CallArgs(rows=case.pop("rows", shape["H"]), **shape, **case)
         await run_case(dut, name, [args], **shape, seed=100 + k, wait="interrupt")
+
+
+@cocotb.test()
+async def random_calls(dut):
+    """Random valid calls on one layer in memory: shapes, padding, stride, pooling, groups, tiles."""
+    cfg = kernel_config()
+    rng = np.random.default_rng(int(os.environ.get("HLSINF_SEED", "9")))
+    H, W = 7, 6
+    I, O = 2 * cfg.cpi + 1, 3 * cfg.cpo - 1
+    amin, amax = cfg.act_range
+    calls = []
+    while len(calls) < 10:
+        rows = int(rng.integers(1, H + 1))
+        args = CallArgs(H=H, W=W, rows=rows, I=I, O=O,
+                        pad_top=int(rng.integers(0, 3)), pad_bottom=int(rng.integers(0, 3)),
+                        pad_left=int(rng.integers(0, 3)), pad_right=int(rng.integers(0, 3)),
+                        stride=int(rng.choice([1, 2])), relu=bool(rng.integers(0, 2)),
+                        use_mult=bool(rng.integers(0, 2)), read_offset=int(rng.integers(0, H - rows + 1)) * W)
+        args.shift = int(rng.integers(16, 21)) if args.use_mult else int(rng.integers(7, 11))
+        if rng.integers(0, 3) == 0:
+            lo, hi = sorted(int(v) for v in rng.integers(amin, amax + 1, 2))
+            args.clip_lo, args.clip_hi = lo, hi
+        if args.conv_rows < 1 or args.conv_cols < 1:
+            continue
+        if args.conv_rows >= 2 and args.conv_cols >= 2:
+            args.pool = int(rng.choice([POOL_NONE, POOL_MAX, POOL_AVG]))
+        go = args.go(cfg)
+        args.o_first = int(rng.integers(0, go))
+        args.o_count = int(rng.integers(1, go - args.o_first + 1))
+        args.write_offset = int(rng.integers(0, 4))
+        args.out_plane = args.write_offset + args.out_rows * args.out_cols + int(rng.integers(0, 3))
+        try:
+            calls.append(args.validate(cfg))
+        except ValueError:
+            continue
+    await run_case(dut, "random_calls", calls, H=H, W=W, I=I, O=O, seed=10, wait=["poll", "interrupt"],
+                   mult_bits=min(cfg.mult_bits, 10), pause=bool(rng.integers(0, 2)))

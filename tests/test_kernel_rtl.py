@@ -30,7 +30,7 @@ CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
 SLOW_CFG = KernelConfig(cpi=8, cpo=8, imax=128, wmax=64, hmax=64)
 
 SCENARIOS = ["groups_and_padding", "padding_each_side", "stride2_maxpool", "avgpool_requantise",
-             "row_tiles", "back_to_back", "unaligned_buffers", "random_pauses"]
+             "row_tiles", "back_to_back", "unaligned_buffers", "random_pauses", "random_calls"]
 
 
 @pytest.fixture(scope="module")
