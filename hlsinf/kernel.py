@@ -20,11 +20,14 @@ from .control import Control, control_addr_width
 from .registers import POINTERS
 from .sequencer import Sequencer
 
-__all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES",
+__all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
            "flat_members", "connect_flat", "vitis_clock_domain"]
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
+#: Pixels (of CPI lanes) of the on-chip input cache unless ``Kernel`` is told otherwise:
+#: 1 Mibit at CPI = 8 (about 30 of the U200's 2,160 BRAM36).
+DEFAULT_INPUT_CACHE_PIXELS = 16384
 #: AXI4 master bundles, in the order the pointer arguments first name them.
 BUNDLES = tuple(dict.fromkeys(bundle for _name, bundle, _doc in POINTERS))
 
@@ -105,15 +108,28 @@ class Kernel(wiring.Component):
     ``s_axi_control_<member>`` and ``m_axi_<bundle>_<member>`` for the bundles of
     :data:`BUNDLES`; everything runs in one domain clocked by ``ap_clk``.
 
-    The input tile is read again for every output group (no on-chip input cache): the
-    memory bus carries 64 bytes a beat against CPI bytes a cycle consumed, so re-reading
-    costs bandwidth, not time.
+    Parameters
+    ----------
+    cfg : KernelConfig
+    input_cache_pixels : int
+        Capacity of the on-chip input cache in pixels of CPI lanes (0: none). A call whose
+        tile (``ceil(I/CPI) * rows * W`` pixels) fits is read from memory once and replayed
+        for its other output groups; a larger tile is read again for every output group,
+        which costs memory bandwidth (64 bytes a beat against CPI a cycle), not cycles.
+    param_depth : int
+        Weight sets (and bias, multiplier items) assembled ahead of the stages that use them.
+    data_width : int
+        Width of the AXI4 data buses.
     """
 
-    def __init__(self, cfg: KernelConfig, *, param_depth: int = 2, data_width: int = DATA_WIDTH):
+    def __init__(self, cfg: KernelConfig, *, input_cache_pixels: int = DEFAULT_INPUT_CACHE_PIXELS,
+                 param_depth: int = 2, data_width: int = DATA_WIDTH):
         if not isinstance(cfg, KernelConfig):
             raise TypeError(f"Kernel(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
+        if not (isinstance(input_cache_pixels, int) and input_cache_pixels >= 0):
+            raise ValueError(f"Kernel input_cache_pixels = {input_cache_pixels!r} is out of range: allowed >= 0")
         self.cfg, self.param_depth, self.data_width = cfg, param_depth, data_width
+        self.input_cache_pixels = input_cache_pixels
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
         members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width()).flip()))
         for bundle in BUNDLES:
@@ -136,7 +152,7 @@ class Kernel(wiring.Component):
         vitis_clock_domain(m, self.ap_clk, self.ap_rst_n)
 
         m.submodules.control = control = Control(cfg)
-        m.submodules.sequencer = seq = Sequencer(cfg)
+        m.submodules.sequencer = seq = Sequencer(cfg, cache_pixels=self.input_cache_pixels)
         m.submodules.reader = reader = ActivationReader(cfg, data_width=self.data_width)
         m.submodules.loader = loader = ParameterLoader(cfg, depth=self.param_depth, data_width=self.data_width)
         m.submodules.writer = writer = PixelWriter(cfg, data_width=self.data_width)
@@ -179,7 +195,15 @@ class Kernel(wiring.Component):
         ]
 
         # The dataflow chain.
-        wiring.connect(m, reader.o, padding.i)
+        if self.input_cache_pixels:
+            from .modules.input_cache import InputCache
+            m.submodules.input_cache = cache = InputCache(cfg, self.input_cache_pixels)
+            m.d.comb += [cache.params.enable.eq(g.cached), cache.params.tile_pixels.eq(g.tile_pixels),
+                         cache.params.passes.eq(g.passes)]
+            wiring.connect(m, reader.o, cache.i)
+            wiring.connect(m, cache.o, padding.i)
+        else:
+            wiring.connect(m, reader.o, padding.i)
         wiring.connect(m, padding.o, cvt.i)
         wiring.connect(m, cvt.o, mul.i)
         wiring.connect(m, loader.weights, mul.weights)

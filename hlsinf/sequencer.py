@@ -103,6 +103,10 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
         "clip_hi": signed(cfg.act_bits + 1),
         "relu": 1,
         "use_mult": 1,
+        # Input cache: the tile (GI frames) is read once and replayed when it fits.
+        "tile_pixels": unsigned(32),     # GI * rows * W
+        "passes": unsigned(32),          # output groups of the call (o_count)
+        "cached": 1,
     })
 
 
@@ -144,8 +148,10 @@ class Sequencer(wiring.Component):
         One pulse per write command whose every byte is acknowledged (``BRESP`` seen).
     """
 
-    def __init__(self, cfg: KernelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: KernelConfig, *, cache_pixels: int = 0):
+        if not (isinstance(cache_pixels, int) and cache_pixels >= 0):
+            raise ValueError(f"Sequencer cache_pixels = {cache_pixels!r} is out of range: allowed >= 0")
+        self.cfg, self.cache_pixels = cfg, cache_pixels
         super().__init__({
             "args": In(args_layout()),
             "start": In(1),
@@ -184,6 +190,8 @@ class Sequencer(wiring.Component):
         out_pixels = _pipelined_product(m, g.out_rows, g.out_cols, "out_px")   # written pixels
         w_first = _pipelined_product(m, o_first, g.groups_in, "w_first")       # sets before o_first
         out_first = _pipelined_product(m, o_first, out_plane, "out_first")     # pixels before o_first
+        frame_in = Signal(32)                                                  # rows*W, registered
+        tile = _pipelined_product(m, g.groups_in, frame_in, "tile")            # GI*rows*W
 
         # Bases and steps of the three address sequences.
         in_base = Signal(ADDRESS_BITS)
@@ -232,6 +240,7 @@ class Sequencer(wiring.Component):
                         g.clip_lo.eq(a.clip_lo.as_signed()), g.clip_hi.eq(a.clip_hi.as_signed()),
                         g.relu.eq(a.relu != 0), g.use_mult.eq(a.use_mult != 0),
                         o_first.eq(a.o_first), o_count.eq(a.o_count), out_plane.eq(a.out_plane),
+                        g.passes.eq(a.o_count), g.cached.eq(0),
                         write_offset.eq(a.write_offset), height.eq(a.H),
                         in_base.eq(a.x + (a.read_offset << cpi_log)),
                         b_base.eq(a.b + (a.o_first << bias_group_log)),
@@ -263,11 +272,19 @@ class Sequencer(wiring.Component):
                         w_group_bytes.eq(g.groups_in * set_bytes),
                         out_base.eq((out_first + write_offset) << cpo_log),
                         out_bytes.eq(out_pixels << cpo_log),
+                        frame_in.eq(tile_in),
                     ]
                     m.next = "BASES"
             with m.State("BASES"):
-                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
-                m.next = "START"
+                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base),
+                             wait.eq(0)]
+                m.next = "CACHE" if self.cache_pixels else "START"
+            with m.State("CACHE"):
+                # GI * rows * W from the registered rows * W: one more product latency.
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == PRODUCT_LATENCY):
+                    m.d.sync += [g.tile_pixels.eq(tile), g.cached.eq(tile <= self.cache_pixels)]
+                    m.next = "START"
             with m.State("START"):
                 m.d.sync += [
                     in_active.eq(o_count != 0), in_og.eq(0), in_gi.eq(0), in_addr.eq(in_base),
@@ -289,7 +306,8 @@ class Sequencer(wiring.Component):
         with m.If(self.in_cmd.valid & self.in_cmd.ready):
             with m.If(in_gi + 1 == g.groups_in):
                 m.d.sync += [in_gi.eq(0), in_addr.eq(in_base), in_og.eq(in_og + 1)]
-                with m.If(in_og + 1 == o_count):
+                # With the tile in the input cache, only the first output group reads it.
+                with m.If((in_og + 1 == o_count) | g.cached):
                     m.d.sync += in_active.eq(0)
             with m.Else():
                 m.d.sync += [in_gi.eq(in_gi + 1), in_addr.eq(in_addr + in_step)]

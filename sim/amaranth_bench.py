@@ -30,13 +30,14 @@ def bundle_view(dut, prefix: str, signature) -> SimpleNamespace:
 class KernelSim:
     """Runs calls on ``Kernel(cfg)`` with memories of ``mem_bytes`` bytes per bundle."""
 
-    def __init__(self, cfg, *, mem_bytes: int = 1 << 18, stall: float = 0.0, latency: int = 4, seed: int = 0):
+    def __init__(self, cfg, *, mem_bytes: int = 1 << 18, stall: float = 0.0, latency: int = 4, seed: int = 0,
+                 **kernel_args):
         import sys
         from pathlib import Path
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from axi_memory import AXIMemory
         self.cfg = cfg
-        self.dut = Kernel(cfg)
+        self.dut = Kernel(cfg, **kernel_args)
         self.mem = {b: np.zeros(mem_bytes, np.uint8) for b in BUNDLES}
         self.models = {b: AXIMemory(self.mem[b], latency=latency, stall=stall, seed=seed + k)
                        for k, b in enumerate(BUNDLES)}

@@ -35,8 +35,10 @@ def make_layer(cfg, rng, H, W, I, O):
     }
 
 
-@pytest.mark.parametrize("stall", [0.0, 0.3])
-def test_two_calls(stall):
+@pytest.mark.parametrize("stall, cache", [(0.0, 0), (0.3, 0), (0.0, 16384), (0.3, 80)])
+def test_two_calls(stall, cache):
+    """Two calls; without input cache, with one holding both tiles, and with one holding only
+    the second call's tile (the first is re-read for each output group)."""
     cfg = CFG
     rng = np.random.default_rng(11)
     H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
@@ -45,10 +47,18 @@ def test_two_calls(stall):
     calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9),
              CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=17, use_mult=True, relu=True,
                       read_offset=W, o_first=1, pool=POOL_MAX, write_offset=2, out_plane=12)]
-    sim = KernelSim(cfg, stall=stall, seed=3)
+    sim = KernelSim(cfg, stall=stall, seed=3, input_cache_pixels=cache)
     place(sim, layer, pointers)
     before = sim.mem["gmem_out"].copy()
     sim.run([(args, pointers) for args in calls])
+    # Input traffic: the tile once per call when it fits in the cache, else once per output group.
+    beats = 0
+    for args in calls:
+        passes = 1 if args.gi(cfg) * args.rows * args.W <= cache else len(args.groups(cfg))
+        for g in range(args.gi(cfg)):
+            addr = pointers["x"] + (g * args.H * args.W + args.read_offset) * cfg.cpi
+            beats += passes * ((addr % 64 + args.rows * args.W * cfg.cpi + 63) // 64)
+    assert sum(b.beats for b in sim.models["gmem_in"].reads) == beats
     expected = before.copy()
     for args in calls:
         size = args.go(cfg) * args.plane_out() * cfg.cpo

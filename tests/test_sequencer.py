@@ -26,15 +26,16 @@ def argument_values(cfg, args, pointers):
     return values
 
 
-def expected_commands(cfg, args, p):
+def expected_commands(cfg, args, p, cache_pixels=0):
     """The transfers of a call, written out from the memory layouts in hlsinf.reference."""
     ab = cfg.act_bits // 8
     cpi, cpo = cfg.cpi * ab, cfg.cpo * ab      # bytes per pixel
     gi, plane_in = args.gi(cfg), args.H * args.W
     bias_bytes = cfg.bias_bits // 8
     reads, params, writes = [], [], []
-    for og in args.groups(cfg):
-        for g in range(gi):
+    cached = 0 < gi * args.rows * args.W <= cache_pixels
+    for k, og in enumerate(args.groups(cfg)):
+        for g in range(gi if k == 0 or not cached else 0):
             reads.append((p["x"] + (g * plane_in + args.read_offset) * cpi, args.rows * args.W * cpi))
         params.append((p["b"] + og * cfg.cpo * bias_bytes, cfg.cpo * bias_bytes, WeightKind.BIAS.value))
         if args.use_mult:
@@ -46,8 +47,8 @@ def expected_commands(cfg, args, p):
     return reads, params, writes
 
 
-def run_calls(cfg, calls, stall=0.3, seed=0):
-    dut = Sequencer(cfg)
+def run_calls(cfg, calls, stall=0.3, seed=0, cache_pixels=0):
+    dut = Sequencer(cfg, cache_pixels=cache_pixels)
     rng = random.Random(seed)
     results = []
 
@@ -56,7 +57,7 @@ def run_calls(cfg, calls, stall=0.3, seed=0):
             values = argument_values(cfg, args, POINTERS)
             for name, value in values.items():
                 ctx.set(getattr(dut.args, name), value)
-            reads, params, writes = expected_commands(cfg, args, POINTERS)
+            reads, params, writes = expected_commands(cfg, args, POINTERS, cache_pixels)
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
@@ -84,6 +85,12 @@ def run_calls(cfg, calls, stall=0.3, seed=0):
                 "padded_rows": args.rows + args.pad_top + args.pad_bottom,
                 "padded_cols": args.W + args.pad_left + args.pad_right,
                 "stride": args.stride, "pool": args.pool}
+            if cache_pixels:
+                tile = args.gi(cfg) * args.rows * args.W
+                assert (ctx.get(g.tile_pixels), ctx.get(g.cached), ctx.get(g.passes)) == \
+                    (tile, int(tile <= cache_pixels), len(args.groups(cfg)))
+            else:
+                assert not ctx.get(g.cached)
             lo, hi = args.clip_bounds(cfg)
             assert (ctx.get(g.clip_lo), ctx.get(g.clip_hi)) == (lo, hi)
             # done only after the last write is acknowledged
@@ -120,7 +127,8 @@ def test_one_call_every_feature():
     run_calls(CFG, [args])
 
 
-def test_back_to_back_random_calls():
+@pytest.mark.parametrize("cache_pixels", [0, 60])
+def test_back_to_back_random_calls(cache_pixels):
     rng = np.random.default_rng(3)
     calls = []
     while len(calls) < 12:
@@ -143,7 +151,7 @@ def test_back_to_back_random_calls():
             args.write_offset = int(rng.integers(0, 5))
             args.out_plane = args.write_offset + args.out_rows * args.out_cols + int(rng.integers(0, 4))
         calls.append(args.validate(CFG))
-    run_calls(CFG, calls, seed=7)
+    run_calls(CFG, calls, seed=7, cache_pixels=cache_pixels)
 
 
 def test_other_config_widths():
