@@ -172,7 +172,7 @@ def _source_digest(cfg, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def kernel_source(cfg, *, waves: bool = False) -> Path:
+def kernel_source(cfg, *, waves: bool = False, kernel_args: dict | None = None) -> Path:
     """The kernel's Verilog for ``cfg`` in its build folder, generated only when missing.
 
     The folder is named after a hash of the gateware sources and ``cfg``, so the Verilog
@@ -180,22 +180,23 @@ def kernel_source(cfg, *, waves: bool = False) -> Path:
     every test, the lint and the benchmark.
     """
     from hlsinf.kernel import TOP_NAME, kernel_verilog
-    key = _source_digest(cfg, str(waves))
+    kernel_args = dict(kernel_args or {})
+    key = _source_digest(cfg, str(waves) + repr(sorted(kernel_args.items())))
     build_dir = build_dir_root() / f"kernel-cpi{cfg.cpi}-cpo{cfg.cpo}-{key}"
     source = build_dir / f"{TOP_NAME}.v"
     if not source.exists():
         build_dir.mkdir(parents=True, exist_ok=True)
         partial = source.with_suffix(".v.part")
-        partial.write_text(kernel_verilog(cfg))
+        partial.write_text(kernel_verilog(cfg, **kernel_args))
         partial.replace(source)
     return source
 
 
-def build_kernel(cfg, *, waves: bool = False) -> Path:
+def build_kernel(cfg, *, waves: bool = False, kernel_args: dict | None = None) -> Path:
     """Verilator build of ``hlsinf.kernel.Kernel(cfg)``, compiled once per configuration and
     gateware version."""
     from hlsinf.kernel import TOP_NAME
-    source = kernel_source(cfg, waves=waves)
+    source = kernel_source(cfg, waves=waves, kernel_args=kernel_args)
     build_dir = source.parent
     if (build_dir / "built.stamp").exists():
         return build_dir
@@ -212,11 +213,11 @@ def build_kernel(cfg, *, waves: bool = False) -> Path:
 
 
 def run_kernel(cfg, testcase: str | None = None, *, env: dict[str, str] | None = None,
-               waves: bool = False, seed: int = 1) -> tuple[int, int]:
-    """Run cocotb test(s) of ``sim/bench_kernel.py`` on the kernel built for ``cfg``."""
+               waves: bool = False, seed: int = 1, kernel_args: dict | None = None) -> tuple[int, int]:
+    """Run cocotb test(s) of ``sim/bench_kernel.py`` on ``Kernel(cfg, **kernel_args)``."""
     import json
     from hlsinf.kernel import TOP_NAME
-    build_dir = build_kernel(cfg, waves=waves)
+    build_dir = build_kernel(cfg, waves=waves, kernel_args=kernel_args)
     full_env = {"HLSINF_CFG": json.dumps(cfg.to_dict())}
     full_env.update(env or {})
     return run(build_dir, TOP_NAME, "bench_kernel", testcase=testcase, env=full_env, waves=waves, seed=seed)

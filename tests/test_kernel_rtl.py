@@ -27,7 +27,11 @@ from sim import runner                                           # noqa: E402
 
 #: Small on-chip buffers keep the generated Verilog (and its compile) small.
 CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
+#: An input cache of 64 pixels: some scenario tiles fit (read once, replayed), others do
+#: not (read again for every output group), so both paths run in every configuration.
+KERNEL_ARGS = {"input_cache_pixels": 64}
 SLOW_CFG = KernelConfig(cpi=8, cpo=8, imax=128, wmax=64, hmax=64)
+SLOW_KERNEL_ARGS = {"input_cache_pixels": 128}
 
 SCENARIOS = ["groups_and_padding", "padding_each_side", "stride2_maxpool", "avgpool_requantise",
              "row_tiles", "back_to_back", "unaligned_buffers", "random_pauses", "random_calls"]
@@ -35,7 +39,7 @@ SCENARIOS = ["groups_and_padding", "padding_each_side", "stride2_maxpool", "avgp
 
 @pytest.fixture(scope="module")
 def verilog_text():
-    return runner.kernel_source(CFG).read_text()      # generated once, shared with the builds
+    return runner.kernel_source(CFG, kernel_args=KERNEL_ARGS).read_text()      # generated once, shared with the builds
 
 
 def test_port_names(verilog_text):
@@ -60,12 +64,12 @@ def test_lint(verilog_text):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario):
-    tests, failures = runner.run_kernel(CFG, scenario)
+    tests, failures = runner.run_kernel(CFG, scenario, kernel_args=KERNEL_ARGS)
     assert (tests, failures) == (1, 0), f"cocotb scenario {scenario}: {failures} of {tests} failed (see its log)"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_cpi8(scenario):
-    tests, failures = runner.run_kernel(SLOW_CFG, scenario)
+    tests, failures = runner.run_kernel(SLOW_CFG, scenario, kernel_args=SLOW_KERNEL_ARGS)
     assert (tests, failures) == (1, 0)
