@@ -190,8 +190,8 @@ class Sequencer(wiring.Component):
         out_pixels = _pipelined_product(m, g.out_rows, g.out_cols, "out_px")   # written pixels
         w_first = _pipelined_product(m, o_first, g.groups_in, "w_first")       # sets before o_first
         out_first = _pipelined_product(m, o_first, out_plane, "out_first")     # pixels before o_first
-        frame_in = Signal(32)                                                  # rows*W, registered
-        tile = _pipelined_product(m, g.groups_in, frame_in, "tile")            # GI*rows*W
+        gi_rows = Signal(len(g.groups_in) + len(g.rows))                       # GI*rows, registered
+        tile = _pipelined_product(m, gi_rows, g.cols, "tile")                  # GI*rows*W
 
         # Bases and steps of the three address sequences.
         in_base = Signal(ADDRESS_BITS)
@@ -252,7 +252,8 @@ class Sequencer(wiring.Component):
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
                 m.d.sync += [g.conv_rows.eq(shift_by_stride(g.padded_rows - 3) + 1),
-                             g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1)]
+                             g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1),
+                             gi_rows.eq(g.groups_in * g.rows)]     # narrow: one DSP, registered
                 m.next = "POOL"
             with m.State("POOL"):
                 pooled = g.pool != 0
@@ -272,19 +273,13 @@ class Sequencer(wiring.Component):
                         w_group_bytes.eq(g.groups_in * set_bytes),
                         out_base.eq((out_first + write_offset) << cpo_log),
                         out_bytes.eq(out_pixels << cpo_log),
-                        frame_in.eq(tile_in),
+                        g.tile_pixels.eq(tile),
+                        g.cached.eq((tile <= self.cache_pixels) if self.cache_pixels else 0),
                     ]
                     m.next = "BASES"
             with m.State("BASES"):
-                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base),
-                             wait.eq(0)]
-                m.next = "CACHE" if self.cache_pixels else "START"
-            with m.State("CACHE"):
-                # GI * rows * W from the registered rows * W: one more product latency.
-                m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == PRODUCT_LATENCY):
-                    m.d.sync += [g.tile_pixels.eq(tile), g.cached.eq(tile <= self.cache_pixels)]
-                    m.next = "START"
+                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
+                m.next = "START"
             with m.State("START"):
                 m.d.sync += [
                     in_active.eq(o_count != 0), in_og.eq(0), in_gi.eq(0), in_addr.eq(in_base),
