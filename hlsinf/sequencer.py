@@ -207,19 +207,21 @@ class Sequencer(wiring.Component):
 
         # Command generator state.
         in_active = Signal()
-        in_og = Signal(count_bits)
-        in_gi = Signal.like(g.groups_in)
+        # Counters count down to a compare with a constant: no adder or wide comparator
+        # between them and the handshake that steps them.
+        in_groups_left = Signal(count_bits)
+        in_frames_left = Signal.like(g.groups_in)
         in_addr = Signal(ADDRESS_BITS)
         w_active = Signal()
-        w_og = Signal(count_bits)
+        w_groups_left = Signal(count_bits)
         w_kind = Signal(WeightKind)
         b_addr = Signal(ADDRESS_BITS)
         m_addr = Signal(ADDRESS_BITS)
         w_addr = Signal(ADDRESS_BITS)
         out_active = Signal()
-        out_og = Signal(count_bits)
+        out_groups_left = Signal(count_bits)
         out_addr = Signal(ADDRESS_BITS)
-        acks = Signal(count_bits)
+        acks_left = Signal(count_bits)
         wait = Signal(range(PRODUCT_LATENCY + 1))
 
         def shift_by_stride(value):
@@ -246,7 +248,6 @@ class Sequencer(wiring.Component):
                         b_base.eq(a.b + (a.o_first << bias_group_log)),
                         m_base.eq(a.m + (a.o_first << mult_group_log)),
                         out_step.eq(a.out_plane << cpo_log),
-                        acks.eq(0),
                     ]
                     m.next = "CONV"
             with m.State("CONV"):
@@ -282,14 +283,16 @@ class Sequencer(wiring.Component):
                 m.next = "START"
             with m.State("START"):
                 m.d.sync += [
-                    in_active.eq(o_count != 0), in_og.eq(0), in_gi.eq(0), in_addr.eq(in_base),
-                    w_active.eq(o_count != 0), w_og.eq(0), w_kind.eq(WeightKind.BIAS),
+                    in_active.eq(o_count != 0), in_groups_left.eq(o_count), in_frames_left.eq(g.groups_in),
+                    in_addr.eq(in_base),
+                    w_active.eq(o_count != 0), w_groups_left.eq(o_count), w_kind.eq(WeightKind.BIAS),
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
-                    out_active.eq(o_count != 0), out_og.eq(0), out_addr.eq(out_base),
+                    out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
+                    acks_left.eq(o_count),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~in_active & ~w_active & ~out_active & (acks == o_count)):
+                with m.If(~in_active & ~w_active & ~out_active & (acks_left == 0)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~call.ongoing("IDLE"))
@@ -299,13 +302,14 @@ class Sequencer(wiring.Component):
                      self.in_cmd.payload.addr.eq(in_addr),
                      self.in_cmd.payload.length.eq(frame_bytes)]
         with m.If(self.in_cmd.valid & self.in_cmd.ready):
-            with m.If(in_gi + 1 == g.groups_in):
-                m.d.sync += [in_gi.eq(0), in_addr.eq(in_base), in_og.eq(in_og + 1)]
+            with m.If(in_frames_left == 1):
+                m.d.sync += [in_frames_left.eq(g.groups_in), in_addr.eq(in_base),
+                             in_groups_left.eq(in_groups_left - 1)]
                 # With the tile in the input cache, only the first output group reads it.
-                with m.If((in_og + 1 == o_count) | g.cached):
+                with m.If((in_groups_left == 1) | g.cached):
                     m.d.sync += in_active.eq(0)
             with m.Else():
-                m.d.sync += [in_gi.eq(in_gi + 1), in_addr.eq(in_addr + in_step)]
+                m.d.sync += [in_frames_left.eq(in_frames_left - 1), in_addr.eq(in_addr + in_step)]
 
         # Parameters: per output group its bias, its multipliers, then its weight sets.
         m.d.comb += [self.w_cmd.valid.eq(w_active), self.w_cmd.payload.kind.eq(w_kind)]
@@ -328,8 +332,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += [m_addr.eq(m_addr + (1 << mult_group_log)), w_kind.eq(WeightKind.WEIGHTS)]
                 with m.Default():
                     m.d.sync += [w_addr.eq(w_addr + w_group_bytes), w_kind.eq(WeightKind.BIAS),
-                                 w_og.eq(w_og + 1)]
-                    with m.If(w_og + 1 == o_count):
+                                 w_groups_left.eq(w_groups_left - 1)]
+                    with m.If(w_groups_left == 1):
                         m.d.sync += w_active.eq(0)
 
         # Output groups.
@@ -337,9 +341,9 @@ class Sequencer(wiring.Component):
                      self.out_cmd.payload.addr.eq(out_addr),
                      self.out_cmd.payload.length.eq(out_bytes)]
         with m.If(self.out_cmd.valid & self.out_cmd.ready):
-            m.d.sync += [out_addr.eq(out_addr + out_step), out_og.eq(out_og + 1)]
-            with m.If(out_og + 1 == o_count):
+            m.d.sync += [out_addr.eq(out_addr + out_step), out_groups_left.eq(out_groups_left - 1)]
+            with m.If(out_groups_left == 1):
                 m.d.sync += out_active.eq(0)
         with m.If(self.out_ack):
-            m.d.sync += acks.eq(acks + 1)
+            m.d.sync += acks_left.eq(acks_left - 1)
         return m
