@@ -4,7 +4,7 @@ Runs the generated Verilog in Verilator (sim/bench_kernel.py, test ``benchmark_c
 each call is started through ``s_axi_control`` and timed from the ``ap_start`` write to the
 interrupt. Prints a table and writes the figures as JSON.
 
-    python benchmarks/cycles.py [--cpi 4 --cpo 4] [--json cycles.json] [--quick]
+    python benchmarks/cycles.py [--cpi 4 --cpo 4] [--json benchmarks/results/cycles.json] [--quick]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpi", type=int, default=4)
     parser.add_argument("--cpo", type=int, default=4)
-    parser.add_argument("--json", default="benchmarks/cycles.json", help="where to write the figures")
+    parser.add_argument("--json", default="benchmarks/results/cycles.json", help="where to write the figures")
     parser.add_argument("--quick", action="store_true", help="only the first three calls")
     opts = parser.parse_args(argv)
 

@@ -102,7 +102,14 @@ def build(verilog: str, top: str, *, name: str | None = None, waves: bool = Fals
     stamp = build_dir / "built.stamp"
     if stamp.exists():
         return build_dir
-    build_dir.mkdir(parents=True, exist_ok=True)
+    with _BuildLock(build_dir):
+        if not stamp.exists():
+            _build_design(verilog, top, build_dir, waves=waves, jobs=jobs)
+            stamp.write_text(digest)
+    return build_dir
+
+
+def _build_design(verilog: str, top: str, build_dir: Path, *, waves: bool, jobs: int):
     source = build_dir / f"{top}.v"
     source.write_text(verilog)
     public = _public_ports_file(build_dir, top, _module_ports(verilog, top))
@@ -111,8 +118,6 @@ def build(verilog: str, top: str, *, name: str | None = None, waves: bool = Fals
     sim.build(sources=[WAIVERS, public, source], hdl_toplevel=top, build_dir=build_dir, waves=waves,
               build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
               log_file=build_dir / "build.log")
-    stamp.write_text(digest)
-    return build_dir
 
 
 def run(build_dir: Path, top: str, test_module: str, *, testcase: str | None = None,
@@ -172,6 +177,26 @@ def _source_digest(cfg, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+class _BuildLock:
+    """An exclusive lock on a build folder, so parallel test workers (pytest -n) make each
+    Verilog file and each Verilator build once and never write the same folder together."""
+
+    def __init__(self, build_dir: Path):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        self.path = build_dir / ".lock"
+
+    def __enter__(self):
+        import fcntl
+        self.file = open(self.path, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
 def kernel_source(cfg, *, waves: bool = False, kernel_args: dict | None = None) -> Path:
     """The kernel's Verilog for ``cfg`` in its build folder, generated only when missing.
 
@@ -184,11 +209,11 @@ def kernel_source(cfg, *, waves: bool = False, kernel_args: dict | None = None) 
     key = _source_digest(cfg, str(waves) + repr(sorted(kernel_args.items())))
     build_dir = build_dir_root() / f"kernel-cpi{cfg.cpi}-cpo{cfg.cpo}-{key}"
     source = build_dir / f"{TOP_NAME}.v"
-    if not source.exists():
-        build_dir.mkdir(parents=True, exist_ok=True)
-        partial = source.with_suffix(".v.part")
-        partial.write_text(kernel_verilog(cfg, **kernel_args))
-        partial.replace(source)
+    with _BuildLock(build_dir):
+        if not source.exists():
+            partial = source.with_suffix(".v.part")
+            partial.write_text(kernel_verilog(cfg, **kernel_args))
+            partial.replace(source)
     return source
 
 
@@ -198,17 +223,18 @@ def build_kernel(cfg, *, waves: bool = False, kernel_args: dict | None = None) -
     from hlsinf.kernel import TOP_NAME
     source = kernel_source(cfg, waves=waves, kernel_args=kernel_args)
     build_dir = source.parent
-    if (build_dir / "built.stamp").exists():
-        return build_dir
-    _apply_env()
-    verilog = source.read_text()
-    public = _public_ports_file(build_dir, TOP_NAME, _module_ports(verilog, TOP_NAME))
-    cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
-    sim = _verilator_runner()
-    sim.build(sources=[WAIVERS, public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
-              build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
-              log_file=build_dir / "build.log")
-    (build_dir / "built.stamp").write_text(build_dir.name)
+    with _BuildLock(build_dir):
+        if (build_dir / "built.stamp").exists():
+            return build_dir
+        _apply_env()
+        verilog = source.read_text()
+        public = _public_ports_file(build_dir, TOP_NAME, _module_ports(verilog, TOP_NAME))
+        cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
+        sim = _verilator_runner()
+        sim.build(sources=[WAIVERS, public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
+                  build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+                  log_file=build_dir / "build.log")
+        (build_dir / "built.stamp").write_text(build_dir.name)
     return build_dir
 
 
