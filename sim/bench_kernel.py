@@ -346,7 +346,8 @@ async def benchmark_calls(dut):
 async def random_calls(dut):
     """Random valid calls on one layer in memory: shapes, padding, stride, pooling, groups, tiles."""
     cfg = kernel_config()
-    rng = np.random.default_rng(int(os.environ.get("HLSINF_SEED", "9")))
+    seed = int(os.environ.get("HLSINF_SEED", "9"))
+    rng = np.random.default_rng(seed)
     H, W = 7, 6
     I, O = 2 * cfg.cpi + 1, 3 * cfg.cpo - 1
     amin, amax = cfg.act_range
@@ -375,5 +376,5 @@ async def random_calls(dut):
             calls.append(args.validate(cfg))
         except ValueError:
             continue
-    await run_case(dut, "random_calls", calls, H=H, W=W, I=I, O=O, seed=10, wait=["poll", "interrupt"],
+    await run_case(dut, "random_calls", calls, H=H, W=W, I=I, O=O, seed=seed + 1, wait=["poll", "interrupt"],
                    mult_bits=min(cfg.mult_bits, 10), pause=bool(rng.integers(0, 2)))

@@ -73,3 +73,12 @@ def test_scenario(scenario):
 def test_scenario_cpi8(scenario):
     tests, failures = runner.run_kernel(SLOW_CFG, scenario, kernel_args=SLOW_KERNEL_ARGS)
     assert (tests, failures) == (1, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_random_calls_seeds(seed):
+    """More random call sequences (each with its own data, pauses on or off)."""
+    tests, failures = runner.run_kernel(CFG, "random_calls", kernel_args=KERNEL_ARGS,
+                                        env={"HLSINF_SEED": str(seed)})
+    assert (tests, failures) == (1, 0)
