@@ -17,6 +17,16 @@ from amaranth.lib.wiring import In, Out
 from .axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
 from .config import KernelConfig
 from .control import Control, control_addr_width
+from .modules.add import Add
+from .modules.cvt import Cvt
+from .modules.input_cache import InputCache
+from .modules.mul import Mul
+from .modules.padding import Padding
+from .modules.pool import Pool
+from .modules.read import ActivationReader
+from .modules.relu import Relu
+from .modules.weights import ParameterLoader
+from .modules.write import PixelWriter
 from .registers import POINTERS
 from .sequencer import Sequencer
 
@@ -86,12 +96,6 @@ def _connect_fields(m: Module, sink, source, names=None):
         m.d.comb += getattr(sink, name).eq(getattr(source, name))
 
 
-def _connect_stream(m: Module, source, sink, fields):
-    """Connect two streams whose payloads share ``fields`` (layouts may differ in extras)."""
-    m.d.comb += [sink.valid.eq(source.valid), source.ready.eq(sink.ready)]
-    _connect_fields(m, sink.payload, source.payload, fields)
-
-
 class Kernel(wiring.Component):
     """The RTL kernel: control slave, call sequencer, three AXI4 masters and the dataflow stages.
 
@@ -99,6 +103,7 @@ class Kernel(wiring.Component):
 
         s_axi_control -> Control -> Sequencer -- in_cmd --> ActivationReader (gmem_in)
                                        |                         |
+                                       |                    InputCache
                                        |-- w_cmd --> ParameterLoader (gmem_w)
                                        |              | weights  | bias  | mult
                                        |   pixels -> padding -> cvt -> mul -> add -> relu -> pool
@@ -137,16 +142,6 @@ class Kernel(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        from .modules.add import Add
-        from .modules.cvt import Cvt
-        from .modules.mul import Mul
-        from .modules.padding import Padding
-        from .modules.pool import Pool
-        from .modules.read import ActivationReader
-        from .modules.relu import Relu
-        from .modules.weights import ParameterLoader
-        from .modules.write import PixelWriter
-
         m = Module()
         cfg = self.cfg
         vitis_clock_domain(m, self.ap_clk, self.ap_rst_n)
@@ -173,9 +168,9 @@ class Kernel(wiring.Component):
         connect_flat(m, self, "m_axi_gmem_in", reader.axi)
         connect_flat(m, self, "m_axi_gmem_w", loader.axi)
         connect_flat(m, self, "m_axi_gmem_out", writer.axi)
-        _connect_stream(m, seq.in_cmd, reader.cmd, ["addr", "length"])
+        wiring.connect(m, seq.in_cmd, reader.cmd)
         wiring.connect(m, seq.w_cmd, loader.cmd)
-        _connect_stream(m, seq.out_cmd, writer.cmd, ["addr", "length"])
+        wiring.connect(m, seq.out_cmd, writer.cmd)
         m.d.comb += seq.out_ack.eq(writer.done)
 
         # Stage parameters, cut from the call geometry.
@@ -196,7 +191,6 @@ class Kernel(wiring.Component):
 
         # The dataflow chain.
         if self.input_cache_pixels:
-            from .modules.input_cache import InputCache
             m.submodules.input_cache = cache = InputCache(cfg, self.input_cache_pixels)
             m.d.comb += [cache.params.enable.eq(g.cached), cache.params.tile_pixels.eq(g.tile_pixels),
                          cache.params.passes.eq(g.passes)]

@@ -25,22 +25,22 @@ the sequencer waits for them; every per-frame address is then one addition.
 
 from __future__ import annotations
 
-import enum
 import math
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum as amaranth_enum, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for, ceil_log2, exact_log2
+from amaranth.utils import bits_for, exact_log2
 
+from .axi import ADDR_WIDTH, LENGTH_WIDTH, CommandLayout
 from .config import MAX_PAD, KernelConfig
 from .registers import POINTERS, SCALARS
 
 __all__ = ["WeightKind", "args_layout", "geometry_layout", "command_layout", "weight_command_layout",
            "Sequencer", "weight_set_bytes", "PRODUCT_LATENCY"]
 
-ADDRESS_BITS = 64
-LENGTH_BITS = 32
+ADDRESS_BITS = ADDR_WIDTH
+LENGTH_BITS = LENGTH_WIDTH
 #: Cycles from operands to a usable product: operand register, product register, two more.
 PRODUCT_LATENCY = 4
 
@@ -60,8 +60,8 @@ def args_layout() -> data.StructLayout:
 
 
 def command_layout() -> data.StructLayout:
-    """One memory transfer: a byte address and a length in bytes (as ``hlsinf.axi.CommandLayout``)."""
-    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "length": unsigned(LENGTH_BITS)})
+    """One memory transfer: a byte address and a length in bytes (the AXI engines' commands)."""
+    return CommandLayout(ADDRESS_BITS, LENGTH_BITS)
 
 
 def weight_command_layout() -> data.StructLayout:

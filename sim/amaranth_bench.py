@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth.sim import Simulator
 
-from hlsinf import reference as ref
 from hlsinf.axi import AXI4Signature
 from hlsinf.kernel import BUNDLES, Kernel
 from hlsinf.registers import CONTROL, encode_call

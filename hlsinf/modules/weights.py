@@ -25,7 +25,7 @@ from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..axi import ADDR_WIDTH, DATA_WIDTH, AXI4Signature
+from ..axi import ADDR_WIDTH, DATA_WIDTH
 from ..config import KernelConfig
 from ..sequencer import WeightKind, weight_command_layout
 from .read import BytesToItems, ReadMaster
