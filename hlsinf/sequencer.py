@@ -14,9 +14,11 @@ sequencer's job is only to
 
 Semantics are :class:`hlsinf.reference.CallArgs` exactly: for each output group ``og`` of
 ``o_first .. o_first+o_count-1``, the GI input frames at ``x + (gi*H*W + read_offset)*CPI``
-of ``rows*W*CPI`` bytes each (the input is re-read for every output group), the bias and
-multipliers of ``og``, its GI weight sets, and ``out_rows*out_cols*CPO`` bytes written at
-``y + (og*out_plane + write_offset)*CPO``.
+of ``rows*W*CPI`` bytes each, the bias and multipliers of ``og``, its GI weight sets, and
+``out_rows*out_cols*CPO`` bytes written at ``y + (og*out_plane + write_offset)*CPO`` (bytes
+count ``act_bits/8`` per lane). With ``cache_pixels``, a tile of ``GI*rows*W`` pixels that
+fits is read for the first output group only (``geometry.cached``): the kernel's input cache
+replays it for the others.
 
 Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by multipliers with
 registered operands and two registers after the product (absorbed into the DSP blocks), and
