@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf import reference as ref                      # noqa: E402
 from hlsinf.config import KernelConfig                   # noqa: E402
-from hlsinf.reference import POOL_MAX, CallArgs          # noqa: E402
+from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs  # noqa: E402
 from sim.amaranth_bench import KernelSim                 # noqa: E402
 
 CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
@@ -63,5 +63,32 @@ def test_two_calls(stall, cache):
     for args in calls:
         size = args.go(cfg) * args.plane_out() * cfg.cpo
         out = expected[pointers["y"]: pointers["y"] + max(size, 0)].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"])
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+@pytest.mark.parametrize("cfg", [
+    KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True),
+    KernelConfig(cpi=4, cpo=2, imax=64, wmax=32, hmax=32, act_bits=16, acc_bits=48),
+    KernelConfig(cpi=2, cpo=8, imax=64, wmax=32, hmax=32, weight_bits=16, acc_bits=48),
+], ids=["int8", "uint16-cpo2", "w16-cpi2-cpo8"])
+def test_number_formats(cfg):
+    """int8 and 16-bit activations, 16-bit weights, CPI != CPO: byte lengths, layouts, cache."""
+    rng = np.random.default_rng(1)
+    H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
+    layer = make_layer(cfg, rng, H, W, I, O)
+    pixel_bytes = cfg.cpo * cfg.act_bits // 8
+    pointers = {"x": 0x1000 - 5, "w": 0x8000 + 3, "b": 0x9000 - 1, "m": 0xA000 + 2, "y": 0x2000 - 8 * pixel_bytes}
+    shift = 9 + (8 if cfg.act_bits == 16 else 0) + (8 if cfg.weight_bits == 16 else 0)
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=shift),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, shift=shift + 9, use_mult=True, relu=True,
+                      pool=POOL_AVG, o_first=1)]
+    sim = KernelSim(cfg, seed=3, input_cache_pixels=50)
+    place(sim, layer, pointers)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    for args in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo * cfg.act_bits // 8
+        out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
         ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"])
     np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
