@@ -26,6 +26,7 @@ from .modules.pool import Pool
 from .modules.read import ActivationReader
 from .modules.relu import Relu
 from .modules.weights import ParameterLoader
+from .modules.window import Window
 from .modules.write import PixelWriter
 from .registers import POINTERS
 from .sequencer import Sequencer
@@ -106,7 +107,7 @@ class Kernel(wiring.Component):
                                        |                    InputCache
                                        |-- w_cmd --> ParameterLoader (gmem_w)
                                        |              | weights  | bias  | mult
-                                       |   pixels -> padding -> cvt -> mul -> add -> relu -> pool
+                                       |   pixels -> window -> mul -> add -> relu -> pool
                                        '-- out_cmd ----------------------------------------> PixelWriter (gmem_out)
 
     The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
@@ -123,18 +124,23 @@ class Kernel(wiring.Component):
         which costs memory bandwidth (64 bytes a beat against CPI a cycle), not cycles.
     param_depth : int
         Weight sets (and bias, multiplier items) assembled ahead of the stages that use them.
+    window_stage : bool
+        True: 3x3 windows by :class:`~hlsinf.modules.window.Window`, which substitutes the
+        padding's zeros without spending cycles on them. False: ``padding -> cvt``, which
+        streams every padded pixel (``(rows+pt+pb)*(W+pl+pr)`` cycles a frame).
     data_width : int
         Width of the AXI4 data buses.
     """
 
     def __init__(self, cfg: KernelConfig, *, input_cache_pixels: int = DEFAULT_INPUT_CACHE_PIXELS,
-                 param_depth: int = 2, data_width: int = DATA_WIDTH):
+                 param_depth: int = 2, data_width: int = DATA_WIDTH, window_stage: bool = True):
         if not isinstance(cfg, KernelConfig):
             raise TypeError(f"Kernel(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
         if not (isinstance(input_cache_pixels, int) and input_cache_pixels >= 0):
             raise ValueError(f"Kernel input_cache_pixels = {input_cache_pixels!r} is out of range: allowed >= 0")
         self.cfg, self.param_depth, self.data_width = cfg, param_depth, data_width
         self.input_cache_pixels = input_cache_pixels
+        self.window_stage = bool(window_stage)
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
         members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width()).flip()))
         for bundle in BUNDLES:
@@ -151,8 +157,6 @@ class Kernel(wiring.Component):
         m.submodules.reader = reader = ActivationReader(cfg, data_width=self.data_width)
         m.submodules.loader = loader = ParameterLoader(cfg, depth=self.param_depth, data_width=self.data_width)
         m.submodules.writer = writer = PixelWriter(cfg, data_width=self.data_width)
-        m.submodules.padding = padding = Padding(cfg)
-        m.submodules.cvt = cvt = Cvt(cfg)
         m.submodules.mul = mul = Mul(cfg)
         m.submodules.add = add = Add(cfg)
         m.submodules.relu = relu = Relu(cfg)
@@ -176,11 +180,6 @@ class Kernel(wiring.Component):
         # Stage parameters, cut from the call geometry.
         g = seq.geometry
         m.d.comb += [
-            padding.params.rows.eq(g.rows), padding.params.cols.eq(g.cols),
-            padding.params.pad_top.eq(g.pad_top), padding.params.pad_bottom.eq(g.pad_bottom),
-            padding.params.pad_left.eq(g.pad_left), padding.params.pad_right.eq(g.pad_right),
-            cvt.params.rows.eq(g.padded_rows), cvt.params.cols.eq(g.padded_cols),
-            cvt.params.stride.eq(g.stride),
             mul.params.frame_pixels.eq(g.frame_pixels),
             add.params.frame_pixels.eq(g.frame_pixels), add.params.groups_in.eq(g.groups_in),
             relu.params.frame_pixels.eq(g.frame_pixels), relu.params.shift.eq(g.shift),
@@ -189,17 +188,42 @@ class Kernel(wiring.Component):
             pool.params.mode.eq(g.pool), pool.params.rows.eq(g.conv_rows), pool.params.cols.eq(g.conv_cols),
         ]
 
-        # The dataflow chain.
+        # The dataflow chain: pixels (through the input cache), windows, then the MAC array.
+        pixels = reader.o
         if self.input_cache_pixels:
             m.submodules.input_cache = cache = InputCache(cfg, self.input_cache_pixels)
             m.d.comb += [cache.params.enable.eq(g.cached), cache.params.tile_pixels.eq(g.tile_pixels),
                          cache.params.passes.eq(g.passes)]
-            wiring.connect(m, reader.o, cache.i)
-            wiring.connect(m, cache.o, padding.i)
+            wiring.connect(m, pixels, cache.i)
+            pixels = cache.o
+        parts = {}
+        if self.window_stage:
+            m.submodules.window = window = Window(cfg)
+            m.d.comb += [
+                window.params.rows.eq(g.rows), window.params.cols.eq(g.cols),
+                window.params.pad_top.eq(g.pad_top), window.params.pad_bottom.eq(g.pad_bottom),
+                window.params.pad_left.eq(g.pad_left), window.params.pad_right.eq(g.pad_right),
+                window.params.stride.eq(g.stride),
+            ]
+            first, windows = window.i, window.o
+            parts["window"] = window
         else:
-            wiring.connect(m, reader.o, padding.i)
-        wiring.connect(m, padding.o, cvt.i)
-        wiring.connect(m, cvt.o, mul.i)
+            m.submodules.padding = padding = Padding(cfg)
+            m.submodules.cvt = cvt = Cvt(cfg)
+            m.d.comb += [
+                padding.params.rows.eq(g.rows), padding.params.cols.eq(g.cols),
+                padding.params.pad_top.eq(g.pad_top), padding.params.pad_bottom.eq(g.pad_bottom),
+                padding.params.pad_left.eq(g.pad_left), padding.params.pad_right.eq(g.pad_right),
+                cvt.params.rows.eq(g.padded_rows), cvt.params.cols.eq(g.padded_cols),
+                cvt.params.stride.eq(g.stride),
+            ]
+            wiring.connect(m, padding.o, cvt.i)
+            first, windows = padding.i, cvt.o
+            parts.update(padding=padding, cvt=cvt)
+        wiring.connect(m, pixels, first)
+        # done waits for the call's last input pixel too (a row no window uses may trail).
+        m.d.comb += seq.in_taken.eq(first.valid & first.ready)
+        wiring.connect(m, windows, mul.i)
         wiring.connect(m, loader.weights, mul.weights)
         wiring.connect(m, mul.o, add.i)
         wiring.connect(m, loader.bias, add.bias)
@@ -213,7 +237,7 @@ class Kernel(wiring.Component):
 
         #: The sub-components of the last elaboration, by name (for simulation probes).
         self.parts = dict(control=control, sequencer=seq, reader=reader, loader=loader, writer=writer,
-                          padding=padding, cvt=cvt, mul=mul, add=add, relu=relu, pool=pool)
+                          mul=mul, add=add, relu=relu, pool=pool, **parts)
         return m
 
 

@@ -148,6 +148,11 @@ class Sequencer(wiring.Component):
         then its GI weight sets as one transfer.
     out_ack : In(1)
         One pulse per write command whose every byte is acknowledged (``BRESP`` seen).
+    in_taken : In(1)
+        One pulse per input pixel taken by the first stage of the dataflow. ``done`` also
+        waits for all ``o_count * GI * rows * W`` of them: at stride 2 a last input row no
+        window uses may still be on its way when the last write is acknowledged, and the
+        next call must not change the parameters under it.
     """
 
     def __init__(self, cfg: KernelConfig, *, cache_pixels: int = 0):
@@ -164,6 +169,7 @@ class Sequencer(wiring.Component):
             "w_cmd": Out(stream.Signature(weight_command_layout())),
             "out_cmd": Out(stream.Signature(command_layout())),
             "out_ack": In(1),
+            "in_taken": In(1),
         })
 
     def elaborate(self, platform):
@@ -192,6 +198,7 @@ class Sequencer(wiring.Component):
         out_pixels = _pipelined_product(m, g.out_rows, g.out_cols, "out_px")   # written pixels
         w_first = _pipelined_product(m, o_first, g.groups_in, "w_first")       # sets before o_first
         out_first = _pipelined_product(m, o_first, out_plane, "out_first")     # pixels before o_first
+        frames = _pipelined_product(m, o_count, g.groups_in, "frames")        # input frames of the call
         gi_rows = Signal(len(g.groups_in) + len(g.rows))                       # GI*rows, registered
         tile = _pipelined_product(m, gi_rows, g.cols, "tile")                  # GI*rows*W
 
@@ -224,6 +231,9 @@ class Sequencer(wiring.Component):
         out_groups_left = Signal(count_bits)
         out_addr = Signal(ADDRESS_BITS)
         acks_left = Signal(count_bits)
+        frames_left = Signal(count_bits)             # input frames not yet fully taken
+        frame_pixels_left = Signal(32)               # pixels of the current one
+        frame_in = Signal(32)                        # rows * W
         wait = Signal(range(PRODUCT_LATENCY + 1))
 
         def shift_by_stride(value):
@@ -276,6 +286,7 @@ class Sequencer(wiring.Component):
                         w_group_bytes.eq(g.groups_in * set_bytes),
                         out_base.eq((out_first + write_offset) << cpo_log),
                         out_bytes.eq(out_pixels << cpo_log),
+                        frame_in.eq(tile_in),
                         g.tile_pixels.eq(tile),
                         g.cached.eq((tile <= self.cache_pixels) if self.cache_pixels else 0),
                     ]
@@ -291,10 +302,11 @@ class Sequencer(wiring.Component):
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
                     out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
                     acks_left.eq(o_count),
+                    frames_left.eq(frames), frame_pixels_left.eq(frame_in),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~in_active & ~w_active & ~out_active & (acks_left == 0)):
+                with m.If(~in_active & ~w_active & ~out_active & (acks_left == 0) & (frames_left == 0)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~call.ongoing("IDLE"))
@@ -346,6 +358,11 @@ class Sequencer(wiring.Component):
             m.d.sync += [out_addr.eq(out_addr + out_step), out_groups_left.eq(out_groups_left - 1)]
             with m.If(out_groups_left == 1):
                 m.d.sync += out_active.eq(0)
+        with m.If(self.in_taken):
+            with m.If(frame_pixels_left == 1):
+                m.d.sync += [frame_pixels_left.eq(frame_in), frames_left.eq(frames_left - 1)]
+            with m.Else():
+                m.d.sync += frame_pixels_left.eq(frame_pixels_left - 1)
         with m.If(self.out_ack):
             m.d.sync += acks_left.eq(acks_left - 1)
         return m

@@ -35,10 +35,12 @@ def make_layer(cfg, rng, H, W, I, O):
     }
 
 
-@pytest.mark.parametrize("stall, cache", [(0.0, 0), (0.3, 0), (0.0, 16384), (0.3, 80)])
-def test_two_calls(stall, cache):
+@pytest.mark.parametrize("stall, cache, window", [(0.0, 0, True), (0.3, 0, True), (0.0, 16384, True),
+                                                  (0.3, 80, True), (0.3, 80, False)])
+def test_two_calls(stall, cache, window):
     """Two calls; without input cache, with one holding both tiles, and with one holding only
-    the second call's tile (the first is re-read for each output group)."""
+    the second call's tile (the first is re-read for each output group); windows from the
+    Window stage or from padding -> cvt."""
     cfg = CFG
     rng = np.random.default_rng(11)
     H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
@@ -47,7 +49,7 @@ def test_two_calls(stall, cache):
     calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9),
              CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=17, use_mult=True, relu=True,
                       read_offset=W, o_first=1, pool=POOL_MAX, write_offset=2, out_plane=12)]
-    sim = KernelSim(cfg, stall=stall, seed=3, input_cache_pixels=cache)
+    sim = KernelSim(cfg, stall=stall, seed=3, input_cache_pixels=cache, window_stage=window)
     place(sim, layer, pointers)
     before = sim.mem["gmem_out"].copy()
     sim.run([(args, pointers) for args in calls])

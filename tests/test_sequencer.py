@@ -93,19 +93,26 @@ def run_calls(cfg, calls, stall=0.3, seed=0, cache_pixels=0):
                 assert not ctx.get(g.cached)
             lo, hi = args.clip_bounds(cfg)
             assert (ctx.get(g.clip_lo), ctx.get(g.clip_hi)) == (lo, hi)
-            # done only after the last write is acknowledged
-            for k in range(len(writes)):
-                for _ in range(rng.randrange(4)):
+            # done only after the last write is acknowledged and the last input pixel taken,
+            # whichever comes last
+            pixels = len(args.groups(cfg)) * args.gi(cfg) * args.rows * args.W
+            events = ["ack"] * len(writes) + ["pixel"] * pixels
+            last = "ack" if rng.random() < 0.5 else "pixel"
+            events.remove(last)
+            rng.shuffle(events)
+            for event in events + [last]:
+                for _ in range(rng.randrange(3)):
                     assert ctx.get(dut.busy) and not ctx.get(dut.done)
                     await ctx.tick()
-                ctx.set(dut.out_ack, 1)
+                pulse = dut.out_ack if event == "ack" else dut.in_taken
+                ctx.set(pulse, 1)
                 await ctx.tick()
-                ctx.set(dut.out_ack, 0)
+                ctx.set(pulse, 0)
             for cycle in range(3):
                 if ctx.get(dut.done):
                     break
                 await ctx.tick()
-            assert ctx.get(dut.done), "done not raised after the last acknowledgement"
+            assert ctx.get(dut.done), f"done not raised after the last {last}"
             await ctx.tick()
             assert not ctx.get(dut.busy)
             results.append(args)
