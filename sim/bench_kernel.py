@@ -7,7 +7,7 @@ the pixels the call writes, bit for bit with :func:`hlsinf.reference.kernel_call
 of the same memory.
 
 The kernel configuration comes from ``$HLSINF_CFG`` (JSON of a KernelConfig); the Verilog
-under test must have been generated from the same configuration (``sim/kernel_runner.py``).
+under test must have been generated from the same configuration (``sim.runner.run_kernel``).
 Cycle counts of each call are appended to ``$HLSINF_CYCLES`` (JSON lines) when it is set.
 """
 
