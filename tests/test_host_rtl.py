@@ -33,8 +33,9 @@ def test_small_cnn_on_the_rtl_device_matches_the_reference_device():
     rng = np.random.default_rng(0)
     model = small_cnn(10, 10, seed=1)
     plan = to_fpga(model, CFG, calibration=rng.uniform(0, 1, (4, 3, 10, 10)).astype(np.float32),
-                   max_rows=4, max_out_groups=2)
+                   max_rows=4, max_cols=4, max_out_groups=2)
     assert sum(len(l.calls) for l in plan.fpga_layers) > len(plan.fpga_layers)   # tiles and group ranges
+    assert plan.fpga_layers[0].columns                                              # column strips too
     x = rng.uniform(0, 1, (1, 3, 10, 10)).astype(np.float32)
     fetch = [l.output for l in plan.fpga_layers]
     want = Session(plan, ReferenceDevice(CFG)).run(x, fetch=fetch)
