@@ -187,8 +187,9 @@ def _design_source(cell: dict) -> str:
 def logic_depth(netlist: dict, top: str | None = None) -> dict:
     """Deepest combinational path between sequential elements (see the module docstring).
 
-    Returns ``lut_levels``, ``logic_levels`` and ``path``: the cells (type and Amaranth
-    source location) of the deepest path in LUT levels, from start to end.
+    Returns ``lut_levels``, ``logic_levels`` and ``path``: the cells of the deepest path in
+    LUT levels, from start to end, each with its type, a named net it drives (Amaranth
+    signal names survive flattening as ``submodule.signal``) and its source location.
     """
     module = _top_module(netlist, top)
     cells = module["cells"]
@@ -238,12 +239,28 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
                 depth[name] = (lut, logic, best_lut)
     if not depth:
         return {"lut_levels": 0, "logic_levels": 0, "path": []}
+    net_names = {}
+    for net, info in module.get("netnames", {}).items():
+        if not info.get("hide_name", 0):
+            for bit in info["bits"]:
+                if isinstance(bit, int):
+                    net_names.setdefault(bit, net)
+
+    def output_net(cell):
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            if dirs.get(port) == "output":
+                for bit in bits:
+                    if bit in net_names:
+                        return net_names[bit]
+        return ""
+
     end = max(depth, key=lambda n: depth[n][0])
     path, node = [], end
     while node is not None:
         cell = cells[node]
         if _weights(cell) != (0, 0):
-            path.append({"type": cell["type"], "src": _design_source(cell)})
+            path.append({"type": cell["type"], "net": output_net(cell), "src": _design_source(cell)})
         node = depth[node][2]
     return {"lut_levels": depth[end][0], "logic_levels": max(d[1] for d in depth.values()),
             "path": path[::-1]}
@@ -279,7 +296,7 @@ class ResourceReport:
         rows = "\n".join(f"| {k} | {self.counts[k]:g} | {self.totals[k]:,} | {100 * self.shares[k]:.2f} % |"
                          for k in self.totals)
         path = " → ".join(f"{c['type']}" for c in self.depth["path"]) or "(none)"
-        sources = list(dict.fromkeys(c["src"] for c in self.depth["path"] if c["src"]))
+        sources = list(dict.fromkeys(c["net"] or c["src"] for c in self.depth["path"] if c["net"] or c["src"]))
         return (f"# Resources of `{self.top}`\n\n"
                 f"Yosys `synth_xilinx -family {self.family}` ({self.yosys_version}), {self.seconds:.0f} s. "
                 "Estimates: Vivado maps differently.\n\n"
