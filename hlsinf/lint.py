@@ -35,6 +35,13 @@ WAIVERS: tuple[tuple[str, str | None, str], ...] = (
     ("WIDTHEXPAND", None,
      "widths follow Amaranth's arithmetic rules; the Verilog backend writes operands narrower than "
      "their operator and relies on Verilog's (identical) sign or zero extension"),
+    ("WIDTHTRUNC", "*Logical operator LOG*",
+     "the Verilog backend writes Amaranth's `x == 0` and boolean tests as `!x`, `x && y` on "
+     "multi-bit operands, which Verilog defines as comparisons with zero; other truncations stay errors"),
+    ("CASEINCOMPLETE", None,
+     "the backend opens every always @* block with a default assignment of each target before its "
+     "case statements, so an uncovered case value keeps that default and infers no latch "
+     "(LATCH stays on to catch real latches)"),
     ("SYMRSVDWORD", "*'interrupt'*",
      "`interrupt` is the port name Vitis requires of an RTL kernel"),
 )
