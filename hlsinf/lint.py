@@ -38,6 +38,12 @@ WAIVERS: tuple[tuple[str, str | None, str], ...] = (
     ("WIDTHTRUNC", "*Logical operator LOG*",
      "the Verilog backend writes Amaranth's `x == 0` and boolean tests as `!x`, `x && y` on "
      "multi-bit operands, which Verilog defines as comparisons with zero; other truncations stay errors"),
+    ("WIDTHTRUNC", "*Assign RHS's SHIFT*",
+     "the backend sizes a shift by the width of the wire it is assigned to, where Amaranth "
+     "defines the result of `.eq(a >> n)` as truncated to the target"),
+    ("ASCRANGE", "*[-1:0]*",
+     "zero-width Amaranth signals (e.g. the pointers of a one-entry FIFO) are declared "
+     "[-1:0] by the backend and never read"),
     ("CASEINCOMPLETE", None,
      "the backend opens every always @* block with a default assignment of each target before its "
      "case statements, so an uncovered case value keeps that default and infers no latch "
