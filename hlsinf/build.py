@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +110,37 @@ def _say(quiet: bool, text: str):
         print(text, file=sys.stderr, flush=True)
 
 
+class _Ticker:
+    """Shows that a long step without progress hooks (Amaranth's Verilog conversion) is alive:
+    elapsed seconds rewritten in place on a terminal, a line every 30 s in a log."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.label, self.quiet = label, quiet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        tty, start = sys.stderr.isatty(), time.monotonic()
+        while not self._stop.wait(1 if tty else 30):
+            elapsed = time.monotonic() - start
+            if tty:
+                print(f"\r\033[K  {self.label}: {elapsed:.0f} s", end="", file=sys.stderr, flush=True)
+            else:
+                print(f"  {self.label}: still running after {elapsed:.0f} s", file=sys.stderr, flush=True)
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if not self.quiet:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _kernel_verilog(cfg: KernelConfig) -> str:
     try:
         from .kernel import kernel_verilog
@@ -132,7 +164,8 @@ def build(cfg: KernelConfig, out_dir, *, platform=None, report: bool = False, li
     out = Path(out_dir)
     start = time.monotonic()
     _say(quiet, f"hlsinf.build: generating the {cfg.cpi}x{cfg.cpo} kernel ...")
-    text = _kernel_verilog(cfg) if verilog is None else verilog
+    with _Ticker("elaborating and writing Verilog", quiet or verilog is not None):
+        text = _kernel_verilog(cfg) if verilog is None else verilog
     interface = KernelInterface.from_verilog(text)
     regs = register_map()
     interface.check(regs)           # before any file is written
@@ -156,13 +189,15 @@ def build(cfg: KernelConfig, out_dir, *, platform=None, report: bool = False, li
     if lint:
         from .lint import lint as run_lint
         _say(quiet, "  lint: verilator --lint-only -Wall ...")
-        result = run_lint(files["verilog"], interface.name)
+        lint_start = time.monotonic()
+        with _Ticker("lint", quiet):
+            result = run_lint(files["verilog"], interface.name)
         files["lint_waivers"] = files["verilog"].with_suffix(".vlt")
         files["lint_log"] = out / "lint.log"
         files["lint_log"].write_text(" ".join(result.command) + "\n" + result.output)
         if not result.ok:
             raise RuntimeError("lint failed:\n" + "\n".join(result.messages[:40]))
-        _say(quiet, "  lint: clean")
+        _say(quiet, f"  lint: clean ({time.monotonic() - lint_start:.1f} s)")
 
     if report:
         from .resources import resource_report, write_report
