@@ -113,10 +113,12 @@ def run_yosys(script: str, log_path, progress=True, yosys: str | None = None) ->
 
 def synth_script(verilog_path, top: str, json_path, family: str = "xcup") -> str:
     """The Yosys script: out-of-context UltraScale+ mapping (no I/O buffers, no BUFG: the
-    Vitis shell owns them), URAM inference for big memories, then a JSON netlist."""
+    Vitis shell owns them), URAM inference for big memories, then a JSON netlist without
+    ``src`` attributes (techmap file locations: most of the file for big designs)."""
     return (f"read_verilog -sv {Path(verilog_path)}; "
             f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf"
             f"{' -uram' if family == 'xcup' else ''}; "
+            f"setattr -unset src; "
             f"write_json {Path(json_path)}")
 
 
@@ -176,20 +178,12 @@ def _weights(cell: dict) -> tuple[int, int]:
     return 0, 0
 
 
-def _design_source(cell: dict) -> str:
-    """The design's own source location of a cell, without Yosys' techmap library files."""
-    for part in str(cell.get("attributes", {}).get("src", "")).split("|"):
-        if part and "share/yosys" not in part:
-            return part
-    return ""
-
-
 def logic_depth(netlist: dict, top: str | None = None) -> dict:
     """Deepest combinational path between sequential elements (see the module docstring).
 
     Returns ``lut_levels``, ``logic_levels`` and ``path``: the cells of the deepest path in
-    LUT levels, from start to end, each with its type, a named net it drives (Amaranth
-    signal names survive flattening as ``submodule.signal``) and its source location.
+    LUT levels, from start to end, each with its type and a named net it drives (Amaranth
+    signal names survive flattening as ``submodule.signal``; "" if it drives none).
     """
     module = _top_module(netlist, top)
     cells = module["cells"]
@@ -260,7 +254,7 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
     while node is not None:
         cell = cells[node]
         if _weights(cell) != (0, 0):
-            path.append({"type": cell["type"], "net": output_net(cell), "src": _design_source(cell)})
+            path.append({"type": cell["type"], "net": output_net(cell)})
         node = depth[node][2]
     return {"lut_levels": depth[end][0], "logic_levels": max(d[1] for d in depth.values()),
             "path": path[::-1]}
@@ -296,7 +290,7 @@ class ResourceReport:
         rows = "\n".join(f"| {k} | {self.counts[k]:g} | {self.totals[k]:,} | {100 * self.shares[k]:.2f} % |"
                          for k in self.totals)
         path = " → ".join(f"{c['type']}" for c in self.depth["path"]) or "(none)"
-        sources = list(dict.fromkeys(c["net"] or c["src"] for c in self.depth["path"] if c["net"] or c["src"]))
+        sources = list(dict.fromkeys(c["net"] for c in self.depth["path"] if c["net"]))
         return (f"# Resources of `{self.top}`\n\n"
                 f"Yosys `synth_xilinx -family {self.family}` ({self.yosys_version}), {self.seconds:.0f} s. "
                 "Estimates: Vivado maps differently.\n\n"
