@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, KernelConfig
-from .registers import CONTROL_BITS, register_map
+from .registers import register_map
 
 __all__ = ["config_options", "make_parser", "config_from_args", "build", "register_map_markdown", "main"]
 
@@ -93,12 +93,9 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def register_map_markdown() -> str:
     """The s_axi_control register map as a markdown table (docs/build.md embeds it)."""
+    from .platforms.vitis import CONTROL_REGISTERS
     rows = ["| offset | name | bits | kind | bundle | meaning |", "|---:|---|---:|---|---|---|"]
-    control_doc = ", ".join(f"bit {bit} {name}" for name, bit in CONTROL_BITS.items())
-    rows += [f"| 0x00 | CTRL | 32 | control |  | ap_ctrl_hs: {control_doc} |",
-             "| 0x04 | GIER | 32 | control |  | global interrupt enable |",
-             "| 0x08 | IP_IER | 32 | control |  | interrupt enable: bit 0 ap_done, bit 1 ap_ready |",
-             "| 0x0C | IP_ISR | 32 | control |  | interrupt status, toggle on write |"]
+    rows += [f"| 0x{offset:02X} | {name} | 32 | control |  | {doc} |" for name, offset, doc in CONTROL_REGISTERS]
     for reg in register_map():
         kind = reg.kind + (", signed" if reg.signed else "")
         rows.append(f"| 0x{reg.offset:02X} | {reg.name} | {reg.bits} | {kind} | {reg.bundle or ''} | {reg.doc} |")

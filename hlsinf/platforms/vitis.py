@@ -18,10 +18,10 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ..registers import ARGS_BASE, CONTROL, GIE, IER, ISR, Register
+from ..registers import CONTROL, CONTROL_BITS, GIE, IER, ISR, Register
 
 __all__ = ["PackagingError", "Port", "KernelInterface", "kernel_xml", "package_tcl",
-           "link_config", "readme", "write_packaging", "PACKAGING_FILES"]
+           "link_config", "readme", "write_packaging", "PACKAGING_FILES", "CONTROL_REGISTERS"]
 
 #: Names of the files :func:`write_packaging` writes, by role.
 PACKAGING_FILES = {"kernel_xml": "kernel.xml", "package_tcl": "package.tcl",
@@ -29,7 +29,7 @@ PACKAGING_FILES = {"kernel_xml": "kernel.xml", "package_tcl": "package.tcl",
 
 #: Vitis ap_ctrl_hs registers below ``ARGS_BASE``, as the IP packager names them.
 CONTROL_REGISTERS = (
-    ("CTRL", CONTROL, "ap_ctrl_hs control: bit 0 ap_start, 1 ap_done, 2 ap_idle, 3 ap_ready, 7 auto_restart"),
+    ("CTRL", CONTROL, "ap_ctrl_hs control: " + ", ".join(f"bit {bit} {name}" for name, bit in CONTROL_BITS.items())),
     ("GIER", GIE, "global interrupt enable (bit 0)"),
     ("IP_IER", IER, "IP interrupt enable: bit 0 ap_done, bit 1 ap_ready"),
     ("IP_ISR", ISR, "IP interrupt status (toggle on write): bit 0 ap_done, bit 1 ap_ready"),
