@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["YosysNotFound", "find_yosys", "run_yosys", "count_resources", "logic_depth",
+__all__ = ["YosysNotFound", "find_yosys", "run_yosys", "drop_zero_memory_init", "count_resources", "logic_depth",
            "ResourceReport", "resource_report", "write_report"]
 
 
@@ -120,6 +120,22 @@ def synth_script(verilog_path, top: str, json_path, family: str = "xcup") -> str
             f"{' -uram' if family == 'xcup' else ''}; "
             f"setattr -unset src; "
             f"write_json {Path(json_path)}")
+
+
+#: ``initial`` blocks that only set memory words to zero, as Amaranth's back end writes
+#: them for every memory (``mem[0] = 256'h0...;`` once per word).
+_ZERO_MEMORY_INIT = re.compile(
+    r"^[ \t]*initial begin\n(?:[ \t]*\\?[^\s\[]+ ?\[\d+\] = \d+'[hbd]0+;\n)+[ \t]*end\n", re.M)
+
+
+def drop_zero_memory_init(text: str) -> tuple[str, int]:
+    """Remove all-zero memory initialisers; return the text and how many were removed.
+
+    Block RAM and UltraRAM power up at zero, so this changes nothing on the FPGA. It
+    matters to Yosys 0.23: it reads a 66,564-word initialiser (the 8x8 accumulation
+    buffer) for many minutes and gigabytes, and an initialised memory cannot become URAM.
+    """
+    return _ZERO_MEMORY_INIT.subn("", text)
 
 
 # Netlist analysis ------------------------------------------------------------------------
@@ -321,7 +337,13 @@ def resource_report(verilog_path, top: str, totals: dict, work_dir, family: str 
     work.mkdir(parents=True, exist_ok=True)
     json_path = work / "netlist.json"
     start = time.monotonic()
-    run_yosys(synth_script(verilog_path, top, json_path, family), work / "yosys.log", progress, yosys)
+    text, _ = drop_zero_memory_init(Path(verilog_path).read_text())
+    synth_input = work / "synth_input.v"
+    synth_input.write_text(text)
+    try:
+        run_yosys(synth_script(synth_input, top, json_path, family), work / "yosys.log", progress, yosys)
+    finally:
+        synth_input.unlink()
     netlist = json.loads(json_path.read_text())
     json_path.unlink()      # hundreds of MB for big kernels; the counts are what we keep
     report = ResourceReport(top, family, count_resources(netlist, top), dict(totals),

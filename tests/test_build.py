@@ -423,3 +423,30 @@ def test_cli_builds_the_real_kernel(tmp_path):
 
 def _top(out: Path) -> str:
     return ET.parse(out / "kernel.xml").getroot().find("kernel").get("name")
+
+
+class InitMemories(wiring.Component):
+    """Two memories, one zero-initialised and one with contents."""
+
+    def __init__(self):
+        super().__init__({"addr": In(4), "a": Out(8), "b": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.zeros = zeros = memory.Memory(shape=8, depth=16, init=[])
+        m.submodules.table = table = memory.Memory(shape=8, depth=16, init=list(range(3, 19)))
+        for mem, out in ((zeros, self.a), (table, self.b)):
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(self.addr), out.eq(rd.data)]
+        wr = zeros.write_port()
+        m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.addr), wr.en.eq(1)]
+        return m
+
+
+def test_only_all_zero_memory_initialisers_are_dropped():
+    from hlsinf.resources import drop_zero_memory_init
+    text = verilog.convert(InitMemories(), name="init_memories")
+    assert text.count("initial begin") == 2
+    out, removed = drop_zero_memory_init(text)
+    assert removed == 1 and out.count("initial begin") == 1
+    assert "8'h12" in out           # the table's last word (18) is kept
