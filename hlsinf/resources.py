@@ -18,8 +18,10 @@ cell's input. Along it we count
   unregistered DSP48E2, the way Vivado's "logic levels" counts.
 
 INV cells count as LUTs in the totals (Vivado usually folds them into a neighbour, so
-this is an upper bound) and as no level. Each cell's inputs all reach all its outputs,
-which can only overstate depth.
+this is an upper bound) and as no level. A cell's inputs all reach all its outputs (which
+can only overstate depth), except distributed RAM: each read output depends on its own
+read address only, and its data, enable and write address end a path. Logic that reaches
+no register, RAM or output is not counted. Combinational loops are reported and cut.
 """
 
 from __future__ import annotations
@@ -194,61 +196,42 @@ def _weights(cell: dict) -> tuple[int, int]:
     return 0, 0
 
 
+def _read_address_ports(output_port: str):
+    """Predicate on the input ports a distributed-RAM read output depends on.
+
+    ``DO<x>`` reads at ``ADDR<x>`` (RAM32M, RAM64M, RAM32M16, RAM64M8), ``SPO`` at ``A*``
+    and ``DPO`` at ``DPRA*`` (dual-port RAMxxX1D), ``O`` at ``A*`` (single-port); data,
+    write enable and write address act only at the clock edge.
+    """
+    if output_port.startswith("DO") and len(output_port) == 3:
+        return lambda port: port == "ADDR" + output_port[2]
+    if output_port == "DPO":
+        return lambda port: port.startswith("DPRA")
+    return lambda port: re.fullmatch(r"A\d*", port) is not None
+
+
+def _node_groups(cell: dict) -> list[tuple[list, list]]:
+    """``(output ports, input ports that reach them)`` for each separately timed output group
+    of a combinational cell: one group of everything, except distributed RAM (one per read port)."""
+    dirs = cell.get("port_directions", {})
+    outs = [p for p in cell["connections"] if dirs.get(p) == "output"]
+    ins = [p for p in cell["connections"] if dirs.get(p, "input") == "input"]
+    if cell["type"] in LUT_CELLS and cell["type"].startswith("RAM"):
+        return [([o], [i for i in ins if _read_address_ports(o)(i)]) for o in outs]
+    return [(outs, ins)]
+
+
 def logic_depth(netlist: dict, top: str | None = None) -> dict:
     """Deepest combinational path between sequential elements (see the module docstring).
 
-    Returns ``lut_levels``, ``logic_levels`` and ``path``: the cells of the deepest path in
-    LUT levels, from start to end, each with its type and a named net it drives (Amaranth
-    signal names survive flattening as ``submodule.signal``; "" if it drives none).
+    Returns ``lut_levels``, ``logic_levels``, ``path`` (the cells of the deepest path in
+    LUT levels, from start to end, each with its type and a named net it drives: Amaranth
+    signal names survive flattening as ``submodule.signal``, "" if it drives none) and
+    ``loops`` (combinational loops found, each as the named nets on it; a loop is cut
+    where it was found, so depths stay finite).
     """
     module = _top_module(netlist, top)
     cells = module["cells"]
-    driver = {}
-    for name, cell in cells.items():
-        if _is_sequential(cell):
-            continue
-        dirs = cell.get("port_directions", {})
-        for port, bits in cell["connections"].items():
-            if dirs.get(port) == "output":
-                for bit in bits:
-                    if isinstance(bit, int):
-                        driver[bit] = name
-
-    def inputs(cell):
-        dirs = cell.get("port_directions", {})
-        for port, bits in cell["connections"].items():
-            if dirs.get(port, "input") == "input":
-                for bit in bits:
-                    if isinstance(bit, int) and bit in driver:
-                        yield driver[bit]
-
-    depth = {}           # cell -> (lut levels, logic levels, predecessor on the deepest-LUT path)
-    on_stack = set()
-    for root in cells:
-        if root in depth or _is_sequential(cells[root]):
-            continue
-        stack = [(root, iter(set(inputs(cells[root]))))]
-        on_stack.add(root)
-        while stack:
-            name, pending = stack[-1]
-            for pred in pending:
-                if pred not in depth:
-                    if pred in on_stack:
-                        raise ValueError(f"combinational loop through cell {pred}")
-                    on_stack.add(pred)
-                    stack.append((pred, iter(set(inputs(cells[pred])))))
-                    break
-            else:
-                stack.pop()
-                on_stack.discard(name)
-                preds = set(inputs(cells[name]))
-                lut_w, logic_w = _weights(cells[name])
-                best_lut = max(preds, key=lambda p: depth[p][0], default=None)
-                lut = lut_w + (depth[best_lut][0] if best_lut else 0)
-                logic = logic_w + max((depth[p][1] for p in preds), default=0)
-                depth[name] = (lut, logic, best_lut)
-    if not depth:
-        return {"lut_levels": 0, "logic_levels": 0, "path": []}
     net_names = {}
     for net, info in module.get("netnames", {}).items():
         if not info.get("hide_name", 0):
@@ -256,24 +239,86 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
                 if isinstance(bit, int):
                     net_names.setdefault(bit, net)
 
-    def output_net(cell):
-        dirs = cell.get("port_directions", {})
-        for port, bits in cell["connections"].items():
-            if dirs.get(port) == "output":
-                for bit in bits:
-                    if bit in net_names:
-                        return net_names[bit]
+    # Nodes are (cell, output group): what drives each bit, what each node reads.
+    driver, reads = {}, {}
+    for name, cell in cells.items():
+        if _is_sequential(cell):
+            continue
+        for g, (outs, ins) in enumerate(_node_groups(cell)):
+            reads[name, g] = [bit for port in ins for bit in cell["connections"][port] if isinstance(bit, int)]
+            for port in outs:
+                for bit in cell["connections"][port]:
+                    if isinstance(bit, int):
+                        driver[bit] = (name, g)
+
+    def fanin(node) -> list:
+        return list({driver[bit] for bit in reads[node] if bit in driver})
+
+    def net_of(node):
+        name, g = node
+        cell = cells[name]
+        for port in _node_groups(cell)[g][0]:
+            for bit in cell["connections"][port]:
+                if bit in net_names:
+                    return net_names[bit]
         return ""
 
-    end = max(depth, key=lambda n: depth[n][0])
+    depth = {}           # node -> (lut levels, logic levels, predecessor on the deepest-LUT path)
+    preds_of, loops = {}, []
+    for root in reads:
+        if root in depth:
+            continue
+        preds_of[root] = fanin(root)
+        stack, on_stack = [(root, iter(preds_of[root]))], {root: 0}
+        while stack:
+            node, pending = stack[-1]
+            for pred in pending:
+                if pred in depth:
+                    continue
+                if pred in on_stack:            # a loop: report it, do not follow the edge
+                    if len(loops) < 10:
+                        cycle = [n for n, _ in stack[on_stack[pred]:]]
+                        loops.append([net_of(n) or cells[n[0]]["type"] for n in cycle])
+                    continue
+                preds_of[pred] = fanin(pred)
+                on_stack[pred] = len(stack)
+                stack.append((pred, iter(preds_of[pred])))
+                break
+            else:
+                stack.pop()
+                del on_stack[node]
+                preds = [p for p in preds_of.pop(node) if p in depth]
+                lut_w, logic_w = _weights(cells[node[0]])
+                best_lut = max(preds, key=lambda p: depth[p][0], default=None)
+                lut = lut_w + (depth[best_lut][0] if best_lut else 0)
+                logic = logic_w + max((depth[p][1] for p in preds), default=0)
+                depth[node] = (lut, logic, best_lut)
+    # Paths end where a value is captured: inputs of sequential cells, every input of a
+    # distributed RAM (its write side; read addresses that feed nothing are counted too,
+    # erring long) and the module's outputs. Logic that feeds none of these is ignored.
+    captured = set()
+    for cell in cells.values():
+        if _is_sequential(cell) or (cell["type"] in LUT_CELLS and cell["type"].startswith("RAM")):
+            dirs = cell.get("port_directions", {})
+            for port, bits in cell["connections"].items():
+                if dirs.get(port, "input") == "input":
+                    captured.update(bit for bit in bits if isinstance(bit, int))
+    for port in module.get("ports", {}).values():
+        if port["direction"] in ("output", "inout"):
+            captured.update(bit for bit in port["bits"] if isinstance(bit, int))
+    ends = {driver[bit] for bit in captured if bit in driver and driver[bit] in depth}
+    if not ends:
+        return {"lut_levels": 0, "logic_levels": 0, "path": [], "loops": loops}
+
+    end = max(ends, key=lambda n: depth[n][0])
     path, node = [], end
     while node is not None:
-        cell = cells[node]
+        cell = cells[node[0]]
         if _weights(cell) != (0, 0):
-            path.append({"type": cell["type"], "net": output_net(cell)})
+            path.append({"type": cell["type"], "net": net_of(node)})
         node = depth[node][2]
-    return {"lut_levels": depth[end][0], "logic_levels": max(d[1] for d in depth.values()),
-            "path": path[::-1]}
+    return {"lut_levels": depth[end][0], "logic_levels": max(depth[n][1] for n in ends),
+            "path": path[::-1], "loops": loops}
 
 
 # Report -----------------------------------------------------------------------------------
@@ -317,7 +362,9 @@ class ResourceReport:
                 f"* logic levels (LUT + CARRY + MUXF + unregistered DSP, as Vivado counts): "
                 f"{self.depth['logic_levels']}\n"
                 f"* deepest LUT path: {path}\n"
-                + "".join(f"  * `{s}`\n" for s in sources[:20]) +
+                + "".join(f"  * `{s}`\n" for s in sources[:20])
+                + "".join(f"\n**Combinational loop** (cut for the count): {' → '.join(f'`{n}`' for n in loop[:12])}\n"
+                          for loop in self.depth.get("loops", [])) +
                 "\nMethod: paths run between sequential cells (FF, SRL, BRAM, URAM, registered "
                 "DSP48E2) and module ports; see `hlsinf/resources.py`.\n")
 
@@ -345,9 +392,9 @@ def resource_report(verilog_path, top: str, totals: dict, work_dir, family: str 
     finally:
         synth_input.unlink()
     netlist = json.loads(json_path.read_text())
-    json_path.unlink()      # hundreds of MB for big kernels; the counts are what we keep
     report = ResourceReport(top, family, count_resources(netlist, top), dict(totals),
                             logic_depth(netlist, top), time.monotonic() - start, _yosys_version(yosys))
+    json_path.unlink()      # hundreds of MB for big kernels (kept above if the analysis fails)
     return report
 
 

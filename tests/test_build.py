@@ -450,3 +450,35 @@ def test_only_all_zero_memory_initialisers_are_dropped():
     out, removed = drop_zero_memory_init(text)
     assert removed == 1 and out.count("initial begin") == 1
     assert "8'h12" in out           # the table's last word (18) is kept
+
+
+def _cell(kind, connections, outputs):
+    return {"type": kind, "parameters": {}, "attributes": {}, "connections": connections,
+            "port_directions": {p: "output" if p in outputs else "input" for p in connections}}
+
+
+def test_logic_depth_follows_lutram_read_ports_and_reports_loops():
+    """A hand-made netlist: FF -> LUT -> RAM32M read port A -> LUT -> FF is 3 levels; the
+    RAM's port-D (write) address fed from its own port-A output is no loop and ends a path
+    there (port D's read output feeds nothing), while two LUTs feeding each other loop."""
+    from hlsinf.resources import logic_depth
+    cells = {
+        "ff1": _cell("FDRE", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
+        "lut_a": _cell("LUT2", {"I0": [10], "I1": [10], "O": [11]}, {"O"}),
+        "ram": _cell("RAM32M", {"ADDRA": [11] * 5, "ADDRD": [20] * 5, "DIA": [10, 10], "WE": [10],
+                                "WCLK": [1], "DOA": [12, 13], "DOD": [40, 41]}, {"DOA", "DOD"}),
+        "lut_b": _cell("LUT2", {"I0": [12], "I1": [13], "O": [14]}, {"O"}),
+        "lut_w": _cell("LUT6", {"I0": [12], "O": [20]}, {"O"}),
+        "ff2": _cell("FDRE", {"C": [1], "D": [14], "Q": [15]}, {"Q"}),
+    }
+    module = {"attributes": {"top": "1"}, "cells": cells,
+              "netnames": {"read_data": {"hide_name": 0, "bits": [12, 13]}}}
+    depth = logic_depth({"modules": {"t": module}}, "t")
+    assert depth["lut_levels"] == 3 and depth["loops"] == []
+    assert [c["type"] for c in depth["path"]][:2] == ["LUT2", "RAM32M"] and len(depth["path"]) == 3
+    assert depth["path"][1]["net"] == "read_data"
+
+    cells["x"] = _cell("LUT2", {"I0": [31], "O": [30]}, {"O"})
+    cells["y"] = _cell("LUT2", {"I0": [30], "O": [31]}, {"O"})
+    depth = logic_depth({"modules": {"t": module}}, "t")
+    assert len(depth["loops"]) == 1 and sorted(depth["loops"][0]) == ["LUT2", "LUT2"]
