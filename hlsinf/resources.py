@@ -140,6 +140,21 @@ def drop_zero_memory_init(text: str) -> tuple[str, int]:
     return _ZERO_MEMORY_INIT.subn("", text)
 
 
+_MEMORY_MAP_RE = re.compile(r"^mapping memory (\S+) via \$__XILINX_([A-Z]+)_", re.M)
+_MEMORY_KINDS = {"LUTRAM": "LUTRAM", "BLOCKRAM": "BRAM", "URAM": "URAM"}
+
+
+def memory_mapping(log: str, top: str) -> dict[str, str]:
+    """How Yosys' ``memory_libmap`` placed each memory: ``{"add.mem": "BRAM", ...}``.
+
+    Memories absent here were turned into flip-flops (too small, or not mappable).
+    """
+    found = {}
+    for name, kind in _MEMORY_MAP_RE.findall(log):
+        found[name.removeprefix(top + ".")] = _MEMORY_KINDS.get(kind, kind)
+    return dict(sorted(found.items()))
+
+
 # Netlist analysis ------------------------------------------------------------------------
 
 def _int(value) -> int:
@@ -332,6 +347,7 @@ class ResourceReport:
     depth: dict                        #: lut_levels, logic_levels, path
     seconds: float = 0.0
     yosys_version: str = ""
+    memories: dict = field(default_factory=dict)   #: memory name -> LUTRAM, BRAM or URAM
     shares: dict = field(init=False)
 
     def __post_init__(self):
@@ -342,7 +358,7 @@ class ResourceReport:
                 "seconds": round(self.seconds, 1),
                 "resources": {k: {"used": self.counts[k], "available": self.totals[k],
                                   "share": round(self.shares[k], 6)} for k in self.totals},
-                "cells": self.counts["cells"], "depth": self.depth,
+                "cells": self.counts["cells"], "memories": self.memories, "depth": self.depth,
                 "depth_method": "LUT cells (lut_levels) and LUT+CARRY+MUXF+unregistered-DSP cells "
                                 "(logic_levels) on the deepest path between sequential cells; "
                                 "see hlsinf/resources.py"}
@@ -357,6 +373,12 @@ class ResourceReport:
                 "Estimates: Vivado maps differently.\n\n"
                 "| resource | used | available | share |\n|---|---:|---:|---:|\n"
                 f"{rows}\n\n"
+                + ("## Memories\n\n| memory | mapped to |\n|---|---|\n"
+                   + "".join(f"| `{m}` | {k} |\n" for m, k in self.memories.items())
+                   + "\nA large memory in LUTRAM usually has an asynchronous read port (or a read "
+                     "address register Yosys cannot absorb); a registered read "
+                     "(`read_port(domain=\"sync\")`) lets it become BRAM or URAM.\n\n"
+                   if self.memories else "") +
                 "## Deepest combinational path\n\n"
                 f"* LUT levels: **{self.depth['lut_levels']}** (target for 300 MHz: about 6)\n"
                 f"* logic levels (LUT + CARRY + MUXF + unregistered DSP, as Vivado counts): "
@@ -393,7 +415,8 @@ def resource_report(verilog_path, top: str, totals: dict, work_dir, family: str 
         synth_input.unlink()
     netlist = json.loads(json_path.read_text())
     report = ResourceReport(top, family, count_resources(netlist, top), dict(totals),
-                            logic_depth(netlist, top), time.monotonic() - start, _yosys_version(yosys))
+                            logic_depth(netlist, top), time.monotonic() - start, _yosys_version(yosys),
+                            memory_mapping((work / "yosys.log").read_text(), top))
     json_path.unlink()      # hundreds of MB for big kernels (kept above if the analysis fails)
     return report
 

@@ -352,6 +352,8 @@ def test_resource_counts_agree_with_yosys_stat(tmp_path):
     assert rep.counts["FF"] == sum(n for t, n in stat.items() if t.startswith("FD"))
     assert rep.counts["LUT"] == sum(n for t, n in stat.items() if re.fullmatch(r"LUT\d|INV", t))
     assert rep.shares["DSP48E2"] == pytest.approx(rep.counts["DSP48E2"] / 6840)
+    assert rep.memories == {"mem": "BRAM"}
+    assert "| `mem` | BRAM |" in rep.to_markdown()
 
 
 @needs_yosys
@@ -482,3 +484,4 @@ def test_logic_depth_follows_lutram_read_ports_and_reports_loops():
     cells["y"] = _cell("LUT2", {"I0": [30], "O": [31]}, {"O"})
     depth = logic_depth({"modules": {"t": module}}, "t")
     assert len(depth["loops"]) == 1 and sorted(depth["loops"][0]) == ["LUT2", "LUT2"]
+
