@@ -68,7 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     out.add_argument("--report", action=argparse.BooleanOptionalAction, default=False,
                      help="also synthesise with Yosys (synth_xilinx -family xcup, needs the `yosys` "
                           "package) and write resources.json/.md; off by default because it takes "
-                          "minutes for large kernels (default: --no-report)")
+                          "minutes for large kernels: about 3.5 min for 8x8 (default: --no-report)")
     out.add_argument("--lint", action="store_true", default=False,
                      help="also lint the Verilog with Verilator -Wall (waivers in <top>.vlt); "
                           "exit 1 on lint errors (default: off)")

@@ -134,8 +134,9 @@ def drop_zero_memory_init(text: str) -> tuple[str, int]:
     """Remove all-zero memory initialisers; return the text and how many were removed.
 
     Block RAM and UltraRAM power up at zero, so this changes nothing on the FPGA. It
-    matters to Yosys 0.23: it reads a 66,564-word initialiser (the 8x8 accumulation
-    buffer) for many minutes and gigabytes, and an initialised memory cannot become URAM.
+    matters to Yosys 0.23: it read a 66,564-word initialiser (an early 8x8 accumulation
+    buffer) for over 12 minutes and 4 GB, and an initialised memory cannot become URAM.
+    The kernel's own export writes no such initialisers; other Verilog may.
     """
     return _ZERO_MEMORY_INIT.subn("", text)
 
