@@ -9,6 +9,7 @@ plus a report; none modifies its input:
   next layer's bias (SIMPLIFY's method);
 * :mod:`hlsinf.compress.finetune` is the PyTorch loop hook for iterative prune-and-fine-tune.
 
+:func:`compress` chains them and quantises with the host's post-training quantiser.
 Command line: ``python -m hlsinf.compress MODEL.onnx -o OUT.onnx --prune 0.5``.
 """
 
@@ -16,6 +17,8 @@ from ._graph import CompressError
 from .fold import FoldReport, fold_batchnorm
 from .prune import CRITERIA, SCOPES, PruneReport, channel_scores, prunable_convs, prune, select_channels
 from .remove import RemovalReport, remove_channels
+from .pipeline import CompressReport, compress, parameter_bytes
 
-__all__ = ["CompressError", "CRITERIA", "SCOPES", "FoldReport", "PruneReport", "RemovalReport",
-           "channel_scores", "fold_batchnorm", "prunable_convs", "prune", "remove_channels", "select_channels"]
+__all__ = ["CompressError", "CRITERIA", "SCOPES", "CompressReport", "FoldReport", "PruneReport", "RemovalReport",
+           "channel_scores", "compress", "fold_batchnorm", "parameter_bytes", "prunable_convs", "prune",
+           "remove_channels", "select_channels"]

@@ -43,6 +43,27 @@ class Graph:
                 node.name = f"{node.op_type}_{i}"
         self._inits = {t.name: t for t in self.graph.initializer}
         self._shapes = None
+        self._constants_to_initializers()
+
+    def _constants_to_initializers(self):
+        """Turn ``Constant`` nodes and ``Identity`` copies of initializers into initializers.
+
+        Exporters emit both (``torch.onnx.export(do_constant_folding=False)`` wraps every
+        parameter in an Identity); the passes need parameters they can rewrite.
+        """
+        for node in list(self.graph.node):
+            out = node.output[0] if node.output else ""
+            if not out or self.is_graph_output(out):
+                continue
+            if node.op_type == "Constant" and self.attr(node, "value") is not None:
+                tensor = numpy_helper.to_array(self.attr(node, "value"))
+            elif node.op_type == "Identity" and node.input[0] in self._inits:
+                tensor = self.array(node.input[0])
+            else:
+                continue
+            self.graph.node.remove(node)
+            self.graph.initializer.append(numpy_helper.from_array(tensor, out))
+            self._inits[out] = self.graph.initializer[-1]
 
     # Nodes and tensors ----------------------------------------------------------------------
 
