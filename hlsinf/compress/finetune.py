@@ -150,7 +150,19 @@ class ChannelPruner:
         """A copy of the model with the masks baked into plain parameters (for ONNX export)."""
         from torch.nn.utils import prune as torch_prune
 
-        clone = copy.deepcopy(self.model)
+        # The masked ``weight`` attributes are computed tensors, which deepcopy refuses: swap
+        # detached copies in for the duration of the copy.
+        swapped = []
+        for module in self.model.modules():
+            for param in ("weight", "bias"):
+                if hasattr(module, f"{param}_mask"):
+                    swapped.append((module, param, getattr(module, param)))
+                    setattr(module, param, _current(module, param).detach())
+        try:
+            clone = copy.deepcopy(self.model)
+        finally:
+            for module, param, value in swapped:
+                setattr(module, param, value)
         for module in clone.modules():
             for param in ("weight", "bias"):
                 if torch_prune.is_pruned(module) and hasattr(module, f"{param}_mask"):
