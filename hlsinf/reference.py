@@ -238,9 +238,14 @@ def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
 def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
     """Stage ``relu``: ``clip((acc * M + 2**(shift-1)) >> shift, lo, hi)``; round half up, saturate."""
     acc = np.asarray(acc, np.int64)
-    product = acc * np.asarray(mult, np.int64)
+    mult = np.asarray(mult, np.int64)
     rounding = (1 << (shift - 1)) if shift > 0 else 0
-    return np.clip((product + rounding) >> shift, lo, hi)
+    biggest = (int(np.abs(acc).max(initial=0)) * int(np.abs(mult).max(initial=0))) + rounding
+    if biggest >= 1 << 62:
+        # acc_bits + mult_bits can exceed 63 (48 + 24): use exact Python integers.
+        acc, mult = acc.astype(object), mult.astype(object)
+    product = acc * mult
+    return np.clip((product + rounding) >> shift, lo, hi).astype(np.int64)
 
 
 def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:

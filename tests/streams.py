@@ -68,8 +68,15 @@ def run_stage(dut, testbenches, *, deadline_cycles: int = 200_000, vcd: str | No
             finished.append(tb)
         sim.add_testbench(wrapped)
 
+    async def watchdog(ctx):
+        await ctx.delay(deadline_cycles * 1e-8)
+        raise AssertionError(f"testbenches did not finish within {deadline_cycles} cycles (deadlock?)")
+    # Background: sim.run() returns as soon as the testbenches are done (run_until would
+    # always simulate the whole deadline).
+    sim.add_testbench(watchdog, background=True)
+
     def run():
-        sim.run_until(deadline_cycles * 1e-8)
+        sim.run()
     if vcd:
         with sim.write_vcd(vcd):
             run()

@@ -1,0 +1,193 @@
+"""Stage ``mul``: CPO x CPI x 9 multipliers and one adder tree per output lane.
+
+Every cycle one 3x3 window of CPI input channels is multiplied by the weight set of the
+current frame, and the CPI x 9 products of each output lane are summed into one partial
+sum. The weight set for a frame arrives on its own stream and is taken in the same cycle
+as the frame's first window, so a new ``(output group, input group)`` pair starts on the
+cycle after the previous one ends (docs/architecture.md, "Weights paired with the first
+window of a frame").
+
+Pipeline (one register per line; the whole pipeline advances together when the output
+register is empty or being read)::
+
+    window, weight set  ->  operand registers   (a new weight set loads with a frame's first window)
+    operands            ->  product registers   (the DSP48E2 M register)
+    products            ->  adder tree, a register after every ``levels_per_register`` levels;
+                            the last tree register drives ``o``
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import KernelConfig
+
+__all__ = ["Mul", "multiply", "act_shape", "frame_pixels_shape", "frame_counter"]
+
+
+def act_shape(cfg: KernelConfig):
+    """Shape of one activation: ``signed`` or ``unsigned`` ``act_bits`` per ``cfg.act_signed``."""
+    return signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+
+
+def frame_pixels_shape(cfg: KernelConfig):
+    """Shape of a ``frame_pixels`` parameter: wide enough for ``cfg.max_frame_pixels``."""
+    return unsigned(cfg.max_frame_pixels.bit_length())
+
+
+def frame_counter(m: Module, step, length, name: str):
+    """``(first, last)``: whether the next of every ``length`` items (``length`` >= 1) is the
+    first or the last one; ``step`` takes an item.
+
+    A ``first`` flag and a down-counter of the items still to come: the flags come from
+    compares with constants, never from an adder followed by a compare, so the counter
+    adds no long path before the stream handshakes it drives. ``length`` is only read
+    when a run starts, so it may change between runs.
+    """
+    first = Signal(init=1, name=f"{name}_first")
+    left = Signal.like(length, name=f"{name}_left")   # items after the previous one
+    last = Signal(name=f"{name}_last")
+    m.d.comb += last.eq(Mux(first, length == 1, left == 1))
+    with m.If(step):
+        m.d.sync += [first.eq(last), left.eq(Mux(first, length - 1, left - 1))]
+    return first, last
+
+
+def multiply(activation, weights) -> list:
+    """The products of one activation with the CPO weights that share it, one per weight.
+
+    This is the only place products are formed. Amaranth's ``*`` of an unsigned and a
+    signed value zero-extends the unsigned one, so uint8 activations need no special case.
+    Packing two int8 products per DSP48E2 (both multiply the same activation, one weight
+    shifted left by 18 bits) changes this function only: its callers already hand it
+    every weight that shares ``activation``.
+    """
+    return [activation * weight for weight in weights]
+
+
+class Mul(wiring.Component):
+    """Window x weight set -> CPO partial sums, one window per cycle.
+
+    Parameters
+    ----------
+    cfg : KernelConfig
+        Gives CPI, CPO and the number formats.
+    levels_per_register : int
+        Adder-tree levels between two registers (1 or 2). Two carry-chain adders in a row
+        stay well under the ~6 LUT levels allowed at 300 MHz and save half the registers.
+
+    Members
+    -------
+    params : In(StructLayout)
+        ``frame_pixels``: windows per frame (>= 1), constant while a call runs.
+    i : In(stream.Signature(ArrayLayout(ArrayLayout(act, 9), CPI)))
+        Windows; tap ``ky * 3 + kx`` of each lane.
+    weights : In(stream.Signature(ArrayLayout(ArrayLayout(ArrayLayout(weight, 9), CPI), CPO)))
+        One weight set ``[cpo][cpi][tap]`` per frame, taken with the frame's first window.
+    o : Out(stream.Signature(ArrayLayout(signed(cfg.partial_bits), CPO)))
+        ``reference.mul_partial`` of each window, in order.
+
+    ``latency`` is the number of cycles from a window being taken to its partial sums
+    being offered on ``o`` when nothing stalls.
+    """
+
+    def __init__(self, cfg: KernelConfig, *, levels_per_register: int = 2):
+        if levels_per_register not in (1, 2):
+            raise ValueError(f"Mul: levels_per_register = {levels_per_register!r} is out of range: 1 or 2")
+        self._cfg = cfg
+        self._levels_per_register = levels_per_register
+        self.window_layout = data.ArrayLayout(data.ArrayLayout(act_shape(cfg), 9), cfg.cpi)
+        self.weights_layout = data.ArrayLayout(
+            data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpi), cfg.cpo)
+        self.partial_layout = data.ArrayLayout(signed(cfg.partial_bits), cfg.cpo)
+        self.params_layout = data.StructLayout({"frame_pixels": frame_pixels_shape(cfg)})
+        super().__init__({
+            "params": In(self.params_layout),
+            "i": In(stream.Signature(self.window_layout)),
+            "weights": In(stream.Signature(self.weights_layout)),
+            "o": Out(stream.Signature(self.partial_layout)),
+        })
+        tree_levels = math.ceil(math.log2(cfg.cpi * 9))
+        #: operand registers + product registers + adder-tree registers
+        self.latency = 2 + math.ceil(tree_levels / levels_per_register)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+
+        # The whole pipeline moves one step when the output register is free.
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        # Input: the first window of a frame needs a weight set.
+        take = Signal()
+        first, _ = frame_counter(m, take, self.params.frame_pixels, "window")
+        m.d.comb += [
+            self.i.ready.eq(advance & (~first | self.weights.valid)),
+            self.weights.ready.eq(advance & first & self.i.valid),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+
+        # Operand registers. The weight set is held for the rest of the frame: it only
+        # changes when the frame's first window enters, so every older window has
+        # already left for the product registers.
+        window = Signal(self.window_layout)
+        weight_set = Signal(self.weights_layout)
+        valid = Signal()
+        with m.If(advance):
+            m.d.sync += [valid.eq(take), window.eq(self.i.payload)]
+            with m.If(take & first):
+                m.d.sync += weight_set.eq(self.weights.payload)
+
+        # Product registers: lane o sums products[o].
+        products = [[] for _ in range(cfg.cpo)]
+        for c in range(cfg.cpi):
+            for tap in range(9):
+                shared = multiply(window[c][tap], [weight_set[o][c][tap] for o in range(cfg.cpo)])
+                for o, product in enumerate(shared):
+                    products[o].append(product)
+        nodes, valid = self._register(m, advance, valid, products, "product")
+
+        # Adder tree: pairwise sums, a register every `levels_per_register` levels.
+        stage = 0
+        while len(nodes[0]) > 1:
+            for _ in range(self._levels_per_register):
+                nodes = [_add_pairs(lane) for lane in nodes]
+            nodes, valid = self._register(m, advance, valid, nodes, f"sum{stage}")
+            stage += 1
+        assert stage + 2 == self.latency
+
+        m.d.comb += self.o.valid.eq(valid)
+        for o in range(cfg.cpo):
+            # Exact: the sum of CPI x 9 products fits partial_bits by construction.
+            m.d.comb += self.o.payload[o].eq(nodes[o][0])
+        return m
+
+    @staticmethod
+    def _register(m, advance, valid, lanes, name):
+        """One pipeline register for every value of ``lanes`` plus the valid bit."""
+        registered = []
+        for o, values in enumerate(lanes):
+            row = []
+            for k, value in enumerate(values):
+                reg = Signal(value.shape(), name=f"{name}_{o}_{k}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(value)
+                row.append(reg)
+            registered.append(row)
+        next_valid = Signal(name=f"{name}_valid")
+        with m.If(advance):
+            m.d.sync += next_valid.eq(valid)
+        return registered, next_valid
+
+
+def _add_pairs(values: list) -> list:
+    """One adder-tree level: neighbours summed, an odd last value passed through."""
+    sums = [values[k] + values[k + 1] for k in range(0, len(values) - 1, 2)]
+    if len(values) % 2:
+        sums.append(values[-1])
+    return sums
