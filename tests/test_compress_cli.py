@@ -58,3 +58,18 @@ def test_missing_model_through_python_m(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hlsinf.compress", str(tmp_path / "none.onnx"), "-o", str(tmp_path / "o.onnx")],
                        capture_output=True, text=True, env=env, cwd=root)
     assert r.returncode == 2 and "model file" in r.stderr and "none.onnx" in r.stderr and "does not exist" in r.stderr
+
+
+def test_zero_channels_that_cannot_leave_are_reported(tmp_path, capsys):
+    """A dead channel before a residual Add stays; the CLI says why and still writes the model."""
+    from onnx import helper
+    from compress_models import zero_weights
+    model = sequential([("conv", 4, 1), ("relu",), ("conv", 4, 1)], input_shape=(1, 2, 5, 5))
+    model.graph.node.append(helper.make_node("Add", ["t1", "t2"], ["sum"], name="residual_add"))
+    model.graph.output[0].name = "sum"
+    zero_weights(model, "conv0", [1])
+    onnx.save(model, tmp_path / "res.onnx")
+    assert main([str(tmp_path / "res.onnx"), "-o", str(tmp_path / "o.onnx")]) == 0
+    printed = capsys.readouterr().out
+    assert "1 zero channel(s) left" in printed and "residual_add" in printed
+    assert conv_channels(onnx.load(tmp_path / "o.onnx")) == {"conv0": 4, "conv2": 4}

@@ -189,3 +189,27 @@ def test_model_without_conv_is_rejected():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(CompressError, match="nothere.onnx"):
         remove_channels(tmp_path / "nothere.onnx")
+
+
+def test_opset_17_models():
+    model = zero_weights(sequential(STRUCTURES["conv-bn-relu-pool-conv pad1"], opset=17), "conv0", [1, 3], keep_bias=False)
+    slim, _ = remove_channels(model)
+    assert slim.opset_import[0].version == 17
+    assert_same_outputs(model, slim)
+
+
+def test_parameters_behind_identity_and_constant_nodes():
+    """As torch.onnx.export(do_constant_folding=False) writes them: Identity(initializer), Constant."""
+    model = zero_weights(sequential(STRUCTURES["conv-relu-conv pad0"]), "conv0", [0, 5])
+    conv0, conv2 = model.graph.node[0], model.graph.node[2]
+    model.graph.node.insert(0, helper.make_node("Identity", ["conv0.w"], ["conv0.w.id"], name="param_id"))
+    conv0.input[1] = "conv0.w.id"
+    bias = next(t for t in model.graph.initializer if t.name == "conv2.b")
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["conv2.b.const"], name="param_const", value=bias))
+    model.graph.initializer.remove(bias)
+    conv2.input[2] = "conv2.b.const"
+    onnx.checker.check_model(model)
+    slim, _ = remove_channels(model)
+    assert conv_channels(slim)["conv0"] == 4
+    assert [n.op_type for n in slim.graph.node] == ["Conv", "Relu", "Conv", "Relu"]
+    assert_same_outputs(model, slim)

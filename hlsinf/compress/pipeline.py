@@ -68,7 +68,9 @@ def compress(model, *, amount=None, scope: str = "layer", criterion: str = "l1",
     prune_report = None
     if amount is not None:
         model, prune_report = prune_pass(model, amount, scope=scope, criterion=criterion, layers=layers)
-    model, removal = remove_channels(model)
+    # Not strict: zero channels the pass cannot remove (e.g. before a residual Add) stay, and the
+    # report says why; the pruning pass itself only prunes Convs whose channels can be removed.
+    model, removal = remove_channels(model, strict=False)
     quantized = calibration is not None
     if quantized:
         model = quantize(model, calibration, kernel, act_signed=act_signed)

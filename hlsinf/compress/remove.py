@@ -270,7 +270,8 @@ def _remove_from(g: Graph, conv: onnx.NodeProto, strict: bool) -> LayerRemoval:
         if zero.size and strict:
             raise CompressError(f"{g.describe(conv)} has {zero.size} all-zero output channel(s) that cannot be "
                                 f"removed: {e}") from None
-        return LayerRemoval(conv.name, channels, channels, note=f"left as is: {e}")
+        note = f"{zero.size} zero channel(s) left: {e}" if zero.size else ""
+        return LayerRemoval(conv.name, channels, channels, note=note)
     if not zero.size:
         return LayerRemoval(conv.name, channels, channels)
 
