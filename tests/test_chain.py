@@ -1,0 +1,357 @@
+"""A whole small layer through padding -> cvt -> mul -> add -> relu -> pool, in one Amaranth top.
+
+The testbench does what the kernel's read side will do: it cuts the call's memory images
+into the stage streams (:func:`call_streams`), sets every stage's parameters from the call
+arguments (:func:`stage_params`), and places the output stream back into an output image
+(:func:`place_outputs`), which must equal ``reference.kernel_call`` on the same images bit
+for bit. These three helpers are kept free of any simulation so the kernel can reuse them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from hlsinf import reference as ref
+from hlsinf.config import KernelConfig
+from hlsinf.reference import CallArgs
+
+from streams import collect, feed, run_stage
+
+Padding = pytest.importorskip("hlsinf.modules.padding").Padding
+Cvt = pytest.importorskip("hlsinf.modules.cvt").Cvt
+Mul = pytest.importorskip("hlsinf.modules.mul").Mul
+Add = pytest.importorskip("hlsinf.modules.add").Add
+from hlsinf.modules.pool import Pool  # noqa: E402
+from hlsinf.modules.relu import Relu  # noqa: E402
+
+
+# Call arguments -> stage streams (reusable by the kernel) ------------------------------------
+
+@dataclass
+class CallStreams:
+    """What one kernel call feeds into the stage streams, in stream order.
+
+    For each output group ``og`` in ``groups``, for each input group ``gi``: one input frame
+    (``rows x W x CPI``) and one weight set (``CPO x CPI x 9``, tap ``ky*3+kx``); one bias
+    (``CPO``) and, with ``use_mult``, one multiplier item (``CPO``) per output group.
+    """
+
+    groups: range
+    frames: list
+    weight_sets: list
+    biases: list
+    mults: list
+
+    @property
+    def frame_pixels(self) -> int:
+        return sum(f.shape[0] * f.shape[1] for f in self.frames)
+
+
+def call_streams(cfg: KernelConfig, args: CallArgs, x_mem, w_mem, b_mem, m_mem=None) -> CallStreams:
+    """Cut a call's memory images (layouts of docs/numbers.md) into the stage streams."""
+    args.validate(cfg)
+    gi_count, go_count = args.gi(cfg), args.go(cfg)
+    plane = args.H * args.W
+    x = np.asarray(x_mem).reshape(-1)[: gi_count * plane * cfg.cpi].reshape(gi_count, plane, cfg.cpi)
+    tile = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi_count, args.rows, args.W, cfg.cpi)
+    w = np.asarray(w_mem).reshape(-1)[: go_count * gi_count * cfg.cpo * cfg.cpi * 9]
+    w = w.reshape(go_count, gi_count, cfg.cpo, cfg.cpi, 9)
+    b = np.asarray(b_mem).reshape(-1)[: go_count * cfg.cpo].reshape(go_count, cfg.cpo)
+    groups = args.groups(cfg)
+    frames, weight_sets = [], []
+    for og in groups:
+        for gi in range(gi_count):
+            frames.append(tile[gi])
+            weight_sets.append(w[og, gi])
+    mults = []
+    if args.use_mult:
+        mm = np.asarray(m_mem).reshape(-1)[: go_count * cfg.cpo].reshape(go_count, cfg.cpo)
+        mults = [mm[og] for og in groups]
+    return CallStreams(groups, frames, weight_sets, [b[og] for og in groups], mults)
+
+
+def stage_params(cfg: KernelConfig, args: CallArgs) -> dict:
+    """Every stage's ``params`` for a call, keyed by stage name."""
+    args.validate(cfg)
+    padded_rows = args.rows + args.pad_top + args.pad_bottom
+    padded_cols = args.W + args.pad_left + args.pad_right
+    frame_pixels = args.conv_rows * args.conv_cols
+    lo, hi = args.clip_bounds(cfg)
+    return {
+        "padding": dict(rows=args.rows, cols=args.W, pad_top=args.pad_top, pad_bottom=args.pad_bottom,
+                        pad_left=args.pad_left, pad_right=args.pad_right),
+        "cvt": dict(rows=padded_rows, cols=padded_cols, stride=args.stride),
+        "mul": dict(frame_pixels=frame_pixels),
+        "add": dict(frame_pixels=frame_pixels, groups_in=args.gi(cfg)),
+        "relu": dict(frame_pixels=frame_pixels, shift=args.shift, clip_lo=lo, clip_hi=hi,
+                     relu=int(args.relu), use_mult=int(args.use_mult)),
+        "pool": dict(rows=args.conv_rows, cols=args.conv_cols, mode=args.pool),
+    }
+
+
+def output_pixels(args: CallArgs, cfg: KernelConfig) -> int:
+    """Pixels (of CPO lanes) on the output stream for the whole call."""
+    return len(args.groups(cfg)) * args.out_rows * args.out_cols
+
+
+def place_outputs(cfg: KernelConfig, args: CallArgs, pixels, out_mem) -> np.ndarray:
+    """Write the output stream (``output_pixels`` items of CPO lanes) into a GOHWCPO image."""
+    per_group = args.out_rows * args.out_cols
+    pixels = np.asarray(pixels).reshape(len(args.groups(cfg)), per_group * cfg.cpo)
+    out = out_mem.reshape(-1)
+    for k, og in enumerate(args.groups(cfg)):
+        base = (og * args.plane_out() + args.write_offset) * cfg.cpo
+        out[base: base + per_group * cfg.cpo] = pixels[k]
+    return out_mem
+
+
+# The chain -------------------------------------------------------------------------------------
+
+class Chain(wiring.Component):
+    """padding -> cvt -> mul -> add -> relu -> pool; each stage's ``params`` set directly."""
+
+    def __init__(self, cfg: KernelConfig):
+        self.cfg = cfg
+        self.padding, self.cvt, self.mul = Padding(cfg), Cvt(cfg), Mul(cfg)
+        self.add, self.relu, self.pool = Add(cfg), Relu(cfg), Pool(cfg)
+        members = {
+            "i": self.padding.signature.members["i"],
+            "weights": self.mul.signature.members["weights"],
+            "bias": self.add.signature.members["bias"],
+            "o": self.pool.signature.members["o"],
+        }
+        if cfg.with_multiplier:
+            members["mult"] = self.relu.signature.members["mult"]
+        super().__init__(members)
+
+    @property
+    def stages(self) -> dict:
+        return {"padding": self.padding, "cvt": self.cvt, "mul": self.mul,
+                "add": self.add, "relu": self.relu, "pool": self.pool}
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, stage in self.stages.items():
+            m.submodules[name] = stage
+        wiring.connect(m, wiring.flipped(self.i), self.padding.i)
+        wiring.connect(m, self.padding.o, self.cvt.i)
+        wiring.connect(m, self.cvt.o, self.mul.i)
+        wiring.connect(m, wiring.flipped(self.weights), self.mul.weights)
+        wiring.connect(m, self.mul.o, self.add.i)
+        wiring.connect(m, wiring.flipped(self.bias), self.add.bias)
+        wiring.connect(m, self.add.o, self.relu.i)
+        if self.cfg.with_multiplier:
+            wiring.connect(m, wiring.flipped(self.mult), self.relu.mult)
+        wiring.connect(m, self.relu.o, self.pool.i)
+        wiring.connect(m, self.pool.o, wiring.flipped(self.o))
+        return m
+
+
+def lanes(values) -> list:
+    return [int(v) for v in values]
+
+
+def simulate_calls(cfg, calls, *, stall, seed=0):
+    """Run ``calls`` (list of (args, CallStreams)) back to back through one Chain.
+
+    Returns, per call, ``(output pixels, cycles)`` (cycles counted by the collector).
+
+    A call's parameters change only once the previous call has drained: its output is
+    out, and cvt and pool have taken every input of it (a dropped last row of pool, or
+    of cvt at stride 2, is taken after the last output), as the kernel must do before
+    ap_done. The first pixel follows its parameters by a few cycles, as it follows
+    ap_start in the kernel (the padding stage needs its parameters settled first).
+    """
+    dut = Chain(cfg)
+    outputs_done, results = [], []
+    taken = {"cvt": 0, "pool": 0}          # transfers into cvt and pool so far
+
+    def totals(args):
+        frames = args.gi(cfg) * len(args.groups(cfg))
+        padded = (args.rows + args.pad_top + args.pad_bottom) * (args.W + args.pad_left + args.pad_right)
+        return {"cvt": frames * padded, "pool": len(args.groups(cfg)) * args.conv_rows * args.conv_cols}
+
+    def count_transfers(name, port):
+        async def bench(ctx):
+            while len(outputs_done) < len(calls):
+                _, _, valid, ready = await ctx.tick().sample(port.valid, port.ready)
+                taken[name] += valid and ready
+        return bench
+
+    async def wait_for_call(ctx, k):
+        need = {name: sum(totals(args)[name] for args, _ in calls[:k]) for name in taken}
+        while len(outputs_done) < k or any(taken[name] < need[name] for name in taken):
+            await ctx.tick()
+
+    async def params_and_pixels(ctx):
+        rng = random.Random(seed)
+        for k, (args, streams) in enumerate(calls):
+            await wait_for_call(ctx, k)
+            for name, params in stage_params(cfg, args).items():
+                ctx.set(dut.stages[name].params, params)
+            await ctx.tick().repeat(3)
+            items = [lanes(px) for frame in streams.frames for px in frame.reshape(-1, cfg.cpi)]
+            await feed(ctx, dut.i, items, stall=stall, rng=rng)
+
+    def side_stream(port, name, offset):
+        async def bench(ctx):
+            rng = random.Random(seed + offset)
+            for k, (args, streams) in enumerate(calls):
+                await wait_for_call(ctx, k)
+                items = getattr(streams, name)
+                if name == "weight_sets":
+                    items = [[[lanes(taps) for taps in lane] for lane in w.reshape(cfg.cpo, cfg.cpi, 9)]
+                             for w in items]
+                else:
+                    items = [lanes(v) for v in items]
+                await feed(ctx, port, items, stall=stall, rng=rng)
+        return bench
+
+    async def collector(ctx):
+        rng = random.Random(seed + 9)
+        for args, _ in calls:
+            results.append(await collect(ctx, dut.o, output_pixels(args, cfg), stall=stall, rng=rng,
+                                         convert=lambda p: [p[k] for k in range(cfg.cpo)]))
+            outputs_done.append(True)
+
+    benches = [params_and_pixels, side_stream(dut.weights, "weight_sets", 1),
+               side_stream(dut.bias, "biases", 2), collector]
+    if cfg.with_multiplier:
+        benches.append(side_stream(dut.mult, "mults", 3))
+    benches += [count_transfers("cvt", dut.cvt.i), count_transfers("pool", dut.pool.i)]
+    run_stage(dut, benches, deadline_cycles=20_000)
+    return results
+
+
+# Tests -----------------------------------------------------------------------------------------
+
+CFG = KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8)
+CFG_INT8 = KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8)
+
+
+def random_layer(rng, cfg, args):
+    """Memory images for a layer with I inputs, O outputs and an H x W image."""
+    amin, amax = cfg.act_range
+    wmin, wmax = cfg.weight_range
+    x = rng.integers(amin, amax + 1, (args.I, args.H, args.W))
+    w = rng.integers(wmin, wmax + 1, (args.O, args.I, 3, 3))
+    b = rng.integers(-4000, 4000, args.O)
+    mult = rng.integers(1, 1 << cfg.mult_bits, args.O)
+    images = dict(x_mem=ref.pack_activations(x, cfg.cpi, ref.act_dtype(cfg)),
+                  w_mem=ref.pack_weights(w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg)),
+                  b_mem=ref.pack_channels(b, cfg.cpo, ref.bias_dtype(cfg)),
+                  m_mem=ref.pack_channels(mult, cfg.cpo, ref.mult_dtype(cfg)))
+    # A shift that brings the largest |acc * M| just inside the activation range, so the
+    # outputs spread over the range (computed with plain numpy, not the model under test).
+    r0 = args.read_offset // args.W
+    tile = np.pad(x[:, r0: r0 + args.rows].astype(np.int64),
+                  ((0, 0), (args.pad_top, args.pad_bottom), (args.pad_left, args.pad_right)))
+    win = np.lib.stride_tricks.sliding_window_view(tile, (3, 3), axis=(1, 2))[:, ::args.stride, ::args.stride]
+    acc = np.einsum("ihwyx,oiyx->ohw", win, w.astype(np.int64)) + b[:, None, None]
+    scaled = np.abs(acc) * (mult[:, None, None] if args.use_mult else 1)
+    peak = int(scaled.max())
+    args.shift = max(0, min(cfg.max_shift, peak.bit_length() - cfg.act_bits))
+    return images
+
+
+def out_image(cfg, args):
+    size = (args.groups(cfg).stop) * args.plane_out() * cfg.cpo
+    return np.zeros(size, ref.act_dtype(cfg))
+
+
+CASES = {
+    # 5x6 image, I=5 (3 input groups), O=3 (2 output groups), padding on all sides.
+    "stride1_max_mult": (CFG, CallArgs(H=5, W=6, rows=5, I=5, O=3, pad_top=1, pad_bottom=1, pad_left=1,
+                                       pad_right=1, stride=1, relu=True, use_mult=True, pool=ref.POOL_MAX)),
+    "stride2_avg_mult": (CFG, CallArgs(H=5, W=6, rows=5, I=5, O=3, pad_top=1, pad_bottom=1, pad_left=1,
+                                       pad_right=1, stride=2, relu=False, use_mult=True, pool=ref.POOL_AVG)),
+    "stride1_avg_int8": (CFG_INT8, CallArgs(H=5, W=6, rows=5, I=5, O=3, pad_top=1, pad_bottom=2, pad_left=2,
+                                            pad_right=1, stride=1, relu=False, use_mult=True, pool=ref.POOL_AVG,
+                                            clip_lo=-100, clip_hi=90)),
+    "stride2_none_shift_only": (CFG_INT8, CallArgs(H=5, W=6, rows=5, I=5, O=3, pad_top=1, pad_bottom=1,
+                                                   pad_left=1, pad_right=1, stride=2, relu=True, pool=ref.POOL_NONE)),
+    # A row tile of a taller image, one output group, written into a larger output plane.
+    "row_tile_group1": (CFG, CallArgs(H=7, W=5, rows=4, I=3, O=4, pad_top=0, pad_bottom=1, pad_left=1,
+                                      pad_right=1, read_offset=2 * 5, o_first=1, o_count=1, use_mult=True,
+                                      pool=ref.POOL_MAX, write_offset=3, out_plane=12)),
+}
+
+
+def run_case(cfg, args, rng, *, stall, seed):
+    images = random_layer(rng, cfg, args)
+    streams = call_streams(cfg, args, images["x_mem"], images["w_mem"], images["b_mem"], images["m_mem"])
+    results = simulate_calls(cfg, [(args, streams)], stall=stall, seed=seed)
+    got = place_outputs(cfg, args, results[0][0], out_image(cfg, args))
+    want = ref.kernel_call(cfg, args, out_mem=out_image(cfg, args), **images)
+    return got, want, results[0][1]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_layer_matches_reference(name):
+    cfg, args = CASES[name]
+    args = CallArgs(**args.to_dict())
+    rng = np.random.default_rng(list(CASES).index(name))
+    got, want, _ = run_case(cfg, args, rng, stall=0.3, seed=list(CASES).index(name))
+    assert len(np.unique(want)) >= 4, "degenerate test data: outputs barely vary"
+    np.testing.assert_array_equal(got, want)
+
+
+def test_two_calls_back_to_back():
+    """Different shapes and parameters in one simulation: counters restart cleanly per call."""
+    rng = np.random.default_rng(99)
+    calls, wants = [], []
+    for args in (CallArgs(**CASES["stride1_max_mult"][1].to_dict()),
+                 CallArgs(**CASES["row_tile_group1"][1].to_dict()),
+                 CallArgs(**CASES["stride2_avg_mult"][1].to_dict())):
+        images = random_layer(rng, CFG, args)
+        calls.append((args, call_streams(CFG, args, images["x_mem"], images["w_mem"], images["b_mem"],
+                                         images["m_mem"])))
+        wants.append(ref.kernel_call(CFG, args, out_mem=out_image(CFG, args), **images))
+    results = simulate_calls(CFG, calls, stall=0.3, seed=7)
+    for (args, _), (pixels, _), want in zip(calls, results, wants):
+        np.testing.assert_array_equal(place_outputs(CFG, args, pixels, out_image(CFG, args)), want)
+
+
+def test_call_streams_order():
+    """The helper against the layout formulas directly: frame (og, gi) is channel block gi."""
+    cfg = CFG
+    args = CallArgs(H=4, W=3, rows=2, I=5, O=3, pad_top=1, read_offset=3, o_first=1)
+    x = np.arange(5 * 4 * 3).reshape(5, 4, 3)
+    w = np.arange(3 * 5 * 9).reshape(3, 5, 3, 3)
+    s = call_streams(cfg, args, ref.pack_activations(x, 2), ref.pack_weights(w, 2, 2),
+                     ref.pack_channels(np.arange(3), 2), None)
+    assert list(s.groups) == [1]
+    assert len(s.frames) == len(s.weight_sets) == 3 and len(s.biases) == 1 and s.mults == []
+    for gi, frame in enumerate(s.frames):
+        for lane in range(2):
+            c = gi * 2 + lane
+            want = x[c, 1:3] if c < 5 else np.zeros((2, 3))
+            np.testing.assert_array_equal(frame[:, :, lane], want)
+    # output group 1 holds output channel 2 (lane 0) and a zero channel (lane 1)
+    np.testing.assert_array_equal(s.weight_sets[1][0], w[2, 2:4].reshape(2, 9))
+    np.testing.assert_array_equal(s.weight_sets[2][1], np.zeros((2, 9)))
+    np.testing.assert_array_equal(s.biases[0], [2, 0])
+
+
+def test_throughput_close_to_ideal():
+    """Unstalled, the chain takes the paper's cycle count plus a fixed pipeline fill."""
+    cfg, args = CASES["stride1_max_mult"]
+    args = CallArgs(**args.to_dict())
+    rng = np.random.default_rng(5)
+    got, want, cycles = run_case(cfg, args, rng, stall=0.0, seed=5)
+    np.testing.assert_array_equal(got, want)
+    # The input stream carries the padded frames' worth of work: rows x W pixels per
+    # (og, gi) frame plus the padding the padding stage inserts.
+    padded = (args.rows + args.pad_top + args.pad_bottom) * (args.W + args.pad_left + args.pad_right)
+    frames = args.gi(cfg) * len(args.groups(cfg))
+    print(f"chain: {cycles} cycles, ideal {args.ideal_cycles(cfg)} (input pixels), "
+          f"{frames * padded} padded pixels")
+    # Measured: 19 cycles over one padded pixel per cycle (3 for the parameters to settle,
+    # the rest pipeline fill); a bubble per frame would add 6.
+    assert cycles <= frames * padded + 24
