@@ -162,19 +162,28 @@ class Row:
     rtl: str = "-"
 
 
-def evaluate_level(name, amount, exported, test, calibration, cfg, *, rtl_samples=0, log=print) -> Row:
+def evaluate_level(name, amount, exported, test, calibration, cfg, *, scope="layer", rtl_samples=0,
+                   log=print) -> Row:
     from hlsinf.compress import compress, parameter_bytes, prune, fold_batchnorm
     from hlsinf.compress.pipeline import quantize
+    from hlsinf.compress.remove import zero_channels
+    from onnx import numpy_helper
     from hlsinf.host import Session, to_fpga
 
     x_test, y_test = test
     dense_channels = conv_channels(exported)
-    slim, report = compress(exported, amount=amount if amount > 0 else None)
+    slim, report = compress(exported, amount=amount if amount > 0 else None, scope=scope)
     log(str(report))
-    # Removal is exact: the slim model computes what the pruned (zeroed, not removed) model computes.
+    # The ONNX pass re-selects exactly the channels fine-tuning holds at zero.
     pruned = fold_batchnorm(exported)[0]
     if amount > 0:
-        pruned = prune(pruned, amount)[0]
+        inits = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+        at_zero = {n.name: zero_channels(inits[n.input[1]]).tolist() for n in pruned.graph.node if n.op_type == "Conv"}
+        for layer in report.prune.layers:
+            if layer.pruned != at_zero[layer.name]:
+                raise AssertionError(f"{name}: {layer.name} pruned {layer.pruned}, fine-tuning zeroed {at_zero[layer.name]}")
+        pruned = prune(pruned, amount, scope=scope)[0]
+    # Removal is exact: the slim model computes what the pruned (zeroed, not removed) model computes.
     diff = float(np.max(np.abs(ort_logits(slim, x_test) - ort_logits(pruned, x_test))))
     if diff > 1e-4:
         raise AssertionError(f"{name}: the slim model differs from the pruned one by {diff}")
@@ -286,7 +295,8 @@ def main(argv=None) -> int:
     model = make_model()
     # All three convolutions feed something channel removal handles (Conv, or Flatten -> Gemm), so
     # all of them are pruned (the default would skip the last Conv), each with its BatchNorm masked.
-    pruner = ChannelPruner(model, [(model[0], model[1]), (model[3], model[4]), (model[7], model[8])])
+    pruner = ChannelPruner(model, [(model[0], model[1]), (model[3], model[4]), (model[7], model[8])],
+                           scope=args.scope)
     train_epoch, validate = trainer(model, train, val, seed=args.seed)
     rows, exported_models = [], {}
 
@@ -307,7 +317,7 @@ def main(argv=None) -> int:
         name = "CNN" if amount == 0 else f"CNN-P{round(amount * 100)}"
         print(f"\n== {name} ==")
         rows.append(evaluate_level(name, amount, exported_models[amount], test, calibration, cfg,
-                                   rtl_samples=args.rtl_samples if amount == levels[-1] else 0))
+                                   scope=args.scope, rtl_samples=args.rtl_samples if amount == levels[-1] else 0))
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             onnx.save(exported_models[amount], Path(args.save) / f"{name}.onnx")
