@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 def sequential(layers, input_shape=(2, 3, 6, 6), seed=0, opset=13):
     """A chain of layers with random parameters.
 
-    Layer specs: ``("conv", out, pad[, bias])``, ``("bn",)``, ``("relu",)``, ``("sigmoid",)``,
+    Layer specs: ``("conv", out, pad[, bias[, stride]])``, ``("bn",)``, ``("relu",)``, ``("sigmoid",)``,
     ``("maxpool",)``, ``("gap",)``, ``("flatten",)``, ``("gemm", out[, transB[, with_c]])``.
     Conv kernels are 3x3. Nodes are named ``conv0``, ``bn1``... by position.
     """
@@ -28,10 +28,12 @@ def sequential(layers, input_shape=(2, 3, 6, 6), seed=0, opset=13):
         if kind == "conv":
             out, pad = spec[1], spec[2]
             bias = spec[3] if len(spec) > 3 else True
+            stride = spec[4] if len(spec) > 4 else 1
             inputs = [x, param(f"{name}.w", rng.normal(0, 0.5, (out, channels, 3, 3)))]
             if bias:
                 inputs.append(param(f"{name}.b", rng.normal(0, 0.5, out)))
-            nodes.append(helper.make_node("Conv", inputs, [y], name=name, kernel_shape=[3, 3], pads=[pad] * 4))
+            nodes.append(helper.make_node("Conv", inputs, [y], name=name, kernel_shape=[3, 3], pads=[pad] * 4,
+                                          strides=[stride] * 2))
             channels = out
         elif kind == "bn":
             nodes.append(helper.make_node(

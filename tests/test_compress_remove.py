@@ -34,6 +34,8 @@ STRUCTURES = {
     "conv-flatten-gemm no C": [("conv", 6, 1), ("sigmoid",), ("flatten",), ("gemm", 5, 1, False)],
     "conv-gap-flatten-gemm": [("conv", 6, 1), ("bn",), ("gap",), ("flatten",), ("gemm", 5, 1)],
     "conv no bias-conv pad1": [("conv", 6, 1, False), ("sigmoid",), ("conv", 4, 1), ("relu",)],
+    "conv-sigmoid-conv pad1 stride2": [("conv", 6, 1), ("sigmoid",), ("conv", 4, 1, True, 2), ("relu",)],
+    "conv-sigmoid-conv pad0 stride2": [("conv", 6, 1), ("sigmoid",), ("conv", 4, 0, True, 2), ("relu",)],
 }
 
 
