@@ -215,3 +215,14 @@ def test_parameters_behind_identity_and_constant_nodes():
     assert conv_channels(slim)["conv0"] == 4
     assert [n.op_type for n in slim.graph.node] == ["Conv", "Relu", "Conv", "Relu"]
     assert_same_outputs(model, slim)
+
+
+def test_initializers_listed_as_graph_inputs():
+    """keep_initializers_as_inputs-style models: the inputs naming parameters go, the data input stays."""
+    model = zero_weights(sequential(STRUCTURES["conv-relu-conv pad0"]), "conv0", [2])
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)))
+    slim, _ = remove_channels(model)
+    assert [i.name for i in slim.graph.input] == ["x"]
+    assert conv_channels(slim)["conv0"] == 5
+    assert_same_outputs(model, slim)

@@ -44,6 +44,11 @@ class Graph:
         self._inits = {t.name: t for t in self.graph.initializer}
         self._shapes = None
         self._constants_to_initializers()
+        if model.ir_version >= 4:
+            # Old exporters also list initializers as graph inputs (keep_initializers_as_inputs);
+            # their declared shapes would contradict the rewritten parameters.
+            for vi in [vi for vi in self.graph.input if vi.name in self._inits]:
+                self.graph.input.remove(vi)
 
     def _constants_to_initializers(self):
         """Turn ``Constant`` nodes and ``Identity`` copies of initializers into initializers.
