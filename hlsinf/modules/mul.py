@@ -12,8 +12,12 @@ register is empty or being read)::
 
     window, weight set  ->  operand registers   (a new weight set loads with a frame's first window)
     operands            ->  product registers   (the DSP48E2 M register)
+    [packed only]       ->  + 2**17, register   (the DSP48E2 post-adder and P register)
     products            ->  adder tree, a register after every ``levels_per_register`` levels;
                             the last tree register drives ``o``
+
+With 8-bit activations and weights, two products that share an activation come out of one
+multiplier (:func:`multiply`), so a DSP48E2 does two multiplies.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
 
-__all__ = ["Mul", "multiply", "act_shape", "frame_pixels_shape", "frame_counter"]
+__all__ = ["Mul", "multiply", "product_registers", "PACK_SHIFT", "act_shape", "frame_pixels_shape",
+           "frame_counter"]
 
 
 def act_shape(cfg: KernelConfig):
@@ -57,16 +62,61 @@ def frame_counter(m: Module, step, length, name: str):
     return first, last
 
 
-def multiply(activation, weights) -> list:
-    """The products of one activation with the CPO weights that share it, one per weight.
+#: Bit position of the second product of a packed multiply. The low field holds a 16-bit
+#: product (``uint8 x int8`` or ``int8 x int8``) with room to spare, and the packed operand
+#: ``(w1 << 18) + w0`` is 27 bits: the width of the DSP48E2 pre-adder and A multiplier input.
+PACK_SHIFT = 18
 
-    This is the only place products are formed. Amaranth's ``*`` of an unsigned and a
-    signed value zero-extends the unsigned one, so uint8 activations need no special case.
-    Packing two int8 products per DSP48E2 (both multiply the same activation, one weight
-    shifted left by 18 bits) changes this function only: its callers already hand it
-    every weight that shares ``activation``.
+#: Added to a packed product to make its low field non-negative, so that it never borrows
+#: from the high field (see :func:`multiply`).
+_LOW_FIELD_OFFSET = 1 << (PACK_SHIFT - 1)
+
+
+def product_registers(pack: bool) -> int:
+    """Registers between the operand registers and the products :func:`multiply` returns."""
+    return 2 if pack else 1
+
+
+def multiply(activation, weights, register, *, pack: bool) -> list:
+    """The products of one activation with the weights that share it, one per weight, each
+    after ``product_registers(pack)`` pipeline registers.
+
+    This is the only place products are formed. ``register(value, name)`` returns a
+    pipeline register loaded with ``value``. Amaranth's ``*`` of an unsigned and a signed
+    value zero-extends the unsigned one, so uint8 activations need no special case, and
+    every product has the shape of ``activation * weight``.
+
+    With ``pack``, weights are taken in pairs ``(w0, w1)`` and each pair costs one
+    multiplier (one DSP48E2)::
+
+        M = activation * ((w1 << 18) + w0)     pre-adder, 27 x 18 multiply, M register
+        P = M + 2**17                          post-adder, P register
+          = activation * w1 * 2**18  +  (activation * w0 + 2**17)
+
+    ``|activation * w0| < 2**16``, so the second term lies in ``[0, 2**18)``: it fits
+    the 18 low bits without a borrow, and ``P >> 18`` is exactly ``activation * w1``.
+    The low bits are ``activation * w0`` modulo ``2**17``, so the product's own width
+    (16 bits) of them, read as signed, is exactly ``activation * w0``. Without the offset
+    the high field would be short by one whenever the low product is negative, and
+    correcting that needs an adder after the multiplier; the offset is a constant on the
+    DSP48E2's C input instead. Packing needs an even number of weights (CPO is a power of
+    two, and CPO = 1 is not packed).
     """
-    return [activation * weight for weight in weights]
+    if not pack:
+        return [register(activation * weight, f"product{k}") for k, weight in enumerate(weights)]
+    if len(weights) % 2:
+        raise ValueError(f"multiply: {len(weights)} weights cannot be packed in pairs: allowed an even number")
+    products = []
+    for k in range(0, len(weights), 2):
+        w0, w1 = weights[k], weights[k + 1]
+        shape = (activation * w0).shape()
+        assert shape.signed and shape.width < PACK_SHIFT, shape
+        operand = w1.shift_left(PACK_SHIFT) + w0
+        product = register(activation * operand, f"pair{k // 2}_m")
+        packed = register(product + _LOW_FIELD_OFFSET, f"pair{k // 2}_p")
+        products += [packed[:shape.width].as_signed(),
+                     packed[PACK_SHIFT:PACK_SHIFT + shape.width].as_signed()]
+    return products
 
 
 class Mul(wiring.Component):
@@ -79,6 +129,10 @@ class Mul(wiring.Component):
     levels_per_register : int
         Adder-tree levels between two registers (1 or 2). Two carry-chain adders in a row
         stay well under the ~6 LUT levels allowed at 300 MHz and save half the registers.
+    pack_dsp : bool
+        Two products per multiplier (:func:`multiply`) where possible: 8-bit activations
+        and weights and CPO >= 2. ``packs_dsp`` says whether this build does. Off keeps
+        one product per multiplier, to compare the two structures.
 
     Members
     -------
@@ -95,11 +149,13 @@ class Mul(wiring.Component):
     being offered on ``o`` when nothing stalls.
     """
 
-    def __init__(self, cfg: KernelConfig, *, levels_per_register: int = 2):
+    def __init__(self, cfg: KernelConfig, *, levels_per_register: int = 2, pack_dsp: bool = True):
         if levels_per_register not in (1, 2):
             raise ValueError(f"Mul: levels_per_register = {levels_per_register!r} is out of range: 1 or 2")
         self._cfg = cfg
         self._levels_per_register = levels_per_register
+        #: whether two products share each multiplier in this build
+        self.packs_dsp = bool(pack_dsp) and cfg.act_bits == 8 and cfg.weight_bits == 8 and cfg.cpo >= 2
         self.window_layout = data.ArrayLayout(data.ArrayLayout(act_shape(cfg), 9), cfg.cpi)
         self.weights_layout = data.ArrayLayout(
             data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpi), cfg.cpo)
@@ -113,7 +169,8 @@ class Mul(wiring.Component):
         })
         tree_levels = math.ceil(math.log2(cfg.cpi * 9))
         #: operand registers + product registers + adder-tree registers
-        self.latency = 2 + math.ceil(tree_levels / levels_per_register)
+        self.latency = (1 + product_registers(self.packs_dsp)
+                        + math.ceil(tree_levels / levels_per_register))
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -143,14 +200,16 @@ class Mul(wiring.Component):
             with m.If(take & first):
                 m.d.sync += weight_set.eq(self.weights.payload)
 
-        # Product registers: lane o sums products[o].
-        products = [[] for _ in range(cfg.cpo)]
+        # Product registers: lane o sums nodes[o].
+        nodes = [[] for _ in range(cfg.cpo)]
         for c in range(cfg.cpi):
             for tap in range(9):
-                shared = multiply(window[c][tap], [weight_set[o][c][tap] for o in range(cfg.cpo)])
+                shared = multiply(window[c][tap], [weight_set[o][c][tap] for o in range(cfg.cpo)],
+                                  _pipeline_register(m, advance, f"c{c}_tap{tap}"), pack=self.packs_dsp)
                 for o, product in enumerate(shared):
-                    products[o].append(product)
-        nodes, valid = self._register(m, advance, valid, products, "product")
+                    nodes[o].append(product)
+        for k in range(product_registers(self.packs_dsp)):
+            _, valid = self._register(m, advance, valid, [], f"product{k}")
 
         # Adder tree: pairwise sums, a register every `levels_per_register` levels.
         stage = 0
@@ -159,7 +218,7 @@ class Mul(wiring.Component):
                 nodes = [_add_pairs(lane) for lane in nodes]
             nodes, valid = self._register(m, advance, valid, nodes, f"sum{stage}")
             stage += 1
-        assert stage + 2 == self.latency
+        assert 1 + product_registers(self.packs_dsp) + stage == self.latency
 
         m.d.comb += self.o.valid.eq(valid)
         for o in range(cfg.cpo):
@@ -183,6 +242,17 @@ class Mul(wiring.Component):
         with m.If(advance):
             m.d.sync += next_valid.eq(valid)
         return registered, next_valid
+
+
+def _pipeline_register(m, advance, prefix: str):
+    """``register(value, name)`` for :func:`multiply`: a register loaded with ``value`` when
+    the pipeline advances, named ``{prefix}_{name}``."""
+    def register(value, name):
+        reg = Signal(value.shape(), name=f"{prefix}_{name}")
+        with m.If(advance):
+            m.d.sync += reg.eq(value)
+        return reg
+    return register
 
 
 def _add_pairs(values: list) -> list:
