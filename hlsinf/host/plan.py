@@ -1,0 +1,605 @@
+"""``to_fpga``: turn an imported (quantised) graph into a plan of accelerator calls, CPU layers and transfers.
+
+What the planner does, in order:
+
+1. folds BatchNormalization into the preceding float convolution (before quantisation);
+2. optionally quantises a float model with a calibration batch (:func:`.quantize.quantize`);
+3. fuses each quantised convolution, ``Q -> DQ -> Conv(DQ w, DQ b) [-> Relu|Clip] -> Q``,
+   with a following 2x2/stride-2 max or average pool (``DQ -> Pool -> Q`` at the same
+   scale), into one accelerator layer; 1x1 and 2x2 kernels go into the 3x3 slot with
+   adjusted padding;
+4. splits each layer into kernel calls: row tiles of at most ``hmax`` input rows (halo rows,
+   per-tile padding, read/write offsets into full planes), column tiles when the input is
+   wider than ``wmax`` (strip buffers with halo columns, copied by the runtime), and
+   output-group ranges;
+5. packs weights, bias and multipliers once, and places layout transforms (NCHW <->
+   GIHWCPI) only where data crosses between the CPU and the accelerator, so consecutive
+   accelerator layers exchange device buffers directly.
+
+Anything else runs on the CPU; each such layer carries the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import MAX_PAD, KernelConfig
+from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
+                         pack_channels, pack_weights, weight_dtype)
+from .graph import Graph, Node, fold_batchnorm, load_model
+from .quantize import QuantError, requant_params
+
+__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel"]
+
+
+class PlanError(ValueError):
+    """A layer cannot be mapped onto the kernel; the message names the node and the limit."""
+
+
+# Plan steps ---------------------------------------------------------------------------------------
+
+@dataclass
+class ColumnTile:
+    """Input columns ``[in_start, in_stop)`` (halo included) feed output columns ``[out_start, out_stop)``;
+    the next ``calls`` calls of the layer compute it from a strip buffer of that width."""
+
+    in_start: int
+    in_stop: int
+    out_start: int
+    out_stop: int
+    calls: int
+
+
+@dataclass
+class FpgaLayer:
+    """One fused layer on the accelerator: packed parameters and the calls that compute it."""
+
+    name: str
+    nodes: list[str]                    #: ONNX nodes fused into this layer
+    input: str                          #: integer tensor read (device layout, CPI lanes)
+    output: str                         #: integer tensor written (device layout, CPO lanes)
+    in_shape: tuple[int, int, int]      #: C, H, W
+    out_shape: tuple[int, int, int]     #: O, Ho, Wo (after pooling)
+    kernel: tuple[int, int]             #: original kernel size
+    stride: int
+    pads: tuple[int, int, int, int]     #: top, bottom, left, right in the 3x3 slot
+    pool: int
+    shift: int
+    scale_error: float                  #: worst relative error of M / 2**shift vs the real scale
+    weights: np.ndarray                 #: packed [GO][GI][CPO][CPI][3][3]
+    bias: np.ndarray                    #: packed [GO*CPO]
+    mult: np.ndarray                    #: packed [GO*CPO] uint32
+    calls: list[CallArgs]
+    row_tiles: int
+    group_splits: int
+    #: column tiles when the input is wider than wmax (empty: the calls read the whole width)
+    columns: list["ColumnTile"] = field(default_factory=list)
+    device = "accelerator"
+
+    def ideal_cycles(self, cfg: KernelConfig) -> int:
+        return sum(c.ideal_cycles(cfg) for c in self.calls)
+
+    def describe(self, cfg: KernelConfig) -> str:
+        c, h, w = self.in_shape
+        o, ho, wo = self.out_shape
+        k = f"{self.kernel[0]}x{self.kernel[1]}" + ("" if self.kernel == (3, 3) else " in 3x3")
+        pool = {POOL_NONE: "", POOL_MAX: " +maxpool", POOL_AVG: " +avgpool"}[self.pool]
+        return (f"conv {k}/s{self.stride}{pool} {c}x{h}x{w} -> {o}x{ho}x{wo}, "
+                f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
+                + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
+                + f"{self.group_splits} group range(s)), "
+                f"shift {self.shift}")
+
+
+@dataclass
+class CpuLayer:
+    node: Node
+    reason: str | None = None           #: why a Conv did not go to the accelerator
+    device = "cpu"
+
+    @property
+    def name(self):
+        return self.node.name
+
+    def describe(self, cfg=None) -> str:
+        return f"{self.node.op}" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass
+class Transfer:
+    """Copy a tensor across the CPU <-> accelerator boundary, with the layout transform."""
+
+    tensor: str
+    direction: str                      #: "to_device" or "from_device"
+    shape: tuple[int, int, int]         #: C, H, W
+    lanes: int
+    device = "transfer"
+
+    @property
+    def name(self):
+        return f"{self.direction}:{self.tensor}"
+
+    def describe(self, cfg=None) -> str:
+        c, h, w = self.shape
+        arrow = "host NCHW -> device GIHWCPI" if self.direction == "to_device" else "device -> host NCHW"
+        return f"{arrow}, {c}x{h}x{w}, {self.lanes} lanes"
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    cfg: KernelConfig
+    steps: list                          #: FpgaLayer | CpuLayer | Transfer in execution order
+    #: (tensor, lanes) -> (C, H, W) of every buffer in device layout; a tensor has two when CPI != CPO
+    device_tensors: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
+    descriptor: dict | None = None
+
+    @property
+    def fpga_layers(self) -> list[FpgaLayer]:
+        return [s for s in self.steps if isinstance(s, FpgaLayer)]
+
+    def ideal_cycles(self) -> int:
+        return sum(s.ideal_cycles(self.cfg) for s in self.fpga_layers)
+
+    def summary(self, measured: dict[str, float] | None = None) -> str:
+        """One line per step: device, what it does, tiles, ideal (and measured) cycles."""
+        cfg = self.cfg
+        lines = [f"plan for {self.graph.name!r} on a kernel with CPI={cfg.cpi} CPO={cfg.cpo} "
+                 f"{'int' if cfg.act_signed else 'uint'}{cfg.act_bits} activations, "
+                 f"wmax={cfg.wmax} hmax={cfg.hmax}"]
+        for k, s in enumerate(self.steps):
+            line = f"{k:3d} {s.device:11s} {s.name[:40]:40s} {s.describe(cfg)}"
+            if isinstance(s, FpgaLayer):
+                line += f", ideal {s.ideal_cycles(cfg)} cycles"
+                if measured and s.name in measured:
+                    line += f", measured {measured[s.name]:.0f}"
+            lines.append(line)
+        n_acc = len(self.fpga_layers)
+        lines.append(f"{n_acc} accelerator layer(s), {sum(isinstance(s, CpuLayer) for s in self.steps)} CPU "
+                     f"layer(s), {sum(isinstance(s, Transfer) for s in self.steps)} transfer(s); "
+                     f"ideal accelerator cycles {self.ideal_cycles()}")
+        return "\n".join(lines)
+
+
+# Kernel description ------------------------------------------------------------------------------
+
+def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
+    """A ``KernelConfig``, a dict of its fields, or a build folder / ``descriptor.json`` path."""
+    if isinstance(kernel, KernelConfig):
+        return kernel, None
+    if isinstance(kernel, dict):
+        return KernelConfig.from_dict(kernel), None
+    path = Path(kernel)
+    if path.is_dir():
+        path = path / "descriptor.json"
+    if not path.is_file():
+        raise PlanError(f"kernel descriptor {str(path)!r} does not exist")
+    try:
+        from ..descriptor import load_descriptor
+    except ImportError:
+        raise PlanError("reading a kernel descriptor needs hlsinf.descriptor, which this checkout lacks; "
+                        "give the configuration instead (--cpi/--cpo)") from None
+    return load_descriptor(path)
+
+
+@dataclass(frozen=True)
+class _Caps:
+    """What the kernel's convolution takes beyond KernelConfig: from the descriptor when there is one."""
+
+    max_pad: int = MAX_PAD
+    strides: tuple[int, ...] = (1, 2)
+
+    @classmethod
+    def of(cls, descriptor: dict | None) -> "_Caps":
+        conv = ((descriptor or {}).get("operations") or {}).get("conv") or {}
+        return cls(max_pad=min(int(conv.get("max_pad", MAX_PAD)), MAX_PAD),
+                   strides=tuple(int(v) for v in conv.get("strides", (1, 2))))
+
+
+# Pattern matching of one quantised convolution ---------------------------------------------------
+
+@dataclass
+class _Match:
+    nodes: list[Node]
+    x_q: str
+    out: str
+    s_x: float
+    s_w: np.ndarray
+    s_y: float
+    w_q: np.ndarray
+    b_q: np.ndarray
+    clip: tuple[float | None, float | None]   # real-valued bounds of Relu/Clip
+    pool: int
+
+
+class _NoMatch(Exception):
+    """This convolution stays on the CPU; the message says why."""
+
+
+def _scalar_qparams(graph: Graph, node: Node, cfg: KernelConfig, what: str):
+    scale = graph.const(node.inputs[1])
+    zp = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), np.uint8)
+    if scale is None or zp is None:
+        raise _NoMatch(f"{what} scale or zero point is not a constant")
+    if np.size(scale) != 1 or np.size(zp) != 1:
+        raise _NoMatch(f"{what} is quantised per channel; activations need one scale")
+    dt = np.dtype(act_dtype(cfg))
+    if np.asarray(zp).dtype != dt:
+        raise _NoMatch(f"{what} is {np.asarray(zp).dtype}, the kernel takes {dt} activations")
+    if int(np.asarray(zp).reshape(())) != 0:
+        raise _NoMatch(f"{what} zero point is {int(np.asarray(zp).reshape(()))}; the kernel needs 0")
+    return float(np.asarray(scale, np.float64).reshape(()))
+
+
+def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | None:
+    cons = graph.consumers(tensor)
+    if len(cons) == 1 and cons[0].op in ops and tensor not in graph.outputs:
+        return cons[0]
+    return None
+
+
+def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _Match:
+    a = conv.attrs
+    if a.get("group", 1) != 1:
+        raise _NoMatch(f"grouped convolution (group={a['group']})")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise _NoMatch(f"dilation {a['dilations']}")
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise _NoMatch(f"auto_pad={a['auto_pad']}")
+    x_dq = graph.producer(conv.inputs[0])
+    w_dq = graph.producer(conv.inputs[1])
+    if x_dq is None or x_dq.op != "DequantizeLinear" or w_dq is None or w_dq.op != "DequantizeLinear":
+        raise _NoMatch("float convolution: not quantised (give a QDQ model or a calibration batch)")
+    s_x = _scalar_qparams(graph, x_dq, cfg, "input")
+    w_q = graph.const(w_dq.inputs[0])
+    s_w = graph.const(w_dq.inputs[1])
+    w_zp = graph.const(w_dq.inputs[2]) if len(w_dq.inputs) > 2 and w_dq.inputs[2] else None
+    if w_q is None or s_w is None:
+        raise _NoMatch("weights are not constant")
+    if w_q.dtype != np.dtype(weight_dtype(cfg)):
+        raise _NoMatch(f"weights are {w_q.dtype}, the kernel takes {np.dtype(weight_dtype(cfg))}")
+    if w_zp is not None and np.any(np.asarray(w_zp) != 0):
+        raise _NoMatch("weight zero point is not 0 (asymmetric weights)")
+    o = w_q.shape[0]
+    s_w = np.asarray(s_w, np.float64).reshape(-1)
+    if s_w.size == 1:
+        s_w = np.full(o, s_w[0])
+    elif s_w.size != o or w_dq.attrs.get("axis", 1) % 4 != 0:
+        raise _NoMatch("weights are quantised per channel along an axis other than the output channels")
+    kh, kw = w_q.shape[2:]
+    if kh > 3 or kw > 3:
+        raise _NoMatch(f"kernel {kh}x{kw} is larger than 3x3")
+    strides = a.get("strides", [1, 1])
+    if strides[0] != strides[1] or strides[0] not in caps.strides:
+        raise _NoMatch(f"strides {strides} (the kernel does {' or '.join(map(str, caps.strides))} in both directions)")
+    if len(w_q.shape) != 4 or graph.shapes[conv.inputs[0]][0] != 1:
+        raise _NoMatch("not a 2-D convolution of a batch of one")
+    # bias: int32 at scale s_x * s_w, or anything that dequantises to a real value
+    b_real = np.zeros(o)
+    if len(conv.inputs) > 2 and conv.inputs[2]:
+        b_dq = graph.producer(conv.inputs[2])
+        if b_dq is not None and b_dq.op == "DequantizeLinear":
+            vals = [graph.const(i) if i else None for i in b_dq.inputs]
+            if any(v is None for v, i in zip(vals, b_dq.inputs) if i):
+                raise _NoMatch("bias is not constant")
+            bq, bs = vals[0].astype(np.float64), np.asarray(vals[1], np.float64)
+            bz = np.asarray(vals[2], np.float64) if len(vals) > 2 and vals[2] is not None else 0.0
+            b_real = (bq - bz) * bs
+        elif graph.const(conv.inputs[2]) is not None:
+            b_real = graph.const(conv.inputs[2]).astype(np.float64)
+        else:
+            raise _NoMatch("bias is not constant")
+    b_q = np.rint(b_real / (np.float64(np.float32(s_x)) * s_w))
+    blo, bhi = cfg.bias_range
+    if np.any(b_q < blo) or np.any(b_q > bhi):
+        raise _NoMatch(f"bias does not fit int{cfg.bias_bits}")
+
+    nodes = [x_dq, w_dq, conv]
+    t = conv.outputs[0]
+    clip = (None, None)
+    act = _only_consumer(graph, t, ("Relu", "Clip"))
+    if act is not None:
+        nodes.append(act)
+        clip = _clip_bounds(graph, act)
+        t = act.outputs[0]
+    q = _only_consumer(graph, t, ("QuantizeLinear",))
+    if q is None:
+        raise _NoMatch("output is not quantised (no QuantizeLinear follows)")
+    nodes.append(q)
+    s_y = _scalar_qparams(graph, q, cfg, "output")
+    out = q.outputs[0]
+
+    # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
+    # exact on the integers; a max pool commutes with it, so a Relu after a max pool is
+    # still the kernel's clip before its pool; an average pool must come last.
+    pool = POOL_NONE
+    while True:
+        dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
+        nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool"))
+        q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
+        if not q2:
+            break
+        try:
+            same = (_scalar_qparams(graph, dq2, cfg, "input") == s_y and _scalar_qparams(graph, q2, cfg, "output") == s_y)
+        except _NoMatch:
+            same = False
+        if not same:
+            break
+        if nxt.op in ("Relu", "Clip"):
+            if pool == POOL_AVG:
+                break
+            try:
+                lo, hi = _clip_bounds(graph, nxt)
+            except _NoMatch:
+                break
+            clip = (lo if clip[0] is None else clip[0] if lo is None else max(lo, clip[0]),
+                    hi if clip[1] is None else clip[1] if hi is None else min(hi, clip[1]))
+        else:
+            mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
+            built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
+            if pool or not built or not _is_pool2x2(nxt):
+                break
+            pool = mode
+        nodes += [dq2, nxt, q2]
+        out = q2.outputs[0]
+    return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool)
+
+
+def _clip_bounds(graph: Graph, act: Node) -> tuple[float | None, float | None]:
+    """Real-valued bounds of a Relu or Clip node (None: unbounded)."""
+    if act.op == "Relu":
+        return 0.0, None
+    lo = graph.const(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else act.attrs.get("min")
+    hi = graph.const(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else act.attrs.get("max")
+    if (len(act.inputs) > 1 and act.inputs[1] and lo is None) or (len(act.inputs) > 2 and act.inputs[2] and hi is None):
+        raise _NoMatch("Clip bounds are not constant")
+    return None if lo is None else float(lo), None if hi is None else float(hi)
+
+
+def _is_pool2x2(p: Node) -> bool:
+    a = p.attrs
+    return (list(a.get("kernel_shape", [])) == [2, 2] and list(a.get("strides", [1, 1])) == [2, 2]
+            and not any(a.get("pads", [0, 0, 0, 0])) and not a.get("ceil_mode", 0)
+            and a.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+            and all(d == 1 for d in a.get("dilations", [1, 1])))
+
+
+# Mapping a matched convolution onto calls --------------------------------------------------------
+
+def _row_tiles(conv_rows: int, tile: int) -> list[tuple[int, int]]:
+    return [(r, min(r + tile, conv_rows)) for r in range(0, conv_rows, tile)]
+
+
+def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
+                 max_out_groups: int | None, max_cols: int | None = None) -> FpgaLayer:
+    conv = next(n for n in m.nodes if n.op == "Conv")
+    name = conv.name
+    _, c, h, w = graph.shapes[m.x_q]
+    o, _, kh, kw = m.w_q.shape
+    a = conv.attrs
+    pads = list(a.get("pads", [0, 0, 0, 0])) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0, 0, 0, 0]
+    stride = a.get("strides", [1, 1])[0]
+    # 1x1 and 2x2 kernels in the 3x3 slot: centre them (offset (3-k)//2) and pad the rest
+    oy, ox = (3 - kh) // 2, (3 - kw) // 2
+    w3 = np.zeros((o, c, 3, 3), m.w_q.dtype)
+    w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
+    pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
+    where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
+    if max(pt, pb, pl, pr) > caps.max_pad:
+        raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
+                       f"the kernel pads at most {caps.max_pad}")
+    if c > cfg.imax:
+        raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
+                        "no tiling splits input channels")
+    try:
+        mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
+    except QuantError as e:
+        raise _NoMatch(str(e)) from None
+    amin, amax = cfg.act_range
+    lo, hi = m.clip
+    clip_lo = None if lo is None else int(np.clip(np.rint(lo / m.s_y), amin, amax))
+    clip_hi = None if hi is None else int(np.clip(np.rint(hi / m.s_y), amin, amax))
+    relu = clip_lo == 0 and cfg.with_relu
+    if relu:
+        clip_lo = None
+
+    conv_rows = (h + pt + pb - 3) // stride + 1
+    conv_cols = (w + pl + pr - 3) // stride + 1
+    if conv_rows < 1 or conv_cols < 1:
+        raise PlanError(f"{where}: the output would be empty")
+    pool_div = 2 if m.pool else 1
+    rows_used = conv_rows // pool_div * pool_div
+    out_rows, out_cols = conv_rows // pool_div, conv_cols // pool_div
+    if m.pool and (out_rows < 1 or out_cols < 1):
+        raise _NoMatch("pooling of a single row or column")
+    tile = (cfg.hmax - 3) // stride + 1
+    if max_rows is not None:
+        tile = min(tile, max_rows)
+    if m.pool:
+        tile -= tile % 2
+    if tile < pool_div:
+        raise PlanError(f"{where}: no row tiling fits the kernel's hmax = {cfg.hmax} "
+                        f"(stride {stride}{', pooling' if m.pool else ''})")
+    # Column tiles only when the image is wider than the line buffers: each reads its own
+    # narrower copy of the input (halo columns included) and writes its own output strip.
+    whole_width = w <= cfg.wmax and max_cols is None
+    if whole_width:
+        col_tiles = [(0, conv_cols // pool_div * pool_div)]
+    else:
+        ctile = (cfg.wmax - 3) // stride + 1
+        if max_cols is not None:
+            ctile = min(ctile, max_cols)
+        if m.pool:
+            ctile -= ctile % 2
+        if ctile < pool_div:
+            raise PlanError(f"{where}: input width {w} is larger than the kernel's wmax = {cfg.wmax} "
+                            f"and no column tiling fits it (stride {stride}{', pooling' if m.pool else ''})")
+        col_tiles = _row_tiles(conv_cols // pool_div * pool_div, ctile)
+    go = math.ceil(o / cfg.cpo)
+    per_call = go if not max_out_groups else max(1, max_out_groups)
+    group_ranges = [(g, min(per_call, go - g)) for g in range(0, go, per_call)]
+    calls, columns = [], []
+    for c0, c1 in col_tiles:
+        cfirst = c0 * stride - pl
+        clast = (c1 - 1) * stride - pl + 2
+        left, right = max(0, -cfirst), max(0, clast - (w - 1))
+        cstart, cstop = max(cfirst, 0), min(clast, w - 1)
+        tw = cstop - cstart + 1
+        tout = (c1 - c0) // pool_div
+        if whole_width:                          # the whole width, read in place
+            cstart, cstop, tw, left, right, tout = 0, w - 1, w, pl, pr, out_cols
+        n_before = len(calls)
+        for r0, r1 in _row_tiles(rows_used, tile):
+            first = r0 * stride - pt
+            last = (r1 - 1) * stride - pt + 2
+            top, bottom = max(0, -first), max(0, last - (h - 1))
+            start, stop = max(first, 0), min(last, h - 1)
+            for g0, count in group_ranges:
+                args = CallArgs(H=h, W=tw, rows=stop - start + 1, I=c, O=o, pad_top=top, pad_bottom=bottom,
+                                pad_left=left, pad_right=right, stride=stride, o_first=g0,
+                                o_count=None if len(group_ranges) == 1 else count, relu=relu,
+                                clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
+                                pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * tout,
+                                out_plane=out_rows * tout)
+                try:
+                    args.validate(cfg)
+                except ValueError as e:
+                    raise PlanError(f"{where}: {e}") from None
+                assert args.conv_rows == r1 - r0 and args.out_cols == tout
+                calls.append(args)
+        columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
+    return FpgaLayer(
+        name=name, nodes=[n.name for n in m.nodes], input=m.x_q, output=m.out,
+        in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
+        pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
+        weights=pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg)),
+        bias=pack_channels(m.b_q.astype(bias_dtype(cfg)), cfg.cpo),
+        mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
+        calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
+        columns=[] if whole_width else columns)
+
+
+# The planner ------------------------------------------------------------------------------------
+
+def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape=None,
+            max_rows: int | None = None, max_out_groups: int | None = None,
+            max_cols: int | None = None, cpu_fallback: bool = False) -> Plan:
+    """Plan a model for the kernel.
+
+    ``model``: ONNX path, ``ModelProto`` or :class:`Graph`; a QDQ model runs its quantised
+    convolutions on the accelerator. With ``calibration`` (an ``N x C x H x W`` float batch) a
+    float model is first quantised by :func:`hlsinf.host.quantize.quantize`.
+    ``kernel``: a :class:`KernelConfig`, a dict of its fields, or a build folder / descriptor
+    JSON. ``max_rows`` caps the convolution output rows of one call (below what ``hmax``
+    allows), ``max_cols`` the output columns of a column tile (column tiles are made anyway
+    when an input is wider than ``wmax``) and ``max_out_groups`` the output groups of one
+    call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
+    :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
+    """
+    cfg, descriptor = load_kernel(kernel)
+    caps = _Caps.of(descriptor)
+    if calibration is not None:
+        from .quantize import quantize
+        model = quantize(model, calibration, cfg)
+    graph = model if isinstance(model, Graph) else load_model(model, input_shape)
+    graph = fold_batchnorm(graph)
+
+    fused: dict[str, FpgaLayer] = {}        # last fused node name -> layer
+    in_layer: set[str] = set()
+    reasons: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "Conv" or node.name in in_layer:
+            continue
+        try:
+            m = _match_conv(graph, node, cfg, caps)
+            layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols)
+        except _NoMatch as e:
+            reasons[node.name] = str(e)
+            continue
+        except PlanError as e:
+            if not cpu_fallback:
+                raise
+            reasons[node.name] = str(e)
+            continue
+        # a fused node's intermediate output must not be needed elsewhere (checked by _only_consumer);
+        # the input DQ may feed other nodes, so it is only "fused" if the conv was its sole consumer
+        names = [n.name for n in m.nodes]
+        x_dq = m.nodes[0]
+        if len(graph.consumers(x_dq.outputs[0])) > 1:
+            names.remove(x_dq.name)
+        w_dq = m.nodes[1]
+        if len(graph.consumers(w_dq.outputs[0])) > 1:
+            names.remove(w_dq.name)
+        layer.nodes = names
+        in_layer.update(names)
+        fused[m.nodes[-1].name] = layer
+
+    # Liveness: keep CPU nodes whose outputs something needs.
+    needed = set(graph.outputs)
+    keep = set()
+    for node in reversed(graph.nodes):
+        if node.name in fused:
+            layer = fused[node.name]
+            needed.add(layer.input)
+            keep.add(node.name)
+        elif node.name in in_layer:
+            continue
+        elif any(o in needed for o in node.outputs):
+            keep.add(node.name)
+            needed.update(i for i in node.inputs if i)
+
+    # Steps with transfers at the CPU <-> accelerator boundaries.
+    steps = []
+    on_host = {graph.inputs[0]} | set(graph.initializers)
+    on_device: dict[str, int] = {}          # tensor -> lanes
+    device_tensors = {}
+
+    def chw(t):
+        s = graph.shapes[t]
+        if len(s) != 4 or s[0] != 1:
+            raise PlanError(f"tensor {t!r} of shape {s} is not a 1xCxHxW image")
+        return s[1:]
+
+    def to_host(t):
+        if t in on_device and t not in on_host:
+            steps.append(Transfer(t, "from_device", chw(t), on_device[t]))
+            on_host.add(t)
+
+    for node in graph.nodes:
+        if node.name not in keep:
+            continue
+        if node.name in fused:
+            layer = fused[node.name]
+            t = layer.input
+            if on_device.get(t) != cfg.cpi:
+                to_host(t)
+                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi))
+                on_device[t] = cfg.cpi
+                device_tensors[(t, cfg.cpi)] = chw(t)
+            steps.append(layer)
+            on_device[layer.output] = cfg.cpo
+            device_tensors[(layer.output, cfg.cpo)] = layer.out_shape
+            if chw(layer.output) != layer.out_shape:
+                raise PlanError(f"layer {layer.name!r}: planned output {layer.out_shape} differs from "
+                                f"ONNX shape inference {chw(layer.output)}")
+        elif all(not i or i in graph.initializers for i in node.inputs) and node.op != "Conv":
+            # constant subgraph (e.g. DequantizeLinear of Gemm weights): computed once, here
+            from .cpu_ops import run_node
+            outs = run_node(node, [graph.initializers[i] if i else None for i in node.inputs], graph.opset)
+            for o, v in zip(node.outputs, outs):
+                if o:
+                    graph.initializers[o] = v
+                    on_host.add(o)
+        else:
+            for i in node.inputs:
+                if i:
+                    to_host(i)
+            steps.append(CpuLayer(node, reasons.get(node.name)))
+            on_host.update(o for o in node.outputs if o)
+    for o in graph.outputs:
+        to_host(o)
+    return Plan(graph, cfg, steps, device_tensors, descriptor)

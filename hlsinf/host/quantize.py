@@ -1,0 +1,199 @@
+"""Integer arithmetic for the kernel: requantisation multipliers, QDQ parameters, post-training quantisation.
+
+Two ways into integer mode share one representation, an ONNX QDQ model
+(QuantizeLinear/DequantizeLinear around every convolution), so that onnxruntime can run
+exactly the model the accelerator runs:
+
+* a QDQ model written by a tool (``onnxruntime.quantization.quantize_static``), used as is;
+* a float model plus a calibration batch: :func:`quantize` measures activation ranges,
+  quantises weights per output channel (symmetric int8) and bias to int32, and writes
+  the QDQ model itself.
+
+Zero points: the kernel pads with 0 and has no zero-point add, so a convolution runs on
+the accelerator only if its input and output zero points are 0 (natural for uint8 after
+ReLU and for symmetric int8). Other convolutions stay on the CPU, executed exactly as the
+QDQ graph says; the plan says why.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from ..config import KernelConfig
+from .graph import Graph, GraphError, load_model
+
+__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
+
+
+class QuantError(ValueError):
+    """A scale cannot be represented by the kernel; the message names the layer."""
+
+
+def requant_params(real_scale, cfg: KernelConfig, layer: str = "layer") -> tuple[np.ndarray, int, float]:
+    """Map per-channel real scales ``s_x * s_w / s_y`` onto ``M / 2**shift``.
+
+    ``M`` is unsigned with ``cfg.mult_bits`` bits, one per channel; ``shift`` is shared by
+    the layer and at most ``cfg.max_shift``. The largest shift whose multipliers still fit
+    is taken (most precision). Returns ``(M as uint32, shift, worst relative error)``.
+    Without a multiplier in the kernel (``with_multiplier=False``) every scale must be a
+    power of two: ``M = 1`` and the nearest shift is used, and the error says how far off it is.
+    """
+    m = np.asarray(real_scale, np.float64).reshape(-1)
+    if np.any(~np.isfinite(m)) or np.any(m <= 0):
+        raise QuantError(f"{layer}: requantisation scales must be positive and finite, got {m[:4]}...")
+    if not cfg.with_multiplier:
+        shifts = np.rint(-np.log2(m))
+        if np.any(shifts != shifts[0]):
+            raise QuantError(f"{layer}: per-channel scales need the kernel's multiplier (with_multiplier=False)")
+        shift = int(shifts[0])
+        if not 0 <= shift <= cfg.max_shift:
+            raise QuantError(f"{layer}: scale {m[0]:.3g} needs shift {shift}, allowed 0 to {cfg.max_shift}")
+        err = float(np.max(np.abs(2.0 ** -shift / m - 1)))
+        return np.ones(m.size, np.uint32), shift, err
+    mmax = (1 << cfg.mult_bits) - 1
+    top = float(m.max())
+    shift = cfg.max_shift
+    while shift > 0 and round(top * 2.0 ** shift) > mmax:
+        shift -= 1
+    if round(top * 2.0 ** shift) > mmax:
+        raise QuantError(f"{layer}: requantisation scale {top:.6g} is larger than the largest multiplier "
+                         f"{mmax} (mult_bits = {cfg.mult_bits}) at shift 0")
+    mult = np.rint(m * 2.0 ** shift)
+    err = float(np.max(np.abs(mult / 2.0 ** shift / m - 1)))
+    return mult.astype(np.uint32), shift, err
+
+
+# Post-training quantisation --------------------------------------------------------------------
+
+def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Smallest and largest value of every float tensor over a calibration batch (run on the CPU)."""
+    from .cpu_ops import evaluate
+
+    calibration = np.asarray(calibration, np.float32)
+    shape = graph.shapes[graph.inputs[0]]
+    if calibration.ndim == len(shape) - 1:
+        calibration = calibration[None]
+    if tuple(calibration.shape[1:]) != tuple(shape[1:]):
+        raise GraphError(f"calibration batch has shape {calibration.shape}; the model input "
+                         f"{graph.inputs[0]!r} needs (N, {', '.join(map(str, shape[1:]))})")
+    ranges: dict[str, list[float]] = {}
+    for k in range(calibration.shape[0]):
+        values = evaluate(graph, calibration[k:k + 1], keep=True)
+        for name, v in values.items():
+            if name in graph.initializers or not np.issubdtype(np.asarray(v).dtype, np.floating):
+                continue
+            lo, hi = float(np.min(v)), float(np.max(v))
+            if name in ranges:
+                ranges[name][0] = min(ranges[name][0], lo)
+                ranges[name][1] = max(ranges[name][1], hi)
+            else:
+                ranges[name] = [lo, hi]
+    return {k: (v[0], v[1]) for k, v in ranges.items()}
+
+
+def _act_scale(lo: float, hi: float, signed: bool) -> float:
+    if signed:
+        s = max(abs(lo), abs(hi)) / 127.0
+    else:
+        s = hi / 255.0
+    return s if s > 0 else 1.0
+
+
+def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None, *,
+             act_signed: bool | None = None, per_channel: bool = True):
+    """Post-training quantisation of a float ONNX model into a QDQ ``onnx.ModelProto``.
+
+    ``model`` is a path or ``ModelProto``; ``calibration`` an ``N x C x H x W`` float batch
+    (a few representative inputs). Activation format follows ``kernel.act_signed`` (or
+    ``act_signed``; default uint8): scale from the calibrated range, zero point 0. Weights are
+    symmetric int8 (per output channel unless ``per_channel=False``), bias int32 at scale
+    ``s_x * s_w``. A convolution is quantised when its input and its (ReLU/Clip-ed) output
+    are representable with zero point 0 (for uint8: never negative in calibration); others
+    stay float and run on the CPU. 2-D max/average pools of a quantised tensor keep its scale.
+    The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
+    """
+    from .graph import Node, fold_batchnorm, to_onnx
+
+    signed = act_signed if act_signed is not None else (kernel.act_signed if kernel is not None else False)
+    graph = model if isinstance(model, Graph) else load_model(model)
+    graph = fold_batchnorm(graph)
+    ranges = calibrate_ranges(graph, calibration)
+
+    def representable(t):
+        if t not in ranges:
+            return False
+        lo, hi = ranges[t]
+        return signed or lo >= 0
+
+    scales: dict[str, float] = {}               # quantised activation tensors -> scale
+    conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
+    for node in graph.nodes:
+        if node.op == "Conv" and node.inputs[1] in graph.initializers and node.attrs.get("group", 1) == 1:
+            x, out = node.inputs[0], node.outputs[0]
+            cons = graph.consumers(out)
+            if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and out not in graph.outputs:
+                out = cons[0].outputs[0]
+            if (x in scales or representable(x)) and representable(out):
+                scales.setdefault(x, _act_scale(*ranges[x], signed))
+                scales[out] = _act_scale(*ranges[out], signed)
+                conv_input[node.name] = x
+        elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
+            scales[node.outputs[0]] = scales[node.inputs[0]]
+
+    zp_dtype = np.int8 if signed else np.uint8
+    inits = dict(graph.initializers)
+    shapes, dtypes = dict(graph.shapes), dict(graph.dtypes)
+    nodes: list[Node] = []
+    rename: dict[str, str] = {}
+
+    def add_init(name, value):
+        inits[name] = value
+        shapes[name], dtypes[name] = value.shape, value.dtype
+
+    def qdq(t):
+        add_init(f"{t}_scale", np.array(scales[t], np.float32))
+        add_init(f"{t}_zero_point", np.array(0, zp_dtype))
+        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"]))
+        nodes.append(Node(f"{t}_DequantizeLinear", "DequantizeLinear",
+                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"]))
+        shapes[f"{t}_quantized"] = shapes[f"{t}_dequantized"] = shapes[t]
+        dtypes[f"{t}_quantized"], dtypes[f"{t}_dequantized"] = np.dtype(zp_dtype), np.dtype(np.float32)
+        rename[t] = f"{t}_dequantized"
+
+    def dq_param(name, q, scale, axis):
+        add_init(f"{name}_quantized", q)
+        add_init(f"{name}_scale", scale)
+        add_init(f"{name}_zero_point", np.zeros(scale.shape, q.dtype))
+        nodes.append(Node(f"{name}_DequantizeLinear", "DequantizeLinear",
+                          [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"], [f"{name}_dequantized"],
+                          {"axis": axis}))
+        shapes[f"{name}_dequantized"], dtypes[f"{name}_dequantized"] = q.shape, np.dtype(np.float32)
+        return f"{name}_dequantized"
+
+    if graph.inputs[0] in scales:
+        qdq(graph.inputs[0])
+    for node in graph.nodes:
+        new = Node(node.name, node.op, [rename.get(i, i) for i in node.inputs], list(node.outputs), dict(node.attrs))
+        if node.name in conv_input:
+            x = conv_input[node.name]
+            w = graph.initializers[node.inputs[1]].astype(np.float64)
+            o = w.shape[0]
+            wmax = np.abs(w.reshape(o, -1)).max(axis=1) if per_channel else np.full(o, np.abs(w).max())
+            sw = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
+            wq = np.clip(np.rint(w / sw.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+            new.inputs[1] = dq_param(f"{node.name}_w", wq, sw if per_channel else sw[:1].reshape(()), 0)
+            if len(node.inputs) > 2 and node.inputs[2]:
+                b = graph.initializers[node.inputs[2]].astype(np.float64)
+                sb = (np.float32(scales[x]) * sw).astype(np.float32)
+                bq = np.clip(np.rint(b / sb.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
+                new.inputs[2] = dq_param(f"{node.name}_b", bq, sb, 0)
+        nodes.append(new)
+        for out in node.outputs:
+            if out in scales:
+                qdq(out)
+    used = {i for n in nodes for i in n.inputs}
+    inits = {k: v for k, v in inits.items() if k in used}
+    qgraph = Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dtypes,
+                   max(13, graph.opset), graph.name)
+    return to_onnx(qgraph)

@@ -1,0 +1,189 @@
+"""``RtlDevice``: kernel calls run by the generated Verilog in Verilator (through cocotb).
+
+The host side keeps the card's memory as one flat byte array, like the reference device.
+When the device is created the kernel's Verilog for ``cfg`` is built (``sim.runner.build``,
+cached by the Verilog text) and one simulation is started in the background running
+:mod:`hlsinf.host.rtl_bench`, which connects back over a Unix socket. Each ``wait`` then
+ships the call's regions (input planes, weights, bias, multipliers, current output planes)
+to the three AXI RAM models, with pointers rebased into them, sends the register words
+exactly as ``encode_call`` wrote them (pointer words rebased), and copies the output region
+back. ``wait`` returns the cycles from ``ap_start`` to ``ap_done``.
+
+Needs ``hlsinf.kernel`` and the repository's ``sim/`` folder (the kernel helper's work);
+constructing the device without them raises :class:`DeviceError` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..config import KernelConfig
+from ..reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
+from ..registers import register_map
+from .device import DeviceError, FlatMemoryDevice, decode_call
+
+__all__ = ["RtlDevice"]
+
+_BASE = 0x1000
+
+
+def send(sock, obj):
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(len(data).to_bytes(8, "little") + data)
+
+
+def recv(sock):
+    def exactly(n):
+        chunks, got = [], 0
+        while got < n:
+            chunk = sock.recv(min(n - got, 1 << 20))
+            if not chunk:
+                raise ConnectionError("host closed the connection")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    return pickle.loads(exactly(int.from_bytes(exactly(8), "little")))
+
+
+def _align(n: int, a: int = 4096) -> int:
+    return (n + a - 1) // a * a
+
+
+class RtlDevice(FlatMemoryDevice):
+    measures_cycles = True
+
+    def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, ram_bytes: int = 1 << 26, seed: int = 1,
+                 connect_timeout: float = 300.0):
+        super().__init__(cfg, capacity)
+        root = Path(__file__).resolve().parents[2]
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        try:
+            from sim import runner                         # noqa: F401
+            from hlsinf.kernel import TOP_NAME              # noqa: F401
+        except ImportError as e:
+            raise DeviceError(f"the rtl device needs hlsinf.kernel and the sim/ folder of the repository: {e}") from None
+        self.seed, self.connect_timeout = seed, connect_timeout
+        self._sock = None
+        self._thread = None
+        self._result = None
+        self.cycles: list[int] = []
+        self._launch(ram_bytes)          # "power on": build (cached) and start the simulation
+
+    # Simulation lifetime -----------------------------------------------------------------------
+
+    def _launch(self, ram_bytes: int):
+        from sim import runner
+        from hlsinf.kernel import TOP_NAME, kernel_verilog
+        # keyed by the Verilog text, so host-side changes do not trigger a recompile
+        try:
+            build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
+                                     name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
+        except Exception as e:
+            raise DeviceError(f"building the kernel for {self.cfg} in Verilator failed: {e}") from None
+        self._tmp = tempfile.TemporaryDirectory(prefix="hlsinf-rtl-")
+        path = os.path.join(self._tmp.name, "sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(self.connect_timeout)
+        self.ram_bytes = ram_bytes
+        env = {"HLSINF_CFG": json.dumps(self.cfg.to_dict()), "HLSINF_RTL_SOCKET": path,
+               "HLSINF_RTL_RAM": str(ram_bytes)}
+
+        def simulate():
+            try:
+                self._result = runner.run(build_dir, TOP_NAME, "hlsinf.host.rtl_bench", env=env, seed=self.seed,
+                                          test_dir=Path(self._tmp.name) / "run")
+            except Exception as e:  # reported by the next wait
+                self._result = e
+        self._thread = threading.Thread(target=simulate, daemon=True)
+        self._thread.start()
+        try:
+            self._sock, _ = server.accept()
+        except socket.timeout:
+            raise DeviceError(f"the simulation did not connect within {self.connect_timeout} s "
+                              f"({self._result!r}; see {self._tmp.name}/run)") from None
+        finally:
+            server.close()
+        self._sock.settimeout(None)
+        hello = recv(self._sock)
+        if hello.get("ready") != self.cfg.to_dict():
+            raise DeviceError(f"the simulated kernel reports configuration {hello}, expected {self.cfg}")
+
+    def close(self):
+        if self._sock is not None:
+            try:
+                send(self._sock, {"quit": True})
+            finally:
+                self._sock.close()
+                self._sock = None
+            self._thread.join(timeout=60)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # Calls --------------------------------------------------------------------------------------
+
+    def start(self, registers: dict[int, int]) -> None:
+        if self._pending is not None:
+            raise DeviceError("start while the previous call has not been waited for")
+        self._pending = dict(registers)
+
+    def wait(self) -> int:
+        if self._pending is None:
+            raise DeviceError("wait without a started call")
+        words, self._pending = self._pending, None
+        cfg = self.cfg
+        args, ptr = decode_call(words)
+        gi, go = args.gi(cfg), args.go(cfg)
+        asz = np.dtype(act_dtype(cfg)).itemsize
+        sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
+                 "w": go * gi * cfg.cpo * cfg.cpi * 9 * np.dtype(weight_dtype(cfg)).itemsize,
+                 "b": go * cfg.cpo * np.dtype(bias_dtype(cfg)).itemsize,
+                 "m": go * cfg.cpo * np.dtype(mult_dtype(cfg)).itemsize,
+                 "y": args.groups(cfg).stop * args.plane_out() * cfg.cpo * asz}
+        rebased = {"x": _BASE, "y": _BASE, "w": _BASE}
+        rebased["b"] = _align(_BASE + sizes["w"])
+        rebased["m"] = _align(rebased["b"] + sizes["b"])
+        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"])
+        if self._sock is None:
+            raise DeviceError("the simulation is closed")
+        if need > self.ram_bytes:
+            raise DeviceError(f"a call needs {need} bytes of simulated memory, the RAM models hold {self.ram_bytes} "
+                              "(RtlDevice(ram_bytes=...))")
+        region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
+        regions = {"gmem_in": [(rebased["x"], region("x"))],
+                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m")],
+                   "gmem_out": [(rebased["y"], region("y"))]}
+        out_words = dict(words)
+        for reg in register_map():
+            if reg.kind == "pointer":
+                out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
+                out_words[reg.offset + 4] = rebased[reg.name] >> 32
+        timeout = 50 * args.ideal_cycles(cfg) + 20000
+        try:
+            send(self._sock, {"regions": regions, "words": out_words, "out": (rebased["y"], sizes["y"]),
+                              "timeout": timeout})
+            reply = recv(self._sock)
+        except (OSError, EOFError) as e:
+            self._sock = None
+            raise DeviceError(f"the simulation stopped ({e}); its log is in {self._tmp.name}/run") from None
+        if "error" in reply:
+            raise DeviceError(f"simulated kernel: {reply['error']}")
+        self.memory[self._span(ptr["y"], sizes["y"])] = np.frombuffer(reply["out"], np.uint8)
+        self.calls += 1
+        self.cycles.append(reply["cycles"])
+        return reply["cycles"]

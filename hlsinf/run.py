@@ -1,0 +1,126 @@
+"""Run an ONNX network on the accelerator (simulated): ``python -m hlsinf.run MODEL.onnx --input X.npy``.
+
+Prints the plan (every step, its device, tiles and ideal cycles), runs the input through
+it on the chosen device, writes the output, and with ``--profile`` prints how the time
+splits between accelerator calls, CPU layers and transfers. Errors (missing files, bad
+shapes, unsupported operators, layers no tiling can fit) are one line on stderr and exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hlsinf.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="ONNX model: float (give --calibration) or QDQ-quantised")
+    p.add_argument("--input", required=True, help=".npy input batch, N x C x H x W (or C x H x W)")
+    p.add_argument("--calibration", help=".npy float batch for post-training quantisation of a float model")
+    p.add_argument("--device", choices=("reference", "rtl"), default="reference")
+    p.add_argument("--kernel", help="kernel build folder or its descriptor.json")
+    p.add_argument("--cpi", type=int, help="input channels per cycle (builds a configuration in-process)")
+    p.add_argument("--cpo", type=int, help="output channels per cycle")
+    p.add_argument("--act-signed", action="store_true", help="int8 activations (default uint8)")
+    p.add_argument("--wmax", type=int, help="kernel's largest input width (default from KernelConfig)")
+    p.add_argument("--hmax", type=int, help="kernel's largest rows per call")
+    p.add_argument("--imax", type=int, help="kernel's largest input channel count")
+    p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
+    p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
+    p.add_argument("--cpu-fallback", action="store_true", help="run layers the kernel cannot hold on the CPU")
+    p.add_argument("--output", help="write the (first) model output here (.npy)")
+    p.add_argument("--profile", action="store_true", help="print the time split accelerator/CPU/transfers")
+    p.add_argument("--plot", help="with --profile: save a bar chart (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="do not print the plan")
+    return p
+
+
+def _kernel(args):
+    from .config import KernelConfig
+    if args.kernel and (args.cpi or args.cpo):
+        raise ValueError("give either --kernel or --cpi/--cpo, not both")
+    if args.kernel:
+        return args.kernel
+    fields = {"cpi": args.cpi or 8, "cpo": args.cpo or 8, "act_signed": args.act_signed}
+    for name in ("wmax", "hmax", "imax"):
+        if getattr(args, name):
+            fields[name] = getattr(args, name)
+    return KernelConfig(**fields)
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file {path!r} does not exist")
+    try:
+        return np.load(p)
+    except Exception as e:
+        raise ValueError(f"{what} file {path!r} is not a readable .npy array: {e}") from None
+
+
+def _device(name: str, cfg):
+    from .host.device import ReferenceDevice
+    if name == "reference":
+        return ReferenceDevice(cfg)
+    try:
+        from .host.rtl import RtlDevice
+    except ImportError as e:
+        raise ValueError(f"--device rtl needs the Verilator kernel harness, which is not available here ({e}); "
+                         "see docs/host.md") from None
+    return RtlDevice(cfg)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .host import Profile, Session, to_fpga
+    try:
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"model file {args.model!r} does not exist")
+        x = _load_npy(args.input, "input")
+        calibration = _load_npy(args.calibration, "calibration") if args.calibration else None
+        if x.ndim == 3:
+            x = x[None]
+        plan = to_fpga(args.model, _kernel(args), calibration=calibration, input_shape=(1,) + x.shape[1:],
+                       max_rows=args.max_rows, max_out_groups=args.max_out_groups, cpu_fallback=args.cpu_fallback)
+        if not args.quiet:
+            print(plan.summary())
+        device = _device(args.device, plan.cfg)
+        profile = Profile()
+        try:
+            session = Session(plan, device)
+            t0 = time.perf_counter()
+            out = session.run(x, profile=profile, progress=sys.stderr.isatty())
+            elapsed = time.perf_counter() - t0
+        finally:
+            device.close()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    name = plan.graph.outputs[0]
+    y = out[name]
+    print(f"ran {x.shape[0]} input(s) on the {args.device} device in {elapsed:.3f} s; "
+          f"output {name!r} {y.shape} {y.dtype}")
+    if y.ndim == 2:
+        print("top-1:", y.argmax(axis=1).tolist())
+    if profile.cycles:                      # devices that count cycles (rtl): measured next to ideal
+        print(plan.summary(measured=profile.cycles_per_run()))
+        total = sum(profile.cycles_per_run().values())
+        print(f"measured accelerator cycles per image {total:.0f}, ideal {plan.ideal_cycles()} "
+              f"({total / max(plan.ideal_cycles(), 1):.2f}x)")
+    if args.profile:
+        print(profile.report())
+        if args.plot:
+            print(f"plot written to {args.plot}" if profile.plot(args.plot) else "no plot: matplotlib is not installed")
+    if args.output:
+        np.save(args.output, y)
+        print(f"output written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

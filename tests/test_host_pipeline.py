@@ -1,0 +1,219 @@
+"""Whole networks through to_fpga on the reference device, against onnxruntime.
+
+* QDQ models written by onnxruntime's ``quantize_static`` (uint8 and int8 activations,
+  per-channel and per-tensor weights): every quantised tensor the plan produces matches
+  onnxruntime's own execution of the same QDQ model to within 1 LSB on >= 99.9 % of values.
+* Float models quantised by the library (``quantize`` + calibration): onnxruntime runs the
+  resulting QDQ model the same way, and the float model agrees on top-1 and within a few
+  output LSBs.
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from hlsinf.config import KernelConfig
+from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
+from hlsinf.host.models import small_cnn
+
+ort.set_default_logger_severity(3)
+
+
+def _ort_run(model, x, fetch=()):
+    """onnxruntime on each image of a batch; returns {name: batch} for the outputs and ``fetch``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    names = [o.name for o in m.graph.output]
+    for f in fetch:
+        if f not in names:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(f))
+            names.append(f)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0].name
+    runs = [sess.run(names, {inp: x[k:k + 1]}) for k in range(x.shape[0])]
+    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
+
+
+def _quantize_static(model, calibration, tmp_path, *, signed, per_channel):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": calibration[k:k + 1]} for k in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True})
+    return onnx.load(dst)
+
+
+def _convs(model):
+    return sum(n.op_type == "Conv" for n in model.graph.node)
+
+
+def _quantised_outputs(plan):
+    """Every integer tensor an accelerator layer writes (they are all device tensors)."""
+    return [s.output for s in plan.steps if isinstance(s, FpgaLayer)]
+
+
+def _lsb_agreement(plan, qdq_model, x):
+    fetch = _quantised_outputs(plan)
+    got = Session(plan).run(x, fetch=fetch)
+    want = _ort_run(qdq_model, x, fetch=fetch)
+    diffs = np.concatenate([np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).ravel() for f in fetch])
+    return diffs, got, want
+
+
+@pytest.mark.parametrize("signed,per_channel", [(False, True), (True, True), (False, False)])
+def test_quantize_static_model_matches_onnxruntime_within_one_lsb(tmp_path, signed, per_channel):
+    rng = np.random.default_rng(3)
+    model = small_cnn(14, 14, seed=1)
+    lo = -1.0 if signed else 0.0
+    calib = rng.uniform(lo, 1, (8, 3, 14, 14)).astype(np.float32)
+    qdq = _quantize_static(model, calib, tmp_path, signed=signed, per_channel=per_channel)
+    cfg = KernelConfig(cpi=4, cpo=4, act_signed=signed, imax=64, wmax=16, hmax=16)
+    plan = to_fpga(qdq, cfg)
+    layers = [s for s in plan.steps if isinstance(s, FpgaLayer)]
+    assert len(layers) == _convs(model), plan.summary()     # every conv is on the accelerator
+    x = rng.uniform(lo, 1, (6, 3, 14, 14)).astype(np.float32)
+    diffs, got, want = _lsb_agreement(plan, qdq, x)
+    assert diffs.size > 1000
+    assert np.mean(diffs <= 1) >= 0.999, f"max diff {diffs.max()}, {np.mean(diffs <= 1):.5f} within 1 LSB"
+    assert np.mean(diffs == 0) >= 0.95
+    out = plan.graph.outputs[0]
+    np.testing.assert_allclose(got[out], want[out], atol=0.05)
+
+
+def test_library_ptq_runs_in_onnxruntime_and_tracks_the_float_model():
+    rng = np.random.default_rng(5)
+    model = small_cnn(16, 16, seed=2, bn=True)
+    calib = rng.uniform(0, 1, (16, 3, 16, 16)).astype(np.float32)
+    cfg = KernelConfig(cpi=4, cpo=8, imax=64, wmax=16, hmax=16)
+    qdq = quantize(model, calib, cfg)
+    onnx.checker.check_model(qdq)
+    plan = to_fpga(qdq, cfg)
+    assert len(plan.fpga_layers) == _convs(model), plan.summary()
+    x = rng.uniform(0, 1, (32, 3, 16, 16)).astype(np.float32)
+    # the accelerator against onnxruntime executing the library's QDQ model
+    diffs, got, want = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999 and np.mean(diffs == 0) >= 0.95
+    # against the float model: top-1 agreement and error in output LSBs of the last conv
+    out = plan.graph.outputs[0]
+    ref = _ort_run(model, x)[out]
+    assert np.mean(got[out].argmax(1) == ref.argmax(1)) >= 0.9
+    last = plan.fpga_layers[-1]
+    q_last = got[last.output].astype(np.float64)
+    scale = float(plan.graph.initializers[plan.graph.consumers(last.output)[0].inputs[1]])
+    float_last = _ort_run(model, x, fetch=["avgpool12_out"])["avgpool12_out"]
+    err_lsb = np.abs(q_last - float_last / scale)
+    # five layers of 8-bit rounding accumulate: on average about one LSB, a few percent of full scale at worst
+    print(f"float vs accelerator, last conv: mean {np.mean(err_lsb):.2f} LSB, p99 {np.percentile(err_lsb, 99):.1f}, "
+          f"max {err_lsb.max():.1f} (of 255)")
+    assert np.mean(err_lsb) < 1.5 and err_lsb.max() < 20, (np.mean(err_lsb), err_lsb.max())
+
+
+def test_library_ptq_with_int8_activations_takes_negative_inputs():
+    rng = np.random.default_rng(6)
+    model = small_cnn(12, 12, seed=7)
+    calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    cfg = KernelConfig(cpi=4, cpo=4, act_signed=True, imax=64, wmax=16, hmax=16)
+    qdq = quantize(model, calib, cfg)
+    plan = to_fpga(qdq, cfg)
+    assert len(plan.fpga_layers) == _convs(model), plan.summary()
+    x = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    diffs, got, _ = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999 and np.mean(diffs == 0) >= 0.95
+    first = got[plan.fpga_layers[0].output]
+    assert first.dtype == np.int8 and first.min() == 0        # int8 after ReLU
+    out = plan.graph.outputs[0]
+    assert np.mean(got[out].argmax(1) == _ort_run(model, x)[out].argmax(1)) >= 0.75
+
+
+def test_calibration_argument_of_to_fpga_equals_quantize_then_plan():
+    rng = np.random.default_rng(9)
+    model = small_cnn(12, 12, seed=4)
+    calib = rng.uniform(0, 1, (4, 3, 12, 12)).astype(np.float32)
+    cfg = KernelConfig(cpi=8, cpo=8, imax=64, wmax=16, hmax=16)
+    a = to_fpga(model, cfg, calibration=calib)
+    b = to_fpga(quantize(model, calib, cfg), cfg)
+    x = rng.uniform(0, 1, (3, 3, 12, 12)).astype(np.float32)
+    out = a.graph.outputs[0]
+    np.testing.assert_array_equal(Session(a).run(x)[out], Session(b).run(x)[out])
+
+
+def test_negative_activations_in_uint8_stay_on_the_cpu_with_a_reason():
+    """A conv whose input may be negative cannot use uint8 with zero point 0: it runs on the CPU."""
+    rng = np.random.default_rng(1)
+    model = small_cnn(12, 12, seed=3)
+    calib = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16)
+    plan = to_fpga(model, cfg, calibration=calib)
+    first = next(s for s in plan.steps if getattr(s, "name", "") == "conv1")
+    assert first.device == "cpu" and "not quantised" in first.reason
+    assert len(plan.fpga_layers) == _convs(model) - 1
+    x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
+    out = plan.graph.outputs[0]
+    ref = _ort_run(model, x)[out]
+    assert np.mean(Session(plan).run(x)[out].argmax(1) == ref.argmax(1)) >= 0.75
+
+
+def test_nonzero_zero_point_runs_on_the_cpu_exactly_as_onnxruntime(tmp_path):
+    """uint8 QDQ of an input in [-1, 1] has zero point 128: the first conv stays on the CPU, the rest fuses."""
+    rng = np.random.default_rng(2)
+    model = small_cnn(12, 12, seed=5)
+    calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    qdq = _quantize_static(model, calib, tmp_path, signed=False, per_channel=True)
+    plan = to_fpga(qdq, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16))
+    reasons = [s.reason for s in plan.steps if getattr(s, "reason", None)]
+    assert any("zero point" in r for r in reasons), plan.summary()
+    x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
+    diffs, _, _ = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999
+
+
+def _residual_model():
+    """conv -> [conv -> conv] + skip -> Add -> depthwise conv -> GlobalAveragePool -> Gemm: branches,
+    a tensor needed by the accelerator and the CPU, and a grouped conv the kernel cannot take."""
+    from hlsinf.host.models import ModelBuilder
+    b = ModelBuilder("residual", [1, 3, 10, 10], seed=11)
+    a = b.conv("input", 8)
+    y = b.conv(a, 8)
+    y = b.conv(y, 8, relu=False)
+    n = "add"
+    b.nodes.append(onnx.helper.make_node("Add", [a, y], [n], name=n))
+    r = "add_relu"
+    b.nodes.append(onnx.helper.make_node("Relu", [n], [r], name=r))
+    dw = "dw"
+    wdw = b._init("dw_w", b.rng.normal(0, 0.5, (8, 1, 3, 3)))
+    b.nodes.append(onnx.helper.make_node("Conv", [r, wdw], [dw], name=dw, group=8, pads=[1, 1, 1, 1]))
+    g = b.global_pool(dw)
+    f = b.flatten(g, 8)
+    return b.build(b.softmax(b.gemm(f, 5)))
+
+
+def test_branching_network_with_cpu_layers_between_accelerator_layers(tmp_path):
+    rng = np.random.default_rng(12)
+    model = _residual_model()
+    calib = rng.uniform(0, 1, (8, 3, 10, 10)).astype(np.float32)
+    qdq = _quantize_static(model, calib, tmp_path, signed=True, per_channel=True)
+    plan = to_fpga(qdq, KernelConfig(cpi=4, cpo=4, act_signed=True, imax=64, wmax=16, hmax=16))
+    text = plan.summary()
+    assert len(plan.fpga_layers) == 3, text
+    assert "grouped convolution (group=8)" in text
+    # the first conv's output feeds the next accelerator layer and the CPU Add: one copy out
+    first = plan.fpga_layers[0].output
+    assert [s.direction for s in plan.steps if getattr(s, "tensor", None) == first] == ["from_device"]
+    # int8 QDQ keeps Relu as DQ -> Relu -> Q at the same scale: absorbed, so conv3 -> conv5 stay on the device
+    assert sum(s.device == "transfer" for s in plan.steps) == 3, text
+    x = rng.uniform(0, 1, (4, 3, 10, 10)).astype(np.float32)
+    diffs, got, want = _lsb_agreement(plan, qdq, x)
+    assert np.mean(diffs <= 1) >= 0.999
+    out = plan.graph.outputs[0]
+    np.testing.assert_allclose(got[out], want[out], atol=0.03)
