@@ -165,7 +165,7 @@ def load_descriptor(path) -> tuple[KernelConfig, dict]:
     _need(path, isinstance(regs, list) and regs, "'registers' is missing or empty")
     base = data.get("control", {}).get("args_base", ARGS_BASE)
     expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
-    seen, used = {}, []
+    seen = {}
     for i, reg in enumerate(regs):
         _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),
               f"registers[{i}] needs name, offset, bits and kind")

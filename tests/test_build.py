@@ -26,7 +26,7 @@ from hlsinf.descriptor import DescriptorError, build_descriptor, load_descriptor
 from hlsinf.lint import lint
 from hlsinf.platforms.alveo_u200 import AlveoU200Platform
 from hlsinf.platforms.vitis import KernelInterface, PackagingError
-from hlsinf.registers import POINTERS, SCALARS, register_map
+from hlsinf.registers import POINTERS, register_map
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_YOSYS = shutil.which("yosys") is not None

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from compress_models import conv_channels, init, run
-from hlsinf.compress import CompressError, channel_scores, prune, remove_channels
+from compress_models import conv_channels, run
+from hlsinf.compress import CompressError, prune, remove_channels
 from hlsinf.compress.finetune import ChannelPruner, prune_finetune
 
 

@@ -9,7 +9,7 @@ import pytest
 host = pytest.importorskip("hlsinf.host", reason="the host package (hlsinf.host) is not on this branch yet")
 
 from compress_models import conv_channels, run, sequential
-from hlsinf.compress import CompressError, compress, prune, remove_channels
+from hlsinf.compress import compress, prune, remove_channels
 from hlsinf.compress.__main__ import main
 from hlsinf.config import KernelConfig
 

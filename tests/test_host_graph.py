@@ -1,7 +1,6 @@
 """ONNX import and the numpy CPU operators, against onnxruntime on the same float graphs."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper

@@ -5,7 +5,6 @@ convolution written here from the ONNX semantics (for one fused layer), and exac
 arithmetic for the multiplier/shift mapping.
 """
 
-import math
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hlsinf.config import KernelConfig
 from hlsinf.host import FpgaLayer, PlanError, Session, Transfer, quantize, requant_params, to_fpga
-from hlsinf.host.device import ReferenceDevice, decode_call
-from hlsinf.host.models import ModelBuilder, small_cnn
+from hlsinf.host.device import decode_call
+from hlsinf.host.models import small_cnn
 from hlsinf.reference import CallArgs
 from hlsinf.registers import encode_call
 

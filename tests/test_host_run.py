@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
 
 from hlsinf.host.models import small_cnn
 from hlsinf.run import main

@@ -18,7 +18,6 @@ CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
 
 
 def place(sim, layer, pointers):
-    cfg = sim.cfg
     for bundle, name, image in (("gmem_in", "x", layer["x"]), ("gmem_w", "w", layer["w"]),
                                 ("gmem_w", "b", layer["b"]), ("gmem_w", "m", layer["m"])):
         raw = image.view(np.uint8)

@@ -1,6 +1,5 @@
 """The reference model against an independent computation: plain int64 loops over NCHW arrays."""
 
-import math
 
 import numpy as np
 import pytest

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ._graph import CompressError, Graph, load_model
 

@@ -73,7 +73,6 @@ def conv2d(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), gr
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     ekh, ekw = (kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1
     win = sliding_window_view(xp, (ekh, ekw), axis=(2, 3))[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
-    ho, wo = win.shape[2], win.shape[3]
     outs = []
     og = o // group
     for g in range(group):

@@ -31,7 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
-from .mul import frame_counter, frame_pixels_shape
+from .shapes import frame_counter, frame_pixels_shape
 
 __all__ = ["Add", "saturate"]
 

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import KernelConfig
-from .padding import act_shape
+from .shapes import act_shape
 
 __all__ = ["Cvt", "cvt_params_layout"]
 

@@ -12,13 +12,14 @@ cycle under any ``ready`` pattern although the memory's read port has a cycle of
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import KernelConfig
+from .shapes import act_shape
 
 __all__ = ["InputCache", "input_cache_params_layout"]
 
@@ -57,7 +58,7 @@ class InputCache(wiring.Component):
         if not (isinstance(pixels, int) and pixels >= 1):
             raise ValueError(f"InputCache pixels = {pixels!r} is out of range: allowed >= 1")
         self.cfg, self.pixels = cfg, pixels
-        act = signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+        act = act_shape(cfg)
         self.pixel_layout = data.ArrayLayout(act, cfg.cpi)
         super().__init__({
             "params": In(input_cache_params_layout(pixels)),

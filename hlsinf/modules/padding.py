@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import MAX_PAD, KernelConfig
+from .shapes import act_shape
 
 __all__ = ["Padding", "padding_params_layout"]
 
@@ -40,10 +41,6 @@ def padding_params_layout(cfg: KernelConfig) -> data.StructLayout:
         "pad_left": pad,
         "pad_right": pad,
     })
-
-
-def act_shape(cfg: KernelConfig):
-    return signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
 
 
 class Padding(wiring.Component):

@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
 from ..reference import POOL_AVG, POOL_MAX, POOL_NONE
+from .shapes import act_shape
 
 __all__ = ["Pool", "pool_params_layout"]
 
@@ -57,7 +58,7 @@ class Pool(wiring.Component):
 
     def __init__(self, cfg: KernelConfig):
         self.cfg = cfg
-        self.act_shape = signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+        self.act_shape = act_shape(cfg)
         self.params_layout = pool_params_layout(cfg)
         pixel = data.ArrayLayout(self.act_shape, cfg.cpo)
         super().__init__({

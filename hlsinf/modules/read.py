@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
+from .shapes import act_shape
 
 __all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader",
            "item_bytes", "place_chunks"]
@@ -389,6 +390,6 @@ class ActivationReader(ItemReader):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+        act = act_shape(cfg)
         self.cfg = cfg
         super().__init__(data.ArrayLayout(act, cfg.cpi), **kwargs)

@@ -33,6 +33,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
+from .shapes import act_shape
 
 __all__ = ["Relu", "relu_params_layout"]
 
@@ -80,7 +81,7 @@ class Relu(wiring.Component):
 
     def __init__(self, cfg: KernelConfig):
         self.cfg = cfg
-        self.act_shape = signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+        self.act_shape = act_shape(cfg)
         self.params_layout = relu_params_layout(cfg)
         members = {
             "params": In(self.params_layout),

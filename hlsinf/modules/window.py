@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import MAX_PAD, KernelConfig
-from .padding import act_shape
+from .shapes import act_shape
 
 __all__ = ["Window", "window_params_layout"]
 

@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
+from .shapes import act_shape
 from .read import item_bytes, place_chunks
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
@@ -295,6 +296,6 @@ class PixelWriter(WriteMaster):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = signed(cfg.act_bits) if cfg.act_signed else unsigned(cfg.act_bits)
+        act = act_shape(cfg)
         self.cfg = cfg
         super().__init__(data.ArrayLayout(act, cfg.cpo), **kwargs)
