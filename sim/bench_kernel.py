@@ -86,8 +86,14 @@ class Host:
         return await self.ctrl.read_dword(CONTROL)
 
     async def call(self, args: CallArgs, pointers: dict[str, int], *, wait: str = "poll",
-                   timeout_cycles: int = 200_000) -> int:
-        """Write the arguments, start, wait for done; return the cycles from start to done."""
+                   timeout_cycles: int | None = None) -> int:
+        """Write the arguments, start, wait for done; return the cycles from start to done.
+
+        A call that takes longer than ``timeout_cycles`` (default: four times its ideal
+        cycles plus 50,000 for memory latency and fill) fails as hung.
+        """
+        if timeout_cycles is None:
+            timeout_cycles = 4 * args.ideal_cycles(self.cfg) + 50_000
         for offset, value in sorted(encode_call(args, self.cfg, pointers).items()):
             await self.ctrl.write_dword(offset, value)
         if wait == "interrupt":
