@@ -8,8 +8,8 @@ n = 4, 8, 16, 32 (8-bit, every other field at its default):
   format, which all four builds share, so one quantisation serves them all);
 * ``to_fpga`` plans it; per accelerator layer: calls, ideal cycles, projected cycles
   ``ideal + calls * A`` with ``A = PER_CALL_CYCLES``, and that time at 300 MHz;
-* the plan runs once on the reference device with a ``Profile``; only its CPU layers and
-  transfers are kept (the reference device's own time is numpy, not an FPGA time);
+* the plan runs on the reference device with a ``Profile`` (``--repeats`` times, median by
+  CPU time); only its CPU layers and transfers are kept (the reference device's own time is numpy, not an FPGA time);
 * total = projected accelerator time + measured CPU-layer time + measured transfer time.
 
 Printed as markdown tables next to the paper's Table II and onnxruntime's float time on
@@ -68,8 +68,8 @@ def onnxruntime_ms(model, x, repeats: int) -> float:
     return float(np.median(times)) * 1e3
 
 
-def project_build(qdq, n: int, x: np.ndarray) -> dict:
-    """Plan for an n x n build, project the accelerator layers, measure the CPU side once."""
+def project_build(qdq, n: int, x: np.ndarray, repeats: int) -> dict:
+    """Plan for an n x n build, project the accelerator layers, measure the CPU side (median of ``repeats`` runs)."""
     cfg = KernelConfig(cpi=n, cpo=n)
     plan = to_fpga(qdq, cfg)
     layers = []
@@ -81,11 +81,18 @@ def project_build(qdq, n: int, x: np.ndarray) -> dict:
         layers.append(dict(name=layer.name, shape=f"{c}x{h}x{w} -> {o}x{ho}x{wo}", calls=len(layer.calls),
                            ideal_cycles=ideal, projected_cycles=projected,
                            projected_ms=cycles_to_ms(projected)))
-    profile = Profile()
-    t0 = time.perf_counter()
-    Session(plan).run(x, profile=profile)
-    reference_s = time.perf_counter() - t0
+    session = Session(plan)
+    profiles, reference_s = [], []
+    for _ in range(repeats):
+        profiles.append(Profile())
+        t0 = time.perf_counter()
+        session.run(x, profile=profiles[-1])
+        reference_s.append(time.perf_counter() - t0)
+    # median run by CPU time: its CPU, transfer and per-step figures are reported together
+    profile = sorted(profiles, key=lambda pr: pr.totals()["cpu"])[len(profiles) // 2]
     totals = profile.totals()
+    cpu_steps = sorted(((k, v) for k, v in profile.seconds.items() if profile.category[k] == "cpu"),
+                       key=lambda kv: -kv[1])
     transfer_bytes = sum(int(np.prod(s.shape)) for s in plan.steps if s.device == "transfer")
     ideal = sum(r["ideal_cycles"] for r in layers)
     projected = sum(r["projected_cycles"] for r in layers)
@@ -98,7 +105,10 @@ def project_build(qdq, n: int, x: np.ndarray) -> dict:
                 ideal_cycles=ideal, projected_cycles=projected, ideal_ms=cycles_to_ms(ideal),
                 accelerator_ms=accel_ms, cpu_ms=cpu_ms, transfer_ms=transfer_ms,
                 total_ms=accel_ms + cpu_ms + transfer_ms,
-                reference_device_s=reference_s, reference_accelerator_s=totals["accelerator"])
+                cpu_ms_runs=[pr.totals()["cpu"] * 1e3 for pr in profiles],
+                slowest_cpu_steps_ms={k: v * 1e3 for k, v in cpu_steps[:5]},
+                reference_device_s=float(np.median(reference_s)),
+                reference_accelerator_s=totals["accelerator"])
 
 
 def layer_table(builds: list[dict]) -> str:
@@ -137,6 +147,7 @@ def main(argv=None):
     p.add_argument("--json", default="benchmarks/results/networks.json", help="where to write the figures")
     p.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
     p.add_argument("--builds", nargs="+", type=int, default=list(BUILDS), help="CPI = CPO of each build")
+    p.add_argument("--repeats", type=int, default=3, help="reference-device runs per build (median CPU time)")
     args = p.parse_args(argv)
     size = 64 if args.quick else 224
 
@@ -153,7 +164,7 @@ def main(argv=None):
         print(f"{net}: quantised in {t_quant:.1f} s ({n_cal} calibration image(s))", file=sys.stderr)
         builds = []
         for n in args.builds:
-            b = project_build(qdq, n, x)
+            b = project_build(qdq, n, x, args.repeats)
             print(f"{net} {b['build']}: {b['calls']} calls, projected {b['accelerator_ms']:.1f} ms, CPU "
                   f"{b['cpu_ms']:.1f} ms, transfers {b['transfer_ms']:.1f} ms (reference device run "
                   f"{b['reference_device_s']:.1f} s)", file=sys.stderr)
