@@ -150,6 +150,13 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="reference-device runs per build (median CPU time)")
     args = p.parse_args(argv)
     size = 64 if args.quick else 224
+    for n in args.builds:
+        try:
+            KernelConfig(cpi=n, cpo=n)
+        except ValueError as e:
+            p.error(f"--builds {n}: {e}")
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
 
     out = dict(size=size, per_call_cycles=PER_CALL_CYCLES, clock_hz=CLOCK_HZ, networks={})
     for net in args.networks:
