@@ -185,6 +185,8 @@ def main(argv=None):
     outdir = Path(opts.out)
     outdir.mkdir(parents=True, exist_ok=True)
     stem = "kernel_efficiency" + ("_quick" if opts.quick else "")
+    if (cfg.cpi, cfg.cpo) != (8, 8):
+        stem += f"_{cfg.cpi}x{cfg.cpo}"
     (outdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (outdir / f"{stem}.md").write_text(text)
     print(f"written {outdir / stem}.json and .md")
