@@ -21,7 +21,8 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from hlsinf import reference as ref
@@ -37,18 +38,29 @@ def kernel_config() -> KernelConfig:
     return KernelConfig.from_dict(json.loads(os.environ.get("HLSINF_CFG", "{}")))
 
 
+def memory_model(bus, clk, rst):
+    """One bundle's memory: ``AxiRam`` (answers the cycle after the address), or, when
+    ``$HLSINF_MEMORY`` holds JSON arguments of :class:`sim.axi_latency.LatencyAxiRam`
+    (``read_latency``, ``write_latency``, ``beats_per_cycle``), the DDR-like model."""
+    size = int(os.environ.get("HLSINF_RAM_BYTES", RAM_BYTES))
+    options = os.environ.get("HLSINF_MEMORY")
+    if options:
+        from axi_latency import LatencyAxiRam
+        return LatencyAxiRam(bus, clk, rst, reset_active_level=False, size=size, clock_period_ns=CLOCK_NS,
+                             **json.loads(options))
+    return AxiRam(bus, clk, rst, reset_active_level=False, size=size)
+
+
 class Host:
     """The three memories, the control master and the clock of one simulated card."""
 
     def __init__(self, dut, cfg: KernelConfig):
         self.dut, self.cfg = dut, cfg
         clk, rst = dut.ap_clk, dut.ap_rst_n
-        self.mem = {bundle: AxiRam(AxiBus.from_prefix(dut, f"m_axi_{bundle}"), clk, rst,
-                                   reset_active_level=False, size=RAM_BYTES)
+        self.mem = {bundle: memory_model(AxiBus.from_prefix(dut, f"m_axi_{bundle}"), clk, rst)
                     for bundle in ("gmem_in", "gmem_w", "gmem_out")}
         self.ctrl = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), clk, rst,
                                   reset_active_level=False)
-        self.cycle = 0
         # The models log every transfer at INFO: keep failures readable.
         for model in (*self.mem.values(), self.ctrl):
             for part in (model.write_if, model.read_if):
@@ -56,16 +68,15 @@ class Host:
 
     async def start(self):
         cocotb.start_soon(Clock(self.dut.ap_clk, CLOCK_NS, unit="ns").start())
-        cocotb.start_soon(self._count())
         self.dut.ap_rst_n.value = 0
         await ClockCycles(self.dut.ap_clk, 8)
         self.dut.ap_rst_n.value = 1
         await ClockCycles(self.dut.ap_clk, 4)
 
-    async def _count(self):
-        while True:
-            await RisingEdge(self.dut.ap_clk)
-            self.cycle += 1
+    @property
+    def cycle(self) -> int:
+        """Clock cycles since time 0 (from the simulation time: no per-cycle coroutine)."""
+        return int(get_sim_time(unit="ns") // CLOCK_NS)
 
     def pause_everything(self, seed: int, probability: float = 0.3):
         """Random stalls on every channel of every AXI interface (ready and valid sides)."""
@@ -89,11 +100,13 @@ class Host:
                    timeout_cycles: int | None = None) -> int:
         """Write the arguments, start, wait for done; return the cycles from start to done.
 
-        A call that takes longer than ``timeout_cycles`` (default: four times its ideal
-        cycles plus 50,000 for memory latency and fill) fails as hung.
+        A call that takes longer than ``timeout_cycles`` fails as hung. The default is
+        ``$HLSINF_TIMEOUT_CYCLES`` when set, else four times the call's ideal cycles plus
+        50,000 for memory latency and fill.
         """
         if timeout_cycles is None:
-            timeout_cycles = 4 * args.ideal_cycles(self.cfg) + 50_000
+            default = 4 * args.ideal_cycles(self.cfg) + 50_000
+            timeout_cycles = int(os.environ.get("HLSINF_TIMEOUT_CYCLES", default))
         for offset, value in sorted(encode_call(args, self.cfg, pointers).items()):
             await self.ctrl.write_dword(offset, value)
         if wait == "interrupt":
@@ -109,9 +122,9 @@ class Host:
         await self.ctrl.write_dword(CONTROL, 1)
         started = self.cycle
         if wait == "interrupt":
-            while not int(self.dut.interrupt.value):
-                await RisingEdge(self.dut.ap_clk)
-                assert self.cycle - started < timeout_cycles, "no interrupt: kernel hung"
+            if not int(self.dut.interrupt.value):
+                await First(RisingEdge(self.dut.interrupt), Timer(timeout_cycles * CLOCK_NS, unit="ns"))
+            assert int(self.dut.interrupt.value), "no interrupt: kernel hung"
             finished = self.cycle
             isr = await self.ctrl.read_dword(ISR)
             assert isr & 1, f"interrupt raised but ISR = {isr:#x}"
@@ -345,7 +358,26 @@ async def benchmark_calls(dut):
         name = case.pop("name", f"bench{k}")
         shape = {key: case.pop(key) for key in ("H", "W", "I", "O")}
         args = CallArgs(rows=case.pop("rows", shape["H"]), **shape, **case)
-        await run_case(dut, name, [args], **shape, seed=100 + k, wait="interrupt")
+        await run_case(dut, name, [args], **shape, seed=100 + k, wait="interrupt",
+                       pointers=packed_pointers(kernel_config(), args))
+
+
+def packed_pointers(cfg: KernelConfig, args: CallArgs, align: int = 4096) -> dict[str, int]:
+    """Buffers of one call one after the other (4 KiB aligned, past a guard band): big
+    layers do not fit the fixed :data:`POINTERS`."""
+    act, gi, go = cfg.act_bits // 8, args.gi(cfg), args.go(cfg)
+    sizes = {"x": gi * args.H * args.W * cfg.cpi * act,
+             "w": go * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
+             "b": go * cfg.cpo * cfg.bias_bits // 8, "m": go * cfg.cpo * 4,
+             "y": go * args.plane_out() * cfg.cpo * act}
+    pointers, at = {}, align
+    for name, size in sizes.items():
+        pointers[name] = at
+        at += -(-(size + 2 * Buffers.GUARD) // align) * align + align
+    limit = int(os.environ.get("HLSINF_RAM_BYTES", RAM_BYTES))
+    if at > limit:
+        raise ValueError(f"the buffers of {args} need {at} bytes: set HLSINF_RAM_BYTES >= {at} (now {limit})")
+    return pointers
 
 
 @cocotb.test()

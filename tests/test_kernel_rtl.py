@@ -82,3 +82,23 @@ def test_random_calls_seeds(seed):
     tests, failures = runner.run_kernel(CFG, "random_calls", kernel_args=KERNEL_ARGS,
                                         env={"HLSINF_SEED": str(seed)})
     assert (tests, failures) == (1, 0)
+
+
+def test_latency_memory(tmp_path):
+    """The kernel stays bit-exact behind sim.axi_latency.LatencyAxiRam (100-cycle latency both
+    ways, half the beat rate, random pauses), and the latency is really there: the same call
+    takes at least one read plus one write latency longer than with the plain AxiRam."""
+    import json
+    cycles = {}
+    for name, memory in [("plain", None),
+                         ("latency", {"read_latency": 100, "write_latency": 100, "beats_per_cycle": 0.5})]:
+        out = tmp_path / f"{name}.jsonl"
+        env = {"HLSINF_CYCLES": str(out)}
+        if memory:
+            env["HLSINF_MEMORY"] = json.dumps(memory)
+        for scenario in ("groups_and_padding", "random_pauses"):
+            tests, failures = runner.run_kernel(CFG, scenario, kernel_args=KERNEL_ARGS, env=env)
+            assert (tests, failures) == (1, 0), f"{scenario} with memory {memory}: {failures} failed"
+        cycles[name] = [json.loads(line)["cycles"] for line in out.read_text().splitlines()]
+    print(cycles)
+    assert cycles["latency"][0] >= cycles["plain"][0] + 200, cycles

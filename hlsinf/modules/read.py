@@ -207,7 +207,7 @@ class ReadMaster(wiring.Component):
         burst = splitter.burst.payload
         reserved = Signal(range(self.fifo_beats + 1))     # beats issued and not yet read out of rx_fifo
         in_flight = Signal(range(self.max_outstanding + 1))
-        fits = reserved + burst.len + 1 <= self.fifo_beats
+        fits = burst.len < self.fifo_beats - reserved     # len + 1 beats on top of reserved
         m.d.comb += [
             axi.arvalid.eq(splitter.burst.valid & fits & (in_flight != self.max_outstanding)),
             splitter.burst.ready.eq(axi.arvalid & axi.arready),
@@ -221,7 +221,13 @@ class ReadMaster(wiring.Component):
         ar_done = axi.arvalid & axi.arready
         r_done = axi.rvalid & axi.rready
         rx_pop = rx_fifo.r_rdy & rx_fifo.r_en
-        m.d.sync += reserved.eq(reserved + Mux(ar_done, burst.len + 1, 0) - rx_pop)
+        # Both outcomes computed ahead and chosen by ar_done last (logic depth).
+        kept = Signal.like(reserved)
+        m.d.comb += kept.eq(reserved - rx_pop)
+        with m.If(ar_done):
+            m.d.sync += reserved.eq(kept + burst.len + 1)
+        with m.Else():
+            m.d.sync += reserved.eq(kept)
         m.d.sync += in_flight.eq(in_flight + ar_done - (r_done & axi.rlast))
 
         # R: always accepted (room was reserved).

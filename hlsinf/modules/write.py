@@ -235,7 +235,10 @@ class WriteMaster(wiring.Component):
         # Beats pushed into w_fifo minus beats of issued AWs (negative while an AW issued
         # early still waits for some of its beats).
         unclaimed = Signal(range(-self.splitter.max_beats, self.fifo_beats + 1))
-        need = Mux(burst.len < self.issue_beats, burst.len, self.issue_beats - 1)  # beats needed - 1
+        if self.issue_beats >= self.splitter.max_beats:
+            need = burst.len                    # the whole burst (no burst is longer)
+        else:
+            need = Mux(burst.len < self.issue_beats, burst.len, self.issue_beats - 1)  # beats needed - 1
         in_flight = Signal(range(self.max_outstanding + 1))
         m.d.comb += [
             axi.awvalid.eq(splitter.burst.valid & (unclaimed > need) &
@@ -250,7 +253,14 @@ class WriteMaster(wiring.Component):
         ]
         aw_done = axi.awvalid & axi.awready
         beat_in = w_fifo.w_en & w_fifo.w_rdy
-        m.d.sync += unclaimed.eq(unclaimed + beat_in - Mux(aw_done, burst.len + 1, 0))
+        # Both outcomes computed ahead and chosen by aw_done last: the AW decision (a compare)
+        # then feeds one mux, not an adder (logic depth).
+        kept = Signal.like(unclaimed)
+        m.d.comb += kept.eq(unclaimed + beat_in)
+        with m.If(aw_done):
+            m.d.sync += unclaimed.eq(kept - (burst.len + 1))
+        with m.Else():
+            m.d.sync += unclaimed.eq(kept)
         m.d.comb += [
             wlen_fifo.w_data.eq(burst.len), wlen_fifo.w_en.eq(aw_done),
             blast_fifo.w_data.eq(burst.last), blast_fifo.w_en.eq(aw_done),
