@@ -5,22 +5,18 @@
 For each CPI = CPO = n build (default ``KernelConfig`` otherwise: int8 activations and
 weights, imax 512, wmax 256, hmax 256, the default 16384-pixel input cache) it writes the
 kernel Verilog, synthesises it with the Debian Yosys (``/usr/bin/yosys``) through
-``hlsinf.resources.resource_report`` (the build branch's report: counts, shares of the
+``hlsinf.resources.resource_report`` (the build's report: counts, shares of the
 U200, deepest LUT path between sequential cells), and adds the figures issue 6 asks for:
 multipliers (``CPI*CPO*9``) per DSP48E2 and the LUT-level depth against the targets.
 
 Each size goes to ``<out>/resources-<n>x<n>.json`` as soon as it is done, then a table of
 all sizes to ``<out>/resources.md`` and ``resources.json``. Yosys needs many minutes (and
 gigabytes) for 16x16 on two cores; run one instance at a time.
-
-Until the build branch is merged, ``hlsinf.resources`` may be missing: point
-``$HLSINF_RESOURCES_PY`` at a copy of that module file.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -30,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf.config import KernelConfig     # noqa: E402
 from hlsinf.kernel import TOP_NAME, kernel_verilog   # noqa: E402
+from hlsinf import resources as res               # noqa: E402
 
 #: Fabric of the XCU200 (Alveo U200), BRAM in 36 Kib blocks.
 U200 = {"LUT": 1_182_240, "FF": 2_364_480, "DSP48E2": 6_840, "BRAM36": 2_160, "URAM": 960}
@@ -37,25 +34,7 @@ TARGET_MULTS_PER_DSP = 2
 TARGET_LUT_LEVELS = 6
 
 
-def resources_module():
-    try:
-        import hlsinf.resources as module
-        return module
-    except ImportError:
-        import os
-        path = os.environ.get("HLSINF_RESOURCES_PY")
-        if not path:
-            raise SystemExit("hlsinf.resources is missing (build branch not merged): "
-                             "set HLSINF_RESOURCES_PY to a copy of it")
-        spec = importlib.util.spec_from_file_location("hlsinf_resources", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hlsinf_resources"] = module
-        spec.loader.exec_module(module)
-        return module
-
-
 def one_size(n: int, out: Path, work: Path) -> dict:
-    res = resources_module()
     cfg = KernelConfig(cpi=n, cpo=n)
     started = time.monotonic()
     verilog = work / f"kernel-{n}x{n}.v"
