@@ -209,29 +209,12 @@ class AXIMemory:
 def run(dut, testbenches, memories=(), *, max_cycles: int = 100_000, vcd: str | None = None):
     """Simulate ``dut`` until every testbench has finished; ``memories`` are ``(model,
     interface)`` pairs served in the background. Fails after ``max_cycles`` (deadlock)."""
-    from amaranth.sim import Simulator
+    from streams import run_stage
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    finished = []
-    for tb in testbenches:
-        async def wrapped(ctx, tb=tb):
-            await tb(ctx)
-            finished.append(tb)
-        sim.add_testbench(wrapped)
-    for model, interface in memories:
-        async def serve(ctx, model=model, interface=interface):
+    def server(model, interface):
+        async def serve(ctx):
             await model.serve(ctx, interface)
-        sim.add_testbench(serve, background=True)
+        return serve
 
-    def go():
-        for _ in range(4 * max_cycles):
-            if not sim.advance():
-                return
-    if vcd:
-        with sim.write_vcd(vcd):
-            go()
-    else:
-        go()
-    if len(finished) != len(testbenches):
-        raise AssertionError(f"testbenches did not finish within {max_cycles} cycles (deadlock?)")
+    run_stage(dut, testbenches, background=[server(m, i) for m, i in memories],
+              deadline_cycles=max_cycles, vcd=vcd)

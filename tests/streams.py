@@ -52,11 +52,13 @@ async def collect(ctx, stream, count: int, *, stall: float = 0.0, rng: random.Ra
     return items, cycles
 
 
-def run_stage(dut, testbenches, *, deadline_cycles: int = 200_000, vcd: str | None = None):
+def run_stage(dut, testbenches, *, background=(), deadline_cycles: int = 200_000, vcd: str | None = None):
     """Run ``testbenches`` (async functions of ``ctx``) on ``dut`` with one clock domain.
 
-    Fails if the testbenches have not all finished after ``deadline_cycles`` cycles, so
-    a stage that deadlocks fails its test instead of hanging it.
+    ``background`` testbenches (memory models, monitors) run alongside and are dropped
+    once the others finish. Fails if the testbenches have not all finished after
+    ``deadline_cycles`` cycles, so a stage that deadlocks fails its test instead of
+    hanging it.
     """
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -67,6 +69,8 @@ def run_stage(dut, testbenches, *, deadline_cycles: int = 200_000, vcd: str | No
             await tb(ctx)
             finished.append(tb)
         sim.add_testbench(wrapped)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
 
     async def watchdog(ctx):
         await ctx.delay(deadline_cycles * 1e-8)

@@ -10,31 +10,9 @@ from hlsinf.config import KernelConfig
 from hlsinf.modules.weights import ParameterLoader
 from hlsinf.sequencer import WeightKind, weight_set_bytes
 
-from amaranth.sim import Simulator
 
-from axi_memory import AXIMemory
+from axi_memory import AXIMemory, run
 from streams import collect, feed
-
-
-def run(dut, testbenches, memories, max_cycles):
-    """Testbenches to completion with AXI memories served in the background; fails on deadlock."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    finished = []
-    for tb in testbenches:
-        async def wrapped(ctx, tb=tb):
-            await tb(ctx)
-            finished.append(tb)
-        sim.add_testbench(wrapped)
-    for model, interface in memories:
-        async def serve(ctx, model=model, interface=interface):
-            await model.serve(ctx, interface)
-        sim.add_testbench(serve, background=True)
-    elapsed = 0
-    while len(finished) < len(testbenches) and elapsed < max_cycles:
-        elapsed += 200
-        sim.run_until(elapsed * 1e-8)
-    assert len(finished) == len(testbenches), f"not finished within {max_cycles} cycles (deadlock?)"
 
 
 def layer_images(cfg, rng, O, I):
