@@ -51,7 +51,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from ..config import MAX_PAD, KernelConfig
+from ..config import KernelConfig
+from .padding import padding_params_layout
 from .shapes import act_shape
 
 __all__ = ["Window", "window_params_layout"]
@@ -66,16 +67,7 @@ def window_params_layout(cfg: KernelConfig) -> data.StructLayout:
     ``rows`` 1..hmax and ``cols`` 1..wmax are the *unpadded* tile; paddings 0..MAX_PAD; the
     padded tile must be at least 3x3. Any stride other than 2 acts as 1.
     """
-    pad = unsigned(bits_for(MAX_PAD))
-    return data.StructLayout({
-        "rows": unsigned(bits_for(cfg.hmax)),
-        "cols": unsigned(bits_for(cfg.wmax)),
-        "pad_top": pad,
-        "pad_bottom": pad,
-        "pad_left": pad,
-        "pad_right": pad,
-        "stride": unsigned(2),
-    })
+    return data.StructLayout({**padding_params_layout(cfg).members, "stride": unsigned(2)})
 
 
 def _popcount(bits):
