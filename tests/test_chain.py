@@ -157,27 +157,40 @@ def lanes(values) -> list:
     return [int(v) for v in values]
 
 
-def simulate_calls(cfg, calls, *, stall, seed=0):
+def padded_pixels(args: CallArgs) -> int:
+    """Pixels of one padded frame: what cvt takes per input frame."""
+    return (args.rows + args.pad_top + args.pad_bottom) * (args.W + args.pad_left + args.pad_right)
+
+
+def simulate_calls(cfg, calls, *, stall, seed=0, dut=None, params_of=None, front="cvt",
+                   front_inputs=padded_pixels, settle=3):
     """Run ``calls`` (list of (args, CallStreams)) back to back through one Chain.
 
     Returns, per call, ``(output pixels, cycles)`` (cycles counted by the collector).
 
     A call's parameters change only once the previous call has drained: its output is
-    out, and cvt and pool have taken every input of it (a dropped last row of pool, or
-    of cvt at stride 2, is taken after the last output), as the kernel must do before
-    ap_done. The first pixel follows its parameters by a few cycles, as it follows
-    ap_start in the kernel (the padding stage needs its parameters settled first).
+    out, and the front stage and pool have taken every input of it (a dropped last row of
+    pool, or of cvt at stride 2, is taken after the last output), as the kernel must do
+    before ap_done. The first pixel follows its parameters by ``settle`` cycles, as it
+    follows ap_start in the kernel (the padding stage needs its parameters settled first).
+
+    Another front end passes its own ``dut`` (with the same ports and a ``stages`` dict),
+    ``params_of(args) -> {stage: params}``, the name of its first stage and the inputs
+    that stage takes per frame.
     """
-    dut = Chain(cfg)
+    dut = dut or Chain(cfg)
+    params_of = params_of or (lambda args: stage_params(cfg, args))
     outputs_done, results = [], []
-    taken = {"cvt": 0, "pool": 0}          # transfers into cvt and pool so far
+    taken = {front: 0, "pool": 0}          # transfers into the front stage and pool so far
 
     def totals(args):
         frames = args.gi(cfg) * len(args.groups(cfg))
-        padded = (args.rows + args.pad_top + args.pad_bottom) * (args.W + args.pad_left + args.pad_right)
-        return {"cvt": frames * padded, "pool": len(args.groups(cfg)) * args.conv_rows * args.conv_cols}
+        return {front: frames * front_inputs(args),
+                "pool": len(args.groups(cfg)) * args.conv_rows * args.conv_cols}
 
-    def count_transfers(name, port):
+    def count_transfers(name):
+        port = dut.stages[name].i
+
         async def bench(ctx):
             while len(outputs_done) < len(calls):
                 _, _, valid, ready = await ctx.tick().sample(port.valid, port.ready)
@@ -193,9 +206,9 @@ def simulate_calls(cfg, calls, *, stall, seed=0):
         rng = random.Random(seed)
         for k, (args, streams) in enumerate(calls):
             await wait_for_call(ctx, k)
-            for name, params in stage_params(cfg, args).items():
+            for name, params in params_of(args).items():
                 ctx.set(dut.stages[name].params, params)
-            await ctx.tick().repeat(3)
+            await ctx.tick().repeat(settle)
             items = [lanes(px) for frame in streams.frames for px in frame.reshape(-1, cfg.cpi)]
             await feed(ctx, dut.i, items, stall=stall, rng=rng)
 
@@ -224,7 +237,7 @@ def simulate_calls(cfg, calls, *, stall, seed=0):
                side_stream(dut.bias, "biases", 2), collector]
     if cfg.with_multiplier:
         benches.append(side_stream(dut.mult, "mults", 3))
-    benches += [count_transfers("cvt", dut.cvt.i), count_transfers("pool", dut.pool.i)]
+    benches += [count_transfers(front), count_transfers("pool")]
     run_stage(dut, benches, deadline_cycles=20_000)
     return results
 

@@ -316,70 +316,19 @@ def window_params(args):
 def simulate_chain(cfg, calls, *, stall, seed=0):
     """Calls [(args, CallStreams)] back to back through one WindowChain; per call (pixels, cycles).
 
-    A call's parameters change once the previous call has drained: its output is out, and
-    window and pool have taken every input of it.
+    ``test_chain.simulate_calls`` with window as the front stage: a call's parameters change
+    once the previous call has drained (its output is out, window and pool have taken every
+    input of it), and its first pixel follows them by one cycle, the least the window stage
+    allows.
     """
     chain = pytest.importorskip("test_chain")
-    dut = WindowChain(cfg)
-    outputs_done, results = [], []
-    taken = {"window": 0, "pool": 0}
 
-    def totals(args):
-        frames = args.gi(cfg) * len(args.groups(cfg))
-        return {"window": frames * args.rows * args.W, "pool": len(args.groups(cfg)) * args.conv_rows * args.conv_cols}
+    def params_of(args):
+        stage_params = chain.stage_params(cfg, args)
+        return {"window": window_params(args), **{name: stage_params[name] for name in ("mul", "add", "relu", "pool")}}
 
-    def count_transfers(name):
-        port = dut.stages[name].i
-
-        async def bench(ctx):
-            while len(outputs_done) < len(calls):
-                _, _, valid, ready = await ctx.tick().sample(port.valid, port.ready)
-                taken[name] += valid and ready
-        return bench
-
-    async def wait_for_call(ctx, k):
-        need = {name: sum(totals(args)[name] for args, _ in calls[:k]) for name in taken}
-        while len(outputs_done) < k or any(taken[name] < need[name] for name in taken):
-            await ctx.tick()
-
-    async def params_and_pixels(ctx):
-        rng = random.Random(seed)
-        for k, (args, streams) in enumerate(calls):
-            await wait_for_call(ctx, k)
-            stage_params = chain.stage_params(cfg, args)
-            for name in ("mul", "add", "relu", "pool"):
-                ctx.set(dut.stages[name].params, stage_params[name])
-            ctx.set(dut.stages["window"].params, window_params(args))
-            await ctx.tick()
-            items = [chain.lanes(px) for frame in streams.frames for px in frame.reshape(-1, cfg.cpi)]
-            await feed(ctx, dut.i, items, stall=stall, rng=rng)
-
-    def side_stream(port, name, offset):
-        async def bench(ctx):
-            rng = random.Random(seed + offset)
-            for k, (args, streams) in enumerate(calls):
-                await wait_for_call(ctx, k)
-                items = getattr(streams, name)
-                if name == "weight_sets":
-                    items = [[[chain.lanes(t) for t in lane] for lane in w.reshape(cfg.cpo, cfg.cpi, 9)] for w in items]
-                else:
-                    items = [chain.lanes(v) for v in items]
-                await feed(ctx, port, items, stall=stall, rng=rng)
-        return bench
-
-    async def collector(ctx):
-        rng = random.Random(seed + 9)
-        for args, _ in calls:
-            results.append(await collect(ctx, dut.o, chain.output_pixels(args, cfg), stall=stall, rng=rng,
-                                         convert=lambda p: [p[k] for k in range(cfg.cpo)]))
-            outputs_done.append(True)
-
-    benches = [params_and_pixels, side_stream(dut.weights, "weight_sets", 1), side_stream(dut.bias, "biases", 2),
-               collector, count_transfers("window"), count_transfers("pool")]
-    if cfg.with_multiplier:
-        benches.append(side_stream(dut.mult, "mults", 3))
-    run_stage(dut, benches, deadline_cycles=20_000)
-    return results
+    return chain.simulate_calls(cfg, calls, stall=stall, seed=seed, dut=WindowChain(cfg), params_of=params_of,
+                                front="window", front_inputs=lambda args: args.rows * args.W, settle=1)
 
 
 def chain_case(rng, cfg, args):
