@@ -7,14 +7,12 @@ the longest LUT/MUXF chain between registers, carry chains excluded): an estimat
 catches a wide compare or mux on a handshake path, not Vivado timing.
 """
 
-import re
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_resources import analyse                        # noqa: E402
+from memory_resources import main                           # noqa: E402
 
 from hlsinf.config import KernelConfig                      # noqa: E402
 from hlsinf.modules.input_cache import InputCache           # noqa: E402
@@ -30,14 +28,5 @@ BLOCKS = {
 }
 
 
-def main(names):
-    print(f"{'block':26} {'LUT':>6} {'MUXF':>6} {'FF':>6} {'RAMB18':>6} {'LUTRAM':>6}  longest LUT+MUXF path")
-    with tempfile.TemporaryDirectory() as d:
-        for name in names or BLOCKS:
-            r = analyse(re.sub(r"\W", "_", name), BLOCKS[name], Path(d))
-            print(f"{name:26} {r['LUT']:6} {r['MUXF']:6} {r['FF']:6} {r['RAMB18']:6} {r['LUTRAM']:6}  "
-                  f"{r['depth_lut']} LUT + {r['depth_muxf']} MUXF", flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1:], BLOCKS)

@@ -57,11 +57,12 @@ def analyse(name, make, tmp: Path):
     }
 
 
-def main(names):
+def main(names, blocks=BLOCKS):
+    """Print the table for ``names`` (all of ``blocks`` when empty)."""
     print(f"{'block':26} {'LUT':>6} {'MUXF':>6} {'FF':>6} {'RAMB18':>6} {'LUTRAM':>6}  longest LUT+MUXF path")
     with tempfile.TemporaryDirectory() as d:
-        for name in names or BLOCKS:
-            r = analyse(re.sub(r"\W", "_", name), BLOCKS[name], Path(d))
+        for name in names or blocks:
+            r = analyse(re.sub(r"\W", "_", name), blocks[name], Path(d))
             print(f"{name:26} {r['LUT']:6} {r['MUXF']:6} {r['FF']:6} {r['RAMB18']:6} {r['LUTRAM']:6}  "
                   f"{r['depth_lut']} LUT + {r['depth_muxf']} MUXF", flush=True)
 
