@@ -1,6 +1,8 @@
-"""Efficiency of the whole kernel on the 13 conv layers of VGG16, with DDR-like memories.
+"""Efficiency of the whole kernel on the conv layers of VGG16 and of the SegNet-like decoder,
+with DDR-like memories.
 
     PYTHONPATH=. python benchmarks/kernel_efficiency.py [--quick] [--cpi 8 --cpo 8] [--latency 100]
+                                                        [--network vgg16|segnet-decoder|all]
 
 Every call runs the generated Verilog in Verilator under cocotb (``sim/bench_kernel.py``, test
 ``benchmark_calls``), its output compared bit for bit with ``hlsinf.reference``. The three
@@ -30,7 +32,13 @@ cycles with the output's burst alignment, so d from one or two groups is noisy).
 mode the layers of at most 1 M ideal cycles (the 14x14 ones at 8x8) are also simulated
 whole, and that measurement is their figure (it checks the extrapolation).
 
-Writes ``benchmarks/results/kernel_efficiency.{json,md}``.
+The SegNet-like model (``hlsinf.host.models.segnet``) has VGG16's 13 convolutions as its
+encoder (with BN, folded); its decoder adds 13 'same' 3x3 convolutions after nearest 2x
+upsamplings and a 1x1 classifier, which runs in the kernel's 3x3 slot (pad 1, zero outer
+taps) and so costs what a 3x3 call of its shape costs. A shape met twice (in both networks,
+or twice in one) is simulated once.
+
+Writes ``benchmarks/results/kernel_efficiency[_quick][_CPIxCPO][_network].{json,md}``.
 """
 
 from __future__ import annotations
@@ -57,6 +65,17 @@ VGG16 = [
     ("conv4_1", 256, 512, 28, False), ("conv4_2", 512, 512, 28, False), ("conv4_3", 512, 512, 28, True),
     ("conv5_1", 512, 512, 14, False), ("conv5_2", 512, 512, 14, False), ("conv5_3", 512, 512, 14, True),
 ]
+#: The SegNet-like decoder (``hlsinf.host.models.segnet(224, 224)``): after each upsampling
+#: the stage's convolutions, then the 1x1 classifier to 12 classes; no pooling.
+SEGNET_DECODER = [
+    ("dec5_1", 512, 512, 14, False), ("dec5_2", 512, 512, 14, False), ("dec5_3", 512, 512, 14, False),
+    ("dec4_1", 512, 512, 28, False), ("dec4_2", 512, 512, 28, False), ("dec4_3", 512, 512, 28, False),
+    ("dec3_1", 512, 256, 56, False), ("dec3_2", 256, 256, 56, False), ("dec3_3", 256, 256, 56, False),
+    ("dec2_1", 256, 128, 112, False), ("dec2_2", 128, 128, 112, False),
+    ("dec1_1", 128, 64, 224, False), ("dec1_2", 64, 64, 224, False),
+    ("classifier", 64, 12, 224, False),
+]
+NETWORKS = {"vgg16": VGG16, "segnet-decoder": SEGNET_DECODER, "all": VGG16 + SEGNET_DECODER}
 MIN_ROWS = 8
 #: In full mode, layers of at most this many ideal cycles are also simulated whole.
 WHOLE_LAYER_CYCLES = 1_000_000
@@ -127,13 +146,15 @@ def table(result: dict) -> str:
              "| per row | full layer ideal | extrapolated | whole layer simulated | efficiency |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for f in result["layers"]:
-        sims = "; ".join(f"{m['rows']}x{m['o_count']}: {m['cycles']} ({m['efficiency']:.3f})" for m in f["measured"])
+        sims = ("; ".join(f"{m['rows']}x{m['o_count']}: {m['cycles']} ({m['efficiency']:.3f})" for m in f["measured"])
+                if "same_as" not in f else f"same shape as {f['same_as']}")
         lines.append(f"| {f['layer']}{' +pool' if f['pool'] else ''} | {f['I']}->{f['O']} @{f['H']}x{f['W']} | {sims} "
                      f"| {f['overhead_call']:.0f} | {f['overhead_group']:.1f} | {f['overhead_row']:.3f} "
                      f"| {f['ideal']:,} | {f['cycles_extrapolated']:,} "
                      f"| {f['cycles'] if f['source'] == 'whole layer simulated' else '-'} | **{f['efficiency']:.4f}** |")
-    t = result["total"]
-    lines.append(f"| all {len(result['layers'])} | | | | | | {t['ideal']:,} | | {t['cycles']:,} | **{t['efficiency']:.4f}** |")
+    for network, t in result["totals"].items():
+        lines.append(f"| {network}: all {t['layers']} | | | | | | {t['ideal']:,} | | {t['cycles']:,} "
+                     f"| **{t['efficiency']:.4f}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +165,8 @@ def main(argv=None):
     parser.add_argument("--latency", type=int, default=100, help="read and write latency in cycles (>= 100)")
     parser.add_argument("--beats-per-cycle", type=float, default=1.0, help="per-bundle beat rate (<= 1)")
     parser.add_argument("--quick", action="store_true", help="two calls per layer, no per-row fit")
+    parser.add_argument("--network", choices=sorted(NETWORKS), default="vgg16",
+                        help="VGG16's 13 convolutions, the SegNet-like decoder's 14, or both")
     parser.add_argument("--layers", nargs="*", help="only these layers (e.g. conv1_1 conv5_1)")
     parser.add_argument("--out", default="benchmarks/results")
     opts = parser.parse_args(argv)
@@ -151,8 +174,14 @@ def main(argv=None):
     from sim import runner
     cfg = KernelConfig(cpi=opts.cpi, cpo=opts.cpo)
     cache = DEFAULT_INPUT_CACHE_PIXELS
-    layers = [layer for layer in VGG16 if not opts.layers or layer[0] in opts.layers]
-    cases = [c for layer in layers for c in calls_of(cfg, layer, cache, opts.quick)]
+    layers = [layer for layer in NETWORKS[opts.network] if not opts.layers or layer[0] in opts.layers]
+    if not layers:
+        raise SystemExit(f"--layers {' '.join(opts.layers)}: no such layer in --network {opts.network}")
+    # One representative per distinct shape (I, O, H, pool): the calls do not depend on the name.
+    shapes = {}
+    for layer in layers:
+        shapes.setdefault(layer[1:], layer)
+    cases = [c for layer in shapes.values() for c in calls_of(cfg, layer, cache, opts.quick)]
     memory = {"read_latency": opts.latency, "write_latency": opts.latency, "beats_per_cycle": opts.beats_per_cycle}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,19 +195,34 @@ def main(argv=None):
             raise SystemExit(f"benchmark run failed ({failures} of {tests} cocotb tests, {len(rows)} of "
                              f"{len(cases)} calls): see the simulator log")
     seconds = time.monotonic() - started
-    fits, at = [], 0
-    for layer in layers:
+    fitted, at = {}, 0
+    for shape, layer in shapes.items():
         n = len(calls_of(cfg, layer, cache, opts.quick))
-        fits.append(fit(cfg, layer, rows[at: at + n]))
+        fitted[shape] = fit(cfg, layer, rows[at: at + n])
         at += n
-    ideal = sum(f["ideal"] for f in fits)
-    cycles = sum(f["cycles"] for f in fits)
+    fits = []
+    for layer in layers:
+        f = dict(fitted[layer[1:]], layer=layer[0])
+        if shapes[layer[1:]] is not layer:
+            f["same_as"] = shapes[layer[1:]][0]
+        fits.append(f)
+    totals = {}
+    for network in ("vgg16", "segnet-decoder"):
+        names = {layer[0] for layer in NETWORKS[network]}
+        mine = [f for f in fits if f["layer"] in names]
+        if mine:
+            ideal, cycles = sum(f["ideal"] for f in mine), sum(f["cycles"] for f in mine)
+            totals[network] = dict(layers=len(mine), ideal=ideal, cycles=cycles, efficiency=ideal / cycles)
     result = {"config": cfg.to_dict(), "input_cache_pixels": cache, "memory": memory, "quick": opts.quick,
               "simulated_cycles": sum(r["cycles"] for r in rows), "seconds": round(seconds, 1),
-              "layers": fits, "total": dict(ideal=ideal, cycles=cycles, efficiency=ideal / cycles),
+              "layers": fits, "totals": totals,
               "targets": {"per_layer": 0.90, "total": 0.95},
-              "meets": {"per_layer": all(f["efficiency"] >= 0.90 for f in fits), "total": ideal / cycles >= 0.95}}
-    text = (f"VGG16 conv layers, CPI={cfg.cpi} CPO={cfg.cpo}, memory latency {opts.latency} cycles, "
+              "meets": {"per_layer": all(f["efficiency"] >= 0.90 for f in fits),
+                        "total": all(t["efficiency"] >= 0.95 for t in totals.values())}}
+    title = {"vgg16": "VGG16 conv layers", "segnet-decoder": "SegNet-like decoder conv layers",
+             "all": "VGG16 and SegNet-like decoder conv layers"}[opts.network]
+    result["network"] = opts.network
+    text = (f"{title}, CPI={cfg.cpi} CPO={cfg.cpo}, memory latency {opts.latency} cycles, "
             f"{opts.beats_per_cycle:g} beat/cycle per bundle{' (quick)' if opts.quick else ''}; "
             f"{result['simulated_cycles']:,} cycles simulated in {seconds:.0f} s\n\n" + table(result))
     print(text)
@@ -187,6 +231,8 @@ def main(argv=None):
     stem = "kernel_efficiency" + ("_quick" if opts.quick else "")
     if (cfg.cpi, cfg.cpo) != (8, 8):
         stem += f"_{cfg.cpi}x{cfg.cpo}"
+    if opts.network != "vgg16":
+        stem += f"_{opts.network}"
     (outdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (outdir / f"{stem}.md").write_text(text)
     print(f"written {outdir / stem}.json and .md")
