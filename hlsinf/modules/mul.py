@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
 from .shapes import act_shape, frame_counter, frame_pixels_shape
+from .wide_stream import stream_signature
 
 __all__ = ["Mul", "multiply", "product_registers", "PACK_SHIFT"]
 
@@ -136,7 +137,7 @@ class Mul(wiring.Component):
         super().__init__({
             "params": In(self.params_layout),
             "i": In(stream.Signature(self.window_layout)),
-            "weights": In(stream.Signature(self.weights_layout)),
+            "weights": In(stream_signature(self.weights_layout)),
             "o": Out(stream.Signature(self.partial_layout)),
         })
         tree_levels = math.ceil(math.log2(cfg.cpi * 9))
@@ -165,12 +166,14 @@ class Mul(wiring.Component):
         # changes when the frame's first window enters, so every older window has
         # already left for the product registers.
         window = Signal(self.window_layout)
-        weight_set = Signal(self.weights_layout)
+        # One register per output channel: Amaranth's netlist holds at most 65,536 bits per
+        # signal driver, and a 32x32 weight set is 73,728.
+        weight_set = [Signal(self.weights_layout.elem_shape, name=f"weights{o}") for o in range(cfg.cpo)]
         valid = Signal()
         with m.If(advance):
             m.d.sync += [valid.eq(take), window.eq(self.i.payload)]
             with m.If(take & first):
-                m.d.sync += weight_set.eq(self.weights.payload)
+                m.d.sync += [weight_set[o].eq(self.weights.payload[o]) for o in range(cfg.cpo)]
 
         # Product registers: lane o sums nodes[o].
         nodes = [[] for _ in range(cfg.cpo)]

@@ -16,6 +16,8 @@ from amaranth.utils import bits_for, exact_log2
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .wide_stream import stream_signature
+
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
 from ..config import KernelConfig
@@ -252,12 +254,13 @@ class ReadMaster(wiring.Component):
 def place_chunks(m, src, pos, positions, *, chunk_bits, src_chunks, dest_chunks, name):
     """Put ``src`` (``src_chunks`` chunks) at chunk ``pos`` of a ``dest_chunks`` buffer.
 
-    Returns ``(data, hit)``: chunk ``p`` of ``data`` is ``src`` chunk ``p - pos`` where
-    ``hit[p]`` is set. ``positions`` lists the values ``pos`` can take, so every
-    destination chunk is a mux of only the sources that can land on it (a decoder when
-    there is one), never a full barrel shifter over the buffer.
+    Returns ``(chunks, hit)``: ``chunks[p]`` is ``src`` chunk ``p - pos`` where ``hit[p]`` is
+    set. ``positions`` lists the values ``pos`` can take, so every destination chunk is a
+    mux of only the sources that can land on it (a decoder when there is one), never a full
+    barrel shifter over the buffer. Each chunk is a signal of its own: Amaranth's netlist
+    holds at most 65,536 bits per signal driver, less than a 32x32 weight set.
     """
-    data = Signal(dest_chunks * chunk_bits, name=f"{name}_placed")
+    chunks = [Signal(chunk_bits, name=f"{name}_placed{p}") for p in range(dest_chunks)]
     hit = Signal(dest_chunks, name=f"{name}_hit")
     for p in range(dest_chunks):
         cases = [(v, p - v) for v in positions if 0 <= p - v < src_chunks]
@@ -265,15 +268,13 @@ def place_chunks(m, src, pos, positions, *, chunk_bits, src_chunks, dest_chunks,
             continue
         if len(cases) == 1:
             (v, j), = cases
-            m.d.comb += [data[p * chunk_bits:(p + 1) * chunk_bits].eq(src[j * chunk_bits:(j + 1) * chunk_bits]),
-                         hit[p].eq(pos == v)]
+            m.d.comb += [chunks[p].eq(src[j * chunk_bits:(j + 1) * chunk_bits]), hit[p].eq(pos == v)]
             continue
         with m.Switch(pos):
             for v, j in cases:
                 with m.Case(v):
-                    m.d.comb += [data[p * chunk_bits:(p + 1) * chunk_bits].eq(src[j * chunk_bits:(j + 1) * chunk_bits]),
-                                 hit[p].eq(1)]
-    return data, hit
+                    m.d.comb += [chunks[p].eq(src[j * chunk_bits:(j + 1) * chunk_bits]), hit[p].eq(1)]
+    return chunks, hit
 
 
 def item_bytes(item_shape) -> int:
@@ -308,7 +309,7 @@ class BytesToItems(wiring.Component):
         self.chunk = math.gcd(self.item_bytes, self.beat_bytes)
         super().__init__({
             "i": In(stream.Signature(BeatLayout(data_width))),
-            "o": Out(stream.Signature(item_shape)),
+            "o": Out(stream_signature(item_shape)),
         })
 
     def elaborate(self, platform):
@@ -319,12 +320,13 @@ class BytesToItems(wiring.Component):
         cap_c = item_c + beat_c - 1
         cb = g * 8                                   # bits per chunk
 
-        buffer = Signal(cap_c * cb)
+        # One signal per chunk (see place_chunks): items can exceed a netlist driver's width.
+        buffer = [Signal(cb, name=f"buffer{p}") for p in range(cap_c)]
         fill = Signal(range(cap_c + 1))              # chunks held
 
         m.d.comb += [
             self.o.valid.eq(fill >= item_c),
-            self.o.payload.eq(buffer[:item_c * cb]),
+            self.o.payload.eq(Cat(*buffer[:item_c])),
         ]
         emit = self.o.valid & self.o.ready
         fill_after = Signal.like(fill)
@@ -345,12 +347,11 @@ class BytesToItems(wiring.Component):
         # fill level are don't-care, so the top item's worth of chunks never needs clearing
         # (when beats divide items nothing moves at all: the buffer is plain enabled FFs).
         for p in range(cap_c):
-            chunk = buffer[p * cb:(p + 1) * cb]
             with m.If(take & hit[p]):
-                m.d.sync += chunk.eq(placed[p * cb:(p + 1) * cb])
+                m.d.sync += buffer[p].eq(placed[p])
             if p + item_c < cap_c:
                 with m.Elif(emit):
-                    m.d.sync += chunk.eq(buffer[(p + item_c) * cb:(p + item_c + 1) * cb])
+                    m.d.sync += buffer[p].eq(buffer[p + item_c])
         return m
 
 
@@ -370,7 +371,7 @@ class ItemReader(wiring.Component):
         self.converter = BytesToItems(item_shape, data_width=data_width)
         super().__init__({
             "cmd": In(stream.Signature(CommandLayout(addr_width, length_width))),
-            "o": Out(stream.Signature(item_shape)),
+            "o": Out(stream_signature(item_shape)),
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
         })

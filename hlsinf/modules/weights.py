@@ -21,7 +21,7 @@ already has everything it needs: the loader cannot deadlock the pipeline.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +29,7 @@ from ..axi import ADDR_WIDTH, DATA_WIDTH
 from ..config import KernelConfig
 from ..sequencer import WeightKind, weight_command_layout
 from .read import BytesToItems, ReadMaster
+from .wide_stream import WideSignature, payload_width, stream_signature
 
 __all__ = ["ParameterLoader", "weight_set_layout", "bias_layout", "mult_layout"]
 
@@ -46,20 +47,32 @@ def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
 
 
 class _ItemFifo(wiring.Component):
-    """A stream FIFO of ``depth`` items of ``shape`` (``fifo.SyncFIFOBuffered`` underneath)."""
+    """A stream FIFO of ``depth`` items of ``shape`` (``fifo.SyncFIFOBuffered`` underneath).
+
+    An item wider than :data:`~.wide_stream.MAX_WIRE_BITS` is kept in several FIFOs side by
+    side, moved together (a 32x32 weight set is 73,728 bits; Amaranth's netlist holds at most
+    65,536 per memory port). The slices see the same enables, so their flags stay equal.
+    """
 
     def __init__(self, shape, depth: int):
         self.shape, self.depth = shape, depth
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        super().__init__({"i": In(stream_signature(shape)), "o": Out(stream_signature(shape))})
 
     def elaborate(self, platform):
         m = Module()
-        width = self.shape.size if isinstance(self.shape, data.Layout) else Shape.cast(self.shape).width
-        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=width, depth=self.depth)
-        m.d.comb += [
-            q.w_data.eq(self.i.payload), q.w_en.eq(self.i.valid), self.i.ready.eq(q.w_rdy),
-            self.o.payload.eq(q.r_data), self.o.valid.eq(q.r_rdy), q.r_en.eq(self.o.ready),
-        ]
+        signature = self.i.signature.flip()
+        bounds = signature.bounds if isinstance(signature, WideSignature) else [(0, payload_width(self.shape))]
+        slices = len(bounds)
+        i_bits = self.i.payload.as_value()
+        queues = []
+        for k, (lo, hi) in enumerate(bounds):
+            q = fifo.SyncFIFOBuffered(width=hi - lo, depth=self.depth)
+            m.submodules[f"fifo{k}" if slices > 1 else "fifo"] = q
+            m.d.comb += [q.w_data.eq(i_bits[lo:hi]), q.w_en.eq(self.i.valid), q.r_en.eq(self.o.ready)]
+            queues.append(q)
+        # The payload in one assignment: a netlist driver of slices is as wide as the signal.
+        m.d.comb += [self.o.payload.eq(Cat(*(q.r_data for q in queues))),
+                     self.i.ready.eq(queues[0].w_rdy), self.o.valid.eq(queues[0].r_rdy)]
         return m
 
 
@@ -97,9 +110,9 @@ class ParameterLoader(wiring.Component):
         self.master = ReadMaster(data_width=data_width, addr_width=addr_width, max_outstanding=max_outstanding)
         super().__init__({
             "cmd": In(stream.Signature(weight_command_layout())),
-            "weights": Out(stream.Signature(weight_set_layout(cfg))),
-            "bias": Out(stream.Signature(bias_layout(cfg))),
-            "mult": Out(stream.Signature(mult_layout(cfg))),
+            "weights": Out(stream_signature(weight_set_layout(cfg))),
+            "bias": Out(stream_signature(bias_layout(cfg))),
+            "mult": Out(stream_signature(mult_layout(cfg))),
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
         })

@@ -111,7 +111,7 @@ class ItemPacker(wiring.Component):
         for p in range(cap_c):
             chunk = buffer[p * cb:(p + 1) * cb]
             with m.If(take & hit[p]):
-                m.d.sync += chunk.eq(placed[p * cb:(p + 1) * cb])
+                m.d.sync += chunk.eq(placed[p])
             if p + beat_c < cap_c:
                 with m.Elif(emit):
                     m.d.sync += chunk.eq(buffer[(p + beat_c) * cb:(p + beat_c + 1) * cb])
