@@ -20,16 +20,19 @@ count ``act_bits/8`` per lane). With ``cache_pixels``, a tile of ``GI*rows*W`` p
 fits is read for the first output group only (``geometry.cached``): the kernel's input cache
 replays it for the others.
 
-Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by multipliers with
-registered operands and two registers after the product (absorbed into the DSP blocks), and
-the sequencer waits for them; every per-frame address is then one addition.
+Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by shift-and-add
+:class:`~hlsinf.serial_multiplier.SerialMultiplier` s, side by side, one bit of the usually
+small operand per cycle: the DSP blocks are all the MAC array's, and a few tens of cycles
+once per call cost nothing against calls of thousands of cycles. Multiplying by the
+constant size of a weight set (``9 * 2**k`` bytes) is two shifts and one addition. The
+sequencer waits for the products; every per-frame address is then one addition.
 """
 
 from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum as amaranth_enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
@@ -37,14 +40,13 @@ from amaranth.utils import bits_for, exact_log2
 from .axi import ADDR_WIDTH, LENGTH_WIDTH, CommandLayout
 from .config import MAX_PAD, KernelConfig
 from .registers import POINTERS, SCALARS
+from .serial_multiplier import SerialMultiplier
 
 __all__ = ["WeightKind", "args_layout", "geometry_layout", "command_layout", "weight_command_layout",
-           "Sequencer", "weight_set_bytes", "PRODUCT_LATENCY"]
+           "Sequencer", "weight_set_bytes"]
 
 ADDRESS_BITS = ADDR_WIDTH
 LENGTH_BITS = LENGTH_WIDTH
-#: Cycles from operands to a usable product: operand register, product register, two more.
-PRODUCT_LATENCY = 4
 
 
 class WeightKind(amaranth_enum.Enum, shape=2):
@@ -112,18 +114,13 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
     })
 
 
-def _pipelined_product(m: Module, a, b, name: str) -> Signal:
-    """``a * b`` with registered operands and two registers after the product.
+def _times_set_bytes(value, cfg: KernelConfig):
+    """``value * weight_set_bytes(cfg)`` as ``((value << 3) + value) << k``: no multiplier.
 
-    Valid :data:`PRODUCT_LATENCY` cycles after ``a`` and ``b`` settle; the trailing
-    registers let the synthesis tool pipeline the wide multiply inside the DSP blocks.
+    A weight set is ``CPO*CPI*9*weight_bits/8`` bytes, nine times a power of two.
     """
-    a_q = Signal(len(a), name=f"{name}_a")
-    b_q = Signal(len(b), name=f"{name}_b")
-    stages = [Signal(len(a) + len(b), name=f"{name}_p{k}") for k in range(3)]
-    m.d.sync += [a_q.eq(a), b_q.eq(b), stages[0].eq(a_q * b_q),
-                 stages[1].eq(stages[0]), stages[2].eq(stages[1])]
-    return stages[-1]
+    shift = exact_log2(weight_set_bytes(cfg) // 9)
+    return ((value << 3) + value) << shift
 
 
 class Sequencer(wiring.Component):
@@ -181,7 +178,6 @@ class Sequencer(wiring.Component):
         cpi_log, cpo_log = exact_log2(cfg.cpi * act_bytes), exact_log2(cfg.cpo * act_bytes)
         bias_group_log = exact_log2(cfg.cpo * cfg.bias_bits // 8)
         mult_group_log = exact_log2(cfg.cpo * 4)
-        set_bytes = weight_set_bytes(cfg)
 
         # Arguments the command generators need beyond the geometry, copied at start.
         count_bits = 32
@@ -191,16 +187,33 @@ class Sequencer(wiring.Component):
         write_offset = Signal(32)
         height = Signal(32)
 
-        # Products, formed once per call from registered values.
-        plane_in = _pipelined_product(m, height, g.cols, "plane_in")           # H*W
-        tile_in = _pipelined_product(m, g.rows, g.cols, "tile_in")             # rows*W
-        frame = _pipelined_product(m, g.conv_rows, g.conv_cols, "frame")      # conv outputs
-        out_pixels = _pipelined_product(m, g.out_rows, g.out_cols, "out_px")   # written pixels
-        w_first = _pipelined_product(m, o_first, g.groups_in, "w_first")       # sets before o_first
-        out_first = _pipelined_product(m, o_first, out_plane, "out_first")     # pixels before o_first
-        frames = _pipelined_product(m, o_count, g.groups_in, "frames")        # input frames of the call
-        gi_rows = Signal(len(g.groups_in) + len(g.rows))                       # GI*rows, registered
-        tile = _pipelined_product(m, gi_rows, g.cols, "tile")                  # GI*rows*W
+        # Products, formed once per call by serial multipliers; ``b``, the operand iterated
+        # over, is the narrower one (or, for o_first * out_plane, the usually small one).
+        def product(name, a, b):
+            mul = m.submodules[name] = SerialMultiplier(len(a), len(b))
+            m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
+            return mul
+        # Started in CONV, from values latched at start.
+        plane_in = product("plane_in", height, g.cols)              # H*W
+        tile_in = product("tile_in", g.rows, g.cols)                # rows*W
+        w_first = product("w_first", o_first, g.groups_in)          # sets before o_first
+        out_first = product("out_first", out_plane, o_first)        # pixels before o_first
+        frames = product("frames", o_count, g.groups_in)            # input frames of the call
+        gi_rows = product("gi_rows", g.rows, g.groups_in)           # GI*rows ...
+        tile = product("tile", gi_rows.product, g.cols)             # ... then GI*rows*W
+        m.d.comb += tile.start.eq(gi_rows.done)
+        # Started in POOL, once conv_rows/cols are registered: the convolution outputs, and
+        # the pixels written, from the same values halved when pooling (a 2:1 mux).
+        pooled = g.pool != 0
+        out_rows = Mux(pooled, g.conv_rows >> 1, g.conv_rows)
+        out_cols = Mux(pooled, g.conv_cols >> 1, g.conv_cols)
+        frame = product("frame", g.conv_rows, g.conv_cols)
+        out_pixels = product("out_px", out_rows, out_cols)
+        started_in_conv = [plane_in, tile_in, w_first, out_first, frames, gi_rows]
+        started_in_pool = [frame, out_pixels]
+        products_busy = Signal()
+        m.d.comb += products_busy.eq(gi_rows.done | tile.busy |
+                                     Cat(mul.busy for mul in started_in_conv + started_in_pool).any())
 
         # Bases and steps of the three address sequences.
         in_base = Signal(ADDRESS_BITS)
@@ -234,7 +247,6 @@ class Sequencer(wiring.Component):
         frames_left = Signal(count_bits)             # input frames not yet fully taken
         frame_pixels_left = Signal(32)               # pixels of the current one
         frame_in = Signal(32)                        # rows * W
-        wait = Signal(range(PRODUCT_LATENCY + 1))
 
         def shift_by_stride(value):
             return Mux(g.stride == 2, value >> 1, value)
@@ -265,30 +277,29 @@ class Sequencer(wiring.Component):
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
                 m.d.sync += [g.conv_rows.eq(shift_by_stride(g.padded_rows - 3) + 1),
-                             g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1),
-                             gi_rows.eq(g.groups_in * g.rows)]     # narrow: one DSP, registered
+                             g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1)]
+                m.d.comb += [mul.start.eq(1) for mul in started_in_conv]
                 m.next = "POOL"
             with m.State("POOL"):
-                pooled = g.pool != 0
-                m.d.sync += [g.out_rows.eq(Mux(pooled, g.conv_rows >> 1, g.conv_rows)),
-                             g.out_cols.eq(Mux(pooled, g.conv_cols >> 1, g.conv_cols)),
-                             wait.eq(0)]
+                m.d.sync += [g.out_rows.eq(out_rows), g.out_cols.eq(out_cols)]
+                m.d.comb += [mul.start.eq(1) for mul in started_in_pool]
                 m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == PRODUCT_LATENCY):
+                # Every multiplier is busy from the cycle after its start, and the tile's
+                # starts on the done pulse of GI*rows: no product is missed here.
+                with m.If(~products_busy):
                     # Offsets first, pointers added in the next cycle: one carry chain each.
                     m.d.sync += [
-                        g.frame_pixels.eq(frame), g.out_pixels.eq(out_pixels),
-                        in_step.eq(plane_in << cpi_log),
-                        frame_bytes.eq(tile_in << cpi_log),
-                        w_base.eq(w_first * set_bytes),
-                        w_group_bytes.eq(g.groups_in * set_bytes),
-                        out_base.eq((out_first + write_offset) << cpo_log),
-                        out_bytes.eq(out_pixels << cpo_log),
-                        frame_in.eq(tile_in),
-                        g.tile_pixels.eq(tile),
-                        g.cached.eq((tile <= self.cache_pixels) if self.cache_pixels else 0),
+                        g.frame_pixels.eq(frame.product), g.out_pixels.eq(out_pixels.product),
+                        in_step.eq(plane_in.product << cpi_log),
+                        frame_bytes.eq(tile_in.product << cpi_log),
+                        w_base.eq(_times_set_bytes(w_first.product, cfg)),
+                        w_group_bytes.eq(_times_set_bytes(g.groups_in, cfg)),
+                        out_base.eq((out_first.product + write_offset) << cpo_log),
+                        out_bytes.eq(out_pixels.product << cpo_log),
+                        frame_in.eq(tile_in.product),
+                        g.tile_pixels.eq(tile.product),
+                        g.cached.eq((tile.product <= self.cache_pixels) if self.cache_pixels else 0),
                     ]
                     m.next = "BASES"
             with m.State("BASES"):
@@ -302,7 +313,7 @@ class Sequencer(wiring.Component):
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
                     out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
                     acks_left.eq(o_count),
-                    frames_left.eq(frames), frame_pixels_left.eq(frame_in),
+                    frames_left.eq(frames.product), frame_pixels_left.eq(frame_in),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):

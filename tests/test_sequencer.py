@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from hlsinf.config import KernelConfig
@@ -159,6 +160,30 @@ def test_back_to_back_random_calls(cache_pixels):
             args.out_plane = args.write_offset + args.out_rows * args.out_cols + int(rng.integers(0, 4))
         calls.append(args.validate(CFG))
     run_calls(CFG, calls, seed=7, cache_pixels=cache_pixels)
+
+
+@pytest.mark.parametrize("cache_pixels", [0, 2048])
+def test_extreme_arguments(cache_pixels):
+    """Every per-call product at the edge of the 32-bit registers stays exact (addresses
+    are kept below 2**64, where the memory map ends)."""
+    top = (1 << 32) - 1
+    out_plane = (1 << 29) - 1
+    far_group = CallArgs(H=top, W=32, rows=2, I=64, O=4 << 32, pad_top=1, pad_bottom=1, pad_left=1,
+                         pad_right=1, o_first=top, o_count=1, read_offset=top, out_plane=out_plane,
+                         write_offset=out_plane - 32 * 2, use_mult=True)
+    wide_plane = CallArgs(H=top, W=31, rows=4, I=61, O=4 << 30, pad_top=1, pad_bottom=1, pad_left=2, stride=2,
+                          pool=POOL_MAX,
+                          o_first=(1 << 29) + 12345, o_count=2, read_offset=top - 7, out_plane=top,
+                          write_offset=top - 8)
+    run_calls(CFG, [far_group.validate(CFG), wide_plane.validate(CFG)], seed=11, cache_pixels=cache_pixels)
+
+
+@pytest.mark.parametrize("cache_pixels", [0, 1024])
+def test_no_multiplier_cells(cache_pixels):
+    """The per-call products are shift-and-add: every DSP block is left to the MAC array."""
+    text = rtlil.convert(Sequencer(KernelConfig(cpi=4, cpo=4), cache_pixels=cache_pixels))
+    assert "cell $add" in text                  # the netlist is really there
+    assert "$mul" not in text
 
 
 def test_other_config_widths():
