@@ -364,7 +364,7 @@ def test_logic_depth_of_xor_trees(tmp_path, n, levels):
     v.write_text(verilog.convert(XorTree(n), name="xor_tree"))
     rep = resource_report(v, "xor_tree", AlveoU200Platform.fabric, tmp_path, progress=False)
     assert rep.depth["lut_levels"] == levels
-    assert sum(c["type"].startswith("LUT") for c in rep.depth["path"]) == levels
+    assert sum(c["type"].startswith("LUT") for c in rep.depth["paths"]["lut_levels"]["cells"]) == levels
     assert rep.counts["FF"] == n + 1
     paths = write_report(rep, tmp_path)
     data = json.loads(paths["json"].read_text())
@@ -474,14 +474,80 @@ def test_logic_depth_follows_lutram_read_ports_and_reports_loops():
         "ff2": _cell("FDRE", {"C": [1], "D": [14], "Q": [15]}, {"Q"}),
     }
     module = {"attributes": {"top": "1"}, "cells": cells,
-              "netnames": {"read_data": {"hide_name": 0, "bits": [12, 13]}}}
+              "netnames": {"read_data": {"hide_name": 0, "bits": [12, 13]}, "q1": {"hide_name": 0, "bits": [10]}}}
     depth = logic_depth({"modules": {"t": module}}, "t")
     assert depth["lut_levels"] == 3 and depth["loops"] == []
-    assert [c["type"] for c in depth["path"]][:2] == ["LUT2", "RAM32M"] and len(depth["path"]) == 3
-    assert depth["path"][1]["net"] == "read_data"
+    path = depth["paths"]["lut_levels"]
+    assert [c["type"] for c in path["cells"]][:2] == ["LUT2", "RAM32M"] and len(path["cells"]) == 3
+    assert path["cells"][1]["net"] == "read_data" and path["from"] == "q1"
 
     cells["x"] = _cell("LUT2", {"I0": [31], "O": [30]}, {"O"})
     cells["y"] = _cell("LUT2", {"I0": [30], "O": [31]}, {"O"})
     depth = logic_depth({"modules": {"t": module}}, "t")
     assert len(depth["loops"]) == 1 and sorted(depth["loops"][0]) == ["LUT2", "LUT2"]
+
+
+def test_logic_depth_figures_count_their_own_cells():
+    """A hand-made netlist with two sources: from ``q1``, LUT -> 3 chained CARRY4 -> MUXF7 ->
+    FF (1 LUT, 3 CARRY, 5 logic levels); from ``q2``, two paths of 2 LUT levels, one with a
+    MUXF7 between its LUTs: that one is the deepest LUT path shown."""
+    from hlsinf.resources import describe_counts, logic_depth
+    cells = {
+        "ff1": _cell("FDRE", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
+        "ff2": _cell("FDRE", {"C": [1], "D": [2], "Q": [20]}, {"Q"}),
+        "l0": _cell("LUT1", {"I0": [10], "O": [11]}, {"O"}),
+        "c0": _cell("CARRY4", {"CI": [11], "S": [10] * 4, "CO": [30, 31, 32, 33], "O": [34, 35, 36, 37]}, {"CO", "O"}),
+        "c1": _cell("CARRY4", {"CI": [33], "S": [10] * 4, "CO": [40, 41, 42, 43], "O": [44, 45, 46, 47]}, {"CO", "O"}),
+        "c2": _cell("CARRY4", {"CI": [43], "S": [10] * 4, "CO": [50, 51, 52, 53], "O": [54, 55, 56, 57]}, {"CO", "O"}),
+        "m": _cell("MUXF7", {"I0": [57], "I1": [10], "S": [10], "O": [60]}, {"O"}),
+        "ff3": _cell("FDRE", {"C": [1], "D": [60], "Q": [61]}, {"Q"}),
+        "a1": _cell("LUT6", {"I0": [20], "O": [70]}, {"O"}),
+        "a2": _cell("LUT6", {"I0": [70], "O": [71]}, {"O"}),
+        "ff4": _cell("FDRE", {"C": [1], "D": [71], "Q": [72]}, {"Q"}),
+        "b1": _cell("LUT6", {"I0": [20], "O": [80]}, {"O"}),
+        "bm": _cell("MUXF7", {"I0": [80], "I1": [20], "S": [20], "O": [81]}, {"O"}),
+        "b2": _cell("LUT3", {"I0": [81], "O": [82]}, {"O"}),
+        "ff5": _cell("FDRE", {"C": [1], "D": [82], "Q": [83]}, {"Q"}),
+    }
+    module = {"attributes": {"top": "1"}, "cells": cells,
+              "netnames": {"q1": {"hide_name": 0, "bits": [10]}, "q2": {"hide_name": 0, "bits": [20]}}}
+    depth = logic_depth({"modules": {"t": module}}, "t")
+    assert (depth["lut_levels"], depth["carry_levels"], depth["logic_levels"]) == (2, 3, 5)
+    lut_path, carry_path = depth["paths"]["lut_levels"], depth["paths"]["carry_levels"]
+    assert [c["type"] for c in lut_path["cells"]] == ["LUT6", "MUXF7", "LUT3"] and lut_path["from"] == "q2"
+    assert describe_counts(lut_path["counts"]) == "2 LUT + 1 MUXF"
+    assert carry_path["counts"] == {"LUT": 1, "MUXF": 1, "CARRY": 3, "DSP": 0} and carry_path["from"] == "q1"
+    assert depth["paths"]["logic_levels"]["cells"] == carry_path["cells"]
+
+
+class AdderAndParity(wiring.Component):
+    """A registered 32-bit adder (a LUT in front of a chain of ceil(32 / 4) = 8 CARRY4) and the
+    registered parity of 36 bits (ceil(log6 36) = 2 LUT levels), side by side."""
+
+    def __init__(self):
+        super().__init__({"a": In(32), "b": In(32), "x": In(36), "s": Out(32), "p": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        a_reg = Signal(32)
+        b_reg = Signal(32)
+        x_reg = Signal(36)
+        m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b), x_reg.eq(self.x),
+                     self.s.eq(a_reg + b_reg), self.p.eq(x_reg.xor())]
+        return m
+
+
+@needs_yosys
+def test_component_report_counts_and_depth(tmp_path):
+    from hlsinf.resources import component_report
+    rep = component_report(AdderAndParity(), top="adder_and_parity", work_dir=tmp_path)
+    assert (tmp_path / "adder_and_parity.v").exists() and (tmp_path / "yosys.log").exists()
+    assert rep.counts["FF"] == 32 + 32 + 36 + 32 + 1
+    assert rep.counts["CARRY"] == rep.counts["cells"]["CARRY4"] == 8
+    assert rep.counts["DSP48E2"] == rep.counts["BRAM36"] == rep.counts["LUTRAM"] == 0
+    assert rep.depth["lut_levels"] == 2 and rep.depth["paths"]["lut_levels"]["from"] == "x_reg"
+    assert rep.depth["paths"]["lut_levels"]["counts"]["CARRY"] == 0
+    assert rep.depth["carry_levels"] == 8 and rep.depth["paths"]["carry_levels"]["from"] in ("a_reg", "b_reg")
+    assert rep.depth["logic_levels"] == 1 + 8
+    assert rep.totals == AlveoU200Platform.fabric
 
