@@ -451,8 +451,9 @@ class ResourceReport:
                    if self.memories else "") +
                 "## Deepest combinational path\n\n"
                 f"* LUT levels: **{self.depth['lut_levels']}** (target for 300 MHz: about 6)\n"
-                f"* longest carry: {self.depth['carry_levels']} CARRY cells "
-                f"({describe_counts(carry_path['counts'])}, from `{carry_path['from']}`)\n"
+                + (f"* longest carry: {self.depth['carry_levels']} CARRY cells "
+                   f"({describe_counts(carry_path['counts'])}, from `{carry_path['from']}`)\n"
+                   if self.depth["carry_levels"] else "* longest carry: none\n") +
                 f"* logic levels (LUT + CARRY + MUXF + unregistered DSP, as Vivado counts): "
                 f"{self.depth['logic_levels']}\n"
                 f"* deepest LUT path ({describe_counts(lut_path['counts'])}): {path}\n"
