@@ -13,6 +13,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from amaranth import Cat, ClockDomain, Module, Signal
@@ -22,7 +23,12 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.build import build, config_options, main, register_map_markdown
 from hlsinf.config import KernelConfig
-from hlsinf.descriptor import DescriptorError, build_descriptor, load_descriptor, write_descriptor
+from hlsinf.descriptor import (
+    DescriptorError,
+    build_descriptor,
+    load_descriptor,
+    write_descriptor,
+)
 from hlsinf.lint import lint
 from hlsinf.platforms.alveo_u200 import AlveoU200Platform
 from hlsinf.platforms.vitis import KernelInterface, PackagingError
@@ -76,7 +82,7 @@ class VitisPortsDesign(wiring.Component):
     """Not the kernel: a register that mixes every input into every output, under the
     port names of a Vitis RTL kernel, so packaging and lint can be tested on their own."""
 
-    WIDTHS = {"gmem_in": 64, "gmem_w": 128, "gmem_out": 32}
+    WIDTHS: ClassVar = {"gmem_in": 64, "gmem_w": 128, "gmem_out": 32}
 
     def __init__(self):
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
@@ -117,8 +123,8 @@ def standin_build(tmp_path_factory, standin_verilog):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hlsinf.build", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run([sys.executable, "-m", "hlsinf.build", *args], check=False, capture_output=True,
+                          text=True, cwd=cwd or ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 # CLI ---------------------------------------------------------------------------------------
@@ -213,7 +219,7 @@ def test_package_tcl_names_every_argument_and_bundle(standin_build):
     out, _ = standin_build
     tcl = (out / "package.tcl").read_text()
     for reg in register_map():
-        line = re.search(rf"^add_register \$block {reg.name} (0x[0-9A-F]+) (\d+) \{{[^}}]*\}}(.*)$", tcl, re.M)
+        line = re.search(rf"^add_register \$block {reg.name} (0x[0-9A-F]+) (\d+) \{{[^}}]*\}}(.*)$", tcl, re.MULTILINE)
         assert line, reg.name
         assert int(line.group(1), 16) == reg.offset and int(line.group(2)) == reg.bits
         assert line.group(3).strip() == (f"m_axi_{reg.bundle}" if reg.kind == "pointer" else "")
@@ -222,7 +228,7 @@ def test_package_tcl_names_every_argument_and_bundle(standin_build):
     assert "ipx::associate_bus_interfaces -busif s_axi_control -clock ap_clk $core" in tcl
     assert "ipx::associate_bus_interfaces -clock ap_clk -reset ap_rst_n $core" in tcl
     assert "ipx::package_project" in tcl
-    assert re.search(r"^package_xo .*-kernel_name \$kernel_name .*-kernel_xml \[file join \$here kernel.xml\]", tcl, re.M)
+    assert re.search(r"^package_xo .*-kernel_name \$kernel_name .*-kernel_xml \[file join \$here kernel.xml\]", tcl, re.MULTILINE)
     assert "add_files -norecurse [file join $here hlsinf_kernel.v]" in tcl
     assert tcl.count("{") == tcl.count("}")
 
@@ -231,7 +237,7 @@ def test_link_config_puts_each_bundle_on_its_own_bank(standin_build):
     out, _ = standin_build
     cfg = (out / "link.cfg").read_text()
     assert "[connectivity]" in cfg and "nk=hlsinf_kernel:1:hlsinf_kernel_1" in cfg
-    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[\d\])$", cfg, re.M))
+    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[\d\])$", cfg, re.MULTILINE))
     assert set(placed) == {name for name, _, _ in POINTERS}
     bank_of_bundle = {}
     for name, bundle, _ in POINTERS:
@@ -381,10 +387,10 @@ def test_lint_of_a_small_design_passes(tmp_path, standin_verilog):
     result = lint(v, "hlsinf_kernel")
     assert result.ok, result.output
     vlt = (tmp_path / "hlsinf_kernel.vlt").read_text()
-    waivers = re.findall(r"^lint_off -rule (\w+)", vlt, re.M)
+    waivers = re.findall(r"^lint_off -rule (\w+)", vlt, re.MULTILINE)
     assert waivers
     for rule in waivers:    # every waiver comes with its reason on the line above
-        assert re.search(rf"^// {rule}: \S.*\nlint_off -rule {rule}\b", vlt, re.M), rule
+        assert re.search(rf"^// {rule}: \S.*\nlint_off -rule {rule}\b", vlt, re.MULTILINE), rule
 
 
 @needs_verilator
