@@ -1,10 +1,11 @@
-"""Resources and logic depth of the kernel's control-side blocks, from Yosys ``synth_xilinx``.
+"""Resources and logic depth of the kernel's control-side blocks, each synthesised on its own.
 
     PYTHONPATH=. python benchmarks/kernel_resources.py [name ...]
 
-Same method as ``benchmarks/memory_resources.py`` (LUTs, MUXF, flip-flops, block RAMs and
-the longest LUT/MUXF chain between registers, carry chains excluded): an estimate that
-catches a wide compare or mux on a handshake path, not Vivado timing.
+Same table as ``benchmarks/memory_resources.py`` (through ``hlsinf.resources.component_report``:
+counts, LUT levels between registers outside carry chains with the make-up of that path, the
+longest carry path): an estimate that catches a wide compare or mux on a handshake path, not
+Vivado timing.
 """
 
 import sys
@@ -12,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_resources import main                           # noqa: E402
+from memory_resources import main
 
-from hlsinf.config import KernelConfig                      # noqa: E402
-from hlsinf.modules.input_cache import InputCache           # noqa: E402
-from hlsinf.modules.weights import ParameterLoader          # noqa: E402
-from hlsinf.sequencer import Sequencer                      # noqa: E402
+from hlsinf.config import KernelConfig
+from hlsinf.modules.input_cache import InputCache
+from hlsinf.modules.weights import ParameterLoader
+from hlsinf.sequencer import Sequencer
 
 CFG = KernelConfig(cpi=8, cpo=8)
 BLOCKS = {

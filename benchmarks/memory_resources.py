@@ -1,28 +1,34 @@
-"""Resources and logic depth of the memory-side blocks, from Yosys ``synth_xilinx`` (UltraScale+).
+"""Resources and logic depth of the memory-side blocks, each synthesised on its own.
 
     PYTHONPATH=. python benchmarks/memory_resources.py [name ...]
 
-For each block: LUTs, MUXF7/8/9, flip-flops, block RAMs, and the longest chain of LUT and
-MUXF cells between registers (carry chains excluded: they are fast and counted apart by
-Vivado anyway). An estimate, not Vivado timing; it catches a shifter or a compare that
-ends up in a handshake path. Takes about a minute per block.
+Each block goes through ``hlsinf.resources.component_report``: the whole kernel's Yosys
+flow (``synth_xilinx -family xcup``, out of context) and netlist analysis, with the block's
+ports as path ends. One markdown row per block:
+
+* LUT: LUT1-6, INV and the LUTs of distributed RAM and shift registers; LUTRAM: those of
+  distributed RAM (included in LUT); MUXF: MUXF7/8/9; BRAM36: block RAM in RAMB36 (a RAMB18
+  is 1/2);
+* LUT levels: the most LUTs on one path between registers, carry chains and MUXF passing
+  for free (issue 6's figure: at most about 6 for 300 MHz); "deepest LUT path" gives that
+  path's LUT + MUXF + CARRY cells;
+* longest carry: the path with the most CARRY4 cells (a wide adder or compare), with its
+  LUT and MUXF cells ("none" without carry chains).
+
+An estimate, not Vivado timing: it catches a shifter or a compare that ends up in a
+handshake path. Takes seconds to a minute per block.
 """
 
-import json
 import re
 import sys
-import tempfile
-from collections import Counter
-from pathlib import Path
 
 from amaranth import unsigned
-from amaranth._toolchain.yosys import find_yosys
-from amaranth.back import rtlil
 
 from hlsinf.config import KernelConfig
 from hlsinf.control import Control
 from hlsinf.modules.read import ActivationReader, BytesToItems, ReadMaster
 from hlsinf.modules.write import PixelWriter
+from hlsinf.resources import component_report, describe_counts
 
 CFG = KernelConfig(cpi=8, cpo=8)
 BLOCKS = {
@@ -34,37 +40,29 @@ BLOCKS = {
     "Control": lambda: Control(CFG),
 }
 
+HEADER = ("| block | LUT | LUTRAM | MUXF | FF | DSP48E2 | BRAM36 | URAM | LUT levels | deepest LUT path "
+          "| longest carry | Yosys s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
 
-def analyse(name, make, tmp: Path):
-    il, syn, js, ltp = (tmp / f"{name}.{ext}" for ext in ("il", "syn.il", "json", "ltp"))
-    il.write_text(rtlil.convert(make()))
-    yosys = find_yosys(lambda ver: ver >= (0, 10))
-    yosys.run(["-q", "-p", f"read_rtlil {il}; synth_xilinx -family xcup -flatten -top top; "
-                           f"write_json {js}; tee -q -o {ltp} ltp -noff t:LUT* t:MUXF* t:INV w:*"],
-              ignore_warnings=True)
-    cells = json.loads(js.read_text())["modules"]["top"]["cells"]
-    kinds = Counter(c["type"] for c in cells.values())
-    vias = re.findall(r"\(via (.*)\)\s*$", ltp.read_text(), re.M)
-    path = [cells.get(v, {}).get("type", "?") for v in vias]
-    return {
-        "LUT": sum(n for k, n in kinds.items() if k.startswith("LUT")),
-        "MUXF": sum(n for k, n in kinds.items() if k.startswith("MUXF")),
-        "FF": sum(n for k, n in kinds.items() if k.startswith("FD")),
-        "RAMB18": kinds["RAMB18E2"] + 2 * kinds["RAMB36E2"],
-        "LUTRAM": kinds["RAM32M16"] + kinds["RAM32M"] + kinds["RAM64M"],
-        "depth_lut": sum(t.startswith("LUT") for t in path),
-        "depth_muxf": sum(t.startswith("MUXF") for t in path),
-    }
+
+def row(name: str, report) -> str:
+    """One markdown row of the table for a :class:`hlsinf.resources.ResourceReport`."""
+    c, d = report.counts, report.depth
+    counts = " | ".join(f"{c[k]:,g}" for k in ("LUT", "LUTRAM", "MUXF", "FF", "DSP48E2", "BRAM36", "URAM"))
+    carry = describe_counts(d["paths"]["carry_levels"]["counts"]) if d["carry_levels"] else "none"
+    return (f"| {name} | {counts} | {d['lut_levels']} | {describe_counts(d['paths']['lut_levels']['counts'])} "
+            f"| {carry} | {report.seconds:.0f} |")
 
 
 def main(names, blocks=BLOCKS):
     """Print the table for ``names`` (all of ``blocks`` when empty)."""
-    print(f"{'block':26} {'LUT':>6} {'MUXF':>6} {'FF':>6} {'RAMB18':>6} {'LUTRAM':>6}  longest LUT+MUXF path")
-    with tempfile.TemporaryDirectory() as d:
-        for name in names or blocks:
-            r = analyse(re.sub(r"\W", "_", name), blocks[name], Path(d))
-            print(f"{name:26} {r['LUT']:6} {r['MUXF']:6} {r['FF']:6} {r['RAMB18']:6} {r['LUTRAM']:6}  "
-                  f"{r['depth_lut']} LUT + {r['depth_muxf']} MUXF", flush=True)
+    unknown = [n for n in names if n not in blocks]
+    if unknown:
+        sys.exit(f"unknown block {', '.join(map(repr, unknown))}; choose from: {', '.join(map(repr, blocks))}")
+    print(HEADER, flush=True)
+    for name in names or blocks:
+        report = component_report(blocks[name](), top=re.sub(r"\W+", "_", name).strip("_"))
+        print(row(name, report), flush=True)
 
 
 if __name__ == "__main__":

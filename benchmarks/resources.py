@@ -24,12 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hlsinf.config import KernelConfig     # noqa: E402
-from hlsinf.kernel import TOP_NAME, kernel_verilog   # noqa: E402
-from hlsinf import resources as res               # noqa: E402
+from hlsinf import resources as res
+from hlsinf.config import KernelConfig
+from hlsinf.kernel import TOP_NAME, kernel_verilog
+from hlsinf.platforms.alveo_u200 import AlveoU200Platform
 
 #: Fabric of the XCU200 (Alveo U200), BRAM in 36 Kib blocks.
-U200 = {"LUT": 1_182_240, "FF": 2_364_480, "DSP48E2": 6_840, "BRAM36": 2_160, "URAM": 960}
+U200 = AlveoU200Platform.fabric
 TARGET_MULTS_PER_DSP = 2
 TARGET_LUT_LEVELS = 6
 

@@ -1,21 +1,29 @@
-"""Resource and logic-depth report of the kernel Verilog, from Yosys ``synth_xilinx``.
+"""Resource and logic-depth report of the kernel, or of one block, from Yosys ``synth_xilinx``.
 
 No vendor tool is needed: Yosys maps the Verilog onto UltraScale+ primitives (LUT1-6,
 FDRE, CARRY, DSP48E2, RAMB36E2/RAMB18E2, URAM288), this module counts them from the
 netlist Yosys writes as JSON and gives each count as a share of the board's totals.
 Yosys' mapping is not Vivado's, so take the figures as estimates (typically within tens
 of per cent for LUTs; DSP, BRAM and URAM inference follow the same rules as Vivado's).
+:func:`resource_report` analyses a Verilog file (the whole kernel: ``python -m
+hlsinf.build --report``, ``benchmarks/resources.py``); :func:`component_report` exports one
+Amaranth component the same way and synthesises it alone (the block tables of
+``benchmarks/kernel_resources.py``, ``memory_resources.py`` and ``yosys_mul.py``).
 
 Logic depth (method). ``ltp`` counts every cell and does not stop at Xilinx flip-flop
 primitives, so we measure the netlist ourselves: a path starts at a module input or at
 the output of a sequential cell (flip-flops, shift registers, block RAM, UltraRAM, and
 DSP48E2s that use any internal register) and ends at a module output or a sequential
-cell's input. Along it we count
+cell's input. Along it we count LUT cells (LUT1-LUT6 and distributed-RAM reads), MUXF7/8/9,
+CARRY4/CARRY8 and unregistered DSP48E2 cells, and report three maxima over all paths:
 
-* ``lut_levels``: LUT cells (LUT1-LUT6 and distributed-RAM reads), the figure the
-  300 MHz target (about 6 levels) is about;
-* ``logic_levels``: LUTs plus each CARRY4/CARRY8 and MUXF7/F8/F9 cell and each
-  unregistered DSP48E2, the way Vivado's "logic levels" counts.
+* ``lut_levels``: the most LUTs, carry chains and wide muxes passing for free: the figure
+  the 300 MHz target (about 6 LUT levels outside carry chains) is about;
+* ``carry_levels``: the most CARRY cells (a long adder, or adders in a row);
+* ``logic_levels``: the most cells of all four kinds, the way Vivado's "logic levels" counts.
+
+Each comes with its deepest path, so the MUXF and CARRY cells on the deepest LUT path are
+known too (of equally deep paths, the one with the most MUXF, then CARRY cells is shown).
 
 INV cells count as LUTs in the totals (Vivado usually folds them into a neighbour, so
 this is an upper bound) and as no level. A cell's inputs all reach all its outputs (which
@@ -31,12 +39,24 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["YosysNotFound", "find_yosys", "run_yosys", "drop_zero_memory_init", "count_resources", "logic_depth",
-           "ResourceReport", "resource_report", "write_report"]
+__all__ = [
+    "ResourceReport",
+    "YosysNotFound",
+    "component_report",
+    "count_resources",
+    "describe_counts",
+    "drop_zero_memory_init",
+    "find_yosys",
+    "logic_depth",
+    "resource_report",
+    "run_yosys",
+    "write_report",
+]
 
 
 class YosysNotFound(RuntimeError):
@@ -59,7 +79,8 @@ URAM_CELLS = {"URAM288", "URAM288_BASE"}
 #: Cells whose outputs start a new path (clocked, or read through a registered port).
 _SEQUENTIAL = FF_CELLS | set(BRAM_CELLS) | URAM_CELLS | {"SRL16E", "SRLC16E", "SRLC32E"}
 _LUT_LEVEL = {name for name in LUT_CELLS if name.startswith(("LUT", "RAM"))}
-_OTHER_LEVEL = {"CARRY4", "CARRY8", "MUXF7", "MUXF8", "MUXF9"}
+MUXF_CELLS = {"MUXF7", "MUXF8", "MUXF9"}
+CARRY_CELLS = {"CARRY4", "CARRY8"}
 _DSP_REGISTERS = ("AREG", "BREG", "CREG", "DREG", "ADREG", "MREG", "PREG")
 
 
@@ -127,7 +148,7 @@ def synth_script(verilog_path, top: str, json_path, family: str = "xcup") -> str
 #: ``initial`` blocks that only set memory words to zero, as Amaranth's back end writes
 #: them for every memory (``mem[0] = 256'h0...;`` once per word).
 _ZERO_MEMORY_INIT = re.compile(
-    r"^[ \t]*initial begin\n(?:[ \t]*\\?[^\s\[]+ ?\[\d+\] = \d+'[hbd]0+;\n)+[ \t]*end\n", re.M)
+    r"^[ \t]*initial begin\n(?:[ \t]*\\?[^\s\[]+ ?\[\d+\] = \d+'[hbd]0+;\n)+[ \t]*end\n", re.MULTILINE)
 
 
 def drop_zero_memory_init(text: str) -> tuple[str, int]:
@@ -141,7 +162,7 @@ def drop_zero_memory_init(text: str) -> tuple[str, int]:
     return _ZERO_MEMORY_INIT.subn("", text)
 
 
-_MEMORY_MAP_RE = re.compile(r"^mapping memory (\S+) via \$__XILINX_([A-Z]+)_", re.M)
+_MEMORY_MAP_RE = re.compile(r"^mapping memory (\S+) via \$__XILINX_([A-Z]+)_", re.MULTILINE)
 _MEMORY_KINDS = {"LUTRAM": "LUTRAM", "BLOCKRAM": "BRAM", "URAM": "URAM"}
 
 
@@ -176,8 +197,9 @@ def _top_module(netlist: dict, top: str | None = None) -> dict:
 
 
 def count_resources(netlist: dict, top: str | None = None) -> dict:
-    """Primitive counts of the top module: LUT, FF, DSP48E2, BRAM36 (RAMB18 = 1/2), URAM, and
-    the raw count of every cell type under ``cells``."""
+    """Primitive counts of the top module: LUT, FF, DSP48E2, BRAM36 (RAMB18 = 1/2), URAM;
+    LUTRAM (the LUTs of distributed RAM, included in LUT), MUXF (MUXF7/8/9), CARRY
+    (CARRY4/8); and the raw count of every cell type under ``cells``."""
     module = _top_module(netlist, top)
     cells = {}
     for cell in module["cells"].values():
@@ -188,6 +210,9 @@ def count_resources(netlist: dict, top: str | None = None) -> dict:
         "DSP48E2": sum(n for t, n in cells.items() if t in DSP_CELLS),
         "BRAM36": sum(n * BRAM_CELLS[t] for t, n in cells.items() if t in BRAM_CELLS),
         "URAM": sum(n for t, n in cells.items() if t in URAM_CELLS),
+        "LUTRAM": sum(n * LUT_CELLS[t] for t, n in cells.items() if t in LUT_CELLS and t.startswith("RAM")),
+        "MUXF": sum(n for t, n in cells.items() if t in MUXF_CELLS),
+        "CARRY": sum(n for t, n in cells.items() if t in CARRY_CELLS),
         "cells": dict(sorted(cells.items())),
     }
 
@@ -202,14 +227,36 @@ def _is_sequential(cell: dict) -> bool:
     return False
 
 
-def _weights(cell: dict) -> tuple[int, int]:
-    """(LUT levels, logic levels) one combinational cell adds to a path."""
+#: The cells a path is measured in, in the order of :func:`_level` vectors.
+LEVEL_KINDS = ("LUT", "MUXF", "CARRY", "DSP")
+_NO_LEVEL = (0, 0, 0, 0)
+
+#: The figures :func:`logic_depth` gives: each ranks paths by a key of the cells on them
+#: (numbers of LUT, MUXF, CARRY and unregistered DSP cells) and reports the key's first
+#: element; the other elements only choose among paths of equal depth.
+DEPTH_KEYS = {
+    # LUT levels outside carry chains (the 300 MHz target); of the deepest paths, the one
+    # with the most MUXF7/8/9, then CARRY cells
+    "lut_levels": lambda lut, muxf, carry, dsp: (lut, muxf, carry),
+    # the most CARRY4/CARRY8 cells on one path (a long adder, or adders in a row)
+    "carry_levels": lambda lut, muxf, carry, dsp: (carry, lut, muxf),
+    # every level cell, as Vivado's "logic levels" counts
+    "logic_levels": lambda lut, muxf, carry, dsp: (lut + muxf + carry + dsp,),
+}
+
+
+def _level(cell: dict) -> tuple[int, int, int, int]:
+    """What one combinational cell adds to a path, as (LUT, MUXF, CARRY, DSP) counts."""
     kind = cell["type"]
     if kind in _LUT_LEVEL:
-        return 1, 1
-    if kind in _OTHER_LEVEL or kind in DSP_CELLS:
-        return 0, 1
-    return 0, 0
+        return (1, 0, 0, 0)
+    if kind in MUXF_CELLS:
+        return (0, 1, 0, 0)
+    if kind in CARRY_CELLS:
+        return (0, 0, 1, 0)
+    if kind in DSP_CELLS:
+        return (0, 0, 0, 1)
+    return _NO_LEVEL
 
 
 def _read_address_ports(output_port: str):
@@ -238,13 +285,15 @@ def _node_groups(cell: dict) -> list[tuple[list, list]]:
 
 
 def logic_depth(netlist: dict, top: str | None = None) -> dict:
-    """Deepest combinational path between sequential elements (see the module docstring).
+    """Deepest combinational paths between sequential elements (see the module docstring).
 
-    Returns ``lut_levels``, ``logic_levels``, ``path`` (the cells of the deepest path in
-    LUT levels, from start to end, each with its type and a named net it drives: Amaranth
-    signal names survive flattening as ``submodule.signal``, "" if it drives none) and
-    ``loops`` (combinational loops found, each as the named nets on it; a loop is cut
-    where it was found, so depths stay finite).
+    Returns, for each figure of :data:`DEPTH_KEYS` (``lut_levels``, ``carry_levels``,
+    ``logic_levels``), its value and under ``paths[figure]`` the deepest path: ``counts``
+    (its LUT, MUXF, CARRY and DSP cells), ``from`` (a named net it starts at: a register,
+    RAM output or input port) and ``cells`` (its level cells from start to end, each with
+    its type and a named net it drives: Amaranth signal names survive flattening as
+    ``submodule.signal``, "" if it drives none). ``loops`` lists combinational loops found,
+    each as the named nets on it; a loop is cut where it was found, so depths stay finite.
     """
     module = _top_module(netlist, top)
     cells = module["cells"]
@@ -267,8 +316,8 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
                     if isinstance(bit, int):
                         driver[bit] = (name, g)
 
-    def fanin(node) -> list:
-        return list({driver[bit] for bit in reads[node] if bit in driver})
+    def fanin(node) -> list:        # in port order, so that ties resolve the same in every run
+        return list(dict.fromkeys(driver[bit] for bit in reads[node] if bit in driver))
 
     def net_of(node):
         name, g = node
@@ -279,7 +328,9 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
                     return net_names[bit]
         return ""
 
-    depth = {}           # node -> (lut levels, logic levels, predecessor on the deepest-LUT path)
+    keys = list(DEPTH_KEYS.values())
+    # node -> per figure, (counts of the deepest path ending at the node, its predecessor)
+    depth = {}
     preds_of, loops = {}, []
     for root in reads:
         if root in depth:
@@ -304,11 +355,13 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
                 stack.pop()
                 del on_stack[node]
                 preds = [p for p in preds_of.pop(node) if p in depth]
-                lut_w, logic_w = _weights(cells[node[0]])
-                best_lut = max(preds, key=lambda p: depth[p][0], default=None)
-                lut = lut_w + (depth[best_lut][0] if best_lut else 0)
-                logic = logic_w + max((depth[p][1] for p in preds), default=0)
-                depth[node] = (lut, logic, best_lut)
+                own = _level(cells[node[0]])
+                entry = []
+                for i, key in enumerate(keys):
+                    best = max(preds, key=lambda p: key(*depth[p][i][0]), default=None)
+                    base = depth[best][i][0] if best else _NO_LEVEL
+                    entry.append((tuple(a + b for a, b in zip(base, own)), best))
+                depth[node] = entry
     # Paths end where a value is captured: inputs of sequential cells, every input of a
     # distributed RAM (its write side; read addresses that feed nothing are counted too,
     # erring long) and the module's outputs. Logic that feeds none of these is ignored.
@@ -322,19 +375,34 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
     for port in module.get("ports", {}).values():
         if port["direction"] in ("output", "inout"):
             captured.update(bit for bit in port["bits"] if isinstance(bit, int))
-    ends = {driver[bit] for bit in captured if bit in driver and driver[bit] in depth}
-    if not ends:
-        return {"lut_levels": 0, "logic_levels": 0, "path": [], "loops": loops}
+    ends = sorted({driver[bit] for bit in captured if bit in driver and driver[bit] in depth})
 
-    end = max(ends, key=lambda n: depth[n][0])
-    path, node = [], end
-    while node is not None:
-        cell = cells[node[0]]
-        if _weights(cell) != (0, 0):
-            path.append({"type": cell["type"], "net": net_of(node)})
-        node = depth[node][2]
-    return {"lut_levels": depth[end][0], "logic_levels": max(depth[n][1] for n in ends),
-            "path": path[::-1], "loops": loops}
+    def start_net(node) -> str:
+        """A named net the path through ``node`` starts at: one it reads from outside the logic."""
+        for bit in reads[node]:
+            if bit not in driver and bit in net_names:
+                return net_names[bit]
+        return ""
+
+    result = {"paths": {}, "loops": loops}
+    for i, (figure, key) in enumerate(DEPTH_KEYS.items()):
+        end = max(ends, key=lambda n: key(*depth[n][i][0]), default=None)
+        counts = depth[end][i][0] if end else _NO_LEVEL
+        path, node, first = [], end, end
+        while node is not None:
+            cell = cells[node[0]]
+            if _level(cell) != _NO_LEVEL:
+                path.append({"type": cell["type"], "net": net_of(node)})
+            first, node = node, depth[node][i][1]
+        result[figure] = key(*counts)[0]
+        result["paths"][figure] = {"counts": dict(zip(LEVEL_KINDS, counts)),
+                                   "from": start_net(first) if first else "", "cells": path[::-1]}
+    return result
+
+
+def describe_counts(counts: dict) -> str:
+    """``{"LUT": 3, "MUXF": 2, "CARRY": 0, ...}`` as ``"3 LUT + 2 MUXF"`` (kinds with none left out)."""
+    return " + ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "0 LUT"
 
 
 # Report -----------------------------------------------------------------------------------
@@ -343,9 +411,9 @@ def logic_depth(netlist: dict, top: str | None = None) -> dict:
 class ResourceReport:
     top: str
     family: str
-    counts: dict                       #: LUT, FF, DSP48E2, BRAM36, URAM, cells
-    totals: dict                       #: the board's totals of the same keys
-    depth: dict                        #: lut_levels, logic_levels, path
+    counts: dict                       #: see :func:`count_resources`
+    totals: dict                       #: the board's totals of LUT, FF, DSP48E2, BRAM36, URAM
+    depth: dict                        #: see :func:`logic_depth`
     seconds: float = 0.0
     yosys_version: str = ""
     memories: dict = field(default_factory=dict)   #: memory name -> LUTRAM, BRAM or URAM
@@ -360,15 +428,16 @@ class ResourceReport:
                 "resources": {k: {"used": self.counts[k], "available": self.totals[k],
                                   "share": round(self.shares[k], 6)} for k in self.totals},
                 "cells": self.counts["cells"], "memories": self.memories, "depth": self.depth,
-                "depth_method": "LUT cells (lut_levels) and LUT+CARRY+MUXF+unregistered-DSP cells "
-                                "(logic_levels) on the deepest path between sequential cells; "
-                                "see hlsinf/resources.py"}
+                "depth_method": "most LUT cells (lut_levels), CARRY cells (carry_levels) and "
+                                "LUT+MUXF+CARRY+unregistered-DSP cells (logic_levels) on one path "
+                                "between sequential cells; see hlsinf/resources.py"}
 
     def to_markdown(self) -> str:
         rows = "\n".join(f"| {k} | {self.counts[k]:g} | {self.totals[k]:,} | {100 * self.shares[k]:.2f} % |"
                          for k in self.totals)
-        path = " → ".join(f"{c['type']}" for c in self.depth["path"]) or "(none)"
-        sources = list(dict.fromkeys(c["net"] for c in self.depth["path"] if c["net"]))
+        lut_path, carry_path = self.depth["paths"]["lut_levels"], self.depth["paths"]["carry_levels"]
+        path = " → ".join(f"{c['type']}" for c in lut_path["cells"]) or "(none)"
+        sources = list(dict.fromkeys(c["net"] for c in lut_path["cells"] if c["net"]))
         return (f"# Resources of `{self.top}`\n\n"
                 f"Yosys `synth_xilinx -family {self.family}` ({self.yosys_version}), {self.seconds:.0f} s. "
                 "Estimates: Vivado maps differently.\n\n"
@@ -382,10 +451,13 @@ class ResourceReport:
                    if self.memories else "") +
                 "## Deepest combinational path\n\n"
                 f"* LUT levels: **{self.depth['lut_levels']}** (target for 300 MHz: about 6)\n"
+                + (f"* longest carry: {self.depth['carry_levels']} CARRY cells "
+                   f"({describe_counts(carry_path['counts'])}, from `{carry_path['from']}`)\n"
+                   if self.depth["carry_levels"] else "* longest carry: none\n") +
                 f"* logic levels (LUT + CARRY + MUXF + unregistered DSP, as Vivado counts): "
                 f"{self.depth['logic_levels']}\n"
-                f"* deepest LUT path: {path}\n"
-                + "".join(f"  * `{s}`\n" for s in sources[:20])
+                f"* deepest LUT path ({describe_counts(lut_path['counts'])}): {path}\n"
+                + "".join(f"  * `{s}`\n" for s in [lut_path["from"]] + sources[:20] if s)
                 + "".join(f"\n**Combinational loop** (cut for the count): {' → '.join(f'`{n}`' for n in loop[:12])}\n"
                           for loop in self.depth.get("loops", [])) +
                 "\nMethod: paths run between sequential cells (FF, SRL, BRAM, URAM, registered "
@@ -394,15 +466,15 @@ class ResourceReport:
 
 def _yosys_version(yosys: str) -> str:
     try:
-        return subprocess.run([yosys, "-V"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run([yosys, "-V"], check=False, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "yosys"
 
 
 def resource_report(verilog_path, top: str, totals: dict, work_dir, family: str = "xcup",
-                    progress: bool = True) -> ResourceReport:
+                    progress: bool = True, yosys: str | None = None) -> ResourceReport:
     """Synthesise ``verilog_path`` with Yosys in ``work_dir`` and analyse the netlist."""
-    yosys = find_yosys()
+    yosys = yosys or find_yosys()
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     json_path = work / "netlist.json"
@@ -420,6 +492,28 @@ def resource_report(verilog_path, top: str, totals: dict, work_dir, family: str 
                             memory_mapping((work / "yosys.log").read_text(), top))
     json_path.unlink()      # hundreds of MB for big kernels (kept above if the analysis fails)
     return report
+
+
+def component_report(component, totals: dict | None = None, *, top: str = "top", family: str = "xcup",
+                     work_dir=None, progress: bool = False, yosys: str | None = None) -> ResourceReport:
+    """Synthesise one Amaranth component on its own and analyse it like the whole kernel.
+
+    The component is exported as the kernel is (:func:`hlsinf.export.to_verilog`: no
+    all-zero memory initialisers) and goes through :func:`resource_report`: same Yosys
+    script, counts and depth. Its ports are the ends of paths, as if registered outside.
+    ``totals`` defaults to the Alveo U200's fabric; ``work_dir`` (kept, with the Verilog
+    and ``yosys.log``) to a temporary folder.
+    """
+    from .export import to_verilog
+    if totals is None:
+        from .platforms.alveo_u200 import AlveoU200Platform
+        totals = AlveoU200Platform.fabric
+    with tempfile.TemporaryDirectory(prefix="hlsinf-yosys-") as tmp:
+        work = Path(work_dir if work_dir is not None else tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        verilog_path = work / f"{top}.v"
+        verilog_path.write_text(to_verilog(component, name=top))
+        return resource_report(verilog_path, top, totals, work, family, progress, yosys)
 
 
 def write_report(report: ResourceReport, out_dir, stem: str = "resources") -> dict:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from amaranth import Cat, ClockDomain, Module, Signal
@@ -22,7 +23,12 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.build import build, config_options, main, register_map_markdown
 from hlsinf.config import KernelConfig
-from hlsinf.descriptor import DescriptorError, build_descriptor, load_descriptor, write_descriptor
+from hlsinf.descriptor import (
+    DescriptorError,
+    build_descriptor,
+    load_descriptor,
+    write_descriptor,
+)
 from hlsinf.lint import lint
 from hlsinf.platforms.alveo_u200 import AlveoU200Platform
 from hlsinf.platforms.vitis import KernelInterface, PackagingError
@@ -76,7 +82,7 @@ class VitisPortsDesign(wiring.Component):
     """Not the kernel: a register that mixes every input into every output, under the
     port names of a Vitis RTL kernel, so packaging and lint can be tested on their own."""
 
-    WIDTHS = {"gmem_in": 64, "gmem_w": 128, "gmem_out": 32}
+    WIDTHS: ClassVar = {"gmem_in": 64, "gmem_w": 128, "gmem_out": 32}
 
     def __init__(self):
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
@@ -117,8 +123,8 @@ def standin_build(tmp_path_factory, standin_verilog):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hlsinf.build", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run([sys.executable, "-m", "hlsinf.build", *args], check=False, capture_output=True,
+                          text=True, cwd=cwd or ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 # CLI ---------------------------------------------------------------------------------------
@@ -213,7 +219,7 @@ def test_package_tcl_names_every_argument_and_bundle(standin_build):
     out, _ = standin_build
     tcl = (out / "package.tcl").read_text()
     for reg in register_map():
-        line = re.search(rf"^add_register \$block {reg.name} (0x[0-9A-F]+) (\d+) \{{[^}}]*\}}(.*)$", tcl, re.M)
+        line = re.search(rf"^add_register \$block {reg.name} (0x[0-9A-F]+) (\d+) \{{[^}}]*\}}(.*)$", tcl, re.MULTILINE)
         assert line, reg.name
         assert int(line.group(1), 16) == reg.offset and int(line.group(2)) == reg.bits
         assert line.group(3).strip() == (f"m_axi_{reg.bundle}" if reg.kind == "pointer" else "")
@@ -222,7 +228,7 @@ def test_package_tcl_names_every_argument_and_bundle(standin_build):
     assert "ipx::associate_bus_interfaces -busif s_axi_control -clock ap_clk $core" in tcl
     assert "ipx::associate_bus_interfaces -clock ap_clk -reset ap_rst_n $core" in tcl
     assert "ipx::package_project" in tcl
-    assert re.search(r"^package_xo .*-kernel_name \$kernel_name .*-kernel_xml \[file join \$here kernel.xml\]", tcl, re.M)
+    assert re.search(r"^package_xo .*-kernel_name \$kernel_name .*-kernel_xml \[file join \$here kernel.xml\]", tcl, re.MULTILINE)
     assert "add_files -norecurse [file join $here hlsinf_kernel.v]" in tcl
     assert tcl.count("{") == tcl.count("}")
 
@@ -231,7 +237,7 @@ def test_link_config_puts_each_bundle_on_its_own_bank(standin_build):
     out, _ = standin_build
     cfg = (out / "link.cfg").read_text()
     assert "[connectivity]" in cfg and "nk=hlsinf_kernel:1:hlsinf_kernel_1" in cfg
-    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[\d\])$", cfg, re.M))
+    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[\d\])$", cfg, re.MULTILINE))
     assert set(placed) == {name for name, _, _ in POINTERS}
     bank_of_bundle = {}
     for name, bundle, _ in POINTERS:
@@ -364,7 +370,7 @@ def test_logic_depth_of_xor_trees(tmp_path, n, levels):
     v.write_text(verilog.convert(XorTree(n), name="xor_tree"))
     rep = resource_report(v, "xor_tree", AlveoU200Platform.fabric, tmp_path, progress=False)
     assert rep.depth["lut_levels"] == levels
-    assert sum(c["type"].startswith("LUT") for c in rep.depth["path"]) == levels
+    assert sum(c["type"].startswith("LUT") for c in rep.depth["paths"]["lut_levels"]["cells"]) == levels
     assert rep.counts["FF"] == n + 1
     paths = write_report(rep, tmp_path)
     data = json.loads(paths["json"].read_text())
@@ -381,10 +387,10 @@ def test_lint_of_a_small_design_passes(tmp_path, standin_verilog):
     result = lint(v, "hlsinf_kernel")
     assert result.ok, result.output
     vlt = (tmp_path / "hlsinf_kernel.vlt").read_text()
-    waivers = re.findall(r"^lint_off -rule (\w+)", vlt, re.M)
+    waivers = re.findall(r"^lint_off -rule (\w+)", vlt, re.MULTILINE)
     assert waivers
     for rule in waivers:    # every waiver comes with its reason on the line above
-        assert re.search(rf"^// {rule}: \S.*\nlint_off -rule {rule}\b", vlt, re.M), rule
+        assert re.search(rf"^// {rule}: \S.*\nlint_off -rule {rule}\b", vlt, re.MULTILINE), rule
 
 
 @needs_verilator
@@ -474,14 +480,80 @@ def test_logic_depth_follows_lutram_read_ports_and_reports_loops():
         "ff2": _cell("FDRE", {"C": [1], "D": [14], "Q": [15]}, {"Q"}),
     }
     module = {"attributes": {"top": "1"}, "cells": cells,
-              "netnames": {"read_data": {"hide_name": 0, "bits": [12, 13]}}}
+              "netnames": {"read_data": {"hide_name": 0, "bits": [12, 13]}, "q1": {"hide_name": 0, "bits": [10]}}}
     depth = logic_depth({"modules": {"t": module}}, "t")
     assert depth["lut_levels"] == 3 and depth["loops"] == []
-    assert [c["type"] for c in depth["path"]][:2] == ["LUT2", "RAM32M"] and len(depth["path"]) == 3
-    assert depth["path"][1]["net"] == "read_data"
+    path = depth["paths"]["lut_levels"]
+    assert [c["type"] for c in path["cells"]][:2] == ["LUT2", "RAM32M"] and len(path["cells"]) == 3
+    assert path["cells"][1]["net"] == "read_data" and path["from"] == "q1"
 
     cells["x"] = _cell("LUT2", {"I0": [31], "O": [30]}, {"O"})
     cells["y"] = _cell("LUT2", {"I0": [30], "O": [31]}, {"O"})
     depth = logic_depth({"modules": {"t": module}}, "t")
     assert len(depth["loops"]) == 1 and sorted(depth["loops"][0]) == ["LUT2", "LUT2"]
+
+
+def test_logic_depth_figures_count_their_own_cells():
+    """A hand-made netlist with two sources: from ``q1``, LUT -> 3 chained CARRY4 -> MUXF7 ->
+    FF (1 LUT, 3 CARRY, 5 logic levels); from ``q2``, two paths of 2 LUT levels, one with a
+    MUXF7 between its LUTs: that one is the deepest LUT path shown."""
+    from hlsinf.resources import describe_counts, logic_depth
+    cells = {
+        "ff1": _cell("FDRE", {"C": [1], "D": [2], "Q": [10]}, {"Q"}),
+        "ff2": _cell("FDRE", {"C": [1], "D": [2], "Q": [20]}, {"Q"}),
+        "l0": _cell("LUT1", {"I0": [10], "O": [11]}, {"O"}),
+        "c0": _cell("CARRY4", {"CI": [11], "S": [10] * 4, "CO": [30, 31, 32, 33], "O": [34, 35, 36, 37]}, {"CO", "O"}),
+        "c1": _cell("CARRY4", {"CI": [33], "S": [10] * 4, "CO": [40, 41, 42, 43], "O": [44, 45, 46, 47]}, {"CO", "O"}),
+        "c2": _cell("CARRY4", {"CI": [43], "S": [10] * 4, "CO": [50, 51, 52, 53], "O": [54, 55, 56, 57]}, {"CO", "O"}),
+        "m": _cell("MUXF7", {"I0": [57], "I1": [10], "S": [10], "O": [60]}, {"O"}),
+        "ff3": _cell("FDRE", {"C": [1], "D": [60], "Q": [61]}, {"Q"}),
+        "a1": _cell("LUT6", {"I0": [20], "O": [70]}, {"O"}),
+        "a2": _cell("LUT6", {"I0": [70], "O": [71]}, {"O"}),
+        "ff4": _cell("FDRE", {"C": [1], "D": [71], "Q": [72]}, {"Q"}),
+        "b1": _cell("LUT6", {"I0": [20], "O": [80]}, {"O"}),
+        "bm": _cell("MUXF7", {"I0": [80], "I1": [20], "S": [20], "O": [81]}, {"O"}),
+        "b2": _cell("LUT3", {"I0": [81], "O": [82]}, {"O"}),
+        "ff5": _cell("FDRE", {"C": [1], "D": [82], "Q": [83]}, {"Q"}),
+    }
+    module = {"attributes": {"top": "1"}, "cells": cells,
+              "netnames": {"q1": {"hide_name": 0, "bits": [10]}, "q2": {"hide_name": 0, "bits": [20]}}}
+    depth = logic_depth({"modules": {"t": module}}, "t")
+    assert (depth["lut_levels"], depth["carry_levels"], depth["logic_levels"]) == (2, 3, 5)
+    lut_path, carry_path = depth["paths"]["lut_levels"], depth["paths"]["carry_levels"]
+    assert [c["type"] for c in lut_path["cells"]] == ["LUT6", "MUXF7", "LUT3"] and lut_path["from"] == "q2"
+    assert describe_counts(lut_path["counts"]) == "2 LUT + 1 MUXF"
+    assert carry_path["counts"] == {"LUT": 1, "MUXF": 1, "CARRY": 3, "DSP": 0} and carry_path["from"] == "q1"
+    assert depth["paths"]["logic_levels"]["cells"] == carry_path["cells"]
+
+
+class AdderAndParity(wiring.Component):
+    """A registered 32-bit adder (a LUT in front of a chain of ceil(32 / 4) = 8 CARRY4) and the
+    registered parity of 36 bits (ceil(log6 36) = 2 LUT levels), side by side."""
+
+    def __init__(self):
+        super().__init__({"a": In(32), "b": In(32), "x": In(36), "s": Out(32), "p": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        a_reg = Signal(32)
+        b_reg = Signal(32)
+        x_reg = Signal(36)
+        m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b), x_reg.eq(self.x),
+                     self.s.eq(a_reg + b_reg), self.p.eq(x_reg.xor())]
+        return m
+
+
+@needs_yosys
+def test_component_report_counts_and_depth(tmp_path):
+    from hlsinf.resources import component_report
+    rep = component_report(AdderAndParity(), top="adder_and_parity", work_dir=tmp_path)
+    assert (tmp_path / "adder_and_parity.v").exists() and (tmp_path / "yosys.log").exists()
+    assert rep.counts["FF"] == 32 + 32 + 36 + 32 + 1
+    assert rep.counts["CARRY"] == rep.counts["cells"]["CARRY4"] == 8
+    assert rep.counts["DSP48E2"] == rep.counts["BRAM36"] == rep.counts["LUTRAM"] == 0
+    assert rep.depth["lut_levels"] == 2 and rep.depth["paths"]["lut_levels"]["from"] == "x_reg"
+    assert rep.depth["paths"]["lut_levels"]["counts"]["CARRY"] == 0
+    assert rep.depth["carry_levels"] == 8 and rep.depth["paths"]["carry_levels"]["from"] in ("a_reg", "b_reg")
+    assert rep.depth["logic_levels"] == 1 + 8
+    assert rep.totals == AlveoU200Platform.fabric
 
