@@ -161,6 +161,27 @@ def test_wide_accumulator_and_multiplier():
     check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=5))
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_rounding_and_saturation_boundaries(name):
+    """Results just inside and outside the clip bounds and the saturation range
+    (+-2**act_bits), each with the exact halves around it, at several shifts: the rounding
+    and saturation steps against the reference where they could disagree."""
+    cfg = CONFIGS[name]
+    lo, hi = cfg.act_range
+    edge = 1 << cfg.act_bits
+    targets = sorted({t + d for t in (-2 * edge, -edge, lo, 0, hi, edge, 2 * edge) for d in range(-3, 4)})
+    calls = []
+    for shift in (0, 1, 2, 7, 8, 9, 17, cfg.max_shift):
+        half = (1 << shift) >> 1
+        values = [(t << shift) + d for t in targets
+                  for d in sorted({-half - 1, -half, -half + 1, -1, 0, 1, half - 1, half, half + 1})]
+        acc = np.clip(np.array(values, np.int64), *cfg.acc_range)
+        acc = acc[: len(acc) // cfg.cpo * cfg.cpo].reshape(-1, cfg.cpo)
+        params = dict(frame_pixels=len(acc), shift=shift, clip_lo=lo, clip_hi=hi, relu=0, use_mult=0)
+        calls.append((params, [acc], [np.ones(cfg.cpo, np.int64)], [ref.requantize(acc, 1, shift, lo, hi)]))
+    check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=17))
+
+
 def test_without_multiplier():
     """A kernel built without the multiplier has no ``mult`` port and requantises with M = 1."""
     cfg = KernelConfig(cpi=2, cpo=4, with_multiplier=False, imax=16, wmax=8, hmax=8)

@@ -16,14 +16,18 @@ step       register holds
 1          accumulator and multiplier (the multiplier's operands)
 2 .. L+1   levels of the adder tree of ``acc * M`` (:class:`FabricMultiplier`:
            LUTs and carry chains, no DSP48E2: the DSP budget belongs to the MAC
-           array); with the last level, the rounding constant decoded from ``s``
-L+2        product plus the rounding constant ``2**(s-1)``
-L+3        coarse arithmetic shift by ``8 * (s // 8)`` (a 6:1 mux per bit)
-L+4        fine arithmetic shift by ``s % 8`` (an 8:1 mux per bit)
-L+5        value saturated to ``act_bits + 2`` bits (an all-ones/all-zeros test of
-           the top bits)
-L+6        value clipped to ``[lo, hi]``: the output register
+           array)
+L+2        ``2 * acc * M`` arithmetically shifted by ``8 * (s // 8)`` (up to a 6:1
+           mux per bit)
+L+3        ... and by ``s % 8`` (an 8:1 mux per bit): ``q = floor(2 * acc * M / 2**s)``
+L+4        ``(q + 1) >> 1`` saturated to ``act_bits + 2`` bits (an increment of
+           ``act_bits + 2`` bits beside an all-ones/all-zeros test of the top bits)
+L+5        value clipped to ``[lo, hi]``: the output register
 =========  ====================================================================
+
+Rounding after the shift: ``floor((q + 1) / 2)`` is ``floor((x + 2**(s-1)) / 2**s)`` for
+``x = acc * M`` and ``s >= 1``, and ``x`` for ``s = 0``, so the rounding add is a short
+increment of ``q``'s low ``act_bits + 2`` bits rather than an adder as wide as the product.
 
 A 2-entry FIFO in front of the pipeline makes ``i.ready`` a register, so the ready
 path of the kernel does not chain through every stage; the whole pipeline moves
@@ -32,7 +36,7 @@ whenever its output register is empty or taken (a global stall).
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,7 +83,7 @@ class Relu(wiring.Component):
 
     ``tree_levels`` is ``L``, the depth of the multipliers' adder trees (module docstring);
     ``pipeline_steps`` the number of cycles from an accumulator entering the pipeline to
-    its result in the output register (``L + 6``), ``latency``
+    its result in the output register (``L + 5``), ``latency``
     the number of cycles from an item offered on ``i`` (unstalled) to its result taken
     from ``o``, as ``tests/streams.collect`` counts them: the input FIFO plus the pipeline.
     """
@@ -97,7 +101,7 @@ class Relu(wiring.Component):
         members["o"] = Out(stream.Signature(data.ArrayLayout(self.act_shape, cfg.cpo)))
         super().__init__(members)
         self.tree_levels = FabricMultiplier.levels(cfg.mult_bits) if cfg.with_multiplier else 0
-        self.pipeline_steps = self.tree_levels + 6
+        self.pipeline_steps = self.tree_levels + 5
         self.latency = self.pipeline_steps + 1
 
     def elaborate(self, platform):
@@ -105,15 +109,15 @@ class Relu(wiring.Component):
         cpo = cfg.cpo
         m = Module()
 
-        mult_bits = cfg.mult_bits if cfg.with_multiplier else 1
-        # Signed acc x unsigned M is exact in acc_bits + mult_bits + 1 bits; max_shift + 2
-        # bits also hold the rounding constant 2**(s-1), so the rounding add never wraps.
-        prod_bits = max(cfg.acc_bits + mult_bits + 1, cfg.max_shift + 2)
+        # Signed acc x unsigned M is exact in acc_bits + mult_bits bits; the shifts work on
+        # twice the product, one bit more.
+        mult_bits = cfg.mult_bits if cfg.with_multiplier else 0
+        doubled_bits = cfg.acc_bits + mult_bits + 1
         narrow_bits = cfg.act_bits + 2                    # holds every clip bound and one more
-        assert prod_bits >= narrow_bits
+        assert doubled_bits > narrow_bits
         acc_layout = data.ArrayLayout(signed(cfg.acc_bits), cpo)
         mult_layout = data.ArrayLayout(unsigned(mult_bits), cpo)
-        wide_layout = data.ArrayLayout(signed(prod_bits), cpo)
+        wide_layout = data.ArrayLayout(signed(doubled_bits), cpo)
         narrow_layout = data.ArrayLayout(signed(narrow_bits), cpo)
         shift_shape = self.params_layout.members["shift"]
         bound_shape = self.params_layout.members["clip_lo"]
@@ -204,37 +208,26 @@ class Relu(wiring.Component):
             assert multiplier.latency == self.tree_levels
         else:
             products = [s1[1][k] for k in range(cpo)]
-        product_step, before_product_shift = s1, self.params.shift
+        product_step = s1
         for level in range(1, self.tree_levels + 1):
             tree_step = step(f"tree{level}")
             with m.If(advance):
                 move(tree_step, product_step[0], product_step[2:])
-            product_step, before_product_shift = tree_step, product_step[2]
-        # The rounding constant 2**(s-1) (0 for s = 0), decoded while the product forms, so
-        # that the rounding add is a bare adder.
-        rounding = Signal(unsigned(prod_bits - 1))
-        with m.If(advance):
-            m.d.sync += rounding.eq((Const(1, prod_bits) << before_product_shift)[1:])
+            product_step = tree_step
 
-        # L+2: rounding add. |product| < 2**(prod_bits-2) and 2**(s-1) <= 2**(prod_bits-3):
-        # the sum fits.
-        rounded = step("rounded", wide_layout)
-        with m.If(advance):
-            move(rounded, product_step[0], product_step[2:])
-            for k in range(cpo):
-                m.d.sync += rounded[1][k].eq(products[k] + rounding)
-
-        # L+3, L+4: the variable arithmetic shift, split into bytes then bits.
+        # L+2, L+3: q = floor(2 * product / 2**s), the variable arithmetic shift split into
+        # bytes then bits.
         coarse = step("coarse", wide_layout)
         fine = step("fine", wide_layout)
         coarse_steps = cfg.max_shift // 8 + 1
         with m.If(advance):
-            move(coarse, rounded[0], rounded[2:])
+            move(coarse, product_step[0], product_step[2:])
             for k in range(cpo):
-                with m.Switch(rounded[2] >> 3):
+                doubled = Cat(Const(0, 1), products[k]).as_signed()
+                with m.Switch(product_step[2] >> 3):
                     for c in range(coarse_steps):
                         with m.Case(c):
-                            m.d.sync += coarse[1][k].eq(rounded[1][k] >> (8 * c))
+                            m.d.sync += coarse[1][k].eq(doubled >> (8 * c))
             move(fine, coarse[0], coarse[2:])
             for k in range(cpo):
                 with m.Switch(coarse[2] & 7):
@@ -242,21 +235,24 @@ class Relu(wiring.Component):
                         with m.Case(f):
                             m.d.sync += fine[1][k].eq(coarse[1][k] >> f)
 
-        # L+5: saturate to narrow_bits; every clip bound lies inside that range, so the
-        # clip below gives the same result as on the full value.
+        # L+4: round, (q + 1) >> 1, and saturate to narrow_bits. Every clip bound lies in
+        # [-2**(narrow_bits-2), 2**(narrow_bits-2)). When q fits narrow_bits, the rounded
+        # value does too and is exact; when it does not, the rounded value is at least
+        # 2**(narrow_bits-2) or at most -2**(narrow_bits-2): past every bound on the side of
+        # its sign (or on the lowest bound), so nmax or nmin clip to the same result.
         saturated = step("saturated", narrow_layout)
+        nmax = (1 << (narrow_bits - 1)) - 1
+        nmin = -(1 << (narrow_bits - 1))
         with m.If(advance):
             move(saturated, fine[0], fine[2:])
             for k in range(cpo):
-                value = fine[1][k]
-                top = value[narrow_bits - 1:]                      # must all equal the sign
+                q = fine[1][k]
+                top = q[narrow_bits - 1:]                          # must all equal the sign
                 fits = (top == 0) | (top == (1 << len(top)) - 1)
-                nmax = (1 << (narrow_bits - 1)) - 1
-                nmin = -(1 << (narrow_bits - 1))
-                m.d.sync += saturated[1][k].eq(Mux(fits, value[:narrow_bits].as_signed(),
-                                                   Mux(value[-1], nmin, nmax)))
+                rounded = (q[:narrow_bits].as_signed() + 1)[1:].as_signed()
+                m.d.sync += saturated[1][k].eq(Mux(fits, rounded, Mux(q[-1], nmin, nmax)))
 
-        # L+6: clip into the output register.
+        # L+5: clip into the output register.
         with m.If(advance):
             m.d.sync += self.o.valid.eq(saturated[0])
             for k in range(cpo):
