@@ -62,10 +62,9 @@ def simulate(a_shape, b_shape, pairs, *, stall, seed=0):
             await ctx.tick()
             if enable:
                 entered.append(pending.pop(0) if pending else None)
-                if len(entered) >= dut.latency:
-                    # After the edge, p holds the operands that entered `latency` enables ago.
-                    if entered[-dut.latency] is not None:
-                        got.append(ctx.get(dut.p))
+                # After the edge, p holds the operands that entered `latency` enables ago.
+                if len(entered) >= dut.latency and entered[-dut.latency] is not None:
+                    got.append(ctx.get(dut.p))
 
     sim = Simulator(top)
     sim.add_clock(1e-8)

@@ -177,7 +177,7 @@ def test_rounding_and_saturation_boundaries(name):
                   for d in sorted({-half - 1, -half, -half + 1, -1, 0, 1, half - 1, half, half + 1})]
         acc = np.clip(np.array(values, np.int64), *cfg.acc_range)
         acc = acc[: len(acc) // cfg.cpo * cfg.cpo].reshape(-1, cfg.cpo)
-        params = dict(frame_pixels=len(acc), shift=shift, clip_lo=lo, clip_hi=hi, relu=0, use_mult=0)
+        params = {"frame_pixels": len(acc), "shift": shift, "clip_lo": lo, "clip_hi": hi, "relu": 0, "use_mult": 0}
         calls.append((params, [acc], [np.ones(cfg.cpo, np.int64)], [ref.requantize(acc, 1, shift, lo, hi)]))
     check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=17))
 
@@ -224,7 +224,7 @@ def test_throughput(frame_pixels, use_mult):
 def rtlil_cells(elaboratable, ports=None) -> set:
     """The cell types in the RTLIL Amaranth writes for ``elaboratable``."""
     text = rtlil.convert(elaboratable, ports=ports)
-    return set(re.findall(r"^\s*cell (\S+) ", text, re.M))
+    return set(re.findall(r"^\s*cell (\S+) ", text, re.MULTILINE))
 
 
 @pytest.mark.parametrize("name", ["uint8", "int8", "wide", "no_multiplier"])
