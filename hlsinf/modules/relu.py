@@ -83,9 +83,9 @@ class Relu(wiring.Component):
 
     ``tree_levels`` is ``L``, the depth of the multipliers' adder trees (module docstring);
     ``pipeline_steps`` the number of cycles from an accumulator entering the pipeline to
-    its result in the output register (``L + 5``), ``latency``
-    the number of cycles from an item offered on ``i`` (unstalled) to its result taken
-    from ``o``, as ``tests/streams.collect`` counts them: the input FIFO plus the pipeline.
+    its result in the output register (``L + 5``), ``latency`` the number of cycles from an
+    item offered on ``i`` (unstalled) to its result taken from ``o``, as
+    ``tests/streams.collect`` counts them: the input FIFO plus the pipeline.
     """
 
     def __init__(self, cfg: KernelConfig):
