@@ -1,9 +1,12 @@
 """Stage ``relu`` (requantise) in simulation against ``reference.requantize``, bit for bit."""
 
 import random
+import re
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal, signed
 
 from hlsinf import reference as ref
 from hlsinf.config import KernelConfig
@@ -65,12 +68,13 @@ def random_call(rng, cfg, frames, frame_pixels, *, shift=None, extreme_mult=Fals
     return params, data, mults, expected
 
 
-def run_calls(cfg, calls, *, stall, seed=0):
-    """Run calls back to back in one simulation; return (outputs per call, cycles per call).
+def run_calls(cfg, calls, *, stall, seed=0, dut=None):
+    """Run calls back to back in one simulation (on ``dut``, a ``Relu(cfg)`` by default);
+    return (outputs per call, cycles per call).
 
     Each call's parameters are set once the previous call's outputs are all out.
     """
-    dut = Relu(cfg)
+    dut = dut or Relu(cfg)
     assert hasattr(dut, "mult") == cfg.with_multiplier
     done = []
     results = []
@@ -157,6 +161,27 @@ def test_wide_accumulator_and_multiplier():
     check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=5))
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_rounding_and_saturation_boundaries(name):
+    """Results just inside and outside the clip bounds and the saturation range
+    (+-2**act_bits), each with the exact halves around it, at several shifts: the rounding
+    and saturation steps against the reference where they could disagree."""
+    cfg = CONFIGS[name]
+    lo, hi = cfg.act_range
+    edge = 1 << cfg.act_bits
+    targets = sorted({t + d for t in (-2 * edge, -edge, lo, 0, hi, edge, 2 * edge) for d in range(-3, 4)})
+    calls = []
+    for shift in (0, 1, 2, 7, 8, 9, 17, cfg.max_shift):
+        half = (1 << shift) >> 1
+        values = [(t << shift) + d for t in targets
+                  for d in sorted({-half - 1, -half, -half + 1, -1, 0, 1, half - 1, half, half + 1})]
+        acc = np.clip(np.array(values, np.int64), *cfg.acc_range)
+        acc = acc[: len(acc) // cfg.cpo * cfg.cpo].reshape(-1, cfg.cpo)
+        params = {"frame_pixels": len(acc), "shift": shift, "clip_lo": lo, "clip_hi": hi, "relu": 0, "use_mult": 0}
+        calls.append((params, [acc], [np.ones(cfg.cpo, np.int64)], [ref.requantize(acc, 1, shift, lo, hi)]))
+    check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=17))
+
+
 def test_without_multiplier():
     """A kernel built without the multiplier has no ``mult`` port and requantises with M = 1."""
     cfg = KernelConfig(cpi=2, cpo=4, with_multiplier=False, imax=16, wmax=8, hmax=8)
@@ -179,7 +204,7 @@ def test_relu_bit_applies_on_its_own():
 
 @pytest.mark.parametrize("frame_pixels,use_mult", [(1, 1), (5, 1), (7, 0)])
 def test_throughput(frame_pixels, use_mult):
-    """Unstalled, N items take N + LATENCY cycles, even with a new multiplier every cycle."""
+    """Unstalled, N items take N + latency cycles, even with a new multiplier every cycle."""
     cfg = CONFIGS["uint8"]
     rng = np.random.default_rng(frame_pixels)
     frames = 24 // frame_pixels
@@ -189,7 +214,33 @@ def test_throughput(frame_pixels, use_mult):
     lo, hi = clip_bounds(cfg, params["clip_lo"], params["clip_hi"], params["relu"])
     expected = [ref.requantize(acc, m, params["shift"], lo, hi) for acc, m in zip(data, m_eff)]
     calls = [(params, data, mults, expected)]
-    results = run_calls(cfg, calls, stall=0.0)
+    dut = Relu(cfg)
+    results = run_calls(cfg, calls, stall=0.0, dut=dut)
     check(cfg, calls, results)
     n = frames * frame_pixels
-    assert results[0][1] == n + Relu.LATENCY
+    assert results[0][1] == n + dut.latency
+
+
+def rtlil_cells(elaboratable, ports=None) -> set:
+    """The cell types in the RTLIL Amaranth writes for ``elaboratable``."""
+    text = rtlil.convert(elaboratable, ports=ports)
+    return set(re.findall(r"^\s*cell (\S+) ", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", ["uint8", "int8", "wide", "no_multiplier"])
+def test_no_hardware_multiplier(name):
+    """The requantisation product is built from adders (FabricMultiplier): no ``$mul`` cell
+    that synthesis could map onto a DSP48E2, which the MAC array owns."""
+    cfg = {"wide": KernelConfig(cpi=2, cpo=2, acc_bits=48, mult_bits=24, max_shift=47, imax=16, wmax=8, hmax=8),
+           "no_multiplier": KernelConfig(cpi=2, cpo=2, with_multiplier=False, imax=16, wmax=8, hmax=8),
+           **CONFIGS}[name]
+    cells = rtlil_cells(Relu(cfg))
+    assert "$add" in cells and "$mul" not in cells, sorted(cells)
+
+
+def test_rtlil_cells_sees_a_multiplier():
+    """The check above would see a ``*``: the same helper finds ``$mul`` in a bare product."""
+    m = Module()
+    a, b, p = Signal(signed(32)), Signal(16), Signal(signed(49))
+    m.d.comb += p.eq(a * b)
+    assert "$mul" in rtlil_cells(m, ports=[a, b, p])

@@ -360,7 +360,7 @@ def test_chain_calls_back_to_back_with_stalls():
 
 def test_chain_throughput():
     """Unstalled, a 'same' layer through the chain: ideal cycles + one row + the pipeline,
-    where padding -> cvt took one cycle per padded pixel (test_chain: 336 + 19)."""
+    where padding -> cvt took one cycle per padded pixel (test_chain: 336 + 21)."""
     chain = pytest.importorskip("test_chain")
     cfg, args = chain.CASES["stride1_max_mult"]
     args = CallArgs(**args.to_dict())
@@ -369,4 +369,4 @@ def test_chain_throughput():
     np.testing.assert_array_equal(chain.place_outputs(cfg, args, pixels_out, chain.out_image(cfg, args)), want)
     ideal = args.ideal_cycles(cfg)
     print(f"chain with window: {cycles} cycles, ideal {ideal}")
-    assert cycles <= ideal + args.W + 1 + 20
+    assert cycles <= ideal + args.W + 1 + 21          # 21: the pipeline, 10 of it in relu

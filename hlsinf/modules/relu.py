@@ -5,21 +5,29 @@ never wrapping (``reference.requantize``). ``M`` is the frame's per-output-chann
 multiplier when ``use_mult`` is set, else 1; ReLU raises ``lo`` to 0.
 
 The arithmetic is a pipeline of short steps so that no path between registers is longer
-than a multiplier or a carry chain:
+than one carry chain and the LUT that feeds it, or a few LUT levels. ``L`` is the depth of
+the multiplier's adder tree, ``FabricMultiplier.levels(mult_bits)``: 4 for 16-bit
+multipliers, 0 for a 1-bit one or without multipliers (``with_multiplier=False``; the
+product is then the accumulator itself).
 
-====  ==========================================================================
-step  register holds
-====  ==========================================================================
-1     accumulator and multiplier (operand registers of the DSP)
-2     product ``acc * M``
-3     product again (the DSP's output register; lets synthesis retime into it),
-      and the rounding constant decoded from ``s``
-4     product plus the rounding constant ``2**(s-1)``
-5     coarse arithmetic shift by ``8 * (s // 8)`` (a 6:1 mux per bit)
-6     fine arithmetic shift by ``s % 8`` (an 8:1 mux per bit)
-7     value saturated to ``act_bits + 2`` bits (an all-ones/all-zeros test of the top bits)
-8     value clipped to ``[lo, hi]``: the output register
-====  ==========================================================================
+=========  ====================================================================
+step       register holds
+=========  ====================================================================
+1          accumulator and multiplier (the multiplier's operands)
+2 .. L+1   levels of the adder tree of ``acc * M`` (:class:`FabricMultiplier`:
+           LUTs and carry chains, no DSP48E2: the DSP budget belongs to the MAC
+           array)
+L+2        ``2 * acc * M`` arithmetically shifted by ``8 * (s // 8)`` (up to a 6:1
+           mux per bit)
+L+3        ... and by ``s % 8`` (an 8:1 mux per bit): ``q = floor(2 * acc * M / 2**s)``
+L+4        ``(q + 1) >> 1`` saturated to ``act_bits + 2`` bits (an increment of
+           ``act_bits + 2`` bits beside an all-ones/all-zeros test of the top bits)
+L+5        value clipped to ``[lo, hi]``: the output register
+=========  ====================================================================
+
+Rounding after the shift: ``floor((q + 1) / 2)`` is ``floor((x + 2**(s-1)) / 2**s)`` for
+``x = acc * M`` and ``s >= 1``, and ``x`` for ``s = 0``, so the rounding add is a short
+increment of ``q``'s low ``act_bits + 2`` bits rather than an adder as wide as the product.
 
 A 2-entry FIFO in front of the pipeline makes ``i.ready`` a register, so the ready
 path of the kernel does not chain through every stage; the whole pipeline moves
@@ -28,11 +36,12 @@ whenever its output register is empty or taken (a global stall).
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import KernelConfig
+from .fabric_mul import FabricMultiplier
 from .shapes import act_shape
 
 __all__ = ["Relu", "relu_params_layout"]
@@ -71,13 +80,13 @@ class Relu(wiring.Component):
         together with the frame's first accumulator; not read otherwise.
     o : Out(stream.Signature(ArrayLayout(act, CPO)))
         Activations.
-    """
 
-    #: Cycles from an accumulator entering the pipeline to its result in the output register.
-    PIPELINE_STEPS = 8
-    #: Cycles from an item offered on ``i`` (unstalled) to its result taken from ``o``,
-    #: counted by ``tests/streams.collect``: the input FIFO plus the pipeline.
-    LATENCY = PIPELINE_STEPS + 1
+    ``tree_levels`` is ``L``, the depth of the multipliers' adder trees (module docstring);
+    ``pipeline_steps`` the number of cycles from an accumulator entering the pipeline to
+    its result in the output register (``L + 5``), ``latency`` the number of cycles from an
+    item offered on ``i`` (unstalled) to its result taken from ``o``, as
+    ``tests/streams.collect`` counts them: the input FIFO plus the pipeline.
+    """
 
     def __init__(self, cfg: KernelConfig):
         self.cfg = cfg
@@ -91,21 +100,24 @@ class Relu(wiring.Component):
             members["mult"] = In(stream.Signature(data.ArrayLayout(unsigned(cfg.mult_bits), cfg.cpo)))
         members["o"] = Out(stream.Signature(data.ArrayLayout(self.act_shape, cfg.cpo)))
         super().__init__(members)
+        self.tree_levels = FabricMultiplier.levels(cfg.mult_bits) if cfg.with_multiplier else 0
+        self.pipeline_steps = self.tree_levels + 5
+        self.latency = self.pipeline_steps + 1
 
     def elaborate(self, platform):
         cfg = self.cfg
         cpo = cfg.cpo
         m = Module()
 
-        mult_bits = cfg.mult_bits if cfg.with_multiplier else 1
-        # Signed acc x unsigned M is exact in acc_bits + mult_bits + 1 bits; max_shift + 2
-        # bits also hold the rounding constant 2**(s-1), so the rounding add never wraps.
-        prod_bits = max(cfg.acc_bits + mult_bits + 1, cfg.max_shift + 2)
+        # Signed acc x unsigned M is exact in acc_bits + mult_bits bits; the shifts work on
+        # twice the product, one bit more.
+        mult_bits = cfg.mult_bits if cfg.with_multiplier else 0
+        doubled_bits = cfg.acc_bits + mult_bits + 1
         narrow_bits = cfg.act_bits + 2                    # holds every clip bound and one more
-        assert prod_bits >= narrow_bits
+        assert doubled_bits > narrow_bits
         acc_layout = data.ArrayLayout(signed(cfg.acc_bits), cpo)
         mult_layout = data.ArrayLayout(unsigned(mult_bits), cpo)
-        wide_layout = data.ArrayLayout(signed(prod_bits), cpo)
+        wide_layout = data.ArrayLayout(signed(doubled_bits), cpo)
         narrow_layout = data.ArrayLayout(signed(narrow_bits), cpo)
         shift_shape = self.params_layout.members["shift"]
         bound_shape = self.params_layout.members["clip_lo"]
@@ -152,9 +164,11 @@ class Relu(wiring.Component):
             with m.Else():
                 m.d.sync += pixel.eq(pixel + 1)
 
-        def step(name, layout):
-            """One pipeline register: valid bit, lanes, and the per-item control it carries."""
-            return (Signal(name=f"{name}_valid"), Signal(layout, name=f"{name}_lanes"),
+        def step(name, layout=None):
+            """One pipeline register: valid bit, lanes (none if ``layout`` is None), and the
+            per-item control it carries."""
+            lanes = None if layout is None else Signal(layout, name=f"{name}_lanes")
+            return (Signal(name=f"{name}_valid"), lanes,
                     Signal(shift_shape, name=f"{name}_shift"),
                     Signal(bound_shape, name=f"{name}_lo"), Signal(bound_shape, name=f"{name}_hi"))
 
@@ -166,7 +180,6 @@ class Relu(wiring.Component):
 
         # 1: operands. M is the frame's multiplier (latched at its first pixel) or 1.
         s1 = step("s1", acc_layout)
-        m1 = Signal(mult_layout)
         lo_in = Signal(bound_shape)
         if cfg.with_relu:
             m.d.comb += lo_in.eq(Mux(self.params.relu & (self.params.clip_lo < 0), 0, self.params.clip_lo))
@@ -175,76 +188,75 @@ class Relu(wiring.Component):
         with m.If(advance):
             move(s1, take, (self.params.shift, lo_in, self.params.clip_hi))
             m.d.sync += s1[1].eq(acc_in)
-            if cfg.with_multiplier:
-                with m.If(take & need_mult):
+        if cfg.with_multiplier:
+            m1 = Signal(mult_layout)
+            with m.If(advance & take):
+                with m.If(need_mult):
                     m.d.sync += m1.eq(mult_in)
-                with m.Elif(take & first):
+                with m.Elif(first):
                     m.d.sync += [m1[k].eq(1) for k in range(cpo)]
-            else:
-                m.d.sync += [m1[k].eq(1) for k in range(cpo)]
 
-        # 2, 3: product, then the same product one register later.
-        s2 = step("s2", wide_layout)
-        s3 = step("s3", wide_layout)
-        rounding = Signal(unsigned(prod_bits - 1))
-        with m.If(advance):
-            move(s2, s1[0], s1[2:])
+        # 2 .. L+1: the multipliers' adder trees, fed by the operand registers; these steps
+        # carry the control alongside.
+        if cfg.with_multiplier:
+            products = []
             for k in range(cpo):
-                if cfg.with_multiplier:
-                    m.d.sync += s2[1][k].eq(s1[1][k] * m1[k])
-                else:
-                    m.d.sync += s2[1][k].eq(s1[1][k])
-            move(s3, s2[0], s2[2:])
-            m.d.sync += s3[1].eq(s2[1])
-            # The rounding constant 2**(s-1) (0 for s = 0), decoded here so that step 4
-            # is a bare adder.
-            m.d.sync += rounding.eq((Const(1, prod_bits) << s2[2])[1:])
+                multiplier = FabricMultiplier(signed(cfg.acc_bits), unsigned(mult_bits))
+                m.submodules[f"multiplier{k}"] = multiplier
+                m.d.comb += [multiplier.a.eq(s1[1][k]), multiplier.b.eq(m1[k]), multiplier.en.eq(advance)]
+                products.append(multiplier.p)
+            assert multiplier.latency == self.tree_levels
+        else:
+            products = [s1[1][k] for k in range(cpo)]
+        product_step = s1
+        for level in range(1, self.tree_levels + 1):
+            tree_step = step(f"tree{level}")
+            with m.If(advance):
+                move(tree_step, product_step[0], product_step[2:])
+            product_step = tree_step
 
-        # 4: rounding add. |product| < 2**(prod_bits-2) and 2**(s-1) <= 2**(prod_bits-3):
-        # the sum fits.
-        s4 = step("s4", wide_layout)
-        with m.If(advance):
-            move(s4, s3[0], s3[2:])
-            for k in range(cpo):
-                m.d.sync += s4[1][k].eq(s3[1][k] + rounding)
-
-        # 5, 6: the variable arithmetic shift, split into bytes then bits.
-        s5 = step("s5", wide_layout)
-        s6 = step("s6", wide_layout)
+        # L+2, L+3: q = floor(2 * product / 2**s), the variable arithmetic shift split into
+        # bytes then bits.
+        coarse = step("coarse", wide_layout)
+        fine = step("fine", wide_layout)
         coarse_steps = cfg.max_shift // 8 + 1
         with m.If(advance):
-            move(s5, s4[0], s4[2:])
+            move(coarse, product_step[0], product_step[2:])
             for k in range(cpo):
-                with m.Switch(s4[2] >> 3):
+                doubled = Cat(Const(0, 1), products[k]).as_signed()
+                with m.Switch(product_step[2] >> 3):
                     for c in range(coarse_steps):
                         with m.Case(c):
-                            m.d.sync += s5[1][k].eq(s4[1][k] >> (8 * c))
-            move(s6, s5[0], s5[2:])
+                            m.d.sync += coarse[1][k].eq(doubled >> (8 * c))
+            move(fine, coarse[0], coarse[2:])
             for k in range(cpo):
-                with m.Switch(s5[2] & 7):
+                with m.Switch(coarse[2] & 7):
                     for f in range(8):
                         with m.Case(f):
-                            m.d.sync += s6[1][k].eq(s5[1][k] >> f)
+                            m.d.sync += fine[1][k].eq(coarse[1][k] >> f)
 
-        # 7: saturate to narrow_bits; every clip bound lies inside that range, so the
-        # clip below gives the same result as on the full value.
-        s7 = step("s7", narrow_layout)
+        # L+4: round, (q + 1) >> 1, and saturate to narrow_bits. Every clip bound lies in
+        # [-2**(narrow_bits-2), 2**(narrow_bits-2)). When q fits narrow_bits, the rounded
+        # value does too and is exact; when it does not, the rounded value is at least
+        # 2**(narrow_bits-2) or at most -2**(narrow_bits-2): past every bound on the side of
+        # its sign (or on the lowest bound), so nmax or nmin clip to the same result.
+        saturated = step("saturated", narrow_layout)
+        nmax = (1 << (narrow_bits - 1)) - 1
+        nmin = -(1 << (narrow_bits - 1))
         with m.If(advance):
-            move(s7, s6[0], s6[2:])
+            move(saturated, fine[0], fine[2:])
             for k in range(cpo):
-                value = s6[1][k]
-                top = value[narrow_bits - 1:]                      # must all equal the sign
+                q = fine[1][k]
+                top = q[narrow_bits - 1:]                          # must all equal the sign
                 fits = (top == 0) | (top == (1 << len(top)) - 1)
-                nmax = (1 << (narrow_bits - 1)) - 1
-                nmin = -(1 << (narrow_bits - 1))
-                m.d.sync += s7[1][k].eq(Mux(fits, value[:narrow_bits].as_signed(),
-                                            Mux(value[-1], nmin, nmax)))
+                rounded = (q[:narrow_bits].as_signed() + 1)[1:].as_signed()
+                m.d.sync += saturated[1][k].eq(Mux(fits, rounded, Mux(q[-1], nmin, nmax)))
 
-        # 8: clip into the output register.
+        # L+5: clip into the output register.
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(s7[0])
+            m.d.sync += self.o.valid.eq(saturated[0])
             for k in range(cpo):
-                value, lo, hi = s7[1][k], s7[3], s7[4]
+                value, lo, hi = saturated[1][k], saturated[3], saturated[4]
                 m.d.sync += self.o.payload[k].eq(Mux(value < lo, lo, Mux(value > hi, hi, value)))
 
         return m
