@@ -1,14 +1,18 @@
-// Plain C++ Verilator harness of the kernel: one call, no cocotb, for simulation speed.
+// Plain C++ Verilator harness of the kernel: one call, no cocotb, fast (driven by sim/harness.py).
 //
-//   speed_main <run folder>
+//   speed_main <run folder> [cycle limit]
 //
-// The folder holds what benchmarks/sim_speed.py wrote: `regs.txt` (lines "offset value" of
+// The folder holds what sim/harness.py wrote: `regs.txt` (lines "offset value" of
 // the control registers, hex), `mem_<bundle>.bin` (the initial image of each bundle's memory)
 // and `latency.txt` (read/write latency in cycles). The harness writes the registers over
 // AXI4-Lite, sets ap_start, runs until ap_done (polled through the register like a host),
 // then writes `out_gmem_out.bin` (the output memory, checked by the Python side against
 // hlsinf.reference) and `result.txt` (call cycles, all simulated cycles, wall and CPU seconds
 // of the simulation loop). SPEED_DEBUG=1 in the environment prints progress on stderr.
+// A call that has not finished after `cycle limit` simulated cycles (default 50 M) is a hang:
+// the harness says so on stderr and exits with status 3. Each memory is as large as its
+// image file (VGG16's largest activations, 64 x 224 x 224 int8, are 3.2 MB); an access
+// outside it ends the run with status 2.
 //
 // The AXI memories are C++ models with the same behaviour as sim/axi_latency.py: read data
 // `latency` cycles after the address, write responses `latency` cycles after the last beat,
@@ -44,6 +48,7 @@ template <typename W> static void get_beat(const W &wide, uint8_t *bytes) { std:
 struct Burst { uint64_t due, addr; unsigned beats, done; };
 
 struct Memory {
+    const char *name;
     std::vector<uint8_t> bytes;
     unsigned latency;
     std::deque<Burst> reads, writes, responses;   // responses: due only
@@ -52,7 +57,11 @@ struct Memory {
     bool r_last = false;
 
     uint8_t *at(uint64_t addr) {
-        if (addr + 64 > bytes.size()) { std::fprintf(stderr, "address %llx outside memory\n", (unsigned long long)addr); std::exit(2); }
+        if (addr + 64 > bytes.size()) {
+            std::fprintf(stderr, "%s: address %llx outside the %zu-byte memory\n", name,
+                         (unsigned long long)addr, bytes.size());
+            std::exit(2);
+        }
         return &bytes[addr];
     }
     // Next R beat on the bus, if its burst is due.
@@ -92,17 +101,18 @@ struct Memory {
     } while (0)
 
 int main(int argc, char **argv) {
-    if (argc < 2) { std::fprintf(stderr, "usage: %s <run folder>\n", argv[0]); return 2; }
+    if (argc < 2) { std::fprintf(stderr, "usage: %s <run folder> [cycle limit]\n", argv[0]); return 2; }
     std::string dir = argv[1];
+    const uint64_t limit = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 50'000'000;
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->randReset(2);
     auto top = std::make_unique<Top>(ctx.get());
 
     unsigned latency = 100;
     { std::ifstream f(dir + "/latency.txt"); f >> latency; }
-    Memory in{read_file(dir + "/mem_gmem_in.bin"), latency};
-    Memory wm{read_file(dir + "/mem_gmem_w.bin"), latency};
-    Memory out{read_file(dir + "/mem_gmem_out.bin"), latency};
+    Memory in{"gmem_in", read_file(dir + "/mem_gmem_in.bin"), latency};
+    Memory wm{"gmem_w", read_file(dir + "/mem_gmem_w.bin"), latency};
+    Memory out{"gmem_out", read_file(dir + "/mem_gmem_out.bin"), latency};
     std::vector<std::pair<uint32_t, uint32_t>> regs;
     { std::ifstream f(dir + "/regs.txt"); uint32_t o, v; while (f >> std::hex >> o >> v) regs.push_back({o, v}); }
     regs.push_back({0x00, 1});                  // ap_start last
@@ -132,7 +142,6 @@ int main(int argc, char **argv) {
     const bool debug = std::getenv("SPEED_DEBUG") != nullptr;   // progress lines on stderr
     auto t0 = std::chrono::steady_clock::now();
     std::clock_t c0 = std::clock();
-    const uint64_t limit = 50'000'000;
     while (lite != DONE && cycle < limit) {
         // 1. slave and host outputs from the state
         DRIVE_READ(m_axi_gmem_in, in);
@@ -218,7 +227,10 @@ int main(int argc, char **argv) {
     auto t1 = std::chrono::steady_clock::now();
     double seconds = std::chrono::duration<double>(t1 - t0).count();
     double cpu_seconds = double(std::clock() - c0) / CLOCKS_PER_SEC;   // all threads of the process
-    if (lite != DONE) { std::fprintf(stderr, "no ap_done after %llu cycles\n", (unsigned long long)cycle); return 1; }
+    if (lite != DONE) {
+        std::fprintf(stderr, "no ap_done after %llu cycles (the cycle limit)\n", (unsigned long long)cycle);
+        return 3;
+    }
     std::ofstream(dir + "/out_gmem_out.bin", std::ios::binary).write((const char *)out.bytes.data(), out.bytes.size());
     std::ofstream(dir + "/result.txt") << "cycles " << finished - started << " total_cycles " << cycle
                                        << " seconds " << seconds << " cpu_seconds " << cpu_seconds << "\n";
