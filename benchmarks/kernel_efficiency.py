@@ -158,6 +158,20 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out, name: str, cfg: KernelConfig, network: str, quick: bool, result: dict, text: str):
+    """``<out>/<name>[_quick][_CPIxCPO][_network].{json,md}`` (8x8 and VGG16 are the defaults)."""
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    stem = name + ("_quick" if quick else "")
+    if (cfg.cpi, cfg.cpo) != (8, 8):
+        stem += f"_{cfg.cpi}x{cfg.cpo}"
+    if network != "vgg16":
+        stem += f"_{network}"
+    (outdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (outdir / f"{stem}.md").write_text(text)
+    print(f"written {outdir / stem}.json and .md")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpi", type=int, default=8)
@@ -226,16 +240,7 @@ def main(argv=None):
             f"{opts.beats_per_cycle:g} beat/cycle per bundle{' (quick)' if opts.quick else ''}; "
             f"{result['simulated_cycles']:,} cycles simulated in {seconds:.0f} s\n\n" + table(result))
     print(text)
-    outdir = Path(opts.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "kernel_efficiency" + ("_quick" if opts.quick else "")
-    if (cfg.cpi, cfg.cpo) != (8, 8):
-        stem += f"_{cfg.cpi}x{cfg.cpo}"
-    if opts.network != "vgg16":
-        stem += f"_{opts.network}"
-    (outdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (outdir / f"{stem}.md").write_text(text)
-    print(f"written {outdir / stem}.json and .md")
+    write_results(opts.out, "kernel_efficiency", cfg, opts.network, opts.quick, result, text)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ layers (a repeated shape counted at its measured time). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hlsinf.config import KernelConfig                       # noqa: E402
 from hlsinf.reference import POOL_MAX, POOL_NONE, CallArgs   # noqa: E402
-from kernel_efficiency import NETWORKS                        # noqa: E402
+from kernel_efficiency import NETWORKS, write_results         # noqa: E402
 from sim import harness                                       # noqa: E402
 
 #: Rows of each layer in ``--quick`` mode (full width, all channels and output groups).
@@ -205,16 +204,7 @@ def main(argv=None):
             f"the reference{build_note}; load average {load[0]:.1f} on {os.cpu_count()} cores).\n\n"
             + summary(totals, opts.quick) + "\n" + table(rows, totals))
     print("\n" + text)
-    outdir = Path(opts.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    stem = "whole_layers" + ("_quick" if opts.quick else "")
-    if (cfg.cpi, cfg.cpo) != (8, 8):
-        stem += f"_{cfg.cpi}x{cfg.cpo}"
-    if opts.network != "vgg16":
-        stem += f"_{opts.network}"
-    (outdir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (outdir / f"{stem}.md").write_text(text)
-    print(f"written {outdir / stem}.json and .md")
+    write_results(opts.out, "whole_layers", cfg, opts.network, opts.quick, result, text)
     failed = [r["layer"] for r in measured.values() if "error" in r]
     if failed:
         raise SystemExit(f"{len(failed)} layer(s) failed: {', '.join(failed)}")

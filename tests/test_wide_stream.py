@@ -5,6 +5,8 @@ sliced path, and their streams are checked bit for bit against the same oracles 
 unsliced ones (``test_weights``, ``test_mul``).
 """
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.back import rtlil
@@ -79,3 +81,12 @@ def test_mul_with_sliced_sets(narrow_wires):
     got, _, dut = test_mul.simulate(cfg, windows, weights, stall=0.3, seed=3)
     assert isinstance(dut.weights.signature.flip(), WideSignature)
     np.testing.assert_array_equal(got, test_mul.expected_partials(windows, weights))
+
+
+@pytest.mark.slow
+def test_32x32_kernel_exports():
+    # The whole 32x32 kernel (a minute of export): every wire within the Verilog limit.
+    from hlsinf.kernel import kernel_verilog
+    text = kernel_verilog(KernelConfig(cpi=32, cpo=32))
+    widths = [int(w) for w in re.findall(r"^\s*(?:wire|reg|input|output)\s*(?:signed\s*)?\[(\d+):0\]", text, re.M)]
+    assert widths and max(widths) < 1 << 16
