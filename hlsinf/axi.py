@@ -56,6 +56,24 @@ def max_burst_beats(data_width: int = DATA_WIDTH) -> int:
     return min(BURST_MAX_BEATS, BOUNDARY_BYTES // (data_width // 8))
 
 
+def check_master_queues(data_width: int, max_outstanding, fifo_beats, default_bursts: int) -> int:
+    """Check a master's ``max_outstanding`` and ``fifo_beats``; the FIFO depth to use.
+
+    The data FIFO holds at least one full burst; ``fifo_beats=None`` means
+    ``default_bursts`` full bursts.
+    """
+    check_data_width(data_width)
+    if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
+        raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
+    burst_beats = max_burst_beats(data_width)
+    if fifo_beats is None:
+        fifo_beats = default_bursts * burst_beats
+    if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
+        raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
+                         f"{burst_beats} (one full burst) to 65536")
+    return fifo_beats
+
+
 class AXI4Signature(wiring.Signature):
     """AXI4 full master: AW, W, B, AR, R channels (``Out`` = driven by the master).
 

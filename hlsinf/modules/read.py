@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .wide_stream import stream_signature
 
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
-                   BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
+                   BurstSplitter, CommandLayout, check_data_width, check_master_queues)
 from ..config import KernelConfig
 from .shapes import act_shape
 
@@ -153,15 +153,8 @@ class ReadMaster(wiring.Component):
     def __init__(self, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
                  fifo_beats: int | None = None):
-        check_data_width(data_width)
-        if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
-            raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
-        burst_beats = max_burst_beats(data_width)
-        if fifo_beats is None:
-            fifo_beats = max_outstanding * burst_beats
-        if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
-            raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
-                             f"{burst_beats} (one full burst) to 65536")
+        fifo_beats = check_master_queues(data_width, max_outstanding, fifo_beats,
+                                         default_bursts=max_outstanding)
         self.splitter = BurstSplitter(data_width=data_width, addr_width=addr_width,
                                       length_width=length_width)
         self.data_width, self.addr_width, self.length_width = data_width, addr_width, length_width

@@ -16,7 +16,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
-                   BurstSplitter, CommandLayout, check_data_width, max_burst_beats)
+                   BurstSplitter, CommandLayout, check_data_width, check_master_queues, max_burst_beats)
 from ..config import KernelConfig
 from .shapes import act_shape
 from .read import item_bytes, place_chunks
@@ -165,16 +165,9 @@ class WriteMaster(wiring.Component):
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
                  length_width: int = LENGTH_WIDTH, id_width: int = 1, max_outstanding: int = 8,
                  fifo_beats: int | None = None, issue_beats: int | None = None):
-        check_data_width(data_width)
         item_bytes(item_shape)
-        if not (isinstance(max_outstanding, int) and 1 <= max_outstanding <= 64):
-            raise ValueError(f"max_outstanding = {max_outstanding!r} is out of range: allowed 1 to 64")
+        fifo_beats = check_master_queues(data_width, max_outstanding, fifo_beats, default_bursts=2)
         burst_beats = max_burst_beats(data_width)
-        if fifo_beats is None:
-            fifo_beats = 2 * burst_beats
-        if not (isinstance(fifo_beats, int) and burst_beats <= fifo_beats <= 65536):
-            raise ValueError(f"fifo_beats = {fifo_beats!r} is out of range: allowed "
-                             f"{burst_beats} (one full burst) to 65536")
         if issue_beats is None:
             issue_beats = burst_beats
         if not (isinstance(issue_beats, int) and 1 <= issue_beats <= burst_beats):
