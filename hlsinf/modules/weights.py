@@ -56,11 +56,12 @@ class _ItemFifo(wiring.Component):
 
     def __init__(self, shape, depth: int):
         self.shape, self.depth = shape, depth
-        super().__init__({"i": In(stream_signature(shape)), "o": Out(stream_signature(shape))})
+        self.stream_signature = stream_signature(shape)
+        super().__init__({"i": In(self.stream_signature), "o": Out(self.stream_signature)})
 
     def elaborate(self, platform):
         m = Module()
-        signature = self.i.signature.flip()
+        signature = self.stream_signature
         bounds = signature.bounds if isinstance(signature, WideSignature) else [(0, payload_width(self.shape))]
         slices = len(bounds)
         i_bits = self.i.payload.as_value()
