@@ -1,6 +1,6 @@
 """Simulated cycles per kernel call next to the ideal ceil(I/CPI) * rows * W * ceil(O/CPO).
 
-Runs the generated Verilog in Verilator (sim/bench_kernel.py, test ``benchmark_calls``):
+Runs the generated Verilog in Verilator (hlsinf/sim/bench_kernel.py, test ``benchmark_calls``):
 each call is started through ``s_axi_control`` and timed from the ``ap_start`` write to the
 interrupt. Prints a table and writes the figures as JSON.
 
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf.config import KernelConfig          # noqa: E402
 from hlsinf.reference import POOL_MAX           # noqa: E402
@@ -51,8 +49,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the first three calls")
     opts = parser.parse_args(argv)
 
-    from sim import runner
-    # The configuration of tests/test_kernel_rtl.py at CPI = CPO = 4 (the Verilator build is
+    from hlsinf.sim import runner
+    # The configuration of tests/gateware/test_kernel_rtl.py at CPI = CPO = 4 (the Verilator build is
     # shared): its 64-pixel input cache holds none of these tiles, so each is re-read per group.
     cfg = KernelConfig(cpi=opts.cpi, cpo=opts.cpo, imax=16 * opts.cpi, wmax=32, hmax=32)
     cases = [concrete(c, cfg) for c in (CASES[:3] if opts.quick else CASES)]

@@ -4,9 +4,9 @@ with DDR-like memories.
     PYTHONPATH=. python benchmarks/kernel_efficiency.py [--quick] [--cpi 8 --cpo 8] [--latency 100]
                                                         [--network vgg16|segnet-decoder|all]
 
-Every call runs the generated Verilog in Verilator under cocotb (``sim/bench_kernel.py``, test
+Every call runs the generated Verilog in Verilator under cocotb (``hlsinf/sim/bench_kernel.py``, test
 ``benchmark_calls``), its output compared bit for bit with ``hlsinf.reference``. The three
-AXI masters see :class:`sim.axi_latency.LatencyAxiRam`: ``--latency`` cycles from a read
+AXI masters see :class:`hlsinf.sim.axi_latency.LatencyAxiRam`: ``--latency`` cycles from a read
 address to its first beat and from a write's last beat to its response, and at most one
 512-bit beat per cycle per bundle (19.2 GB/s at 300 MHz, one DDR4-2400 channel; per bundle
 because the U200 flow puts each bundle on its own DDR bank). Cycles run from the
@@ -46,15 +46,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf.config import KernelConfig          # noqa: E402
-from hlsinf.kernel import DEFAULT_INPUT_CACHE_PIXELS   # noqa: E402
+from hlsinf.gateware.kernel import DEFAULT_INPUT_CACHE_PIXELS   # noqa: E402
 from hlsinf.reference import POOL_MAX, POOL_NONE   # noqa: E402
 
 #: VGG16's conv layers at 224x224: (name, I, O, H=W, max pool after)
@@ -185,7 +183,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results")
     opts = parser.parse_args(argv)
 
-    from sim import runner
+    from hlsinf.sim import runner
     cfg = KernelConfig(cpi=opts.cpi, cpo=opts.cpo)
     cache = DEFAULT_INPUT_CACHE_PIXELS
     layers = [layer for layer in NETWORKS[opts.network] if not opts.layers or layer[0] in opts.layers]

@@ -2,23 +2,21 @@
 
     PYTHONPATH=. python benchmarks/kernel_resources.py [name ...]
 
-Same table as ``benchmarks/memory_resources.py`` (through ``hlsinf.resources.component_report``:
+Same table as ``benchmarks/memory_resources.py`` (through ``hlsinf.build.resources.component_report``:
 counts, LUT levels between registers outside carry chains with the make-up of that path, the
 longest carry path): an estimate that catches a wide compare or mux on a handshake path, not
 Vivado timing.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_resources import main
 
 from hlsinf.config import KernelConfig
-from hlsinf.modules.input_cache import InputCache
-from hlsinf.modules.weights import ParameterLoader
-from hlsinf.sequencer import Sequencer
+from hlsinf.gateware.stages.input_cache import InputCache
+from hlsinf.gateware.memory.weights import ParameterLoader
+from hlsinf.gateware.sequencer import Sequencer
 
 CFG = KernelConfig(cpi=8, cpo=8)
 BLOCKS = {

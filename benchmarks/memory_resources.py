@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/memory_resources.py [name ...]
 
-Each block goes through ``hlsinf.resources.component_report``: the whole kernel's Yosys
+Each block goes through ``hlsinf.build.resources.component_report``: the whole kernel's Yosys
 flow (``synth_xilinx -family xcup``, out of context) and netlist analysis, with the block's
 ports as path ends. One markdown row per block:
 
@@ -25,10 +25,10 @@ import sys
 from amaranth import unsigned
 
 from hlsinf.config import KernelConfig
-from hlsinf.control import Control
-from hlsinf.modules.read import ActivationReader, BytesToItems, ReadMaster
-from hlsinf.modules.write import PixelWriter
-from hlsinf.resources import component_report, describe_counts
+from hlsinf.gateware.control import Control
+from hlsinf.gateware.memory.read import ActivationReader, BytesToItems, ReadMaster
+from hlsinf.gateware.memory.write import PixelWriter
+from hlsinf.build.resources import component_report, describe_counts
 
 CFG = KernelConfig(cpi=8, cpo=8)
 BLOCKS = {
@@ -46,7 +46,7 @@ HEADER = ("| block | LUT | LUTRAM | MUXF | FF | DSP48E2 | BRAM36 | URAM | LUT le
 
 
 def row(name: str, report) -> str:
-    """One markdown row of the table for a :class:`hlsinf.resources.ResourceReport`."""
+    """One markdown row of the table for a :class:`hlsinf.build.resources.ResourceReport`."""
     c, d = report.counts, report.depth
     counts = " | ".join(f"{c[k]:,g}" for k in ("LUT", "LUTRAM", "MUXF", "FF", "DSP48E2", "BRAM36", "URAM"))
     carry = describe_counts(d["paths"]["carry_levels"]["counts"]) if d["carry_levels"] else "none"

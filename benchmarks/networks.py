@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf.config import KernelConfig                  # noqa: E402
 from hlsinf.host import Profile, Session, quantize, to_fpga  # noqa: E402

@@ -5,7 +5,7 @@
 For each CPI = CPO = n build (default ``KernelConfig`` otherwise: int8 activations and
 weights, imax 512, wmax 256, hmax 256, the default 16384-pixel input cache) it writes the
 kernel Verilog, synthesises it with the Debian Yosys (``/usr/bin/yosys``) through
-``hlsinf.resources.resource_report`` (the build's report: counts, shares of the
+``hlsinf.build.resources.resource_report`` (the build's report: counts, shares of the
 U200, deepest LUT path between sequential cells), and adds the figures issue 6 asks for:
 multipliers (``CPI*CPO*9``) per DSP48E2 and the LUT-level depth against the targets.
 
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hlsinf import resources as res
+from hlsinf.build import resources as res
 from hlsinf.config import KernelConfig
-from hlsinf.kernel import TOP_NAME, kernel_verilog
-from hlsinf.platforms.alveo_u200 import AlveoU200Platform
+from hlsinf.gateware.kernel import TOP_NAME, kernel_verilog
+from hlsinf.build.platforms.alveo_u200 import AlveoU200Platform
 
 #: Fabric of the XCU200 (Alveo U200), BRAM in 36 Kib blocks.
 U200 = AlveoU200Platform.fabric

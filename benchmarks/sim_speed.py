@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/sim_speed.py [--sizes 4 8 16] [--threads 1] [--hw 64]
 
 For each CPI = CPO = n build (default ``KernelConfig`` otherwise) the kernel Verilog is
-compiled by Verilator with a plain C++ harness (``sim/harness.py`` around ``sim/speed_main.cpp``:
+compiled by Verilator with a plain C++ harness (``hlsinf/sim/harness.py`` around ``hlsinf/sim/speed_main.cpp``:
 AXI4-Lite host and three AXI memories with 100-cycle latency, no cocotb), one 'same' 3x3 call
 of ``4*CPI -> 4*CPO`` channels on an ``hw x hw`` image is run, and its output is compared with
 ``hlsinf.reference.kernel_call`` (so the speed is that of a correct run). Cycles per second
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hlsinf.config import KernelConfig          # noqa: E402
 from hlsinf.reference import CallArgs           # noqa: E402
-from sim import harness                         # noqa: E402
+from hlsinf.sim import harness                         # noqa: E402
 
 LATENCY = 100
 

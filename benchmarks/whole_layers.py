@@ -8,10 +8,10 @@ Each 224x224-network conv layer (the lists of ``benchmarks/kernel_efficiency.py`
 one call: 'same' 3x3 (pad 1, stride 1), ReLU, 2x2 max pool where VGG16 has one, every input
 channel and every output group (``o_first = 0, o_count = GO``), on random activations and
 weights over their whole ranges (``--seed``). The generated Verilog runs in Verilator with
-the plain C++ harness (``sim/harness.py``, ``sim/speed_main.cpp``): an AXI4-Lite host and
+the plain C++ harness (``hlsinf/sim/harness.py``, ``hlsinf/sim/speed_main.cpp``): an AXI4-Lite host and
 three AXI memories with ``--latency`` cycles from a read address to its first beat and from
 a write's last beat to its response, at most one 512-bit beat per cycle per bundle (the
-model of ``sim/axi_latency.py``). The output memory is compared bit for bit with
+model of ``hlsinf/sim/axi_latency.py``). The output memory is compared bit for bit with
 ``hlsinf.reference.kernel_call``; a layer whose call does not finish within four times its
 ideal cycles plus a million is reported as hung.
 
@@ -33,18 +33,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hlsinf.config import KernelConfig                       # noqa: E402
 from hlsinf.reference import POOL_MAX, POOL_NONE, CallArgs   # noqa: E402
 from kernel_efficiency import NETWORKS, write_results         # noqa: E402
-from sim import harness                                       # noqa: E402
+from hlsinf.sim import harness                                       # noqa: E402
 
 #: Rows of each layer in ``--quick`` mode (full width, all channels and output groups).
 QUICK_ROWS = 16

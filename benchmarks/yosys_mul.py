@@ -4,7 +4,7 @@ packed (two products per DSP48E2) against unpacked.
     PYTHONPATH=$PWD python benchmarks/yosys_mul.py 4 8 [16 32] [--yosys /usr/bin/yosys]
 
 Synthesises ``Mul(KernelConfig(cpi=n, cpo=n))`` (uint8 activations, int8 weights, default
-``levels_per_register``) on its own through ``hlsinf.resources.component_report`` (the
+``levels_per_register``) on its own through ``hlsinf.build.resources.component_report`` (the
 kernel's Yosys ``synth_xilinx -family xcup`` flow and netlist analysis) and prints one
 markdown row per build. Not Vivado: a check of the structure and logic depth, not a timing
 promise.
@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 
 from hlsinf.config import KernelConfig
-from hlsinf.modules.mul import Mul
-from hlsinf.resources import component_report
+from hlsinf.gateware.stages.mul import Mul
+from hlsinf.build.resources import component_report
 
 
 def path_cells(path: dict) -> str:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .config import MAX_PAD, KernelConfig
+from hlsinf.config import MAX_PAD, KernelConfig
 
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .reference import CallArgs
+from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS"]

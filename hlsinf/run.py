@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _kernel(args):
-    from .config import KernelConfig
+    from hlsinf.config import KernelConfig
     if args.kernel and (args.cpi or args.cpo):
         raise ValueError("give either --kernel or --cpi/--cpo, not both")
     if args.kernel:
@@ -64,11 +64,11 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 
 
 def _device(name: str, cfg):
-    from .host.device import ReferenceDevice
+    from hlsinf.host.device import ReferenceDevice
     if name == "reference":
         return ReferenceDevice(cfg)
     try:
-        from .host.rtl import RtlDevice
+        from hlsinf.host.rtl import RtlDevice
     except ImportError as e:
         raise ValueError(f"--device rtl needs the Verilator kernel harness, which is not available here ({e}); "
                          "see docs/host.md") from None
@@ -77,7 +77,7 @@ def _device(name: str, cfg):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from .host import Profile, Session, to_fpga
+    from hlsinf.host import Profile, Session, to_fpga
     try:
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"model file {args.model!r} does not exist")

@@ -13,11 +13,11 @@ plus a report; none modifies its input:
 Command line: ``python -m hlsinf.compress MODEL.onnx -o OUT.onnx --prune 0.5``.
 """
 
-from ._graph import CompressError
-from .fold import FoldReport, fold_batchnorm
-from .prune import CRITERIA, SCOPES, PruneReport, channel_scores, prunable_convs, prune, select_channels
-from .remove import RemovalReport, remove_channels
-from .pipeline import CompressReport, compress, parameter_bytes
+from hlsinf.compress._graph import CompressError
+from hlsinf.compress.fold import FoldReport, fold_batchnorm
+from hlsinf.compress.prune import CRITERIA, SCOPES, PruneReport, channel_scores, prunable_convs, prune, select_channels
+from hlsinf.compress.remove import RemovalReport, remove_channels
+from hlsinf.compress.pipeline import CompressReport, compress, parameter_bytes
 
 __all__ = ["CompressError", "CRITERIA", "SCOPES", "CompressReport", "FoldReport", "PruneReport", "RemovalReport",
            "channel_scores", "compress", "fold_batchnorm", "parameter_bytes", "prunable_convs", "prune",

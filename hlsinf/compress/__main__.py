@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ._graph import CompressError
-from .pipeline import compress
-from .prune import CRITERIA, SCOPES
+from hlsinf.compress._graph import CompressError
+from hlsinf.compress.pipeline import compress
+from hlsinf.compress.prune import CRITERIA, SCOPES
 
 
 def _parser() -> argparse.ArgumentParser:

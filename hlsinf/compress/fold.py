@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ._graph import CompressError, Graph, load_model
+from hlsinf.compress._graph import CompressError, Graph, load_model
 
 __all__ = ["FoldReport", "fold_batchnorm"]
 

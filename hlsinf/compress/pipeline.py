@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._graph import CompressError, load_model
-from .fold import FoldReport, fold_batchnorm
-from .prune import PruneReport, check_amount, prune as prune_pass
-from .remove import RemovalReport, remove_channels
+from hlsinf.compress._graph import CompressError, load_model
+from hlsinf.compress.fold import FoldReport, fold_batchnorm
+from hlsinf.compress.prune import PruneReport, check_amount, prune as prune_pass
+from hlsinf.compress.remove import RemovalReport, remove_channels
 
 __all__ = ["CompressReport", "compress", "parameter_bytes"]
 
@@ -80,7 +80,7 @@ def compress(model, *, amount=None, scope: str = "layer", criterion: str = "l1",
 def quantize(model: onnx.ModelProto, calibration: np.ndarray, kernel=None, *, act_signed=None) -> onnx.ModelProto:
     """The host's post-training quantiser, with its errors turned into :class:`CompressError`."""
     try:
-        from ..host import quantize as host_quantize
+        from hlsinf.host import quantize as host_quantize
     except ImportError as e:
         raise CompressError(f"quantisation needs the host package hlsinf.host, which is not available ({e})") from None
     calibration = np.asarray(calibration)

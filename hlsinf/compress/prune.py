@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ._graph import CompressError, Graph, load_model
-from .remove import trace_uses
+from hlsinf.compress._graph import CompressError, Graph, load_model
+from hlsinf.compress.remove import trace_uses
 
 __all__ = ["CRITERIA", "SCOPES", "LayerPruning", "PruneReport", "channel_scores", "check_amount",
            "select_channels", "prune", "prunable_convs"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ._graph import CompressError, Graph, load_model
+from hlsinf.compress._graph import CompressError, Graph, load_model
 
 __all__ = ["ChannelUse", "LayerRemoval", "RemovalReport", "remove_channels", "trace_uses",
            "zero_channels", "PER_CHANNEL_OPS"]

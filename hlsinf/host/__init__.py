@@ -13,11 +13,11 @@ Typical use::
 See docs/host.md.
 """
 
-from .graph import Graph, GraphError, Node, load_model
-from .quantize import QuantError, quantize, requant_params
-from .plan import CpuLayer, FpgaLayer, Plan, PlanError, Transfer, load_kernel, to_fpga
-from .device import Device, DeviceError, ReferenceDevice
-from .runtime import Profile, Session, run
+from hlsinf.host.graph import Graph, GraphError, Node, load_model
+from hlsinf.host.quantize import QuantError, quantize, requant_params
+from hlsinf.host.plan import CpuLayer, FpgaLayer, Plan, PlanError, Transfer, load_kernel, to_fpga
+from hlsinf.host.device import Device, DeviceError, ReferenceDevice
+from hlsinf.host.runtime import Profile, Session, run
 
 __all__ = ["Graph", "GraphError", "Node", "load_model", "QuantError", "quantize", "requant_params",
            "CpuLayer", "FpgaLayer", "Plan", "PlanError", "Transfer", "load_kernel", "to_fpga",

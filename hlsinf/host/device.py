@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import KernelConfig
-from ..reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
-from ..registers import encode_call, register_map
+from hlsinf.config import KernelConfig
+from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
+from hlsinf.registers import encode_call, register_map
 
 __all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
 

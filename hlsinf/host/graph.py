@@ -98,7 +98,7 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
-    from .cpu_ops import CPU_OPS
+    from hlsinf.host.cpu_ops import CPU_OPS
 
     if isinstance(model, (str, Path)):
         path = Path(model)

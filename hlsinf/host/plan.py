@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MAX_PAD, KernelConfig
-from ..reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
+from hlsinf.config import MAX_PAD, KernelConfig
+from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
-from .graph import Graph, Node, fold_batchnorm, load_model
-from .quantize import QuantError, requant_params
+from hlsinf.host.graph import Graph, Node, fold_batchnorm, load_model
+from hlsinf.host.quantize import QuantError, requant_params
 
 __all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel"]
 
@@ -179,9 +179,9 @@ def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
     if not path.is_file():
         raise PlanError(f"kernel descriptor {str(path)!r} does not exist")
     try:
-        from ..descriptor import load_descriptor
+        from hlsinf.build.descriptor import load_descriptor
     except ImportError:
-        raise PlanError("reading a kernel descriptor needs hlsinf.descriptor, which this checkout lacks; "
+        raise PlanError("reading a kernel descriptor needs hlsinf.build.descriptor, which this checkout lacks; "
                         "give the configuration instead (--cpi/--cpo)") from None
     return load_descriptor(path)
 
@@ -503,7 +503,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     cfg, descriptor = load_kernel(kernel)
     caps = _Caps.of(descriptor)
     if calibration is not None:
-        from .quantize import quantize
+        from hlsinf.host.quantize import quantize
         model = quantize(model, calibration, cfg)
     graph = model if isinstance(model, Graph) else load_model(model, input_shape)
     graph = fold_batchnorm(graph)
@@ -588,7 +588,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                                 f"ONNX shape inference {chw(layer.output)}")
         elif all(not i or i in graph.initializers for i in node.inputs) and node.op != "Conv":
             # constant subgraph (e.g. DequantizeLinear of Gemm weights): computed once, here
-            from .cpu_ops import run_node
+            from hlsinf.host.cpu_ops import run_node
             outs = run_node(node, [graph.initializers[i] if i else None for i in node.inputs], graph.opset)
             for o, v in zip(node.outputs, outs):
                 if o:

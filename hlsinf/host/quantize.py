@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import KernelConfig
-from .graph import Graph, GraphError, load_model
+from hlsinf.config import KernelConfig
+from hlsinf.host.graph import Graph, GraphError, load_model
 
 __all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
 
@@ -68,7 +68,7 @@ def requant_params(real_scale, cfg: KernelConfig, layer: str = "layer") -> tuple
 
 def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
     """Smallest and largest value of every float tensor over a calibration batch (run on the CPU)."""
-    from .cpu_ops import evaluate
+    from hlsinf.host.cpu_ops import evaluate
 
     calibration = np.asarray(calibration, np.float32)
     shape = graph.shapes[graph.inputs[0]]
@@ -113,7 +113,7 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     stay float and run on the CPU. 2-D max/average pools of a quantised tensor keep its scale.
     The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
     """
-    from .graph import Node, fold_batchnorm, to_onnx
+    from hlsinf.host.graph import Node, fold_batchnorm, to_onnx
 
     signed = act_signed if act_signed is not None else (kernel.act_signed if kernel is not None else False)
     graph = model if isinstance(model, Graph) else load_model(model)

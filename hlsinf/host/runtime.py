@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..reference import act_dtype, bias_dtype, mult_dtype, pack_activations, unpack_activations, weight_dtype
-from .cpu_ops import run_node
-from .device import Device, ReferenceDevice
-from .graph import GraphError
-from .plan import CpuLayer, Plan, Transfer
+from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, pack_activations, unpack_activations, weight_dtype
+from hlsinf.host.cpu_ops import run_node
+from hlsinf.host.device import Device, ReferenceDevice
+from hlsinf.host.graph import GraphError
+from hlsinf.host.plan import CpuLayer, Plan, Transfer
 
 __all__ = ["Session", "Profile", "run"]
 

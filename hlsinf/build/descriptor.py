@@ -1,0 +1,192 @@
+"""The JSON descriptor of a built kernel: what a host needs to drive it, read instead of hard-coded.
+
+The build writes ``descriptor.json`` next to the Verilog. It holds the design-time
+configuration, the register map with offsets and widths, the operations the kernel
+supports, the memory layouts with their address formulas, the number formats, and
+versions. A host calls :func:`load_descriptor`, which checks the file and gives back the
+:class:`~hlsinf.config.KernelConfig` it was built from, so a host never guesses which
+kernel is on the card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hlsinf import __version__
+from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
+from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
+from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, SCALARS,
+                        register_map)
+
+__all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
+           "build_descriptor", "write_descriptor", "load_descriptor"]
+
+DESCRIPTOR_FORMAT = "hlsinf-kernel-descriptor"
+#: Bumped when a field changes meaning or disappears; hosts refuse versions they do not know.
+DESCRIPTOR_VERSION = 1
+
+
+class DescriptorError(ValueError):
+    """A descriptor file is malformed or does not describe a kernel this host can drive."""
+
+
+def element_types(cfg: KernelConfig) -> dict[str, str]:
+    """numpy name of the element each pointer argument points at."""
+    return {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
+            "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
+            "y": np.dtype(act_dtype(cfg)).name}
+
+
+def _pool_modes(cfg: KernelConfig) -> dict[str, int]:
+    modes = {"none": POOL_NONE}
+    if cfg.with_maxpool:
+        modes["max"] = POOL_MAX
+    if cfg.with_avgpool:
+        modes["avg"] = POOL_AVG
+    return modes
+
+
+def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", platform=None,
+                     interface=None) -> dict:
+    """The descriptor of a kernel built from ``cfg`` as a plain dict (JSON-ready).
+
+    ``platform`` (an :class:`~hlsinf.build.platforms.alveo_u200.AlveoU200Platform`) and
+    ``interface`` (a :class:`~hlsinf.build.platforms.vitis.KernelInterface`) add the part, clock,
+    DDR banks and AXI widths when known.
+    """
+    amin, amax = cfg.act_range
+    regs = register_map()
+    bundles = {}
+    for reg in regs:
+        if reg.kind == "pointer":
+            entry = bundles.setdefault(reg.bundle, {"port": f"m_axi_{reg.bundle}", "args": []})
+            entry["args"].append(reg.name)
+            if interface is not None:
+                entry.update(interface.master(reg.bundle))
+            if platform is not None:
+                entry["bank"] = platform.bank_of(reg.bundle)
+    descriptor = {
+        "format": DESCRIPTOR_FORMAT,
+        "format_version": DESCRIPTOR_VERSION,
+        "hlsinf_version": __version__,
+        "kernel": {"name": kernel_name, "control_protocol": "ap_ctrl_hs"},
+        "config": cfg.to_dict(),
+        "control": {
+            "registers": {"CTRL": CONTROL, "GIER": GIE, "IP_IER": IER, "IP_ISR": ISR},
+            "ctrl_bits": dict(CONTROL_BITS),
+            "args_base": ARGS_BASE,
+            "word_bits": 32,
+            "pointer_words": "low word at offset, high word at offset + 4",
+        },
+        "registers": [reg.to_dict() for reg in regs],
+        "bundles": bundles,
+        "operations": {
+            "conv": {"kernel": [3, 3], "strides": [1, 2], "max_pad": MAX_PAD,
+                     "pad_sides": ["pad_top", "pad_bottom", "pad_left", "pad_right"]},
+            "relu": cfg.with_relu,
+            "multiplier": cfg.with_multiplier,
+            "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2,
+                     "avg_rounding": "(a + b + c + d + 2) >> 2"},
+            "requantize": {"formula": "clip((acc * M + 2**(s - 1)) >> s, lo, hi), s = 0: clip(acc * M, lo, hi)",
+                           "max_shift": cfg.max_shift, "clip_range": [amin, amax]},
+            "limits": {"imax": cfg.imax, "wmax": cfg.wmax, "hmax": cfg.hmax},
+        },
+        "layouts": {
+            "activations": {"name": "GIHWCPI", "group": cfg.cpi,
+                            "address": "(c // CPI) * plane * CPI + (h * W + w) * CPI + c % CPI",
+                            "note": "plane = H * W pixels; channels zero-padded to whole groups of CPI"},
+            "outputs": {"name": "GOHWCPO", "group": cfg.cpo,
+                        "address": "(o // CPO) * out_plane * CPO + (write_offset + r * out_cols + q) * CPO + o % CPO",
+                        "note": "channels zero-padded to whole groups of CPO"},
+            "weights": {"name": "GO GI CPO CPI 3 3",
+                        "address": "((((o // CPO) * GI + c // CPI) * CPO + o % CPO) * CPI + c % CPI) * 9 + ky * 3 + kx",
+                        "note": "GI = ceil(I / CPI), GO = ceil(O / CPO); zero-padded"},
+            "bias": {"name": "GO*CPO", "address": "o"},
+            "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
+        },
+        "formats": {
+            "pointers": element_types(cfg),
+            "activation": {"bits": cfg.act_bits, "signed": cfg.act_signed, "range": [amin, amax]},
+            "weight": {"bits": cfg.weight_bits, "signed": True, "range": list(cfg.weight_range)},
+            "bias": {"bits": cfg.bias_bits, "signed": True},
+            "accumulator": {"bits": cfg.acc_bits, "signed": True, "bias_add": "saturating"},
+            "multiplier": {"bits": cfg.mult_bits, "signed": False},
+        },
+    }
+    if platform is not None:
+        descriptor["platform"] = {"board": type(platform).__name__, "part": platform.part,
+                                  "vitis_platform": platform.vitis_platform,
+                                  "clock_hz": int(platform.default_clk_frequency)}
+    return descriptor
+
+
+def write_descriptor(path, cfg: KernelConfig, **kwargs) -> dict:
+    """Write :func:`build_descriptor` as indented JSON to ``path``; return the dict."""
+    descriptor = build_descriptor(cfg, **kwargs)
+    Path(path).write_text(json.dumps(descriptor, indent=2) + "\n")
+    return descriptor
+
+
+def _need(path, ok: bool, what: str):
+    if not ok:
+        raise DescriptorError(f"{path}: {what}")
+
+
+def load_descriptor(path) -> tuple[KernelConfig, dict]:
+    """Read and check a descriptor; return ``(KernelConfig, descriptor dict)``.
+
+    Checks: the format name and version, the configuration (through ``KernelConfig``),
+    and the register map: every argument this host encodes is present once, 32-bit
+    scalars and 64-bit pointers at 4-byte aligned, non-overlapping offsets from
+    ``args_base`` on. Errors name the file and the field.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise DescriptorError(f"{path}: cannot read: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise DescriptorError(f"{path}: not JSON: {e}") from None
+    _need(path, isinstance(data, dict) and data.get("format") == DESCRIPTOR_FORMAT,
+          f"'format' is not {DESCRIPTOR_FORMAT!r}: not an hlsinf kernel descriptor")
+    version = data.get("format_version")
+    _need(path, version == DESCRIPTOR_VERSION,
+          f"format_version {version!r} is not supported: this hlsinf ({__version__}) reads version {DESCRIPTOR_VERSION}")
+    _need(path, isinstance(data.get("config"), dict), "'config' is missing or not an object")
+    try:
+        cfg = KernelConfig.from_dict(data["config"])
+    except (ConfigError, TypeError) as e:
+        raise DescriptorError(f"{path}: config: {e}") from None
+
+    regs = data.get("registers")
+    _need(path, isinstance(regs, list) and regs, "'registers' is missing or empty")
+    base = data.get("control", {}).get("args_base", ARGS_BASE)
+    expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
+    seen = {}
+    for i, reg in enumerate(regs):
+        _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),
+              f"registers[{i}] needs name, offset, bits and kind")
+        name = reg["name"]
+        _need(path, name in expected, f"register {name!r} is not an argument this host knows: {sorted(expected)}")
+        _need(path, name not in seen, f"register {name!r} appears twice")
+        _need(path, reg["kind"] == expected[name], f"register {name!r} has kind {reg['kind']!r}, expected {expected[name]!r}")
+        bits = 64 if reg["kind"] == "pointer" else 32
+        _need(path, reg["bits"] == bits, f"register {name!r} is {reg['bits']} bits wide, expected {bits}")
+        offset = reg["offset"]
+        _need(path, isinstance(offset, int) and offset >= base and offset % 4 == 0,
+              f"register {name!r} offset {offset!r} must be a multiple of 4 from args_base 0x{base:x} on")
+        for other, (lo, hi) in seen.items():
+            _need(path, offset + bits // 8 <= lo or offset >= hi, f"register {name!r} overlaps {other!r}")
+        seen[name] = (offset, offset + bits // 8)
+        if reg["kind"] == "pointer":
+            _need(path, bool(reg.get("bundle")), f"pointer register {name!r} has no bundle")
+    missing = sorted(set(expected) - set(seen))
+    _need(path, not missing, f"registers {missing} are missing")
+
+    modes = data.get("operations", {}).get("pool", {}).get("modes", {})
+    _need(path, ("max" in modes) == cfg.with_maxpool and ("avg" in modes) == cfg.with_avgpool,
+          f"operations.pool.modes {sorted(modes)} disagree with config with_maxpool/with_avgpool")
+    return cfg, data

@@ -1,0 +1,246 @@
+"""The kernel top level: the dataflow stages, the AXI masters and the control slave under
+the port names Vitis expects of an RTL kernel.
+
+Vitis finds a kernel's interfaces by port name (``ap_clk``, ``ap_rst_n``, ``interrupt``,
+``s_axi_control_*``, ``m_axi_<bundle>_*``), so the top level's signature is flat: every
+leaf of the AXI signatures becomes one member named ``<prefix>_<leaf>``, and
+:func:`connect_flat` wires those members to the nested interfaces of the sub-components.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hlsinf.gateware.memory.axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
+from hlsinf.config import KernelConfig
+from hlsinf.gateware.control import Control, control_addr_width
+from hlsinf.gateware.export import to_verilog
+from hlsinf.gateware.stages.add import Add
+from hlsinf.gateware.stages.cvt import Cvt
+from hlsinf.gateware.stages.input_cache import InputCache
+from hlsinf.gateware.stages.mul import Mul
+from hlsinf.gateware.stages.padding import Padding
+from hlsinf.gateware.stages.pool import Pool
+from hlsinf.gateware.memory.read import ActivationReader
+from hlsinf.gateware.stages.relu import Relu
+from hlsinf.gateware.memory.weights import ParameterLoader
+from hlsinf.gateware.stages.window import Window
+from hlsinf.gateware.memory.write import PixelWriter
+from hlsinf.registers import POINTERS
+from hlsinf.gateware.sequencer import Sequencer
+
+__all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
+           "flat_members", "connect_flat", "vitis_clock_domain"]
+
+#: Module name of the generated Verilog (the RTL kernel's name in Vitis).
+TOP_NAME = "hlsinf_kernel"
+#: Pixels (of CPI lanes) of the on-chip input cache unless ``Kernel`` is told otherwise:
+#: 1 Mibit at CPI = 8 (about 30 of the U200's 2,160 BRAM36).
+DEFAULT_INPUT_CACHE_PIXELS = 16384
+#: AXI4 master bundles, in the order the pointer arguments first name them.
+BUNDLES = tuple(dict.fromkeys(bundle for _name, bundle, _doc in POINTERS))
+
+
+def flat_members(prefix: str, signature: wiring.Signature) -> dict[str, wiring.Member]:
+    """Port members of ``signature`` flattened to ``{prefix + "_" + leaf: member}``.
+
+    Directions are as seen by the component that owns an interface of ``signature``:
+    pass ``sig.flip()`` for an interface the top level receives.
+    """
+    members = {}
+    for path, member in signature.members.flatten():
+        if not member.is_port:
+            continue
+        name = prefix + "_" + "_".join(str(part) for part in path)
+        if name in members:
+            raise ValueError(f"flattening {prefix!r} gives the port name {name!r} twice")
+        members[name] = member
+    return members
+
+
+def connect_flat(m: Module, top, prefix: str, interface) -> None:
+    """Drive ``interface`` (a sub-component's) from / onto the flat ports ``prefix_*`` of ``top``.
+
+    The flat port has the same direction as the interface member it stands for: an output
+    of the sub-component leaves the top level, an input enters it.
+    """
+    for path, member, value in interface.signature.flatten(interface):
+        name = prefix + "_" + "_".join(str(part) for part in path)
+        port = getattr(top, name)
+        if member.flow == Out:
+            m.d.comb += port.eq(value)
+        else:
+            m.d.comb += value.eq(port)
+
+
+def vitis_clock_domain(m: Module, ap_clk: Signal, ap_rst_n: Signal, name: str = "sync") -> ClockDomain:
+    """Define clock domain ``name`` clocked by ``ap_clk`` with the active-low ``ap_rst_n``.
+
+    Vitis holds ``ap_rst_n`` low for several cycles, synchronous to ``ap_clk``; it is
+    registered once so its fan-out does not sit on the input path.
+    """
+    cd = ClockDomain(name)
+    m.domains += cd
+    rst_q = Signal(init=1)
+    rst_cd = ClockDomain(f"{name}_rst_sync", reset_less=True)
+    m.domains += rst_cd
+    m.d.comb += [cd.clk.eq(ap_clk), rst_cd.clk.eq(ap_clk), cd.rst.eq(rst_q)]
+    m.d[rst_cd.name] += rst_q.eq(~ap_rst_n)
+    return cd
+
+
+def _connect_fields(m: Module, sink, source, names=None):
+    """``sink.f = source.f`` for every field ``f`` of ``sink`` (or of ``names``)."""
+    for name in names or [name for name, _ in sink.shape()]:
+        m.d.comb += getattr(sink, name).eq(getattr(source, name))
+
+
+class Kernel(wiring.Component):
+    """The RTL kernel: control slave, call sequencer, three AXI4 masters and the dataflow stages.
+
+    ::
+
+        s_axi_control -> Control -> Sequencer -- in_cmd --> ActivationReader (gmem_in)
+                                       |                         |
+                                       |                    InputCache
+                                       |-- w_cmd --> ParameterLoader (gmem_w)
+                                       |              | weights  | bias  | mult
+                                       |   pixels -> window -> mul -> add -> relu -> pool
+                                       '-- out_cmd ----------------------------------------> PixelWriter (gmem_out)
+
+    The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
+    ``s_axi_control_<member>`` and ``m_axi_<bundle>_<member>`` for the bundles of
+    :data:`BUNDLES`; everything runs in one domain clocked by ``ap_clk``.
+
+    Parameters
+    ----------
+    cfg : KernelConfig
+    input_cache_pixels : int
+        Capacity of the on-chip input cache in pixels of CPI lanes (0: none). A call whose
+        tile (``ceil(I/CPI) * rows * W`` pixels) fits is read from memory once and replayed
+        for its other output groups; a larger tile is read again for every output group,
+        which costs memory bandwidth (64 bytes a beat against CPI a cycle), not cycles.
+    param_depth : int
+        Weight sets (and bias, multiplier items) assembled ahead of the stages that use them.
+    window_stage : bool
+        True: 3x3 windows by :class:`~hlsinf.gateware.stages.window.Window`, which substitutes the
+        padding's zeros without spending cycles on them. False: ``padding -> cvt``, which
+        streams every padded pixel (``(rows+pt+pb)*(W+pl+pr)`` cycles a frame).
+    data_width : int
+        Width of the AXI4 data buses.
+    """
+
+    def __init__(self, cfg: KernelConfig, *, input_cache_pixels: int = DEFAULT_INPUT_CACHE_PIXELS,
+                 param_depth: int = 2, data_width: int = DATA_WIDTH, window_stage: bool = True):
+        if not isinstance(cfg, KernelConfig):
+            raise TypeError(f"Kernel(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
+        if not (isinstance(input_cache_pixels, int) and input_cache_pixels >= 0):
+            raise ValueError(f"Kernel input_cache_pixels = {input_cache_pixels!r} is out of range: allowed >= 0")
+        self.cfg, self.param_depth, self.data_width = cfg, param_depth, data_width
+        self.input_cache_pixels = input_cache_pixels
+        self.window_stage = bool(window_stage)
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
+        members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width()).flip()))
+        for bundle in BUNDLES:
+            members.update(flat_members(f"m_axi_{bundle}", AXI4Signature(data_width=data_width)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        vitis_clock_domain(m, self.ap_clk, self.ap_rst_n)
+
+        m.submodules.control = control = Control(cfg)
+        m.submodules.sequencer = seq = Sequencer(cfg, cache_pixels=self.input_cache_pixels)
+        m.submodules.reader = reader = ActivationReader(cfg, data_width=self.data_width)
+        m.submodules.loader = loader = ParameterLoader(cfg, depth=self.param_depth, data_width=self.data_width)
+        m.submodules.writer = writer = PixelWriter(cfg, data_width=self.data_width)
+        m.submodules.mul = mul = Mul(cfg)
+        m.submodules.add = add = Add(cfg)
+        m.submodules.relu = relu = Relu(cfg)
+        m.submodules.pool = pool = Pool(cfg)
+
+        # Host side: control registers in, interrupt out.
+        connect_flat(m, self, "s_axi_control", control.s_axi_control)
+        m.d.comb += self.interrupt.eq(control.interrupt)
+        _connect_fields(m, seq.args, control.args)
+        m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
+
+        # Memory side: one master per bundle.
+        connect_flat(m, self, "m_axi_gmem_in", reader.axi)
+        connect_flat(m, self, "m_axi_gmem_w", loader.axi)
+        connect_flat(m, self, "m_axi_gmem_out", writer.axi)
+        wiring.connect(m, seq.in_cmd, reader.cmd)
+        wiring.connect(m, seq.w_cmd, loader.cmd)
+        wiring.connect(m, seq.out_cmd, writer.cmd)
+        m.d.comb += seq.out_ack.eq(writer.done)
+
+        # Stage parameters, cut from the call geometry.
+        g = seq.geometry
+        m.d.comb += [
+            mul.params.frame_pixels.eq(g.frame_pixels),
+            add.params.frame_pixels.eq(g.frame_pixels), add.params.groups_in.eq(g.groups_in),
+            relu.params.frame_pixels.eq(g.frame_pixels), relu.params.shift.eq(g.shift),
+            relu.params.clip_lo.eq(g.clip_lo), relu.params.clip_hi.eq(g.clip_hi),
+            relu.params.relu.eq(g.relu), relu.params.use_mult.eq(g.use_mult),
+            pool.params.mode.eq(g.pool), pool.params.rows.eq(g.conv_rows), pool.params.cols.eq(g.conv_cols),
+        ]
+
+        # The dataflow chain: pixels (through the input cache), windows, then the MAC array.
+        pixels = reader.o
+        if self.input_cache_pixels:
+            m.submodules.input_cache = cache = InputCache(cfg, self.input_cache_pixels)
+            m.d.comb += [cache.params.enable.eq(g.cached), cache.params.tile_pixels.eq(g.tile_pixels),
+                         cache.params.passes.eq(g.passes)]
+            wiring.connect(m, pixels, cache.i)
+            pixels = cache.o
+        parts = {}
+        if self.window_stage:
+            m.submodules.window = window = Window(cfg)
+            m.d.comb += [
+                window.params.rows.eq(g.rows), window.params.cols.eq(g.cols),
+                window.params.pad_top.eq(g.pad_top), window.params.pad_bottom.eq(g.pad_bottom),
+                window.params.pad_left.eq(g.pad_left), window.params.pad_right.eq(g.pad_right),
+                window.params.stride.eq(g.stride),
+            ]
+            first, windows = window.i, window.o
+            parts["window"] = window
+        else:
+            m.submodules.padding = padding = Padding(cfg)
+            m.submodules.cvt = cvt = Cvt(cfg)
+            m.d.comb += [
+                padding.params.rows.eq(g.rows), padding.params.cols.eq(g.cols),
+                padding.params.pad_top.eq(g.pad_top), padding.params.pad_bottom.eq(g.pad_bottom),
+                padding.params.pad_left.eq(g.pad_left), padding.params.pad_right.eq(g.pad_right),
+                cvt.params.rows.eq(g.padded_rows), cvt.params.cols.eq(g.padded_cols),
+                cvt.params.stride.eq(g.stride),
+            ]
+            wiring.connect(m, padding.o, cvt.i)
+            first, windows = padding.i, cvt.o
+            parts.update(padding=padding, cvt=cvt)
+        wiring.connect(m, pixels, first)
+        # done waits for the call's last input pixel too (a row no window uses may trail).
+        m.d.comb += seq.in_taken.eq(first.valid & first.ready)
+        wiring.connect(m, windows, mul.i)
+        wiring.connect(m, loader.weights, mul.weights)
+        wiring.connect(m, mul.o, add.i)
+        wiring.connect(m, loader.bias, add.bias)
+        wiring.connect(m, add.o, relu.i)
+        if hasattr(relu, "mult"):
+            wiring.connect(m, loader.mult, relu.mult)
+        else:
+            m.d.comb += loader.mult.ready.eq(0)   # no multiplier built: use_mult is rejected
+        wiring.connect(m, relu.o, pool.i)
+        wiring.connect(m, pool.o, writer.i)
+
+        #: The sub-components of the last elaboration, by name (for simulation probes).
+        self.parts = dict(control=control, sequencer=seq, reader=reader, loader=loader, writer=writer,
+                          mul=mul, add=add, relu=relu, pool=pool, **parts)
+        return m
+
+
+def kernel_verilog(cfg: KernelConfig, *, name: str = TOP_NAME, **kwargs) -> str:
+    """Verilog of ``Kernel(cfg)`` with top module ``name``; ``kwargs`` go to :class:`Kernel`."""
+    return to_verilog(Kernel(cfg, **kwargs), name=name)

@@ -1,0 +1,179 @@
+"""Loader of the per-frame parameters on the ``gmem_w`` bundle: weight sets, bias, multipliers.
+
+Weights, bias and multipliers share one AXI master, so their reads come back in the order
+they were issued. Each command carries a :class:`~hlsinf.gateware.sequencer.WeightKind`; the kinds of
+the commands in flight wait in a small FIFO, and the bytes of each command are routed to the
+converter of its kind, which cuts them into items:
+
+* a weight set ``ArrayLayout(ArrayLayout(ArrayLayout(weight, 9), CPI), CPO)``, the layout
+  of ``[CPO][CPI][3][3]`` in memory, for the mul stage;
+* a bias item ``ArrayLayout(signed(bias_bits), CPO)`` for the add stage;
+* a multiplier item ``ArrayLayout(unsigned(mult_bits), CPO)``, cut from CPO 32-bit words,
+  for the relu stage.
+
+Every output has a FIFO of ``depth`` assembled items behind its converter, so the next
+frame's weight set is read and assembled while the current frame computes and waits in the
+FIFO: the mul stage takes it on the cycle after the current frame's last window. Reads are
+issued in dependency order (per output group: bias, multipliers, weight sets) and every
+consumer takes its items in that order, so a full FIFO only ever waits for a consumer that
+already has everything it needs: the loader cannot deadlock the pipeline.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hlsinf.gateware.memory.axi import ADDR_WIDTH, DATA_WIDTH
+from hlsinf.config import KernelConfig
+from hlsinf.gateware.sequencer import WeightKind, weight_command_layout
+from hlsinf.gateware.memory.read import BytesToItems, ReadMaster
+from hlsinf.gateware.lib.wide_stream import WideSignature, payload_width, stream_signature
+
+__all__ = ["ParameterLoader", "weight_set_layout", "bias_layout", "mult_layout"]
+
+
+def weight_set_layout(cfg: KernelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpi), cfg.cpo)
+
+
+def bias_layout(cfg: KernelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(cfg.bias_bits), cfg.cpo)
+
+
+def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(unsigned(cfg.mult_bits), cfg.cpo)
+
+
+class _ItemFifo(wiring.Component):
+    """A stream FIFO of ``depth`` items of ``shape`` (``fifo.SyncFIFOBuffered`` underneath).
+
+    An item wider than :data:`~.wide_stream.MAX_WIRE_BITS` is kept in several FIFOs side by
+    side, moved together (a 32x32 weight set is 73,728 bits; Amaranth's netlist holds at most
+    65,536 per memory port). The slices see the same enables, so their flags stay equal.
+    """
+
+    def __init__(self, shape, depth: int):
+        self.shape, self.depth = shape, depth
+        self.stream_signature = stream_signature(shape)
+        super().__init__({"i": In(self.stream_signature), "o": Out(self.stream_signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        signature = self.stream_signature
+        bounds = signature.bounds if isinstance(signature, WideSignature) else [(0, payload_width(self.shape))]
+        slices = len(bounds)
+        i_bits = self.i.payload.as_value()
+        queues = []
+        for k, (lo, hi) in enumerate(bounds):
+            q = fifo.SyncFIFOBuffered(width=hi - lo, depth=self.depth)
+            m.submodules[f"fifo{k}" if slices > 1 else "fifo"] = q
+            m.d.comb += [q.w_data.eq(i_bits[lo:hi]), q.w_en.eq(self.i.valid), q.r_en.eq(self.o.ready)]
+            queues.append(q)
+        # The payload in one assignment: a netlist driver of slices is as wide as the signal.
+        m.d.comb += [self.o.payload.eq(Cat(*(q.r_data for q in queues))),
+                     self.i.ready.eq(queues[0].w_rdy), self.o.valid.eq(queues[0].r_rdy)]
+        return m
+
+
+class ParameterLoader(wiring.Component):
+    """Reads weight sets, bias and multipliers on one AXI master and hands them out as items.
+
+    Parameters
+    ----------
+    cfg : KernelConfig
+    depth : int
+        Assembled items buffered per output (weight sets read ahead of the mul stage).
+    data_width : int
+        Width of the AXI data bus.
+
+    Members
+    -------
+    cmd : In(stream.Signature(weight_command_layout()))
+        From the sequencer. Lengths are whole items of the command's kind.
+    weights, bias, mult : Out(stream.Signature(...))
+        :func:`weight_set_layout`, :func:`bias_layout`, :func:`mult_layout`.
+    axi : Out(AXI4Signature)
+        The ``gmem_w`` master (reads only).
+    error : Out(1)
+        Sticky: a read returned an error response.
+    """
+
+    #: Commands issued whose bytes have not all come back; bounds the kind FIFO.
+    COMMANDS_IN_FLIGHT = 16
+
+    def __init__(self, cfg: KernelConfig, *, depth: int = 2, data_width: int = DATA_WIDTH,
+                 addr_width: int = ADDR_WIDTH, max_outstanding: int = 8):
+        if not (isinstance(depth, int) and depth >= 1):
+            raise ValueError(f"ParameterLoader depth = {depth!r} is out of range: allowed >= 1")
+        self.cfg, self.depth = cfg, depth
+        self.master = ReadMaster(data_width=data_width, addr_width=addr_width, max_outstanding=max_outstanding)
+        super().__init__({
+            "cmd": In(stream.Signature(weight_command_layout())),
+            "weights": Out(stream_signature(weight_set_layout(cfg))),
+            "bias": Out(stream_signature(bias_layout(cfg))),
+            "mult": Out(stream_signature(mult_layout(cfg))),
+            "axi": Out(self.master.axi.signature),
+            "error": Out(1),
+        })
+        self.data_width = data_width
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        m.submodules.master = master = self.master
+        m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(width=WeightKind.as_shape().width,
+                                                           depth=self.COMMANDS_IN_FLIGHT)
+        word_layout = data.ArrayLayout(unsigned(32), cfg.cpo)
+        converters = {
+            WeightKind.WEIGHTS: BytesToItems(weight_set_layout(cfg), data_width=self.data_width),
+            WeightKind.BIAS: BytesToItems(bias_layout(cfg), data_width=self.data_width),
+            WeightKind.MULT: BytesToItems(word_layout, data_width=self.data_width),
+        }
+        buffers = {
+            WeightKind.WEIGHTS: _ItemFifo(weight_set_layout(cfg), self.depth),
+            WeightKind.BIAS: _ItemFifo(bias_layout(cfg), self.depth),
+            WeightKind.MULT: _ItemFifo(mult_layout(cfg), self.depth),
+        }
+        for kind in WeightKind:
+            m.submodules[f"convert_{kind.name.lower()}"] = converters[kind]
+            m.submodules[f"buffer_{kind.name.lower()}"] = buffers[kind]
+
+        # Commands go to the master and their kinds to the FIFO, together.
+        cmd = self.cmd
+        m.d.comb += [
+            master.cmd.payload.addr.eq(cmd.payload.addr),
+            master.cmd.payload.length.eq(cmd.payload.length),
+            master.cmd.valid.eq(cmd.valid & kinds.w_rdy),
+            kinds.w_data.eq(cmd.payload.kind),
+            kinds.w_en.eq(cmd.valid & master.cmd.ready),
+            cmd.ready.eq(master.cmd.ready & kinds.w_rdy),
+        ]
+
+        # Beats of a command go to the converter of its kind; its last beat retires the kind.
+        kind = Signal(WeightKind)
+        m.d.comb += kind.eq(kinds.r_data)
+        beat = master.o
+        for k, converter in converters.items():
+            m.d.comb += [converter.i.payload.eq(beat.payload),
+                         converter.i.valid.eq(beat.valid & kinds.r_rdy & (kind == k))]
+            with m.If(kind == k):
+                m.d.comb += beat.ready.eq(kinds.r_rdy & converter.i.ready)
+        m.d.comb += kinds.r_en.eq(beat.valid & beat.ready & beat.payload.last)
+
+        wiring.connect(m, converters[WeightKind.WEIGHTS].o, buffers[WeightKind.WEIGHTS].i)
+        wiring.connect(m, converters[WeightKind.BIAS].o, buffers[WeightKind.BIAS].i)
+        # Multipliers are 32-bit words in memory; the relu stage takes mult_bits of each.
+        words = converters[WeightKind.MULT].o
+        mult_in = buffers[WeightKind.MULT].i
+        m.d.comb += [mult_in.valid.eq(words.valid), words.ready.eq(mult_in.ready)]
+        for lane in range(cfg.cpo):
+            m.d.comb += mult_in.payload[lane].eq(words.payload[lane][:cfg.mult_bits])
+
+        wiring.connect(m, buffers[WeightKind.WEIGHTS].o, wiring.flipped(self.weights))
+        wiring.connect(m, buffers[WeightKind.BIAS].o, wiring.flipped(self.bias))
+        wiring.connect(m, buffers[WeightKind.MULT].o, wiring.flipped(self.mult))
+        wiring.connect(m, master.axi, wiring.flipped(self.axi))
+        m.d.comb += self.error.eq(master.error)
+        return m

@@ -1,0 +1,379 @@
+"""The call controller: from the latched arguments of one call to the memory commands of its
+frames, and ``done`` once every output byte is acknowledged.
+
+The dataflow stages count positions inside frames themselves (docs/architecture.md), so the
+sequencer's job is only to
+
+* derive the frame geometry of the call once, at start (:func:`geometry_layout`), which the
+  kernel hands to the stages as their constant ``params``;
+* issue the read commands of the input frames (``in_cmd``), of the bias, multipliers and
+  weight sets (``w_cmd``, tagged by :class:`WeightKind`) and the write commands of the output
+  groups (``out_cmd``), each list from its own counter so every master runs ahead of the
+  others as far as its buffers allow;
+* count the acknowledged output writes and pulse ``done`` after the last one.
+
+Semantics are :class:`hlsinf.reference.CallArgs` exactly: for each output group ``og`` of
+``o_first .. o_first+o_count-1``, the GI input frames at ``x + (gi*H*W + read_offset)*CPI``
+of ``rows*W*CPI`` bytes each, the bias and multipliers of ``og``, its GI weight sets, and
+``out_rows*out_cols*CPO`` bytes written at ``y + (og*out_plane + write_offset)*CPO`` (bytes
+count ``act_bits/8`` per lane). With ``cache_pixels``, a tile of ``GI*rows*W`` pixels that
+fits is read for the first output group only (``geometry.cached``): the kernel's input cache
+replays it for the others.
+
+Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by shift-and-add
+:class:`~hlsinf.gateware.lib.serial_multiplier.SerialMultiplier` s, side by side, one bit of the usually
+small operand per cycle: the DSP blocks are all the MAC array's, and a few tens of cycles
+once per call cost nothing against calls of thousands of cycles. Multiplying by the
+constant size of a weight set (``9 * 2**k`` bytes) is two shifts and one addition. The
+sequencer waits for the products; every per-frame address is then one addition.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum as amaranth_enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, exact_log2
+
+from hlsinf.gateware.memory.axi import ADDR_WIDTH, LENGTH_WIDTH, CommandLayout
+from hlsinf.config import MAX_PAD, KernelConfig
+from hlsinf.registers import POINTERS, SCALARS
+from hlsinf.gateware.lib.serial_multiplier import SerialMultiplier
+
+__all__ = ["WeightKind", "args_layout", "geometry_layout", "command_layout", "weight_command_layout",
+           "Sequencer", "weight_set_bytes"]
+
+ADDRESS_BITS = ADDR_WIDTH
+LENGTH_BITS = LENGTH_WIDTH
+
+
+class WeightKind(amaranth_enum.Enum, shape=2):
+    """What a read on the ``gmem_w`` bundle returns; bytes are routed by it."""
+    WEIGHTS = 0
+    BIAS = 1
+    MULT = 2
+
+
+def args_layout() -> data.StructLayout:
+    """The arguments as the control slave latches them: 32-bit scalars, 64-bit pointers."""
+    fields = {name: unsigned(32) for name, _signed, _doc in SCALARS}
+    fields.update({name: unsigned(64) for name, _bundle, _doc in POINTERS})
+    return data.StructLayout(fields)
+
+
+def command_layout() -> data.StructLayout:
+    """One memory transfer: a byte address and a length in bytes (the AXI engines' commands)."""
+    return CommandLayout(ADDRESS_BITS, LENGTH_BITS)
+
+
+def weight_command_layout() -> data.StructLayout:
+    return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "length": unsigned(LENGTH_BITS),
+                              "kind": WeightKind})
+
+
+def weight_set_bytes(cfg: KernelConfig) -> int:
+    """Bytes of one ``[CPO][CPI][3][3]`` weight set in memory."""
+    return cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8
+
+
+def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
+    """Per-call values every stage's ``params`` are cut from, constant while a call runs."""
+    rows = unsigned(bits_for(cfg.max_padded_rows))
+    cols = unsigned(bits_for(cfg.max_padded_cols))
+    pixels = unsigned(bits_for(cfg.max_frame_pixels))
+    return data.StructLayout({
+        "groups_in": unsigned(bits_for(math.ceil(cfg.imax / cfg.cpi))),
+        "rows": rows,                    # input rows of a frame
+        "cols": cols,                    # input columns of a frame (W)
+        "pad_top": unsigned(bits_for(MAX_PAD)),
+        "pad_bottom": unsigned(bits_for(MAX_PAD)),
+        "pad_left": unsigned(bits_for(MAX_PAD)),
+        "pad_right": unsigned(bits_for(MAX_PAD)),
+        "stride": unsigned(2),
+        "padded_rows": rows,
+        "padded_cols": cols,
+        "conv_rows": rows,
+        "conv_cols": cols,
+        "frame_pixels": pixels,          # convolution outputs of a frame
+        "pool": unsigned(2),
+        "out_rows": rows,
+        "out_cols": cols,
+        "out_pixels": pixels,            # pixels written per output group
+        "shift": unsigned(bits_for(cfg.max_shift)),
+        # Signed and one bit wider than an activation: both uint8 and int8 bounds fit.
+        "clip_lo": signed(cfg.act_bits + 1),
+        "clip_hi": signed(cfg.act_bits + 1),
+        "relu": 1,
+        "use_mult": 1,
+        # Input cache: the tile (GI frames) is read once and replayed when it fits.
+        "tile_pixels": unsigned(32),     # GI * rows * W
+        "passes": unsigned(32),          # output groups of the call (o_count)
+        "cached": 1,
+    })
+
+
+def _times_set_bytes(value, cfg: KernelConfig):
+    """``value * weight_set_bytes(cfg)`` as ``((value << 3) + value) << k``: no multiplier.
+
+    A weight set is ``CPO*CPI*9*weight_bits/8`` bytes, nine times a power of two.
+    """
+    shift = exact_log2(weight_set_bytes(cfg) // 9)
+    return ((value << 3) + value) << shift
+
+
+class Sequencer(wiring.Component):
+    """Derives a call's geometry at ``start`` and issues its memory commands.
+
+    Members
+    -------
+    args : In(args_layout())
+        Arguments latched by the control slave, constant from ``start`` to ``done``.
+    start : In(1)
+        One-cycle pulse: begin a call (ignored while busy).
+    busy : Out(1)
+        High from ``start`` to ``done``.
+    done : Out(1)
+        One-cycle pulse after the last output write is acknowledged.
+    geometry : Out(geometry_layout(cfg))
+        Derived per-call values, registered; they change only at ``start``.
+    in_cmd, out_cmd : Out(stream.Signature(command_layout()))
+        Input frame reads on ``gmem_in``; output group writes on ``gmem_out``.
+    w_cmd : Out(stream.Signature(weight_command_layout()))
+        Reads on ``gmem_w``, per output group: bias, multipliers (when ``use_mult``),
+        then its GI weight sets as one transfer.
+    out_ack : In(1)
+        One pulse per write command whose every byte is acknowledged (``BRESP`` seen).
+    in_taken : In(1)
+        One pulse per input pixel taken by the first stage of the dataflow. ``done`` also
+        waits for all ``o_count * GI * rows * W`` of them: at stride 2 a last input row no
+        window uses may still be on its way when the last write is acknowledged, and the
+        next call must not change the parameters under it.
+    """
+
+    def __init__(self, cfg: KernelConfig, *, cache_pixels: int = 0):
+        if not (isinstance(cache_pixels, int) and cache_pixels >= 0):
+            raise ValueError(f"Sequencer cache_pixels = {cache_pixels!r} is out of range: allowed >= 0")
+        self.cfg, self.cache_pixels = cfg, cache_pixels
+        super().__init__({
+            "args": In(args_layout()),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "geometry": Out(geometry_layout(cfg)),
+            "in_cmd": Out(stream.Signature(command_layout())),
+            "w_cmd": Out(stream.Signature(weight_command_layout())),
+            "out_cmd": Out(stream.Signature(command_layout())),
+            "out_ack": In(1),
+            "in_taken": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        a, g = self.args, self.geometry
+        # Bytes per input / output pixel are powers of two: multiplying by them is a shift.
+        act_bytes = cfg.act_bits // 8
+        cpi_log, cpo_log = exact_log2(cfg.cpi * act_bytes), exact_log2(cfg.cpo * act_bytes)
+        bias_group_log = exact_log2(cfg.cpo * cfg.bias_bits // 8)
+        mult_group_log = exact_log2(cfg.cpo * 4)
+
+        # Arguments the command generators need beyond the geometry, copied at start.
+        count_bits = 32
+        o_first = Signal(count_bits)
+        o_count = Signal(count_bits)
+        out_plane = Signal(32)
+        write_offset = Signal(32)
+        height = Signal(32)
+
+        # Products, formed once per call by serial multipliers; ``b``, the operand iterated
+        # over, is the narrower one (or, for o_first * out_plane, the usually small one).
+        def product(name, a, b):
+            mul = m.submodules[name] = SerialMultiplier(len(a), len(b))
+            m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
+            return mul
+        # Started in CONV, from values latched at start.
+        plane_in = product("plane_in", height, g.cols)              # H*W
+        tile_in = product("tile_in", g.rows, g.cols)                # rows*W
+        w_first = product("w_first", o_first, g.groups_in)          # sets before o_first
+        out_first = product("out_first", out_plane, o_first)        # pixels before o_first
+        frames = product("frames", o_count, g.groups_in)            # input frames of the call
+        gi_rows = product("gi_rows", g.rows, g.groups_in)           # GI*rows ...
+        tile = product("tile", gi_rows.product, g.cols)             # ... then GI*rows*W
+        m.d.comb += tile.start.eq(gi_rows.done)
+        # Started in POOL, once conv_rows/cols are registered: the convolution outputs, and
+        # the pixels written, from the same values halved when pooling (a 2:1 mux).
+        pooled = g.pool != 0
+        out_rows = Mux(pooled, g.conv_rows >> 1, g.conv_rows)
+        out_cols = Mux(pooled, g.conv_cols >> 1, g.conv_cols)
+        frame = product("frame", g.conv_rows, g.conv_cols)
+        out_pixels = product("out_px", out_rows, out_cols)
+        started_in_conv = [plane_in, tile_in, w_first, out_first, frames, gi_rows]
+        started_in_pool = [frame, out_pixels]
+        products_busy = Signal()
+        m.d.comb += products_busy.eq(gi_rows.done | tile.busy |
+                                     Cat(mul.busy for mul in started_in_conv + started_in_pool).any())
+
+        # Bases and steps of the three address sequences.
+        in_base = Signal(ADDRESS_BITS)
+        in_step = Signal(ADDRESS_BITS)
+        frame_bytes = Signal(LENGTH_BITS)
+        w_base = Signal(ADDRESS_BITS)
+        w_group_bytes = Signal(LENGTH_BITS)
+        b_base = Signal(ADDRESS_BITS)
+        m_base = Signal(ADDRESS_BITS)
+        out_base = Signal(ADDRESS_BITS)
+        out_step = Signal(ADDRESS_BITS)
+        out_bytes = Signal(LENGTH_BITS)
+
+        # Command generator state.
+        in_active = Signal()
+        # Counters count down to a compare with a constant: no adder or wide comparator
+        # between them and the handshake that steps them.
+        in_groups_left = Signal(count_bits)
+        in_frames_left = Signal.like(g.groups_in)
+        in_addr = Signal(ADDRESS_BITS)
+        w_active = Signal()
+        w_groups_left = Signal(count_bits)
+        w_kind = Signal(WeightKind)
+        b_addr = Signal(ADDRESS_BITS)
+        m_addr = Signal(ADDRESS_BITS)
+        w_addr = Signal(ADDRESS_BITS)
+        out_active = Signal()
+        out_groups_left = Signal(count_bits)
+        out_addr = Signal(ADDRESS_BITS)
+        acks_left = Signal(count_bits)
+        frames_left = Signal(count_bits)             # input frames not yet fully taken
+        frame_pixels_left = Signal(32)               # pixels of the current one
+        frame_in = Signal(32)                        # rows * W
+
+        def shift_by_stride(value):
+            return Mux(g.stride == 2, value >> 1, value)
+
+        with m.FSM(name="call") as call:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        g.groups_in.eq((a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
+                        g.rows.eq(a.rows), g.cols.eq(a.W),
+                        g.pad_top.eq(a.pad_top), g.pad_bottom.eq(a.pad_bottom),
+                        g.pad_left.eq(a.pad_left), g.pad_right.eq(a.pad_right),
+                        g.stride.eq(Mux(a.stride == 2, 2, 1)),
+                        g.padded_rows.eq(a.rows + a.pad_top + a.pad_bottom),
+                        g.padded_cols.eq(a.W + a.pad_left + a.pad_right),
+                        g.pool.eq(a.pool), g.shift.eq(a.shift),
+                        g.clip_lo.eq(a.clip_lo.as_signed()), g.clip_hi.eq(a.clip_hi.as_signed()),
+                        g.relu.eq(a.relu != 0), g.use_mult.eq(a.use_mult != 0),
+                        o_first.eq(a.o_first), o_count.eq(a.o_count), out_plane.eq(a.out_plane),
+                        g.passes.eq(a.o_count), g.cached.eq(0),
+                        write_offset.eq(a.write_offset), height.eq(a.H),
+                        in_base.eq(a.x + (a.read_offset << cpi_log)),
+                        b_base.eq(a.b + (a.o_first << bias_group_log)),
+                        m_base.eq(a.m + (a.o_first << mult_group_log)),
+                        out_step.eq(a.out_plane << cpo_log),
+                    ]
+                    m.next = "CONV"
+            with m.State("CONV"):
+                # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
+                m.d.sync += [g.conv_rows.eq(shift_by_stride(g.padded_rows - 3) + 1),
+                             g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1)]
+                m.d.comb += [mul.start.eq(1) for mul in started_in_conv]
+                m.next = "POOL"
+            with m.State("POOL"):
+                m.d.sync += [g.out_rows.eq(out_rows), g.out_cols.eq(out_cols)]
+                m.d.comb += [mul.start.eq(1) for mul in started_in_pool]
+                m.next = "PRODUCTS"
+            with m.State("PRODUCTS"):
+                # Every multiplier is busy from the cycle after its start, and the tile's
+                # starts on the done pulse of GI*rows: no product is missed here.
+                with m.If(~products_busy):
+                    # Offsets first, pointers added in the next cycle: one carry chain each.
+                    m.d.sync += [
+                        g.frame_pixels.eq(frame.product), g.out_pixels.eq(out_pixels.product),
+                        in_step.eq(plane_in.product << cpi_log),
+                        frame_bytes.eq(tile_in.product << cpi_log),
+                        w_base.eq(_times_set_bytes(w_first.product, cfg)),
+                        w_group_bytes.eq(_times_set_bytes(g.groups_in, cfg)),
+                        out_base.eq((out_first.product + write_offset) << cpo_log),
+                        out_bytes.eq(out_pixels.product << cpo_log),
+                        frame_in.eq(tile_in.product),
+                        g.tile_pixels.eq(tile.product),
+                        g.cached.eq((tile.product <= self.cache_pixels) if self.cache_pixels else 0),
+                    ]
+                    m.next = "BASES"
+            with m.State("BASES"):
+                m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
+                m.next = "START"
+            with m.State("START"):
+                m.d.sync += [
+                    in_active.eq(o_count != 0), in_groups_left.eq(o_count), in_frames_left.eq(g.groups_in),
+                    in_addr.eq(in_base),
+                    w_active.eq(o_count != 0), w_groups_left.eq(o_count), w_kind.eq(WeightKind.BIAS),
+                    b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
+                    out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
+                    acks_left.eq(o_count),
+                    frames_left.eq(frames.product), frame_pixels_left.eq(frame_in),
+                ]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(~in_active & ~w_active & ~out_active & (acks_left == 0) & (frames_left == 0)):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~call.ongoing("IDLE"))
+
+        # Input frames: for each output group, the GI planes of the tile.
+        m.d.comb += [self.in_cmd.valid.eq(in_active),
+                     self.in_cmd.payload.addr.eq(in_addr),
+                     self.in_cmd.payload.length.eq(frame_bytes)]
+        with m.If(self.in_cmd.valid & self.in_cmd.ready):
+            with m.If(in_frames_left == 1):
+                m.d.sync += [in_frames_left.eq(g.groups_in), in_addr.eq(in_base),
+                             in_groups_left.eq(in_groups_left - 1)]
+                # With the tile in the input cache, only the first output group reads it.
+                with m.If((in_groups_left == 1) | g.cached):
+                    m.d.sync += in_active.eq(0)
+            with m.Else():
+                m.d.sync += [in_frames_left.eq(in_frames_left - 1), in_addr.eq(in_addr + in_step)]
+
+        # Parameters: per output group its bias, its multipliers, then its weight sets.
+        m.d.comb += [self.w_cmd.valid.eq(w_active), self.w_cmd.payload.kind.eq(w_kind)]
+        with m.Switch(w_kind):
+            with m.Case(WeightKind.BIAS):
+                m.d.comb += [self.w_cmd.payload.addr.eq(b_addr),
+                             self.w_cmd.payload.length.eq(cfg.cpo * cfg.bias_bits // 8)]
+            with m.Case(WeightKind.MULT):
+                m.d.comb += [self.w_cmd.payload.addr.eq(m_addr),
+                             self.w_cmd.payload.length.eq(cfg.cpo * 4)]
+            with m.Default():
+                m.d.comb += [self.w_cmd.payload.addr.eq(w_addr),
+                             self.w_cmd.payload.length.eq(w_group_bytes)]
+        with m.If(self.w_cmd.valid & self.w_cmd.ready):
+            with m.Switch(w_kind):
+                with m.Case(WeightKind.BIAS):
+                    m.d.sync += [b_addr.eq(b_addr + (1 << bias_group_log)),
+                                 w_kind.eq(Mux(g.use_mult, WeightKind.MULT, WeightKind.WEIGHTS))]
+                with m.Case(WeightKind.MULT):
+                    m.d.sync += [m_addr.eq(m_addr + (1 << mult_group_log)), w_kind.eq(WeightKind.WEIGHTS)]
+                with m.Default():
+                    m.d.sync += [w_addr.eq(w_addr + w_group_bytes), w_kind.eq(WeightKind.BIAS),
+                                 w_groups_left.eq(w_groups_left - 1)]
+                    with m.If(w_groups_left == 1):
+                        m.d.sync += w_active.eq(0)
+
+        # Output groups.
+        m.d.comb += [self.out_cmd.valid.eq(out_active),
+                     self.out_cmd.payload.addr.eq(out_addr),
+                     self.out_cmd.payload.length.eq(out_bytes)]
+        with m.If(self.out_cmd.valid & self.out_cmd.ready):
+            m.d.sync += [out_addr.eq(out_addr + out_step), out_groups_left.eq(out_groups_left - 1)]
+            with m.If(out_groups_left == 1):
+                m.d.sync += out_active.eq(0)
+        with m.If(self.in_taken):
+            with m.If(frame_pixels_left == 1):
+                m.d.sync += [frame_pixels_left.eq(frame_in), frames_left.eq(frames_left - 1)]
+            with m.Else():
+                m.d.sync += frame_pixels_left.eq(frame_pixels_left - 1)
+        with m.If(self.out_ack):
+            m.d.sync += acks_left.eq(acks_left - 1)
+        return m

@@ -1,0 +1,193 @@
+"""Stage ``add``: sum the partial sums of GI input groups on chip, add the bias, saturate.
+
+An output group arrives as ``groups_in`` frames of ``frame_pixels`` partial sums, one
+frame per input group. Frame ``gi`` adds into a buffer of one accumulator row per pixel
+(read, add, write back: one read-modify-write per cycle); the last frame does not write
+back but sends ``saturate(sum + bias)`` straight out, so the next output group starts on
+the next cycle with no drain phase (docs/architecture.md, "Bias added once, at the end,
+with saturation").
+
+Pipeline (one register per line; the whole pipeline advances together when the output
+register is empty or being read)::
+
+    S1  partial; buffer read issued         (the bias loads with a group's first partial)
+    S2  partial (+ bias in the last frame);  buffer row registered (the BRAM output register)
+    S3  sum = previous rows (or 0 in the first frame) + S2, exact; written back unless last frame
+    S4  saturate(sum) to the accumulator range: drives ``o``
+
+A row written by S3 reaches the buffer three advances after its read was issued, so for
+frames of 1, 2 or 3 pixels S2 would read a row before the previous frame's value of it
+has landed. S3 and a two-deep history of the last written rows forward the newest value
+by address instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hlsinf.config import KernelConfig
+from hlsinf.gateware.lib.shapes import frame_counter, frame_pixels_shape
+
+__all__ = ["Add", "saturate"]
+
+
+def saturate(value, bits: int):
+    """``value`` clamped to ``signed(bits)``: a check of the top bits, no wide comparator."""
+    top = value[bits - 1:]
+    fits = top.all() | ~top.any()
+    lo, hi = Const(-(1 << (bits - 1)), signed(bits)), Const((1 << (bits - 1)) - 1, signed(bits))
+    return Mux(fits, value[:bits].as_signed(), Mux(value[-1], lo, hi))
+
+
+class Add(wiring.Component):
+    """Partial sums of GI frames -> saturate(sum over frames + bias), one item per cycle.
+
+    Members
+    -------
+    params : In(StructLayout)
+        ``frame_pixels`` (>= 1): partials per frame; ``groups_in`` (>= 1): frames (input
+        groups) per output group. Constant while a call runs.
+    i : In(stream.Signature(ArrayLayout(signed(cfg.partial_bits), CPO)))
+        Partial sums from ``mul``.
+    bias : In(stream.Signature(ArrayLayout(signed(cfg.bias_bits), CPO)))
+        One item per output group, taken with the group's first partial.
+    o : Out(stream.Signature(ArrayLayout(signed(cfg.acc_bits), CPO)))
+        ``reference.add_bias(sum, bias)`` for every pixel of each output group's last frame.
+
+    ``latency`` is the number of cycles from a last-frame partial being taken to its
+    result being offered on ``o`` when nothing stalls. The buffer holds
+    ``cfg.max_frame_pixels`` rows of CPO x acc_bits bits.
+    """
+
+    latency = 4
+
+    def __init__(self, cfg: KernelConfig):
+        self._cfg = cfg
+        self.partial_layout = data.ArrayLayout(signed(cfg.partial_bits), cfg.cpo)
+        self.bias_layout = data.ArrayLayout(signed(cfg.bias_bits), cfg.cpo)
+        self.acc_layout = data.ArrayLayout(signed(cfg.acc_bits), cfg.cpo)
+        self.params_layout = data.StructLayout({
+            "frame_pixels": frame_pixels_shape(cfg),
+            "groups_in": unsigned(math.ceil(cfg.imax / cfg.cpi).bit_length()),
+        })
+        super().__init__({
+            "params": In(self.params_layout),
+            "i": In(stream.Signature(self.partial_layout)),
+            "bias": In(stream.Signature(self.bias_layout)),
+            "o": Out(stream.Signature(self.acc_layout)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+
+        m.submodules.buffer = buffer = Memory(shape=self.acc_layout, depth=cfg.max_frame_pixels, init=[])
+        read = buffer.read_port()              # not transparent: S3/history forward instead
+        write = buffer.write_port()
+
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        # Input: the pixel (buffer address) and the input group of the next partial; a
+        # group's first partial needs a bias.
+        take = Signal()
+        position = Signal(frame_pixels_shape(cfg))
+        first_pixel, last_pixel = frame_counter(m, take, self.params.frame_pixels, "pixel")
+        first_group, last_group = frame_counter(m, take & last_pixel, self.params.groups_in, "group")
+        group_start = Signal()
+        m.d.comb += [
+            group_start.eq(first_group & first_pixel),
+            self.i.ready.eq(advance & (~group_start | self.bias.valid)),
+            self.bias.ready.eq(advance & group_start & self.i.valid),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(take):
+            m.d.sync += position.eq(Mux(last_pixel, 0, position + 1))
+        m.d.comb += [read.addr.eq(position), read.en.eq(advance)]
+
+        # S1. The bias changes only when a group's first partial enters S1, where it is
+        # used, so every partial of the previous group has already moved on.
+        bias = Signal(self.bias_layout)
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_addr = Signal.like(position)
+        s1_partial = Signal(self.partial_layout)
+        with m.If(advance):
+            m.d.sync += [
+                s1_valid.eq(take), s1_first.eq(first_group), s1_last.eq(last_group),
+                s1_addr.eq(position), s1_partial.eq(self.i.payload),
+            ]
+            with m.If(take & group_start):
+                m.d.sync += bias.eq(self.bias.payload)
+
+        # The rows written back: S3's (written at the next advance) and a history of
+        # the two written before it, each with a flag saying whether it was written.
+        sum_shape = signed(max(cfg.acc_bits, cfg.partial_bits, cfg.bias_bits) + 2)
+        s3_valid, s3_last, s3_writes = Signal(), Signal(), Signal()
+        s3_addr = Signal.like(position)
+        s3_sum = Signal(data.ArrayLayout(sum_shape, cfg.cpo))
+        s3_row = Signal(self.acc_layout)
+        m.d.comb += s3_writes.eq(s3_valid & ~s3_last)
+        for o in range(cfg.cpo):
+            m.d.comb += s3_row[o].eq(s3_sum[o])  # exact: only rows without bias are kept
+        written1, written1_addr, written1_row = Signal(), Signal.like(position), Signal(self.acc_layout)
+        written2, written2_row = Signal(), Signal(self.acc_layout)
+        with m.If(advance):
+            m.d.sync += [
+                written1.eq(s3_writes), written1_addr.eq(s3_addr), written1_row.eq(s3_row),
+                written2.eq(written1), written2_row.eq(written1_row),
+            ]
+
+        # S2: partial plus the bias in the last frame; the buffer row as read. The read
+        # misses a row written less than three advances before it; which newer row to
+        # use instead is decided here by address, a stage early, so S3's adder starts
+        # from a plain mux. (Matching addresses, not counting pixels, stays right when
+        # stalls and bubbles change the distance.)
+        addend_shape = signed(max(cfg.partial_bits, cfg.bias_bits) + 1)
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_addr = Signal.like(position)
+        s2_addend = Signal(data.ArrayLayout(addend_shape, cfg.cpo))
+        s2_row = Signal(self.acc_layout)
+        s2_from_s3, s2_from_written1, s2_from_written2 = Signal(), Signal(), Signal()
+        with m.If(advance):
+            m.d.sync += [
+                s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                s2_addr.eq(s1_addr), s2_row.eq(read.data),
+                # Where S2, S3 and written1 move to at this advance:
+                s2_from_s3.eq(s2_valid & ~s2_last & (s2_addr == s1_addr)),
+                s2_from_written1.eq(s3_writes & (s3_addr == s1_addr)),
+                s2_from_written2.eq(written1 & (written1_addr == s1_addr)),
+            ]
+            for o in range(cfg.cpo):
+                m.d.sync += s2_addend[o].eq(s1_partial[o] + Mux(s1_last, bias[o], 0))
+
+        # S3: the exact sum of the newest row (0 in the first frame) and the addend.
+        previous = Signal(self.acc_layout)
+        with m.If(s2_first):
+            m.d.comb += previous.eq(0)
+        with m.Elif(s2_from_s3):
+            m.d.comb += previous.eq(s3_row)
+        with m.Elif(s2_from_written1):
+            m.d.comb += previous.eq(written1_row)
+        with m.Elif(s2_from_written2):
+            m.d.comb += previous.eq(written2_row)
+        with m.Else():
+            m.d.comb += previous.eq(s2_row)
+        with m.If(advance):
+            m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_last), s3_addr.eq(s2_addr)]
+            for o in range(cfg.cpo):
+                m.d.sync += s3_sum[o].eq(previous[o] + s2_addend[o])
+        m.d.comb += [
+            write.addr.eq(s3_addr), write.data.eq(s3_row), write.en.eq(advance & s3_writes),
+        ]
+
+        # S4: only the last frame's results leave the stage.
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(s3_valid & s3_last)
+            for o in range(cfg.cpo):
+                m.d.sync += self.o.payload[o].eq(saturate(s3_sum[o], cfg.acc_bits))
+        return m

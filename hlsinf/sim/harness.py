@@ -1,0 +1,168 @@
+"""The plain C++ Verilator harness of the whole kernel: build it, run one checked call.
+
+``hlsinf/sim/speed_main.cpp`` drives the kernel without cocotb (an AXI4-Lite host and three C++
+AXI memories with a read/write latency and one beat per cycle per bundle, the behaviour of
+``hlsinf/sim/axi_latency.py``), some 20 times faster than the cocotb bench. Two benchmarks use
+it: ``benchmarks/sim_speed.py`` (cycles per second) and ``benchmarks/whole_layers.py``
+(efficiency of whole VGG16 layers, one call each).
+
+:func:`run_call` lays out random memory images for a :class:`~hlsinf.reference.CallArgs`,
+runs the call, and compares the whole output memory with ``hlsinf.reference.kernel_call``
+bit for bit, so every figure it returns is that of a correct run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hlsinf import reference as ref
+from hlsinf.config import KernelConfig
+from hlsinf.gateware.kernel import TOP_NAME
+from hlsinf.reference import CallArgs
+from hlsinf.registers import encode_call
+
+from hlsinf.sim import runner
+
+__all__ = ["HARNESS", "HarnessError", "build", "default_cycle_limit", "random_call_data",
+           "requantize_shift", "run_call"]
+
+HARNESS = Path(__file__).resolve().parent / "speed_main.cpp"
+#: Verilator's flags: random initial state as in the RTL tests, no X propagation cost.
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal"]
+PAGE = 4096
+
+
+class HarnessError(RuntimeError):
+    """A harness call failed: no ``ap_done`` within the cycle limit, a crash, or wrong output."""
+
+
+def build(cfg: KernelConfig, threads: int = 1, cxx_opt: str = "-O2") -> tuple[Path, float]:
+    """Verilator executable of the kernel with the C++ harness; (path, build seconds, 0 if cached).
+
+    The build folder is named after a hash of the Verilog, the harness and the flags, so a
+    changed design or harness gets a fresh build and an unchanged one is reused.
+    """
+    source = runner.kernel_source(cfg)
+    flags = list(VERILATOR_FLAGS)
+    if threads > 1:
+        flags += ["--threads", str(threads)]
+    key = hashlib.sha256((source.read_text() + HARNESS.read_text() + repr(flags) + cxx_opt).encode()).hexdigest()[:12]
+    out = runner.build_dir_root() / f"speed-{cfg.cpi}x{cfg.cpo}-t{threads}-{key}"
+    exe = out / "obj_dir" / "Vhlsinf_kernel"
+    if exe.exists():
+        return exe, 0.0
+    with runner._BuildLock(out):         # two benchmarks started together build once
+        if exe.exists():
+            return exe, 0.0
+        env = os.environ.copy()
+        env.update(runner.verilator_env())
+        env["MAKEFLAGS"] = f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={cxx_opt} OPT_SLOW=-O1 OPT_GLOBAL={cxx_opt}"
+        cmd = [str(runner.VERILATOR_ROOT / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2",
+               "--top-module", TOP_NAME, *flags, str(runner.WAIVERS), str(source), str(HARNESS),
+               "-Mdir", str(out / "obj_dir")]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
+        (out / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise HarnessError(f"verilator build failed, see {out / 'build.log'}:\n{proc.stderr[-3000:]}")
+    return exe, time.monotonic() - started
+
+
+def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Packed memory images x, w, b, m of a layer: uniform activations and weights over their
+    whole ranges, biases in +-3000, multipliers over their range (drawn in that order)."""
+    amin, amax = cfg.act_range
+    wmin, wmax = cfg.weight_range
+    return {
+        "x": ref.pack_activations(rng.integers(amin, amax + 1, (args.I, args.H, args.W)), cfg.cpi,
+                                  ref.act_dtype(cfg)),
+        "w": ref.pack_weights(rng.integers(wmin, wmax + 1, (args.O, args.I, 3, 3)), cfg.cpi, cfg.cpo,
+                              ref.weight_dtype(cfg)),
+        "b": ref.pack_channels(rng.integers(-3000, 3000, args.O), cfg.cpo, ref.bias_dtype(cfg)),
+        "m": ref.pack_channels(rng.integers(0, 1 << cfg.mult_bits, args.O), cfg.cpo, ref.mult_dtype(cfg)),
+    }
+
+
+def requantize_shift(cfg: KernelConfig, I: int, spread: float = 32.0) -> int:
+    """Shift that maps :func:`random_call_data`'s sums of ``9*I`` products to a standard
+    deviation of about ``spread``, so outputs vary instead of sitting at the clip bounds."""
+
+    def mean_square(lo, hi):            # of a uniform integer in lo..hi
+        return ((hi - lo + 1) ** 2 - 1) / 12 + ((lo + hi) / 2) ** 2
+
+    # independent factors, weights of mean ~0: the sum's variance is 9*I*E[x^2]*E[w^2]
+    sd_sum = math.sqrt(9 * I * mean_square(*cfg.act_range) * mean_square(*cfg.weight_range))
+    return max(0, min(cfg.max_shift, round(math.log2(sd_sum / spread))))
+
+
+def _pages(nbytes: int) -> int:
+    """Whole pages holding ``nbytes``, plus a spare one (bursts may read past the end)."""
+    return -(-nbytes // PAGE) * PAGE + PAGE
+
+
+def default_cycle_limit(cfg: KernelConfig, args: CallArgs) -> int:
+    """Cycles after which a call counts as hung: four times the ideal plus a million."""
+    return 4 * args.ideal_cycles(cfg) + 1_000_000
+
+
+def run_call(exe: Path, cfg: KernelConfig, args: CallArgs, seed: int, workdir: Path, *,
+             latency: int = 100, cycle_limit: int | None = None, label: str = "call") -> dict:
+    """Run one call on random data (``np.random.default_rng(seed)``) in the harness.
+
+    ``workdir`` receives the memory images, the register writes and the results (the
+    caller removes it). Returns the call's cycles (``ap_start`` written to ``ap_done``
+    read), all simulated cycles (register writes included), the wall and CPU seconds of
+    the simulation loop and the ideal cycles. Raises :class:`HarnessError`, naming
+    ``label``, when the call does not finish within ``cycle_limit`` cycles (default
+    :func:`default_cycle_limit`) or its output differs from ``hlsinf.reference``.
+    """
+    args.validate(cfg)
+    data = random_call_data(cfg, args, np.random.default_rng(seed))
+    x, w, b, m = data["x"], data["w"], data["b"], data["m"]
+    groups = args.groups(cfg)
+    y_bytes = groups.stop * args.plane_out() * cfg.cpo * cfg.act_bits // 8
+    # gmem_w holds weights, bias and multipliers one after the other, each on its own pages.
+    pointers = {"x": PAGE, "w": PAGE, "b": PAGE + _pages(w.nbytes),
+                "m": PAGE + _pages(w.nbytes) + _pages(b.nbytes), "y": PAGE}
+    images = {"gmem_in": np.zeros(pointers["x"] + _pages(x.nbytes), np.uint8),
+              "gmem_w": np.zeros(pointers["m"] + _pages(m.nbytes), np.uint8),
+              "gmem_out": np.zeros(pointers["y"] + _pages(y_bytes), np.uint8)}
+    for bundle, name in (("gmem_in", "x"), ("gmem_w", "w"), ("gmem_w", "b"), ("gmem_w", "m")):
+        raw = data[name].view(np.uint8).ravel()
+        images[bundle][pointers[name]: pointers[name] + raw.size] = raw
+    workdir.mkdir(parents=True, exist_ok=True)
+    for bundle, image in images.items():
+        (workdir / f"mem_{bundle}.bin").write_bytes(image.tobytes())
+    regs = encode_call(args, cfg, pointers)
+    (workdir / "regs.txt").write_text("".join(f"{o:x} {v & 0xffffffff:x}\n" for o, v in sorted(regs.items())))
+    (workdir / "latency.txt").write_text(f"{latency}\n")
+    limit = default_cycle_limit(cfg, args) if cycle_limit is None else cycle_limit
+    proc = subprocess.run([str(exe), str(workdir), str(limit)], capture_output=True, text=True)
+    if proc.returncode == 3:
+        raise HarnessError(f"{label}: no ap_done within {limit:,} cycles (ideal {args.ideal_cycles(cfg):,}); "
+                           f"the kernel hangs or is far too slow")
+    if proc.returncode != 0:
+        raise HarnessError(f"{label}: {exe} failed with status {proc.returncode}: {proc.stdout}{proc.stderr}")
+    fields = (workdir / "result.txt").read_text().split()
+    result = dict(zip(fields[::2], (float(v) for v in fields[1::2])))
+
+    got = np.frombuffer((workdir / "out_gmem_out.bin").read_bytes(), np.uint8)
+    expected = images["gmem_out"]
+    out = expected[pointers["y"]: pointers["y"] + y_bytes].view(ref.act_dtype(cfg))
+    ref.kernel_call(cfg, args, x, w, b, out, m)
+    if not np.array_equal(got, expected):
+        wrong = np.flatnonzero(got != expected) if got.size == expected.size else None
+        where = (f"{wrong.size} bytes, the first at byte {int(wrong[0]) - pointers['y']} of the output"
+                 if wrong is not None else f"{got.size} bytes written back instead of {expected.size}")
+        raise HarnessError(f"{label}: output differs from hlsinf.reference at {where}")
+    return {"cycles": int(result["cycles"]), "ideal": args.ideal_cycles(cfg),
+            "sim_cycles": int(result["total_cycles"]), "seconds": result["seconds"],
+            "cpu_seconds": result["cpu_seconds"]}
+

@@ -1,0 +1,92 @@
+"""The CLI ``python -m hlsinf.run``: plan printed, output written, profile, clear errors with exit 2."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from hlsinf.host.models import small_cnn
+from hlsinf.run import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    model = small_cnn(12, 12, seed=2)
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.uniform(0, 1, (3, 3, 12, 12)).astype(np.float32))
+    np.save(tmp_path / "cal.npy", rng.uniform(0, 1, (4, 3, 12, 12)).astype(np.float32))
+    return tmp_path
+
+
+def test_cli_runs_a_float_model_with_calibration(files, capsys):
+    out = files / "y.npy"
+    rc = main([str(files / "m.onnx"), "--input", str(files / "x.npy"), "--calibration", str(files / "cal.npy"),
+               "--cpi", "4", "--cpo", "4", "--max-rows", "2", "--output", str(out), "--profile"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "accelerator conv1" in text and "row tile(s)" in text and "ideal" in text
+    assert "time split: accelerator" in text and "transfer" in text
+    y = np.load(out)
+    x = np.load(files / "x.npy")
+    sess = ort.InferenceSession(str(files / "m.onnx"))
+    ref = np.concatenate([sess.run(None, {"input": x[k:k + 1]})[0] for k in range(3)])
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-5)          # softmax output
+    assert np.abs(y - ref).max() < 0.2
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "hlsinf.run", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+def test_cli_errors_exit_nonzero_with_a_clear_message(files):
+    m, x, cal = files / "m.onnx", files / "x.npy", files / "cal.npy"
+    cases = [
+        ((files / "missing.onnx", "--input", x), "model file .*missing.onnx.* does not exist"),
+        ((m, "--input", files / "nope.npy"), "input file .*nope.npy.* does not exist"),
+        ((m, "--input", cal, "--calibration", x, "--imax", "4", "--cpi", "4", "--cpo", "4"),
+         "node 'conv4'.*6 input channels, more than the kernel's imax = 4"),
+        ((m, "--input", x, "--calibration", cal, "--hmax", "2"), "node 'conv1'.*no row tiling fits the kernel's hmax = 2"),
+        ((m, "--input", x, "--cpi", "3"), r"KernelConfig.cpi = 3 is out of range"),
+    ]
+    np.save(files / "bad.npy", np.zeros((1, 3, 11, 12), np.float32))
+    cases.append(((m, "--input", files / "bad.npy", "--calibration", cal), "dimension 2 differs"))
+    bad_op = small_cnn(12, 12)
+    bad_op.graph.node[0].op_type = "FancyConv"
+    onnx.save(bad_op, files / "bad_op.onnx")
+    cases.append(((files / "bad_op.onnx", "--input", x), "node 'conv1': operator FancyConv is not supported"))
+    import importlib.util
+    if importlib.util.find_spec("hlsinf.gateware.kernel") is None:
+        cases.append(((m, "--input", x, "--calibration", cal, "--device", "rtl"), "the rtl device needs hlsinf.gateware.kernel"))
+    import re
+    for args, pattern in cases:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert re.search(pattern, r.stderr), (pattern, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_profile_splits_time_and_plots_when_matplotlib_is_there(files, tmp_path):
+    import importlib.util
+    from hlsinf.config import KernelConfig
+    from hlsinf.host import Profile, Session, to_fpga
+    x, cal = np.load(files / "x.npy"), np.load(files / "cal.npy")
+    plan = to_fpga(str(files / "m.onnx"), KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16), calibration=cal)
+    profile = Profile()
+    Session(plan).run(x, profile=profile)
+    totals = profile.totals()
+    assert set(totals) == {"accelerator", "cpu", "transfer"} and all(v > 0 for v in totals.values())
+    assert set(profile.runs.values()) == {3} and set(profile.ideal) == {l.name for l in plan.fpga_layers}
+    assert not profile.cycles                     # the reference device does not count cycles
+    made = profile.plot(str(tmp_path / "p.png"))
+    assert made == (importlib.util.find_spec("matplotlib") is not None) == (tmp_path / "p.png").exists()
