@@ -65,7 +65,7 @@ def build(cfg: KernelConfig, threads: int = 1, cxx_opt: str = "-O2") -> tuple[Pa
         env.update(runner.verilator_env())
         env["MAKEFLAGS"] = f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={cxx_opt} OPT_SLOW=-O1 OPT_GLOBAL={cxx_opt}"
         cmd = [str(runner.VERILATOR_ROOT / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2",
-               "--top-module", TOP_NAME, *flags, str(runner.WAIVERS), str(source), str(HARNESS),
+               "--top-module", TOP_NAME, *flags, str(runner.waivers_path()), str(source), str(HARNESS),
                "-Mdir", str(out / "obj_dir")]
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)

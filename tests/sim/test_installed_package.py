@@ -8,6 +8,7 @@ device's, computed here in-process.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,8 +34,13 @@ KERNEL = dict(cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
 def installed(tmp_path_factory):
     """(site folder holding the unpacked wheel, an empty working folder)."""
     base = tmp_path_factory.mktemp("installed")
+    # A copy of what the wheel is made of, so setuptools' build folder stays out of the checkout.
+    source = base / "source"
+    shutil.copytree(ROOT / "hlsinf", source / "hlsinf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     wheels = base / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300)
     [wheel] = wheels.glob("hlsinf-*.whl")
     site = base / "site"
@@ -55,7 +61,7 @@ def _run(installed, *args, timeout=900):
 def test_wheel_holds_the_simulation_files(installed):
     site, _ = installed
     sim = site / "hlsinf" / "sim"
-    assert (sim / "amaranth.vlt").is_file() and (sim / "speed_main.cpp").is_file()
+    assert (sim / "speed_main.cpp").is_file()
     assert not (site / "sim").exists() and not (site / "tests").exists()
 
 
