@@ -32,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--imax", type=int, help="kernel's largest input channel count")
     p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
     p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
-    p.add_argument("--cpu-fallback", action="store_true", help="run layers the kernel cannot hold on the CPU")
+    p.add_argument("--cpu-fallback", action="store_true", default=True,
+                   help="run layers the kernel cannot hold on the CPU (the default; kept for old scripts)")
+    p.add_argument("--no-cpu-fallback", dest="cpu_fallback", action="store_false",
+                   help="stop with an error instead when a convolution the kernel could run does not fit it")
     p.add_argument("--output", help="write the (first) model output here (.npy)")
     p.add_argument("--profile", action="store_true", help="print the time split accelerator/CPU/transfers")
     p.add_argument("--plot", help="with --profile: save a bar chart (needs matplotlib)")
@@ -46,10 +49,13 @@ def _kernel(args):
         raise ValueError("give either --kernel or --cpi/--cpo, not both")
     if args.kernel:
         return args.kernel
-    fields = {"cpi": args.cpi or 8, "cpo": args.cpo or 8, "act_signed": args.act_signed}
-    for name in ("wmax", "hmax", "imax"):
-        if getattr(args, name):
-            fields[name] = getattr(args, name)
+    fields = {"cpi": 8, "cpo": 8, "act_signed": args.act_signed}
+    for name in ("cpi", "cpo", "wmax", "hmax", "imax"):
+        value = getattr(args, name)
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"--{name} {value}: must be a positive whole number")
+            fields[name] = value
     return KernelConfig(**fields)
 
 
@@ -61,6 +67,21 @@ def _load_npy(path: str, what: str) -> np.ndarray:
         return np.load(p)
     except Exception as e:
         raise ValueError(f"{what} file {path!r} is not a readable .npy array: {e}") from None
+
+
+def _check_batch(x: np.ndarray, what: str) -> np.ndarray:
+    """A float N x C x H x W batch (a C x H x W image gets N = 1) with N >= 1 and finite values."""
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"{what} batch has shape {x.shape}; expected N x C x H x W or C x H x W")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} batch is empty (shape {x.shape})")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"{what} batch holds {int((~np.isfinite(x)).sum())} NaN or infinite value(s), "
+                         f"the first at index {tuple(int(i) for i in bad)}")
+    return x
 
 
 def _device(name: str, cfg):
@@ -81,10 +102,13 @@ def main(argv=None) -> int:
     try:
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"model file {args.model!r} does not exist")
-        x = _load_npy(args.input, "input")
+        if args.output and not Path(args.output).resolve().parent.is_dir():
+            raise FileNotFoundError(f"--output {args.output!r}: folder {str(Path(args.output).parent)!r} "
+                                    "does not exist")
+        x = _check_batch(_load_npy(args.input, "input"), "input")
         calibration = _load_npy(args.calibration, "calibration") if args.calibration else None
-        if x.ndim == 3:
-            x = x[None]
+        if calibration is not None:
+            calibration = _check_batch(calibration, "calibration")
         plan = to_fpga(args.model, _kernel(args), calibration=calibration, input_shape=(1,) + x.shape[1:],
                        max_rows=args.max_rows, max_out_groups=args.max_out_groups, cpu_fallback=args.cpu_fallback)
         if not args.quiet:

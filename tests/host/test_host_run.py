@@ -1,6 +1,7 @@
 """The CLI ``python -m hlsinf.run``: plan printed, output written, profile, clear errors with exit 2."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,21 +55,30 @@ def test_cli_errors_exit_nonzero_with_a_clear_message(files):
     cases = [
         ((files / "missing.onnx", "--input", x), "model file .*missing.onnx.* does not exist"),
         ((m, "--input", files / "nope.npy"), "input file .*nope.npy.* does not exist"),
-        ((m, "--input", cal, "--calibration", x, "--imax", "4", "--cpi", "4", "--cpo", "4"),
+        ((m, "--input", cal, "--calibration", x, "--imax", "4", "--cpi", "4", "--cpo", "4", "--no-cpu-fallback"),
          "node 'conv4'.*6 input channels, more than the kernel's imax = 4"),
-        ((m, "--input", x, "--calibration", cal, "--hmax", "2"), "node 'conv1'.*no row tiling fits the kernel's hmax = 2"),
+        ((m, "--input", x, "--calibration", cal, "--hmax", "2", "--no-cpu-fallback"),
+         "node 'conv1'.*no row tiling fits the kernel's hmax = 2"),
         ((m, "--input", x, "--cpi", "3"), r"KernelConfig.cpi = 3 is out of range"),
+        ((m, "--input", x, "--cpi", "0"), r"--cpi 0: must be a positive"),
+        ((m, "--input", x, "--cpo", "-4"), r"--cpo -4: must be a positive"),
+        ((m, "--input", x, "--calibration", cal, "--output", files / "no" / "such" / "y.npy"),
+         r"--output .*y.npy.*folder .*such.* does not exist"),
     ]
+    np.save(files / "empty.npy", np.zeros((0, 3, 12, 12), np.float32))
+    cases.append(((m, "--input", files / "empty.npy", "--calibration", cal), r"input batch is empty \(shape \(0, 3, 12, 12\)\)"))
+    nan = np.load(x)
+    nan[1, 2, 3, 4] = np.nan
+    np.save(files / "nan.npy", nan)
+    cases.append(((m, "--input", files / "nan.npy", "--calibration", cal),
+                  r"input batch holds 1 NaN or infinite value\(s\), the first at index \(1, 2, 3, 4\)"))
+    cases.append(((m, "--input", x, "--calibration", files / "nan.npy"), r"calibration batch holds 1 NaN"))
     np.save(files / "bad.npy", np.zeros((1, 3, 11, 12), np.float32))
     cases.append(((m, "--input", files / "bad.npy", "--calibration", cal), "dimension 2 differs"))
     bad_op = small_cnn(12, 12)
     bad_op.graph.node[0].op_type = "FancyConv"
     onnx.save(bad_op, files / "bad_op.onnx")
     cases.append(((files / "bad_op.onnx", "--input", x), "node 'conv1': operator FancyConv is not supported"))
-    import importlib.util
-    if importlib.util.find_spec("hlsinf.gateware.kernel") is None:
-        cases.append(((m, "--input", x, "--calibration", cal, "--device", "rtl"), "the rtl device needs hlsinf.gateware.kernel"))
-    import re
     for args, pattern in cases:
         r = _cli(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -90,3 +100,17 @@ def test_profile_splits_time_and_plots_when_matplotlib_is_there(files, tmp_path)
     assert not profile.cycles                     # the reference device does not count cycles
     made = profile.plot(str(tmp_path / "p.png"))
     assert made == (importlib.util.find_spec("matplotlib") is not None) == (tmp_path / "p.png").exists()
+
+
+def test_layers_the_kernel_cannot_hold_fall_back_to_the_cpu_by_default(files):
+    """With --hmax 2 no row tiling fits conv1: by default it runs on the CPU (the plan says
+    why) and the output still tracks onnxruntime; --no-cpu-fallback makes it an error."""
+    out = files / "y.npy"
+    r = _cli(files / "m.onnx", "--input", files / "x.npy", "--calibration", files / "cal.npy", "--hmax", "2",
+             "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"cpu\s+conv1.*no row tiling fits the kernel's hmax = 2", r.stdout), r.stdout
+    x = np.load(files / "x.npy")
+    sess = ort.InferenceSession(str(files / "m.onnx"))
+    want = np.concatenate([sess.run(None, {"input": x[k:k + 1]})[0] for k in range(len(x))])
+    assert np.abs(np.load(out) - want).max() < 0.2
