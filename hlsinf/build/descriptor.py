@@ -67,7 +67,7 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             if interface is not None:
                 entry.update(interface.master(reg.bundle))
             if platform is not None:
-                entry["bank"] = platform.bank_of(reg.bundle)
+                entry["bank"] = platform.bank_of(reg.bundle)       # v++ sp= tag, e.g. DDR[0:1]
     descriptor = {
         "format": DESCRIPTOR_FORMAT,
         "format_version": DESCRIPTOR_VERSION,

@@ -222,16 +222,26 @@ def test_package_tcl_names_every_argument_and_bundle(standin_build):
     assert tcl.count("{") == tcl.count("}")
 
 
-def test_link_config_puts_each_bundle_on_its_own_bank(standin_build):
+def _banks(tag: str) -> set[int]:
+    """The banks an ``sp=`` tag names: ``DDR[2]`` -> {2}, ``DDR[0:1]`` -> {0, 1}."""
+    first, _, last = re.fullmatch(r"DDR\[(\d)(?::(\d))?\]", tag).group(1, 1, 2)
+    return set(range(int(first), int(last or first) + 1))
+
+
+def test_link_config_lets_outputs_become_inputs_on_other_banks_than_weights(standin_build):
+    """A layer's output buffer is the next layer's input: every bank gmem_out writes must be
+    readable by gmem_in, there must be two such banks (so the host can put a call's input
+    and output on different controllers), and the weights must have a bank of their own."""
     out, _ = standin_build
     cfg = (out / "link.cfg").read_text()
     assert "[connectivity]" in cfg and "nk=hlsinf_kernel:1:hlsinf_kernel_1" in cfg
-    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[\d\])$", cfg, re.MULTILINE))
+    placed = dict(re.findall(r"^sp=hlsinf_kernel_1\.(\w+):(DDR\[[\d:]+\])$", cfg, re.MULTILINE))
     assert set(placed) == {name for name, _, _ in POINTERS}
-    bank_of_bundle = {}
+    banks = {}
     for name, bundle, _ in POINTERS:
-        assert bank_of_bundle.setdefault(bundle, placed[name]) == placed[name]
-    assert len(set(bank_of_bundle.values())) == 3
+        assert banks.setdefault(bundle, _banks(placed[name])) == _banks(placed[name])
+    assert banks["gmem_out"] <= banks["gmem_in"] and len(banks["gmem_out"]) >= 2
+    assert not banks["gmem_w"] & (banks["gmem_in"] | banks["gmem_out"])
     readme = (out / "README.md").read_text()
     assert "vivado -mode batch -source package.tcl" in readme
     assert "v++ -l -t hw --platform xilinx_u200_gen3x16_xdma_2_202110_1" in readme

@@ -50,13 +50,20 @@ class AlveoU200Platform(XilinxPlatform):
     #: DDR4-2400 channels, each 64 bits wide.
     memory_banks = ("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]")
 
-    #: Which bank each AXI master bundle of the kernel is linked to. Input activations,
-    #: weights (with bias and multipliers) and outputs sit on different banks so the three
-    #: streams never compete for one DDR controller.
+    #: Banks that hold activations. One layer's output buffer is the next layer's input,
+    #: so ``gmem_in`` and ``gmem_out`` must both reach every activation bank; the host
+    #: alternates a network's activation buffers between them (layer k reads bank k % 2
+    #: and writes bank (k + 1) % 2), so within one call the input and output streams still
+    #: use different DDR controllers.
+    activation_banks = ("DDR[0]", "DDR[1]")
+
+    #: Which banks each AXI master bundle of the kernel is linked to, as ``v++`` ``sp=``
+    #: tags (``DDR[0:1]`` is the range of banks 0 and 1). Weights, bias and multipliers
+    #: have a bank of their own.
     bundle_banks = {
-        "gmem_in": "DDR[0]",
-        "gmem_w": "DDR[1]",
-        "gmem_out": "DDR[2]",
+        "gmem_in": "DDR[0:1]",
+        "gmem_w": "DDR[2]",
+        "gmem_out": "DDR[0:1]",
     }
 
     @property
@@ -65,7 +72,8 @@ class AlveoU200Platform(XilinxPlatform):
         return self._part
 
     def bank_of(self, bundle: str) -> str:
-        """DDR bank of an AXI master bundle; a bundle this board does not place is an error."""
+        """DDR bank(s) of an AXI master bundle as an ``sp=`` tag; a bundle this board does not
+        place is an error."""
         try:
             return self.bundle_banks[bundle]
         except KeyError:

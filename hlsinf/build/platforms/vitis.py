@@ -289,8 +289,10 @@ def link_config(platform, interface: KernelInterface, regs: list[Register]) -> s
     cu = compute_unit(interface)
     lines = [
         f"# v++ --link configuration for {interface.name} on {platform.vitis_platform}.",
-        "# Input activations, weights and outputs use different DDR4 banks, so their",
-        "# AXI masters never share a memory controller. Arguments on one bundle share its bank.",
+        "# Activations live on two DDR4 banks that both the input and the output master",
+        "# reach, since one layer's output is the next layer's input; the host alternates",
+        "# layers between them, so a call reads one bank and writes the other. Weights,",
+        "# bias and multipliers have a bank of their own. Arguments on one bundle share it.",
         "[connectivity]",
         f"nk={interface.name}:1:{cu}",
     ]
