@@ -14,11 +14,11 @@ See docs/host.md.
 """
 
 from hlsinf.host.graph import Graph, GraphError, Node, load_model
-from hlsinf.host.quantize import QuantError, quantize, requant_params
+from hlsinf.host.quantize import QuantError, onnxruntime_session, quantize, requant_params
 from hlsinf.host.plan import CpuLayer, FpgaLayer, Plan, PlanError, Transfer, load_kernel, to_fpga
 from hlsinf.host.device import Device, DeviceError, ReferenceDevice
 from hlsinf.host.runtime import Profile, Session, run
 
-__all__ = ["Graph", "GraphError", "Node", "load_model", "QuantError", "quantize", "requant_params",
+__all__ = ["Graph", "GraphError", "Node", "load_model", "QuantError", "quantize", "requant_params", "onnxruntime_session",
            "CpuLayer", "FpgaLayer", "Plan", "PlanError", "Transfer", "load_kernel", "to_fpga",
            "Device", "DeviceError", "ReferenceDevice", "Profile", "Session", "run"]

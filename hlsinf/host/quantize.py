@@ -13,6 +13,10 @@ Zero points: the kernel pads with 0 and has no zero-point add, so a convolution 
 the accelerator only if its input and output zero points are 0 (natural for uint8 after
 ReLU and for symmetric int8). Other convolutions stay on the CPU, executed exactly as the
 QDQ graph says; the plan says why.
+
+onnxruntime as the reference: :func:`onnxruntime_session` opens a CPU session that computes the
+QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A default session does
+not on x86 CPUs without VNNI, see there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from hlsinf.config import KernelConfig
 from hlsinf.host.graph import Graph, GraphError, load_model
 
-__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
+__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges", "onnxruntime_session"]
 
 
 class QuantError(ValueError):
@@ -62,6 +66,41 @@ def requant_params(real_scale, cfg: KernelConfig, layer: str = "layer") -> tuple
     mult = np.rint(m * 2.0 ** shift)
     err = float(np.max(np.abs(mult / 2.0 ** shift / m - 1)))
     return mult.astype(np.uint32), shift, err
+
+
+# onnxruntime as the reference ----------------------------------------------------------------
+
+#: onnxruntime's ``kOrtSessionOptionsAvx2PrecisionMode``: exact U8U8 products in place of U8S8.
+ORT_X64_QUANT_PRECISION = "session.x64quantprecision"
+
+
+def onnxruntime_session(model, options=None):
+    """An onnxruntime CPU ``InferenceSession`` that runs a QDQ model with exact integer arithmetic.
+
+    ``model`` is a ``ModelProto``, its serialised bytes or a path; ``options`` an optional
+    ``onnxruntime.SessionOptions`` (it is changed: the entry below is added).
+
+    onnxruntime fuses ``DequantizeLinear -> Conv/Gemm/MatMul -> QuantizeLinear`` into
+    QLinearConv, QGemm, .... Its x86 kernels for uint8 activations x int8 weights (int8
+    activations are shifted to uint8 first) add each pair of neighbouring products with
+    ``VPMADDUBSW``, in *saturating 16-bit* arithmetic, before accumulating in 32 bits: two products
+    of 255 x 127 make 64770, clamped to 32767. Only VNNI kernels add them in 32 bits, so on AVX2
+    (and AVX-512 without VNNI) CPUs the default session computes something else than ONNX's
+    QLinearConv/QDQ semantics (int32 accumulation, no intermediate saturation) and than the
+    kernel, which accumulates exactly. Whether it shows depends on the CPU, not the model file:
+    ``quantize_static``'s symmetric int8 weights reach +-127 and uint8 activations 255.
+    ``session.x64quantprecision = 1`` makes onnxruntime turn the int8 weights into uint8 (zero
+    point + 128) and use its exact U8U8 kernels; on other CPUs it changes nothing.
+    """
+    import onnxruntime as ort
+
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif not isinstance(model, (bytes, bytearray)):
+        model = str(model)
+    options = options if options is not None else ort.SessionOptions()
+    options.add_session_config_entry(ORT_X64_QUANT_PRECISION, "1")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 # Post-training quantisation --------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from hlsinf.host import onnxruntime_session
 
 
 def sequential(layers, input_shape=(2, 3, 6, 6), seed=0, opset=13):
@@ -86,7 +87,7 @@ def _features(nodes, inits, x, input_shape, opset):
 
 
 def run(model, x):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(model)           # QDQ models: exact integer products on every CPU
     return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
 
 

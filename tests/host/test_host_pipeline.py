@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from hlsinf.config import KernelConfig
-from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
+from hlsinf.host import FpgaLayer, Session, onnxruntime_session, quantize, to_fpga
 from hlsinf.host.models import small_cnn
 
 ort.set_default_logger_severity(3)
@@ -29,7 +29,7 @@ def _ort_run(model, x, fetch=()):
         if f not in names:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(f))
             names.append(f)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(m)               # exact integer products on every CPU (see there)
     inp = sess.get_inputs()[0].name
     runs = [sess.run(names, {inp: x[k:k + 1]}) for k in range(x.shape[0])]
     return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
@@ -69,6 +69,70 @@ def _lsb_agreement(plan, qdq_model, x):
     want = _ort_run(qdq_model, x, fetch=fetch)
     diffs = np.concatenate([np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).ravel() for f in fetch])
     return diffs, got, want
+
+
+def _int16_pair_model():
+    """Input Q/DQ (uint8, all 255) -> Conv 3x3 with int8 weights at +-127 -> output Q/DQ (uint8).
+
+    Every pair of neighbouring products is 2 x 255 x 127 = 64770 in magnitude, more than int16
+    holds, whatever order a kernel pairs them in."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    s_x, s_y = np.float32(1 / 255), np.float32(0.25)
+    s_w = np.full(4, 0.01, np.float32)
+    w = np.empty((4, 4, 3, 3), np.int8)
+    w[0], w[1] = 127, -127                                   # every pair saturates: + and -
+    w[2:] = rng.integers(-127, 128, (2, 4, 3, 3))            # mixed signs
+    b = np.array([0, 1_400_000, 20_000, -30_000], np.int32)  # lifts channel 1 back into range
+    s_b = (s_x * s_w).astype(np.float32)
+    inits = {"s_x": s_x, "z_x": np.uint8(0), "w_q": w, "s_w": s_w, "z_w": np.zeros(4, np.int8),
+             "b_q": b, "s_b": s_b, "z_b": np.zeros(4, np.int32), "s_y": s_y, "z_y": np.uint8(0)}
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s_x", "z_x"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "s_x", "z_x"], ["x_dq"]),
+             helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["w_dq"], axis=0),
+             helper.make_node("DequantizeLinear", ["b_q", "s_b", "z_b"], ["b_dq"], axis=0),
+             helper.make_node("Conv", ["x_dq", "w_dq", "b_dq"], ["conv"], kernel_shape=[3, 3], name="conv"),
+             helper.make_node("QuantizeLinear", ["conv", "s_y", "z_y"], ["y_q"]),
+             helper.make_node("DequantizeLinear", ["y_q", "s_y", "z_y"], ["y"])]
+    graph = helper.make_graph(nodes, "pairs", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model, w, b, s_x * s_w.astype(np.float64) / s_y
+
+
+def test_int8_products_beyond_int16_are_exact_on_the_accelerator_and_in_the_onnxruntime_reference():
+    """The root cause of a CPU-dependent disagreement with onnxruntime, pinned against int64 numpy.
+
+    ONNX's QLinearConv (what onnxruntime fuses DQ -> Conv -> Q into) accumulates in int32; the
+    kernel does. onnxruntime's x86 U8S8 kernels without VNNI (VPMADDUBSW) clamp each pair of
+    products to int16 unless the session sets ``session.x64quantprecision``; ``onnxruntime_session``
+    does, and the tests' reference is that session."""
+    model, w, b, m = _int16_pair_model()
+    x = np.ones((1, 4, 5, 5), np.float32)                    # quantises to 255 everywhere
+    k = 4 * 3 * 3
+    exact = (255 * w.reshape(4, -1).astype(np.int64)).sum(1) + b
+    pairs = (255 * w.reshape(4, -1).astype(np.int64)).reshape(4, k // 2, 2).sum(2)
+    saturated = np.clip(pairs, -2**15, 2**15 - 1).sum(1) + b
+
+    def requant(acc):
+        return np.clip(np.rint(acc * m), 0, 255).astype(np.uint8)
+
+    want = np.broadcast_to(requant(exact).reshape(1, 4, 1, 1), (1, 4, 3, 3))
+    assert requant(saturated)[0] < want[0, 0, 0, 0] and requant(saturated)[1] > want[0, 1, 0, 0]  # it matters
+    plan = to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16))
+    assert len(plan.fpga_layers) == 1, plan.summary()
+    np.testing.assert_array_equal(Session(plan).run(x, fetch=["y_q"])["y_q"], want)
+    np.testing.assert_array_equal(_ort_run(model, x, fetch=["y_q"])["y_q"], want)
+    # A default session gives the exact value (VNNI, ARM, ...) or the int16-clamped one of
+    # channels 0 and 1 (x86 without VNNI): nothing else, so the clamp is the whole difference.
+    m2 = onnx.ModelProto()
+    m2.CopyFrom(model)
+    m2.graph.output.append(onnx.helper.make_empty_tensor_value_info("y_q"))
+    plain = ort.InferenceSession(m2.SerializeToString(), providers=["CPUExecutionProvider"])
+    default = plain.run(["y_q"], {"input": x})[0][0, :2, 0, 0]
+    assert list(default) in (list(want[0, :2, 0, 0]), list(requant(saturated)[:2])), default
 
 
 @pytest.mark.parametrize("signed,per_channel", [(False, True), (True, True), (False, False)])
