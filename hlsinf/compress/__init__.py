@@ -13,7 +13,7 @@ plus a report; none modifies its input:
 Command line: ``python -m hlsinf.compress MODEL.onnx -o OUT.onnx --prune 0.5``.
 """
 
-from hlsinf.compress._graph import CompressError
+from hlsinf.compress._model import CompressError
 from hlsinf.compress.fold import FoldReport, fold_batchnorm
 from hlsinf.compress.prune import CRITERIA, SCOPES, PruneReport, channel_scores, prunable_convs, prune, select_channels
 from hlsinf.compress.remove import RemovalReport, remove_channels

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hlsinf.compress._graph import CompressError
+from hlsinf.compress._model import CompressError
 from hlsinf.compress.pipeline import compress
 from hlsinf.compress.prune import CRITERIA, SCOPES
 

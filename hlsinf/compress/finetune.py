@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hlsinf.compress._graph import CompressError
+from hlsinf.compress._model import CompressError
 from hlsinf.compress.prune import CRITERIA, SCOPES, _check_choice, channel_scores, check_amount, select_channels
 
 __all__ = ["ChannelPruner", "LevelResult", "prune_finetune"]

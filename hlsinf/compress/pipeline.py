@@ -14,10 +14,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hlsinf.compress._graph import CompressError, load_model
+from hlsinf.compress._model import CompressError, compress_errors
 from hlsinf.compress.fold import FoldReport, fold_batchnorm
 from hlsinf.compress.prune import PruneReport, check_amount, prune as prune_pass
 from hlsinf.compress.remove import RemovalReport, remove_channels
+from hlsinf.ir import read_model
 
 __all__ = ["CompressReport", "compress", "parameter_bytes"]
 
@@ -50,6 +51,7 @@ class CompressReport:
         return "\n".join(lines)
 
 
+@compress_errors
 def compress(model, *, amount=None, scope: str = "layer", criterion: str = "l1", layers=None,
              fold_bn: bool = True, calibration: np.ndarray | None = None, kernel=None,
              act_signed: bool | None = None) -> tuple[onnx.ModelProto, CompressReport]:
@@ -60,7 +62,7 @@ def compress(model, *, amount=None, scope: str = "layer", criterion: str = "l1",
     """
     if amount is not None and not isinstance(amount, dict):
         check_amount(amount)
-    model = load_model(model)
+    model = read_model(model)
     before = parameter_bytes(model)
     fold_report = FoldReport()
     if fold_bn:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from hlsinf.compress._graph import CompressError, Graph, load_model
+from hlsinf.compress._model import CompressError, compress_errors, load, save
 from hlsinf.compress.remove import trace_uses
+from hlsinf.ir import Graph, GraphError
 
 __all__ = ["CRITERIA", "SCOPES", "LayerPruning", "PruneReport", "channel_scores", "check_amount",
            "select_channels", "prune", "prunable_convs"]
@@ -121,19 +122,22 @@ def select_channels(scores: dict[str, np.ndarray], amount, scope: str = "layer")
     return {name: np.array(sorted(c), dtype=int) for name, c in chosen.items()}
 
 
+@compress_errors
 def prunable_convs(model) -> dict[str, str]:
-    """Each Conv of ``model`` mapped to ``""`` if its channels can be removed, else the reason."""
-    g = model if isinstance(model, Graph) else Graph(load_model(model))
+    """Each Conv of ``model`` (a ``ModelProto``, path or IR graph) mapped to ``""`` if its channels can be
+    removed, else the reason."""
+    g = model if isinstance(model, Graph) else load(model)
     out = {}
-    for conv in g.nodes("Conv"):
+    for conv in g.nodes_of("Conv"):
         try:
             trace_uses(g, conv)
             out[conv.name] = ""
-        except CompressError as e:
+        except GraphError as e:
             out[conv.name] = str(e)
     return out
 
 
+@compress_errors
 def prune(model, amount, *, scope: str = "layer", criterion: str = "l1",
           layers: list[str] | None = None) -> tuple[onnx.ModelProto, PruneReport]:
     """Zero the weights and bias of the lowest-scoring output channels of Conv layers.
@@ -147,7 +151,7 @@ def prune(model, amount, *, scope: str = "layer", criterion: str = "l1",
     _check_choice("criterion", criterion, CRITERIA)
     if not isinstance(amount, dict):
         check_amount(amount)
-    g = Graph(load_model(model))
+    g = load(model)
     status = prunable_convs(g)
     if not status:
         raise CompressError("the model has no Conv node to prune")
@@ -175,10 +179,10 @@ def prune(model, amount, *, scope: str = "layer", criterion: str = "l1",
         conv, idx = g.node(name), chosen[name]
         w = weights[name].copy()
         w[idx] = 0
-        g.set_array(conv.input[1], w)
-        if len(conv.input) > 2 and conv.input[2]:
-            b = g.array(conv.input[2]).copy()
+        g.set_initializer(conv.inputs[1], w)
+        if len(conv.inputs) > 2 and conv.inputs[2]:
+            b = g.initializers[conv.inputs[2]].copy()
             b[idx] = 0
-            g.set_array(conv.input[2], b)
+            g.set_initializer(conv.inputs[2], b)
         report.layers.append(LayerPruning(name, w.shape[0], [int(i) for i in idx]))
-    return g.finish(), report
+    return save(g), report

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from hlsinf.compress._graph import CompressError, Graph, load_model
+from hlsinf.compress._model import CompressError, compress_errors, load, save
+from hlsinf.ir import Graph, GraphError, Node, describe
 
 __all__ = ["ChannelUse", "LayerRemoval", "RemovalReport", "remove_channels", "trace_uses",
            "zero_channels", "PER_CHANNEL_OPS"]
@@ -45,7 +46,7 @@ class ChannelUse:
     """One place where the output channels of a Conv end up."""
 
     path: tuple            #: per-channel nodes from the producer Conv to the consumer
-    consumer: onnx.NodeProto  #: the Conv or Gemm that mixes the channels
+    consumer: Node  #: the Conv or Gemm that mixes the channels
     spatial: int = 1       #: features per channel after Flatten (Gemm consumers)
     padded: bool = False   #: a Conv consumer with zero padding (constants are not constant at borders)
 
@@ -86,51 +87,49 @@ class RemovalReport:
 
 # Tracing where a Conv's channels go ------------------------------------------------------------
 
-def _check_conv_parameters(g: Graph, conv: onnx.NodeProto, role: str):
+def _check_conv_parameters(g: Graph, conv: Node, role: str):
     """A Conv whose channel axis we rewrite: plain (group 1), constant and unshared parameters."""
-    group = g.attr(conv, "group", 1)
+    group = conv.attrs.get("group", 1)
     if group != 1:
-        raise CompressError(f"{g.describe(conv)} ({role}) has group = {group}: channel removal handles "
+        raise CompressError(f"{describe(conv)} ({role}) has group = {group}: channel removal handles "
                             f"only group = 1 convolutions")
     g.parameter(conv, 1, "weight")
     g.parameter(conv, 2, "bias", required=False)
     for i in (1, 2):
-        if i < len(conv.input) and conv.input[i] and g.use_count(conv.input[i]) > 1:
-            raise CompressError(f"{g.describe(conv)}: its initializer {conv.input[i]!r} is shared with "
+        if i < len(conv.inputs) and conv.inputs[i] and g.use_count(conv.inputs[i]) > 1:
+            raise CompressError(f"{describe(conv)}: its initializer {conv.inputs[i]!r} is shared with "
                                 f"other nodes, so its channels cannot be removed for this node alone")
 
 
-def _is_padded(g: Graph, conv: onnx.NodeProto) -> bool:
-    auto_pad = g.attr(conv, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+def _is_padded(g: Graph, conv: Node) -> bool:
+    if conv.attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
         return True
-    return any(p != 0 for p in g.attr(conv, "pads", []))
+    return any(p != 0 for p in conv.attrs.get("pads", []))
 
 
-def _check_per_channel(g: Graph, node: onnx.NodeProto):
-    op = node.op_type
+def _check_per_channel(g: Graph, node: Node):
+    op = node.op
     if op == "BatchNormalization":
-        if len([o for o in node.output if o]) > 1 or g.attr(node, "training_mode", 0):
-            raise CompressError(f"{g.describe(node)} is in training mode: export the model in eval mode")
+        if len([o for o in node.outputs if o]) > 1 or node.attrs.get("training_mode", 0):
+            raise CompressError(f"{describe(node)} is in training mode: export the model in eval mode")
         for i, what in enumerate(("scale", "B", "mean", "var"), start=1):
             g.parameter(node, i, what)
-            if g.use_count(node.input[i]) > 1:
-                raise CompressError(f"{g.describe(node)}: its {what} {node.input[i]!r} is shared with other nodes")
+            if g.use_count(node.inputs[i]) > 1:
+                raise CompressError(f"{describe(node)}: its {what} {node.inputs[i]!r} is shared with other nodes")
     elif op == "Clip":
         for i, what in ((1, "min"), (2, "max")):
             g.parameter(node, i, what, required=False)
     elif op == "Dropout":
-        if len(node.output) > 1 and node.output[1] and g.use_count(node.output[1]):
-            raise CompressError(f"{g.describe(node)}: its mask output is used; channel removal needs an "
+        if len(node.outputs) > 1 and node.outputs[1] and g.use_count(node.outputs[1]):
+            raise CompressError(f"{describe(node)}: its mask output is used; channel removal needs an "
                                 f"inference-mode Dropout")
     elif op == "AveragePool":
-        if any(p != 0 for p in g.attr(node, "pads", [])) and g.attr(node, "count_include_pad", 0):
-            raise CompressError(f"{g.describe(node)} averages zero padding (count_include_pad = 1): a constant "
+        if any(p != 0 for p in node.attrs.get("pads", [])) and node.attrs.get("count_include_pad", 0):
+            raise CompressError(f"{describe(node)} averages zero padding (count_include_pad = 1): a constant "
                                 f"channel is not constant at its borders, so it cannot be folded")
 
 
-def trace_uses(g: Graph, conv: onnx.NodeProto) -> list[ChannelUse]:
+def trace_uses(g: Graph, conv: Node) -> list[ChannelUse]:
     """Every consumer that mixes ``conv``'s output channels, through per-channel ops.
 
     Raises :class:`CompressError` naming the node that stops the channels from being
@@ -140,57 +139,57 @@ def trace_uses(g: Graph, conv: onnx.NodeProto) -> list[ChannelUse]:
     uses: list[ChannelUse] = []
 
     def walk(tensor: str, path: tuple):
-        source = g.describe(path[-1]) if path else g.describe(conv)
-        if g.is_graph_output(tensor):
+        source = describe(path[-1]) if path else describe(conv)
+        if g.is_output(tensor):
             raise CompressError(f"the output of {source} is a graph output: removing channels of "
-                                f"{g.describe(conv)} would change the model's output")
-        for node, index in g.consumers(tensor):
-            op = node.op_type
+                                f"{describe(conv)} would change the model's output")
+        for node, index in g.uses(tensor):
+            op = node.op
             if op in PER_CHANNEL_OPS and index == 0:
                 _check_per_channel(g, node)
-                walk(node.output[0], path + (node,))
+                walk(node.outputs[0], path + (node,))
             elif op == "Conv" and index == 0:
                 _check_conv_parameters(g, node, f"consumer of {conv.name!r}")
                 uses.append(ChannelUse(path, node, padded=_is_padded(g, node)))
             elif op == "Flatten" and index == 0:
                 uses.extend(_trace_flatten(g, conv, node, tensor, path))
             else:
-                raise CompressError(f"{g.describe(node)} reads the output of {source} (as its input {index}): "
-                                    f"channel removal of {g.describe(conv)} handles only {_HANDLED}")
+                raise CompressError(f"{describe(node)} reads the output of {source} (as its input {index}): "
+                                    f"channel removal of {describe(conv)} handles only {_HANDLED}")
 
-    walk(conv.output[0], ())
+    walk(conv.outputs[0], ())
     return uses
 
 
 def _trace_flatten(g: Graph, conv, flatten, tensor, path) -> list[ChannelUse]:
-    axis = g.attr(flatten, "axis", 1)
-    shape = g.shape(tensor)
+    axis = flatten.attrs.get("axis", 1)
+    shape = g.shapes.get(tensor)
     if axis != 1:
-        raise CompressError(f"{g.describe(flatten)} has axis = {axis}: channel removal handles only axis = 1")
+        raise CompressError(f"{describe(flatten)} has axis = {axis}: channel removal handles only axis = 1")
     if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
-        raise CompressError(f"the shape of {tensor!r} (input of {g.describe(flatten)}) is not known statically "
+        raise CompressError(f"the shape of {tensor!r} (input of {describe(flatten)}) is not known statically "
                             f"(got {shape}); give the model input fixed channel and spatial sizes")
     spatial = math.prod(shape[2:])
-    if g.is_graph_output(flatten.output[0]):
-        raise CompressError(f"the output of {g.describe(flatten)} is a graph output")
+    if g.is_output(flatten.outputs[0]):
+        raise CompressError(f"the output of {describe(flatten)} is a graph output")
     uses = []
-    for gemm, index in g.consumers(flatten.output[0]):
-        if gemm.op_type != "Gemm" or index != 0:
-            raise CompressError(f"{g.describe(gemm)} reads the output of {g.describe(flatten)}: channel removal "
-                                f"of {g.describe(conv)} handles only a Gemm (as input A) after Flatten")
-        if g.attr(gemm, "transA", 0):
-            raise CompressError(f"{g.describe(gemm)} has transA = 1: channel removal needs transA = 0")
+    for gemm, index in g.uses(flatten.outputs[0]):
+        if gemm.op != "Gemm" or index != 0:
+            raise CompressError(f"{describe(gemm)} reads the output of {describe(flatten)}: channel removal "
+                                f"of {describe(conv)} handles only a Gemm (as input A) after Flatten")
+        if gemm.attrs.get("transA", 0):
+            raise CompressError(f"{describe(gemm)} has transA = 1: channel removal needs transA = 0")
         g.parameter(gemm, 1, "B")
         c = g.parameter(gemm, 2, "C", required=False)
         for i in (1, 2):
-            if i < len(gemm.input) and gemm.input[i] and g.use_count(gemm.input[i]) > 1:
-                raise CompressError(f"{g.describe(gemm)}: its initializer {gemm.input[i]!r} is shared")
-        m = g.array(gemm.input[1]).shape[0 if g.attr(gemm, "transB", 0) else 1]
+            if i < len(gemm.inputs) and gemm.inputs[i] and g.use_count(gemm.inputs[i]) > 1:
+                raise CompressError(f"{describe(gemm)}: its initializer {gemm.inputs[i]!r} is shared")
+        m = g.initializers[gemm.inputs[1]].shape[0 if gemm.attrs.get("transB", 0) else 1]
         if c is not None and c.size not in (1, m):
-            raise CompressError(f"{g.describe(gemm)}: its C has shape {c.shape}; channel removal needs a "
+            raise CompressError(f"{describe(gemm)}: its C has shape {c.shape}; channel removal needs a "
                                 f"bias of {m} values (or one)")
-        if c is not None and g.attr(gemm, "beta", 1.0) == 0:
-            raise CompressError(f"{g.describe(gemm)} has beta = 0 and a C input: the constant of removed "
+        if c is not None and gemm.attrs.get("beta", 1.0) == 0:
+            raise CompressError(f"{describe(gemm)} has beta = 0 and a C input: the constant of removed "
                                 f"channels cannot be folded into a bias that is multiplied by 0")
         uses.append(ChannelUse(path, gemm, spatial=spatial))
     return uses
@@ -207,29 +206,29 @@ def _propagate(g: Graph, path, values: np.ndarray, keep: np.ndarray | None = Non
     v = np.asarray(values, dtype=np.float64)
     pick = (lambda a: a) if keep is None else (lambda a: a[keep])
     for node in path:
-        op = node.op_type
+        op = node.op
         if op == "BatchNormalization":
-            scale, bias, mean, var = (pick(g.array(node.input[i]).astype(np.float64)) for i in (1, 2, 3, 4))
-            eps = g.attr(node, "epsilon", 1e-5)
+            scale, bias, mean, var = (pick(g.initializers[node.inputs[i]].astype(np.float64)) for i in (1, 2, 3, 4))
+            eps = node.attrs.get("epsilon", 1e-5)
             v = scale * (v - mean) / np.sqrt(var + eps) + bias
         elif op == "Relu":
             v = np.maximum(v, 0.0)
         elif op == "LeakyRelu":
-            v = np.where(v >= 0, v, g.attr(node, "alpha", 0.01) * v)
+            v = np.where(v >= 0, v, node.attrs.get("alpha", 0.01) * v)
         elif op == "Clip":
             lo = g.parameter(node, 1, "min", required=False)
             hi = g.parameter(node, 2, "max", required=False)
-            lo = g.attr(node, "min", -np.inf) if lo is None else float(lo)
-            hi = g.attr(node, "max", np.inf) if hi is None else float(hi)
+            lo = node.attrs.get("min", -np.inf) if lo is None else float(lo)
+            hi = node.attrs.get("max", np.inf) if hi is None else float(hi)
             v = np.clip(v, lo, hi)
         elif op == "Sigmoid":
             v = 1.0 / (1.0 + np.exp(-v))
         elif op == "Tanh":
             v = np.tanh(v)
         elif op == "HardSigmoid":
-            v = np.clip(g.attr(node, "alpha", 0.2) * v + g.attr(node, "beta", 0.5), 0.0, 1.0)
+            v = np.clip(node.attrs.get("alpha", 0.2) * v + node.attrs.get("beta", 0.5), 0.0, 1.0)
         elif op == "Elu":
-            v = np.where(v >= 0, v, g.attr(node, "alpha", 1.0) * (np.exp(v) - 1.0))
+            v = np.where(v >= 0, v, node.attrs.get("alpha", 1.0) * (np.exp(v) - 1.0))
         # Identity, Dropout (inference) and the pools keep a constant image constant.
     return v
 
@@ -241,6 +240,7 @@ def zero_channels(weight: np.ndarray) -> np.ndarray:
 
 # The pass ------------------------------------------------------------------------------------
 
+@compress_errors
 def remove_channels(model, *, strict: bool = True) -> tuple[onnx.ModelProto, RemovalReport]:
     """Delete the all-zero output channels of every Conv, folding their constants forward.
 
@@ -249,25 +249,25 @@ def remove_channels(model, *, strict: bool = True) -> tuple[onnx.ModelProto, Rem
     cannot remove raises :class:`CompressError` naming the node that blocks it; otherwise
     that Conv is left as it is and the reason is in the report.
     """
-    g = Graph(load_model(model))
-    convs = g.nodes("Conv")
+    g = load(model)
+    convs = g.nodes_of("Conv")
     if not convs:
         raise CompressError("the model has no Conv node: nothing to remove channels from")
     report = RemovalReport()
     for conv in convs:  # graph order is topological, so removals cascade forward
         report.layers.append(_remove_from(g, conv, strict))
-    return g.finish(), report
+    return save(g), report
 
 
-def _remove_from(g: Graph, conv: onnx.NodeProto, strict: bool) -> LayerRemoval:
+def _remove_from(g: Graph, conv: Node, strict: bool) -> LayerRemoval:
     weight = g.parameter(conv, 1, "weight")
     channels = weight.shape[0]
     zero = zero_channels(weight)
     try:
         uses = trace_uses(g, conv)
-    except CompressError as e:
+    except GraphError as e:
         if zero.size and strict:
-            raise CompressError(f"{g.describe(conv)} has {zero.size} all-zero output channel(s) that cannot be "
+            raise CompressError(f"{describe(conv)} has {zero.size} all-zero output channel(s) that cannot be "
                                 f"removed: {e}") from None
         note = f"{zero.size} zero channel(s) left: {e}" if zero.size else ""
         return LayerRemoval(conv.name, channels, channels, note=note)
@@ -285,20 +285,20 @@ def _remove_from(g: Graph, conv: onnx.NodeProto, strict: bool) -> LayerRemoval:
     removed = zero[removed_pos]
 
     for use, k in zip(uses, consts):
-        if use.consumer.op_type == "Conv":
+        if use.consumer.op == "Conv":
             _fold_into_conv(g, use, zero, k, removed_pos, representative)
         else:
             _fold_into_gemm(g, use, zero, k, removed_pos)
     sliced = set()
     for use in uses:
         for node in use.path:
-            if node.op_type == "BatchNormalization" and node.name not in sliced:
+            if node.op == "BatchNormalization" and node.name not in sliced:
                 sliced.add(node.name)
                 for i in (1, 2, 3, 4):
-                    g.set_array(node.input[i], np.delete(g.array(node.input[i]), removed))
-    g.set_array(conv.input[1], np.delete(weight, removed, axis=0))
-    if len(conv.input) > 2 and conv.input[2]:
-        g.set_array(conv.input[2], np.delete(g.array(conv.input[2]), removed))
+                    g.set_initializer(node.inputs[i], np.delete(g.initializers[node.inputs[i]], removed))
+    g.set_initializer(conv.inputs[1], np.delete(weight, removed, axis=0))
+    if len(conv.inputs) > 2 and conv.inputs[2]:
+        g.set_initializer(conv.inputs[2], np.delete(g.initializers[conv.inputs[2]], removed))
     return LayerRemoval(conv.name, channels, channels - len(removed), removed=[int(c) for c in removed],
                         kept_constant=[int(zero[j]) for j in sorted(keep)])
 
@@ -324,7 +324,7 @@ def _channels_to_keep(zero, consts, padded) -> tuple[set[int], int | None]:
 
 def _fold_into_conv(g: Graph, use: ChannelUse, zero, k, removed_pos, representative):
     node = use.consumer
-    w = g.array(node.input[1]).astype(np.float64)
+    w = g.initializers[node.inputs[1]].astype(np.float64)
     out = w.shape[0]
     channels = zero  # original channel index of each position
     if use.padded:
@@ -337,40 +337,34 @@ def _fold_into_conv(g: Graph, use: ChannelUse, zero, k, removed_pos, representat
         delta = sum((k[j] * w[:, channels[j]].sum(axis=(1, 2)) for j in removed_pos), np.zeros(out))
         if np.any(delta):
             _add_bias(g, node, 2, delta, out, scale=1.0)
-    g.set_array(node.input[1], np.delete(w, zero[removed_pos], axis=1))
+    g.set_initializer(node.inputs[1], np.delete(w, zero[removed_pos], axis=1))
 
 
 def _fold_into_gemm(g: Graph, use: ChannelUse, zero, k, removed_pos):
     node, s = use.consumer, use.spatial
-    trans_b = g.attr(node, "transB", 0)
-    b = g.array(node.input[1]).astype(np.float64)
+    trans_b = node.attrs.get("transB", 0)
+    b = g.initializers[node.inputs[1]].astype(np.float64)
     rows = b.T if trans_b else b  # features x outputs
     out = rows.shape[1]
     delta = np.zeros(out)
     for j in removed_pos:
         c = zero[j]
         delta += k[j] * rows[c * s:(c + 1) * s].sum(axis=0)
-    delta *= g.attr(node, "alpha", 1.0)
+    delta *= node.attrs.get("alpha", 1.0)
     if np.any(delta):
-        _add_bias(g, node, 2, delta, out, scale=1.0 / g.attr(node, "beta", 1.0))
+        _add_bias(g, node, 2, delta, out, scale=1.0 / node.attrs.get("beta", 1.0))
     features = np.concatenate([np.arange(zero[j] * s, (zero[j] + 1) * s) for j in removed_pos]) \
         if removed_pos else np.zeros(0, dtype=int)
     rows = np.delete(rows, features, axis=0)
-    g.set_array(node.input[1], rows.T if trans_b else rows)
+    g.set_initializer(node.inputs[1], rows.T if trans_b else rows)
 
 
 def _add_bias(g: Graph, node, index, delta, size, scale):
     """Add ``delta * scale`` to the bias input ``index`` of ``node``, creating it if absent."""
-    if index < len(node.input) and node.input[index]:
-        old = g.array(node.input[index])
+    if index < len(node.inputs) and node.inputs[index]:
+        old = g.initializers[node.inputs[index]]
         value = np.broadcast_to(old.astype(np.float64).reshape(-1), (size,)) + delta * scale
-        g.set_array(node.input[index], value.reshape(old.shape) if old.size == size else value)
+        g.set_initializer(node.inputs[index], value.reshape(old.shape) if old.size == size else value)
     else:
-        dtype = g.array(node.input[1]).dtype
-        name = g.add_array(f"{node.name}_bias", (delta * scale).astype(dtype))
-        while len(node.input) < index:
-            node.input.append("")
-        if len(node.input) > index:
-            node.input[index] = name
-        else:
-            node.input.append(name)
+        dtype = g.initializers[node.inputs[1]].dtype
+        g.set_input(node, index, g.add_initializer(f"{node.name}_bias", (delta * scale).astype(dtype)))

@@ -13,7 +13,8 @@ Typical use::
 See docs/host.md.
 """
 
-from hlsinf.host.graph import Graph, GraphError, Node, load_model
+from hlsinf.host.load import load_model
+from hlsinf.ir import Graph, GraphError, Node
 from hlsinf.host.quantize import QuantError, onnxruntime_session, quantize, requant_params
 from hlsinf.host.plan import CpuLayer, FpgaLayer, Plan, PlanError, Transfer, load_kernel, to_fpga
 from hlsinf.host.device import Device, DeviceError, ReferenceDevice

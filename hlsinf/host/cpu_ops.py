@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hlsinf.host.graph import GraphError, Node
+from hlsinf.ir import GraphError, Node
 
 __all__ = ["CPU_OPS", "run_node", "conv2d", "quantize_linear", "dequantize_linear"]
 

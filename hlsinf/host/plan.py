@@ -30,7 +30,8 @@ import numpy as np
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
-from hlsinf.host.graph import Graph, Node, fold_batchnorm, load_model
+from hlsinf.host.load import load_model
+from hlsinf.ir import Graph, Node, fold_batchnorm
 from hlsinf.host.quantize import QuantError, requant_params
 
 __all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel"]

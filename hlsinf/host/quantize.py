@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.host.graph import Graph, GraphError, load_model
+from hlsinf.host.load import load_model
+from hlsinf.ir import Graph, GraphError
 
 __all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges", "onnxruntime_session"]
 
@@ -152,7 +153,7 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     stay float and run on the CPU. 2-D max/average pools of a quantised tensor keep its scale.
     The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
     """
-    from hlsinf.host.graph import Node, fold_batchnorm, to_onnx
+    from hlsinf.ir import Node, fold_batchnorm, to_onnx
 
     signed = act_signed if act_signed is not None else (kernel.act_signed if kernel is not None else False)
     graph = model if isinstance(model, Graph) else load_model(model)

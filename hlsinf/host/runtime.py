@@ -17,7 +17,7 @@ import numpy as np
 from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, pack_activations, unpack_activations, weight_dtype
 from hlsinf.host.cpu_ops import run_node
 from hlsinf.host.device import Device, ReferenceDevice
-from hlsinf.host.graph import GraphError
+from hlsinf.ir import GraphError
 from hlsinf.host.plan import CpuLayer, Plan, Transfer
 
 __all__ = ["Session", "Profile", "run"]

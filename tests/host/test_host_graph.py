@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hlsinf.host.cpu_ops import evaluate
-from hlsinf.host.graph import GraphError, load_model
+from hlsinf.host import GraphError, load_model
 
 
 def _model(nodes, inits, in_shape, opset=17):
