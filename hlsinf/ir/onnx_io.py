@@ -141,6 +141,61 @@ def _check_ops(proto, ops):
                              f"is not supported; supported operators: {', '.join(sorted(ops))}")
 
 
+#: Operators never folded even with constant inputs: the planner reads the quantisation of
+#: a weight from its DequantizeLinear node, so those must stay nodes.
+_KEEP_AS_NODES = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def _fold_constants(proto) -> int:
+    """Replace every node whose inputs are all constant by initializers of its outputs; how many.
+
+    Exporters leave arithmetic on constants in the graph: ``torch.onnx.export`` with
+    ``do_constant_folding=False`` computes a Resize's scales as ``Concat(Constant, Constant)``
+    and passes weights and shared biases through ``Identity``. Shape inference cannot see
+    through that (the Resize's output shape stays unknown), and the planner wants parameters
+    as initializers. Each node is evaluated on its own with ONNX's reference evaluator, in
+    graph order, so chains fold too; graph outputs, nodes with subgraphs and the
+    quantisation nodes the planner reads (:data:`_KEEP_AS_NODES`) stay.
+    """
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = proto.graph
+    constant = {t.name for t in g.initializer}
+    graph_outputs = {o.name for o in g.output}
+    kept, folded = [], 0
+    for node in g.node:
+        foldable = (node.domain in ("", "ai.onnx") and node.op_type not in _KEEP_AS_NODES
+                    and all(not i or i in constant for i in node.input)
+                    and not graph_outputs & set(node.output)
+                    and not any(a.type in (5, 10) for a in node.attribute))      # GRAPH, GRAPHS
+        if not foldable:
+            kept.append(node)
+            continue
+        if node.op_type == "Identity":
+            source = next(t for t in g.initializer if t.name == node.input[0])
+            values = [numpy_helper.to_array(source)]
+        else:
+            inputs = [i for i in node.input if i]
+            feeds = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name in inputs}
+            single = helper.make_model(
+                helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output],
+                                  [numpy_helper.from_array(feeds[i], i) for i in dict.fromkeys(inputs)]),
+                opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+            try:
+                values = ReferenceEvaluator(single).run(None, {})
+            except Exception as e:
+                raise GraphError(f"node {node.name or node.output[0]!r} ({node.op_type}): its inputs are constant "
+                                 f"but it could not be evaluated: {e}") from e
+        for out, value in zip(node.output, values):
+            g.initializer.append(numpy_helper.from_array(np.asarray(value), out))
+            constant.add(out)
+        folded += 1
+    del g.node[:]
+    g.node.extend(kept)
+    return folded
+
+
 def _static(proto, name: str, input_shape, ops) -> Graph:
     from onnx import numpy_helper
 
@@ -171,6 +226,7 @@ def _static(proto, name: str, input_shape, ops) -> Graph:
     del g.value_info[:]
     _check_ops(proto, ops)
 
+    _fold_constants(proto)
     initializers = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     try:
         inferred = _infer(proto, strict_mode=True, data_prop=True)
