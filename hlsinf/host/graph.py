@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GraphError", "Node", "Graph", "load_model", "fold_batchnorm", "to_onnx"]
+__all__ = ["GraphError", "Node", "Graph", "load_model", "fold_batchnorm", "to_onnx", "through_identity"]
 
 
 class GraphError(ValueError):
@@ -67,8 +67,25 @@ class Graph:
         return self._cons
 
     def const(self, tensor: str) -> np.ndarray | None:
-        """The value of a constant tensor (an initializer), else None."""
-        return self.initializers.get(tensor)
+        """The value of a constant tensor (an initializer or a Constant node, possibly behind
+        Identity nodes: see :func:`through_identity`), else None."""
+        return self.initializers.get(through_identity(self, tensor))
+
+
+def through_identity(graph: Graph, tensor: str) -> str:
+    """The tensor an ``Identity`` chain starts from; ``tensor`` itself if no Identity produces it.
+
+    torch's exporter shares identical initializers (a bias of zeros, tied weights) by
+    writing ``Identity(first) -> second``; a constant behind such a chain is still a constant.
+    """
+    seen = set()
+    while tensor not in seen:
+        seen.add(tensor)
+        node = graph.producer(tensor)
+        if node is None or node.op != "Identity" or not node.inputs or not node.inputs[0]:
+            break
+        tensor = node.inputs[0]
+    return tensor
 
 
 _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,
@@ -198,15 +215,16 @@ def fold_batchnorm(graph: Graph) -> Graph:
     for node in graph.nodes:
         if node.op == "BatchNormalization":
             conv = graph.producer(node.inputs[0])
-            params = [inits.get(i) for i in node.inputs[1:5]]
+            params = [graph.const(i) for i in node.inputs[1:5]]
+            has_bias = len(conv.inputs) > 2 and bool(conv.inputs[2]) if conv is not None else False
             if (conv is not None and conv.op == "Conv" and len(graph.consumers(conv.outputs[0])) == 1
-                    and conv.outputs[0] not in graph.outputs and conv.inputs[1] in inits
+                    and conv.outputs[0] not in graph.outputs and graph.const(conv.inputs[1]) is not None
                     and all(p is not None for p in params) and len(node.outputs) == 1
-                    and (len(conv.inputs) < 3 or not conv.inputs[2] or conv.inputs[2] in inits)):
+                    and (not has_bias or graph.const(conv.inputs[2]) is not None)):
                 scale, bias, mean, var = (np.asarray(p, np.float64) for p in params)
                 k = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
-                w = inits[conv.inputs[1]].astype(np.float64) * k.reshape(-1, 1, 1, 1)
-                b0 = inits[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0.0
+                w = graph.const(conv.inputs[1]).astype(np.float64) * k.reshape(-1, 1, 1, 1)
+                b0 = graph.const(conv.inputs[2]).astype(np.float64) if has_bias else 0.0
                 b = (b0 - mean) * k + bias
                 wname, bname = f"{conv.name}_bnfolded_w", f"{conv.name}_bnfolded_b"
                 inits[wname] = w.astype(np.float32)
