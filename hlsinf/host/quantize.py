@@ -9,10 +9,10 @@ exactly the model the accelerator runs:
   quantises weights per output channel (symmetric int8) and bias to int32, and writes
   the QDQ model itself.
 
-Zero points: the kernel pads with 0 and has no zero-point add, so a convolution runs on
-the accelerator only if its input and output zero points are 0 (natural for uint8 after
-ReLU and for symmetric int8). Other convolutions stay on the CPU, executed exactly as the
-QDQ graph says; the plan says why.
+Zero points: :func:`quantize` writes zero points of 0 (natural for uint8 after ReLU and for
+symmetric int8) and leaves in float what would need another. QDQ models from other tools
+may have any: the planner folds them into the bias and pads with them on the host
+(:func:`hlsinf.host.plan.realise_input_zero_point`, docs/host.md).
 
 onnxruntime as the reference: :func:`onnxruntime_session` opens a CPU session that computes the
 QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A default session does
