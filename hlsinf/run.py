@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", help="kernel build folder or its descriptor.json")
     p.add_argument("--cpi", type=int, help="input channels per cycle (builds a configuration in-process)")
     p.add_argument("--cpo", type=int, help="output channels per cycle")
-    p.add_argument("--act-signed", action="store_true", help="int8 activations (default uint8)")
+    p.add_argument("--act-signed", action=argparse.BooleanOptionalAction, default=None,
+                   help="int8 (--act-signed) or uint8 (--no-act-signed) activations; default: the QDQ "
+                        "model's activation type (uint8 for a float model)")
     p.add_argument("--wmax", type=int, help="kernel's largest input width (default from KernelConfig)")
     p.add_argument("--hmax", type=int, help="kernel's largest rows per call")
     p.add_argument("--imax", type=int, help="kernel's largest input channel count")
@@ -49,14 +51,17 @@ def _kernel(args):
         raise ValueError("give either --kernel or --cpi/--cpo, not both")
     if args.kernel:
         return args.kernel
-    fields = {"cpi": 8, "cpo": 8, "act_signed": args.act_signed}
+    fields = {"cpi": 8, "cpo": 8}
+    if args.act_signed is not None:
+        fields["act_signed"] = args.act_signed
     for name in ("cpi", "cpo", "wmax", "hmax", "imax"):
         value = getattr(args, name)
         if value is not None:
             if value <= 0:
                 raise ValueError(f"--{name} {value}: must be a positive whole number")
             fields[name] = value
-    return KernelConfig(**fields)
+    KernelConfig(**fields)                   # a bad value is an error here, before the model is read
+    return fields                            # without act_signed: to_fpga takes the model's format
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:

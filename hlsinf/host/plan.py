@@ -7,7 +7,10 @@ What the planner does, in order:
 3. fuses each quantised convolution, ``Q -> DQ -> Conv(DQ w, DQ b) [-> Relu|Clip] -> Q``,
    with a following 2x2/stride-2 max or average pool (``DQ -> Pool -> Q`` at the same
    scale), into one accelerator layer; 1x1 and 2x2 kernels go into the 3x3 slot with
-   adjusted padding;
+   adjusted padding; the activation format is the kernel's, or the model's when the kernel
+   leaves it open; each tensor gets an exact device encoding (:class:`ActEncoding`) and
+   non-zero zero points go into the bias, with host padding where the input's matters
+   (:func:`realise_input_zero_point`);
 4. splits each layer into kernel calls: row tiles of at most ``hmax`` input rows (halo rows,
    per-tile padding, read/write offsets into full planes), column tiles when the input is
    wider than ``wmax`` (strip buffers with halo columns, copied by the runtime), and
@@ -21,6 +24,7 @@ Anything else runs on the CPU; each such layer carries the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +35,138 @@ from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
 from hlsinf.host.load import load_model
-from hlsinf.ir import Graph, Node, fold_batchnorm
+from hlsinf.ir import Graph, GraphError, Node, fold_batchnorm, through_identity
 from hlsinf.host.quantize import QuantError, requant_params
 
-__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel"]
+__all__ = ["PlanError", "ColumnTile", "FpgaLayer", "CpuLayer", "Transfer", "Plan", "to_fpga", "load_kernel",
+           "ActEncoding", "InputZeroPoint", "realise_input_zero_point", "activation_format"]
 
 
 class PlanError(ValueError):
     """A layer cannot be mapped onto the kernel; the message names the node and the limit."""
+
+
+# Activation formats and zero points ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ActEncoding:
+    """How one quantised activation tensor of the QDQ model is held in device memory.
+
+    ``device value = model value + offset``, in the kernel's activation type. The offset is 0
+    when the formats agree, +-128 between int8 and uint8 (a bijection, so exact), or 0 /
+    ``-zero_point`` when the tensor's known value range (e.g. after a ReLU) fits the kernel's
+    type that way. The real value is ``scale * (device value - device_zero_point)``.
+    """
+
+    dtype: np.dtype                     #: the model's integer type
+    zero_point: int                     #: the model's zero point
+    offset: int = 0
+
+    @property
+    def device_zero_point(self) -> int:
+        return self.zero_point + self.offset
+
+    def to_device(self, q: np.ndarray, act) -> np.ndarray:
+        q = np.asarray(q)
+        if q.dtype != self.dtype:
+            raise GraphError(f"tensor is {q.dtype}; the plan expects {np.dtype(self.dtype)}")
+        if self.offset == 0 and q.dtype == np.dtype(act):
+            return q
+        d = q.astype(np.int64) + self.offset
+        info = np.iinfo(act)
+        if d.size and (d.min() < info.min or d.max() > info.max):
+            raise GraphError(f"values {int(q.min())}..{int(q.max())} do not fit the kernel's {np.dtype(act)} "
+                             f"activations with offset {self.offset}")
+        return d.astype(act)
+
+    def to_host(self, d: np.ndarray) -> np.ndarray:
+        return (np.asarray(d, np.int64) - self.offset).astype(self.dtype)
+
+
+def _encoding(dtype, zero_point: int, values: tuple[int, int] | None, cfg: KernelConfig, what: str) -> ActEncoding:
+    """The device encoding of a model tensor (``dtype``, ``zero_point``) whose values lie in ``values``
+    (None: anywhere in the type's range).
+
+    Only exact offsets are candidates (the shifted range must fit the kernel's type); of
+    those, one that makes the device zero point 0, else the smallest."""
+    dtype = np.dtype(dtype)
+    act = np.dtype(act_dtype(cfg))
+    if dtype.kind not in "iu":
+        raise _NoMatch(f"{what} is {dtype}, not an integer type")
+    amin, amax = cfg.act_range
+    lo, hi = values if values is not None else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    half = 1 << (dtype.itemsize * 8 - 1)
+    exact = [off for off in dict.fromkeys((0, -zero_point, half, -half)) if amin <= lo + off and hi + off <= amax]
+    if not exact:
+        raise _NoMatch(f"{what} is {dtype} (values {lo}..{hi}); the kernel takes {act} activations, "
+                       f"which cannot hold them exactly")
+    return ActEncoding(dtype, int(zero_point), min(exact, key=lambda off: (zero_point + off != 0, abs(off))))
+
+
+@dataclass(frozen=True)
+class InputZeroPoint:
+    """How a layer realises its input's device zero point ``value`` (the real 0).
+
+    In the interior ``sum w·(x - z) = sum w·x - z·sum w``: the term goes into the bias (always,
+    exact). At padded borders the real padding value is ``z`` where the kernel pads with 0:
+    the host writes the input with those rows/columns (``host_pads``: top, bottom, left,
+    right) filled with ``z`` and the calls pad only what the 3x3 slot adds around a smaller
+    kernel (multiplied by zero weights, so its value does not matter)."""
+
+    value: int
+    host_pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+def realise_input_zero_point(z: int, pads: tuple[int, int, int, int], caps: "_Caps") -> InputZeroPoint:
+    """The one place that decides how a non-zero input zero point ``z`` is realised.
+
+    ``pads`` (top, bottom, left, right) is the convolution's own padding. Today's kernel pads
+    with 0 only, so the host pads the image with ``z`` (the call runs with padding 0 on an
+    ``(H+pt+pb) x (W+pl+pr)`` image: that many more input pixels, i.e. cycles). A kernel with a
+    run-time pad-value register would be described in ``caps`` and answered here with
+    ``host_pads = 0`` (and the calls would carry the pad value)."""
+    if z == 0 or not any(pads):
+        return InputZeroPoint(int(z))
+    return InputZeroPoint(int(z), tuple(int(p) for p in pads))
+
+
+def _fold_output_zero_point(z: int, mult: np.ndarray, shift: int) -> tuple[np.ndarray, bool]:
+    """Bias terms ``t[o]`` such that ``((acc + t)·M + 2^(s-1)) >> s`` is ``((acc·M + 2^(s-1)) >> s) + z``.
+
+    ``t = z·2^s / M`` makes it exact when ``M[o]`` divides ``z·2^s`` (always for ``M = 1``);
+    otherwise ``t`` is rounded and the value before rounding is off by at most
+    ``M / 2^(s+1)`` (half the layer's real scale ``s_x·s_w/s_y``, a small fraction of an LSB):
+    only a value that close to a rounding boundary moves, by one LSB. Returns ``(t, exact)``."""
+    m = np.asarray(mult, np.int64).reshape(-1)
+    if z == 0:
+        return np.zeros(m.size, np.int64), True
+    if np.any(m == 0):
+        raise _NoMatch(f"output zero point {z}: a channel's multiplier is 0, so no bias can add it")
+    num = z * (1 << shift)
+    t = np.array([(2 * num + int(mo)) // (2 * int(mo)) for mo in m], np.int64)
+    return t, bool(np.all(t * m == num))
+
+
+def activation_format(graph: Graph) -> tuple[bool | None, str]:
+    """The activation type of a QDQ model's quantised convolution inputs: ``(act_signed, why)``;
+    ``None`` if no convolution reads a quantised tensor (a float model). Majority wins."""
+    counts = {np.dtype(np.int8): 0, np.dtype(np.uint8): 0}
+    for node in graph.nodes:
+        if node.op != "Conv":
+            continue
+        dq = graph.producer(node.inputs[0])
+        if dq is None or dq.op != "DequantizeLinear":
+            continue
+        # no zero point input: uint8, ONNX's default
+        zp = _constant(graph, dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else np.zeros((), np.uint8)
+        if zp is not None and np.asarray(zp).dtype in counts:
+            counts[np.asarray(zp).dtype] += 1
+    n8, nu8 = counts[np.dtype(np.int8)], counts[np.dtype(np.uint8)]
+    if n8 == nu8 == 0:
+        return None, "no quantised convolution input"
+    signed = n8 > nu8
+    name = "int8" if signed else "uint8"
+    return signed, f"{n8 if signed else nu8} of {n8 + nu8} quantised convolution inputs are {name}"
 
 
 # Plan steps ---------------------------------------------------------------------------------------
@@ -61,13 +189,13 @@ class FpgaLayer:
 
     name: str
     nodes: list[str]                    #: ONNX nodes fused into this layer
-    input: str                          #: integer tensor read (device layout, CPI lanes)
+    input: str                          #: device buffer read (CPI lanes): ``source``, or its host-padded copy
     output: str                         #: integer tensor written (device layout, CPO lanes)
-    in_shape: tuple[int, int, int]      #: C, H, W
+    in_shape: tuple[int, int, int]      #: C, H, W of the device input (host padding included)
     out_shape: tuple[int, int, int]     #: O, Ho, Wo (after pooling)
     kernel: tuple[int, int]             #: original kernel size
     stride: int
-    pads: tuple[int, int, int, int]     #: top, bottom, left, right in the 3x3 slot
+    pads: tuple[int, int, int, int]     #: top, bottom, left, right the calls pad (3x3 slot)
     pool: int
     shift: int
     scale_error: float                  #: worst relative error of M / 2**shift vs the real scale
@@ -79,7 +207,15 @@ class FpgaLayer:
     group_splits: int
     #: column tiles when the input is wider than wmax (empty: the calls read the whole width)
     columns: list["ColumnTile"] = field(default_factory=list)
+    source: str = ""                    #: the model's integer tensor the layer reads
+    #: device zero points of input and output (0: none); how the input's is realised
+    in_zero_point: InputZeroPoint = InputZeroPoint(0)
+    out_zero_point: int = 0
+    out_zero_point_exact: bool = True   #: the output zero point is folded into the bias exactly
     device = "accelerator"
+
+    def __post_init__(self):
+        self.source = self.source or self.input
 
     def ideal_cycles(self, cfg: KernelConfig) -> int:
         return sum(c.ideal_cycles(cfg) for c in self.calls)
@@ -93,7 +229,19 @@ class FpgaLayer:
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
                 + f"{self.group_splits} group range(s)), "
-                f"shift {self.shift}")
+                f"shift {self.shift}" + self._zero_points())
+
+    def _zero_points(self) -> str:
+        text = ""
+        zin = self.in_zero_point
+        if zin.value:
+            text += f", input zero point {zin.value} in the bias"
+            if any(zin.host_pads):
+                text += f" + host pads {','.join(map(str, zin.host_pads))} with it"
+        if self.out_zero_point:
+            text += (f", output zero point {self.out_zero_point} in the bias"
+                     + ("" if self.out_zero_point_exact else " (within 1 LSB)"))
+        return text
 
 
 @dataclass
@@ -112,22 +260,58 @@ class CpuLayer:
 
 @dataclass
 class Transfer:
-    """Copy a tensor across the CPU <-> accelerator boundary, with the layout transform."""
+    """Copy a tensor across the CPU <-> accelerator boundary, with the layout transform and the
+    value encoding (:class:`ActEncoding`); to the device optionally into a padded image."""
 
     tensor: str
     direction: str                      #: "to_device" or "from_device"
-    shape: tuple[int, int, int]         #: C, H, W
+    shape: tuple[int, int, int]         #: C, H, W of the device buffer (padding included)
     lanes: int
+    encoding: ActEncoding | None = None  #: None: the values are copied as they are
+    buffer: str = ""                    #: device buffer name (default: the tensor's)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)   #: to_device: top, bottom, left, right filled with the
+                                        #: encoding's device zero point (the real 0)
     device = "transfer"
+
+    def __post_init__(self):
+        self.buffer = self.buffer or self.tensor
 
     @property
     def name(self):
-        return f"{self.direction}:{self.tensor}"
+        return f"{self.direction}:{self.buffer}"
 
     def describe(self, cfg=None) -> str:
         c, h, w = self.shape
         arrow = "host NCHW -> device GIHWCPI" if self.direction == "to_device" else "device -> host NCHW"
-        return f"{arrow}, {c}x{h}x{w}, {self.lanes} lanes"
+        text = f"{arrow}, {c}x{h}x{w}, {self.lanes} lanes"
+        enc = self.encoding
+        if enc is not None and enc.offset:
+            text += f", {np.dtype(enc.dtype).name} {'+' if enc.offset > 0 else '-'} {abs(enc.offset)}"
+        if any(self.pads):
+            text += f", padded {','.join(map(str, self.pads))} with {enc.device_zero_point if enc else 0}"
+        return text
+
+    def device_image(self, img: np.ndarray, act) -> np.ndarray:
+        """``C x H x W`` model integers -> the device's values (and padding) in type ``act``."""
+        img = np.asarray(img)
+        if self.encoding is None:
+            if img.dtype != np.dtype(act):
+                raise GraphError(f"tensor {self.tensor!r} is {img.dtype}; the kernel takes {np.dtype(act)}")
+            d = img
+        else:
+            try:
+                d = self.encoding.to_device(img, act)
+            except GraphError as e:
+                raise GraphError(f"tensor {self.tensor!r}: {e}") from None
+        if any(self.pads):
+            t, b, l, r = self.pads
+            fill = self.encoding.device_zero_point if self.encoding else 0
+            d = np.pad(d, ((0, 0), (t, b), (l, r)), constant_values=fill)
+        return d
+
+    def host_image(self, d: np.ndarray) -> np.ndarray:
+        """Device values -> the model's integers."""
+        return d if self.encoding is None else self.encoding.to_host(d)
 
 
 @dataclass
@@ -138,6 +322,15 @@ class Plan:
     #: (tensor, lanes) -> (C, H, W) of every buffer in device layout; a tensor has two when CPI != CPO
     device_tensors: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
     descriptor: dict | None = None
+    #: how each tensor that reaches the device is encoded there
+    encodings: dict[str, ActEncoding] = field(default_factory=dict)
+    #: where the activation format came from (set when the model chose it)
+    format_note: str = ""
+
+    def host_value(self, tensor: str, device_values: np.ndarray) -> np.ndarray:
+        """A device-resident tensor's values (as unpacked) -> the model's integers."""
+        enc = self.encodings.get(tensor)
+        return device_values if enc is None else enc.to_host(device_values)
 
     @property
     def fpga_layers(self) -> list[FpgaLayer]:
@@ -150,8 +343,9 @@ class Plan:
         """One line per step: device, what it does, tiles, ideal (and measured) cycles."""
         cfg = self.cfg
         lines = [f"plan for {self.graph.name!r} on a kernel with CPI={cfg.cpi} CPO={cfg.cpo} "
-                 f"{'int' if cfg.act_signed else 'uint'}{cfg.act_bits} activations, "
-                 f"wmax={cfg.wmax} hmax={cfg.hmax}"]
+                 f"{'int' if cfg.act_signed else 'uint'}{cfg.act_bits} activations"
+                 + (f" ({self.format_note})" if self.format_note else "")
+                 + f", wmax={cfg.wmax} hmax={cfg.hmax}"]
         for k, s in enumerate(self.steps):
             line = f"{k:3d} {s.device:11s} {s.name[:40]:40s} {s.describe(cfg)}"
             if isinstance(s, FpgaLayer):
@@ -169,7 +363,10 @@ class Plan:
 # Kernel description ------------------------------------------------------------------------------
 
 def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
-    """A ``KernelConfig``, a dict of its fields, or a build folder / ``descriptor.json`` path."""
+    """A ``KernelConfig``, a dict of its fields, or a build folder / ``descriptor.json`` path
+    (``None``: the default configuration)."""
+    if kernel is None:
+        return KernelConfig(), None
     if isinstance(kernel, KernelConfig):
         return kernel, None
     if isinstance(kernel, dict):
@@ -185,6 +382,16 @@ def load_kernel(kernel) -> tuple[KernelConfig, dict | None]:
         raise PlanError("reading a kernel descriptor needs hlsinf.build.descriptor, which this checkout lacks; "
                         "give the configuration instead (--cpi/--cpo)") from None
     return load_descriptor(path)
+
+
+def _format_given(kernel) -> bool:
+    """Whether ``kernel`` fixes the activation format: a ``KernelConfig`` or a built kernel does;
+    ``None`` and a dict without ``act_signed`` leave it to the model."""
+    if kernel is None:
+        return False
+    if isinstance(kernel, dict):
+        return "act_signed" in kernel
+    return True
 
 
 @dataclass(frozen=True)
@@ -215,25 +422,49 @@ class _Match:
     b_q: np.ndarray
     clip: tuple[float | None, float | None]   # real-valued bounds of Relu/Clip
     pool: int
+    x_type: tuple[np.dtype, int]              # the model's input type and zero point
+    y_type: tuple[np.dtype, int]              # the model's output type and zero point
+    q_clip: tuple[int, int]                   # output bounds in the model's integers (type range, Relu/Clip)
 
 
 class _NoMatch(Exception):
     """This convolution stays on the CPU; the message says why."""
 
 
-def _scalar_qparams(graph: Graph, node: Node, cfg: KernelConfig, what: str):
-    scale = graph.const(node.inputs[1])
-    zp = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), np.uint8)
+def _constant(graph: Graph, tensor: str, _depth: int = 0) -> np.ndarray | None:
+    """The value of ``tensor`` if it is a constant: an initializer or Constant node (also behind
+    Identity), or computed from constants (e.g. ``QuantizeLinear(Identity(DequantizeLinear(w)))``,
+    which quantize_static writes for weights torch tied through Identity); else None."""
+    value = graph.const(tensor)
+    if value is not None or _depth > 16:
+        return value
+    cache = graph.__dict__.setdefault("_plan_constants", {})
+    if tensor in cache:
+        return cache[tensor]
+    node = graph.producer(tensor)
+    if node is None or node.op == "Conv":
+        return None
+    ins = [_constant(graph, i, _depth + 1) if i else None for i in node.inputs]
+    if any(v is None for v, i in zip(ins, node.inputs) if i):
+        return None
+    from hlsinf.host.cpu_ops import run_node
+    outs = run_node(node, ins, graph.opset)
+    cache.update((o, v) for o, v in zip(node.outputs, outs) if o)
+    return cache[tensor]
+
+
+def _scalar_qparams(graph: Graph, node: Node, what: str) -> tuple[float, int, np.dtype]:
+    """Scale, zero point and integer type of a Quantize/DequantizeLinear with one scale."""
+    scale = _constant(graph, node.inputs[1])
+    zp = _constant(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), np.uint8)
     if scale is None or zp is None:
         raise _NoMatch(f"{what} scale or zero point is not a constant")
     if np.size(scale) != 1 or np.size(zp) != 1:
         raise _NoMatch(f"{what} is quantised per channel; activations need one scale")
-    dt = np.dtype(act_dtype(cfg))
-    if np.asarray(zp).dtype != dt:
-        raise _NoMatch(f"{what} is {np.asarray(zp).dtype}, the kernel takes {dt} activations")
-    if int(np.asarray(zp).reshape(())) != 0:
-        raise _NoMatch(f"{what} zero point is {int(np.asarray(zp).reshape(()))}; the kernel needs 0")
-    return float(np.asarray(scale, np.float64).reshape(()))
+    zp = np.asarray(zp)
+    if zp.dtype.kind not in "iu":
+        raise _NoMatch(f"{what} is {zp.dtype}, not an integer type")
+    return float(np.asarray(scale, np.float64).reshape(())), int(zp.reshape(())), zp.dtype
 
 
 def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | None:
@@ -252,19 +483,27 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise _NoMatch(f"auto_pad={a['auto_pad']}")
     x_dq = graph.producer(conv.inputs[0])
-    w_dq = graph.producer(conv.inputs[1])
+    w_dq = graph.producer(through_identity(graph, conv.inputs[1]))   # torch shares tied weights via Identity
     if x_dq is None or x_dq.op != "DequantizeLinear" or w_dq is None or w_dq.op != "DequantizeLinear":
         raise _NoMatch("float convolution: not quantised (give a QDQ model or a calibration batch)")
-    s_x = _scalar_qparams(graph, x_dq, cfg, "input")
-    w_q = graph.const(w_dq.inputs[0])
-    s_w = graph.const(w_dq.inputs[1])
-    w_zp = graph.const(w_dq.inputs[2]) if len(w_dq.inputs) > 2 and w_dq.inputs[2] else None
+    s_x, z_x, t_x = _scalar_qparams(graph, x_dq, "input")
+    w_q = _constant(graph, w_dq.inputs[0])
+    s_w = _constant(graph, w_dq.inputs[1])
+    w_zp = _constant(graph, w_dq.inputs[2]) if len(w_dq.inputs) > 2 and w_dq.inputs[2] else None
     if w_q is None or s_w is None:
         raise _NoMatch("weights are not constant")
     if w_q.dtype != np.dtype(weight_dtype(cfg)):
         raise _NoMatch(f"weights are {w_q.dtype}, the kernel takes {np.dtype(weight_dtype(cfg))}")
     if w_zp is not None and np.any(np.asarray(w_zp) != 0):
-        raise _NoMatch("weight zero point is not 0 (asymmetric weights)")
+        # asymmetric weights (onnxruntime quantises weights that torch tied through Identity like
+        # an activation): exact if w - zero point still fits the kernel's weights
+        zw = np.asarray(w_zp, np.int64)
+        centred = w_q.astype(np.int64) - (zw.reshape(-1, 1, 1, 1) if zw.size > 1 else zw.reshape(()))
+        wlo, whi = cfg.weight_range
+        if centred.min() < wlo or centred.max() > whi:
+            raise _NoMatch(f"weight zero point is not 0 (asymmetric weights) and w - zero point spans "
+                           f"{centred.min()}..{centred.max()}, beyond int{cfg.weight_bits}")
+        w_q = centred.astype(weight_dtype(cfg))
     o = w_q.shape[0]
     s_w = np.asarray(s_w, np.float64).reshape(-1)
     if s_w.size == 1:
@@ -282,16 +521,16 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     # bias: int32 at scale s_x * s_w, or anything that dequantises to a real value
     b_real = np.zeros(o)
     if len(conv.inputs) > 2 and conv.inputs[2]:
-        b_dq = graph.producer(conv.inputs[2])
+        b_dq = graph.producer(through_identity(graph, conv.inputs[2]))
         if b_dq is not None and b_dq.op == "DequantizeLinear":
-            vals = [graph.const(i) if i else None for i in b_dq.inputs]
+            vals = [_constant(graph, i) if i else None for i in b_dq.inputs]
             if any(v is None for v, i in zip(vals, b_dq.inputs) if i):
                 raise _NoMatch("bias is not constant")
             bq, bs = vals[0].astype(np.float64), np.asarray(vals[1], np.float64)
             bz = np.asarray(vals[2], np.float64) if len(vals) > 2 and vals[2] is not None else 0.0
             b_real = (bq - bz) * bs
-        elif graph.const(conv.inputs[2]) is not None:
-            b_real = graph.const(conv.inputs[2]).astype(np.float64)
+        elif _constant(graph, conv.inputs[2]) is not None:
+            b_real = _constant(graph, conv.inputs[2]).astype(np.float64)
         else:
             raise _NoMatch("bias is not constant")
     b_q = np.rint(b_real / (np.float64(np.float32(s_x)) * s_w))
@@ -311,7 +550,7 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     if q is None:
         raise _NoMatch("output is not quantised (no QuantizeLinear follows)")
     nodes.append(q)
-    s_y = _scalar_qparams(graph, q, cfg, "output")
+    s_y, z_y, t_y = _scalar_qparams(graph, q, "output")
     out = q.outputs[0]
 
     # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
@@ -324,8 +563,8 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
         q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
         if not q2:
             break
-        try:
-            same = (_scalar_qparams(graph, dq2, cfg, "input") == s_y and _scalar_qparams(graph, q2, cfg, "output") == s_y)
+        try:       # same scale, zero point and type: the step is exact on the integers
+            same = _scalar_qparams(graph, dq2, "input") == _scalar_qparams(graph, q2, "output") == (s_y, z_y, t_y)
         except _NoMatch:
             same = False
         if not same:
@@ -347,15 +586,21 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
             pool = mode
         nodes += [dq2, nxt, q2]
         out = q2.outputs[0]
-    return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool)
+    # Relu/Clip in the model's integers: real 0 is z_y, so a ReLU's lower bound is the zero point
+    tmin, tmax = int(np.iinfo(t_y).min), int(np.iinfo(t_y).max)
+    lo, hi = clip
+    q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
+    q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
+    return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi))
 
 
 def _clip_bounds(graph: Graph, act: Node) -> tuple[float | None, float | None]:
     """Real-valued bounds of a Relu or Clip node (None: unbounded)."""
     if act.op == "Relu":
         return 0.0, None
-    lo = graph.const(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else act.attrs.get("min")
-    hi = graph.const(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else act.attrs.get("max")
+    lo = _constant(graph, act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else act.attrs.get("min")
+    hi = _constant(graph, act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else act.attrs.get("max")
     if (len(act.inputs) > 1 and act.inputs[1] and lo is None) or (len(act.inputs) > 2 and act.inputs[2] and hi is None):
         raise _NoMatch("Clip bounds are not constant")
     return None if lo is None else float(lo), None if hi is None else float(hi)
@@ -376,7 +621,10 @@ def _row_tiles(conv_rows: int, tile: int) -> list[tuple[int, int]]:
 
 
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
-                 max_out_groups: int | None, max_cols: int | None = None) -> FpgaLayer:
+                 max_out_groups: int | None, max_cols: int | None = None, *,
+                 x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None) -> FpgaLayer:
+    x_enc = x_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
+    y_enc = y_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     conv = next(n for n in m.nodes if n.op == "Conv")
     name = conv.name
     _, c, h, w = graph.shapes[m.x_q]
@@ -384,12 +632,17 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     a = conv.attrs
     pads = list(a.get("pads", [0, 0, 0, 0])) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0, 0, 0, 0]
     stride = a.get("strides", [1, 1])[0]
+    where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
+    # A non-zero input zero point: its padding may come from the host (the image grows)
+    zin = realise_input_zero_point(x_enc.device_zero_point, (pads[0], pads[2], pads[1], pads[3]), caps)
+    ht, hb, hl, hr = zin.host_pads
+    pads = [pads[0] - ht, pads[1] - hl, pads[2] - hb, pads[3] - hr]
+    h, w = h + ht + hb, w + hl + hr
     # 1x1 and 2x2 kernels in the 3x3 slot: centre them (offset (3-k)//2) and pad the rest
     oy, ox = (3 - kh) // 2, (3 - kw) // 2
     w3 = np.zeros((o, c, 3, 3), m.w_q.dtype)
     w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
     pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
-    where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
     if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
@@ -400,13 +653,21 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
     except QuantError as e:
         raise _NoMatch(str(e)) from None
+    # Zero points into the bias: sum w·(x - zx) = sum w·x - zx·sum w (exact), and the output's
+    # zy·2^s / M (exact when M divides zy·2^s, else within one LSB at rounding boundaries).
+    zy = y_enc.device_zero_point
+    t_y, out_exact = _fold_output_zero_point(zy, mult if cfg.with_multiplier else np.ones_like(mult), shift)
+    bias = m.b_q - zin.value * m.w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
+    blo, bhi = cfg.bias_range
+    if np.any(bias < blo) or np.any(bias > bhi):
+        raise _NoMatch(f"bias with the zero points folded in does not fit int{cfg.bias_bits}")
+    # Clip bounds: the model's integer range (and Relu/Clip) in device values
     amin, amax = cfg.act_range
-    lo, hi = m.clip
-    clip_lo = None if lo is None else int(np.clip(np.rint(lo / m.s_y), amin, amax))
-    clip_hi = None if hi is None else int(np.clip(np.rint(hi / m.s_y), amin, amax))
-    relu = clip_lo == 0 and cfg.with_relu
-    if relu:
-        clip_lo = None
+    dlo, dhi = m.q_clip[0] + y_enc.offset, m.q_clip[1] + y_enc.offset
+    assert amin <= dlo and dhi <= amax, (dlo, dhi)      # the encoding was chosen so
+    relu = cfg.with_relu and dlo == 0 and m.clip[0] is not None
+    clip_lo = None if relu or dlo == amin else dlo
+    clip_hi = None if dhi == amax else dhi
 
     conv_rows = (h + pt + pb - 3) // stride + 1
     conv_cols = (w + pl + pr - 3) // stride + 1
@@ -474,14 +735,22 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                 calls.append(args)
         columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
     return FpgaLayer(
-        name=name, nodes=[n.name for n in m.nodes], input=m.x_q, output=m.out,
+        name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin), output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
         pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
         weights=pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg)),
-        bias=pack_channels(m.b_q.astype(bias_dtype(cfg)), cfg.cpo),
+        bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
-        columns=[] if whole_width else columns)
+        columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin,
+        out_zero_point=zy, out_zero_point_exact=out_exact)
+
+
+def _padded_name(tensor: str, zin: InputZeroPoint) -> str:
+    """The device buffer of ``tensor`` padded by the host (the tensor's own name without padding)."""
+    if not any(zin.host_pads):
+        return tensor
+    return f"{tensor}[padded {','.join(map(str, zin.host_pads))} with {zin.value}]"
 
 
 # The planner ------------------------------------------------------------------------------------
@@ -495,10 +764,15 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     convolutions on the accelerator. With ``calibration`` (an ``N x C x H x W`` float batch) a
     float model is first quantised by :func:`hlsinf.host.quantize.quantize`.
     ``kernel``: a :class:`KernelConfig`, a dict of its fields, or a build folder / descriptor
-    JSON. ``max_rows`` caps the convolution output rows of one call (below what ``hmax``
-    allows), ``max_cols`` the output columns of a column tile (column tiles are made anyway
-    when an input is wider than ``wmax``) and ``max_out_groups`` the output groups of one
-    call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
+    JSON; ``None`` or a dict without ``act_signed`` leaves the activation format (uint8 or
+    int8) to the model: the type most of its quantised convolution inputs have (uint8 for a
+    float model). Tensors of the other type are mapped exactly where that is possible (int8
+    ``q`` is uint8 ``q + 128``, and the same values when their range allows), else the layer
+    runs on the CPU. Non-zero zero points are folded into the bias; see
+    :func:`realise_input_zero_point` for the input's padding. ``max_rows`` caps the
+    convolution output rows of one call (below what ``hmax`` allows), ``max_cols`` the output
+    columns of a column tile (column tiles are made anyway when an input is wider than
+    ``wmax``) and ``max_out_groups`` the output groups of one call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
     :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
     """
     cfg, descriptor = load_kernel(kernel)
@@ -508,6 +782,13 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         model = quantize(model, calibration, cfg)
     graph = model if isinstance(model, Graph) else load_model(model, input_shape)
     graph = fold_batchnorm(graph)
+    format_note = ""
+    if not _format_given(kernel):
+        signed, why = activation_format(graph)
+        if signed is not None:
+            cfg = dataclasses.replace(cfg, act_signed=signed)
+            format_note = f"from the model: {why}"
+    encodings: dict[str, ActEncoding] = {}
 
     fused: dict[str, FpgaLayer] = {}        # last fused node name -> layer
     in_layer: set[str] = set()
@@ -517,7 +798,12 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             continue
         try:
             m = _match_conv(graph, node, cfg, caps)
-            layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols)
+            # a tensor keeps one encoding: the one its accelerator producer (or first consumer) chose
+            t_x, z_x = m.x_type
+            x_enc = encodings.get(m.x_q) or _encoding(t_x, z_x, None, cfg, "input")
+            t_y, z_y = m.y_type
+            y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+            layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc, y_enc=y_enc)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue
@@ -533,11 +819,13 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         if len(graph.consumers(x_dq.outputs[0])) > 1:
             names.remove(x_dq.name)
         w_dq = m.nodes[1]
-        if len(graph.consumers(w_dq.outputs[0])) > 1:
+        if len(graph.consumers(w_dq.outputs[0])) > 1 or w_dq.outputs[0] != node.inputs[1]:
             names.remove(w_dq.name)
         layer.nodes = names
         in_layer.update(names)
         fused[m.nodes[-1].name] = layer
+        encodings.setdefault(m.x_q, x_enc)
+        encodings[m.out] = y_enc
 
     # Liveness: keep CPU nodes whose outputs something needs.
     needed = set(graph.outputs)
@@ -545,7 +833,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     for node in reversed(graph.nodes):
         if node.name in fused:
             layer = fused[node.name]
-            needed.add(layer.input)
+            needed.add(layer.source)
             keep.add(node.name)
         elif node.name in in_layer:
             continue
@@ -567,7 +855,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
 
     def to_host(t):
         if t in on_device and t not in on_host:
-            steps.append(Transfer(t, "from_device", chw(t), on_device[t]))
+            steps.append(Transfer(t, "from_device", chw(t), on_device[t], encodings.get(t)))
             on_host.add(t)
 
     for node in graph.nodes:
@@ -575,10 +863,18 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             continue
         if node.name in fused:
             layer = fused[node.name]
-            t = layer.input
-            if on_device.get(t) != cfg.cpi:
+            t = layer.source
+            if layer.input != t:
+                # the host writes a padded copy (input zero point at padded borders, see
+                # realise_input_zero_point); a device-resident input makes a round trip
+                if (layer.input, cfg.cpi) not in device_tensors:
+                    to_host(t)
+                    steps.append(Transfer(t, "to_device", layer.in_shape, cfg.cpi, encodings[t], layer.input,
+                                          layer.in_zero_point.host_pads))
+                    device_tensors[(layer.input, cfg.cpi)] = layer.in_shape
+            elif on_device.get(t) != cfg.cpi:
                 to_host(t)
-                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi))
+                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings[t]))
                 on_device[t] = cfg.cpi
                 device_tensors[(t, cfg.cpi)] = chw(t)
             steps.append(layer)
@@ -603,4 +899,4 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             on_host.update(o for o in node.outputs if o)
     for o in graph.outputs:
         to_host(o)
-    return Plan(graph, cfg, steps, device_tensors, descriptor)
+    return Plan(graph, cfg, steps, device_tensors, descriptor, encodings, format_note)

@@ -9,10 +9,10 @@ exactly the model the accelerator runs:
   quantises weights per output channel (symmetric int8) and bias to int32, and writes
   the QDQ model itself.
 
-Zero points: the kernel pads with 0 and has no zero-point add, so a convolution runs on
-the accelerator only if its input and output zero points are 0 (natural for uint8 after
-ReLU and for symmetric int8). Other convolutions stay on the CPU, executed exactly as the
-QDQ graph says; the plan says why.
+Zero points: :func:`quantize` writes zero points of 0 (natural for uint8 after ReLU and for
+symmetric int8) and leaves in float what would need another. QDQ models from other tools
+may have any: the planner folds them into the bias and pads with them on the host
+(:func:`hlsinf.host.plan.realise_input_zero_point`, docs/host.md).
 
 onnxruntime as the reference: :func:`onnxruntime_session` opens a CPU session that computes the
 QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A default session does
@@ -169,7 +169,9 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     scales: dict[str, float] = {}               # quantised activation tensors -> scale
     conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
     for node in graph.nodes:
-        if node.op == "Conv" and node.inputs[1] in graph.initializers and node.attrs.get("group", 1) == 1:
+        bias_const = len(node.inputs) < 3 or not node.inputs[2] or graph.const(node.inputs[2]) is not None
+        if (node.op == "Conv" and graph.const(node.inputs[1]) is not None and bias_const
+                and node.attrs.get("group", 1) == 1):
             x, out = node.inputs[0], node.outputs[0]
             cons = graph.consumers(out)
             if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and out not in graph.outputs:
@@ -217,14 +219,14 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
         new = Node(node.name, node.op, [rename.get(i, i) for i in node.inputs], list(node.outputs), dict(node.attrs))
         if node.name in conv_input:
             x = conv_input[node.name]
-            w = graph.initializers[node.inputs[1]].astype(np.float64)
+            w = graph.const(node.inputs[1]).astype(np.float64)      # through Identity (torch shares initializers)
             o = w.shape[0]
             wmax = np.abs(w.reshape(o, -1)).max(axis=1) if per_channel else np.full(o, np.abs(w).max())
             sw = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
             wq = np.clip(np.rint(w / sw.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
             new.inputs[1] = dq_param(f"{node.name}_w", wq, sw if per_channel else sw[:1].reshape(()), 0)
             if len(node.inputs) > 2 and node.inputs[2]:
-                b = graph.initializers[node.inputs[2]].astype(np.float64)
+                b = graph.const(node.inputs[2]).astype(np.float64)
                 sb = (np.float32(scales[x]) * sw).astype(np.float32)
                 bq = np.clip(np.rint(b / sb.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
                 new.inputs[2] = dq_param(f"{node.name}_b", bq, sb, 0)

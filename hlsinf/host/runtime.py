@@ -203,16 +203,14 @@ class Session:
                 category = "cpu"
             elif isinstance(step, Transfer):
                 c, h, w = step.shape
-                addr = self.buffers[(step.tensor, step.lanes)]
-                if step.direction == "to_device":
-                    img = np.asarray(values[step.tensor])[0]
-                    if img.dtype != self.act:
-                        raise GraphError(f"tensor {step.tensor!r} is {img.dtype}; the kernel takes {self.act}")
+                addr = self.buffers[(step.buffer, step.lanes)]
+                if step.direction == "to_device":      # model integers -> device values (offset, padding)
+                    img = step.device_image(np.asarray(values[step.tensor])[0], self.act)
                     dev.write(addr, pack_activations(img, step.lanes, self.act))
                 else:
                     g = math.ceil(c / step.lanes)
                     mem = dev.read(addr, self.act, g * step.lanes * h * w)
-                    values[step.tensor] = unpack_activations(mem, c, h, w, step.lanes)[None]
+                    values[step.tensor] = step.host_image(unpack_activations(mem, c, h, w, step.lanes))[None]
                 category = "transfer"
             else:
                 p = self.params[step.name]
@@ -242,7 +240,7 @@ class Session:
                 lanes = cfg.cpo
                 c, h, w = plan.device_tensors[(name, lanes)]
                 mem = dev.read(self.buffers[(name, lanes)], self.act, math.ceil(c / lanes) * lanes * h * w)
-                out[name] = unpack_activations(mem, c, h, w, lanes)[None]
+                out[name] = plan.host_value(name, unpack_activations(mem, c, h, w, lanes))[None]
             else:
                 raise GraphError(f"tensor {name!r} is not computed by this plan "
                                  "(fused inside an accelerator layer or unused)")

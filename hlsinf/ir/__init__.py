@@ -10,9 +10,9 @@ It sits below both users: it imports numpy and onnx, never ``hlsinf.host`` or
 ``hlsinf.compress``. Who needs an operator table passes it in (``load_model(ops=...)``).
 """
 
-from hlsinf.ir.graph import Graph, GraphError, Node, describe
+from hlsinf.ir.graph import Graph, GraphError, Node, describe, through_identity
 from hlsinf.ir.onnx_io import load_model, read_model, to_onnx
 from hlsinf.ir.fold import FoldReport, fold_batchnorm
 
 __all__ = ["Graph", "GraphError", "Node", "describe", "load_model", "read_model", "to_onnx", "FoldReport",
-           "fold_batchnorm"]
+           "fold_batchnorm", "through_identity"]

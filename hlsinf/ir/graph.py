@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GraphError", "Node", "Graph", "describe"]
+__all__ = ["GraphError", "Node", "Graph", "describe", "through_identity"]
 
 
 class GraphError(ValueError):
@@ -96,8 +96,9 @@ class Graph:
         return len(self.uses(tensor)) + self.is_output(tensor)
 
     def const(self, tensor: str) -> np.ndarray | None:
-        """The value of a constant tensor (an initializer), else None."""
-        return self.initializers.get(tensor)
+        """The value of a constant tensor (an initializer, possibly behind ``Identity`` nodes:
+        see :func:`through_identity`), else None."""
+        return self.initializers.get(through_identity(self, tensor))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -173,3 +174,20 @@ class Graph:
             del self.initializers[t]
             self.shapes.pop(t, None)
             self.dtypes.pop(t, None)
+
+
+def through_identity(graph: Graph, tensor: str) -> str:
+    """The tensor an ``Identity`` chain starts from; ``tensor`` itself if no Identity produces it.
+
+    torch's exporter shares identical initializers (a bias of zeros, tied weights) by
+    writing ``Identity(first) -> second``; a constant behind such a chain is still a constant.
+    (The static import already folds such chains; graphs built or edited in Python may not.)
+    """
+    seen = set()
+    while tensor not in seen:
+        seen.add(tensor)
+        node = graph.producer(tensor)
+        if node is None or node.op != "Identity" or not node.inputs or not node.inputs[0]:
+            break
+        tensor = node.inputs[0]
+    return tensor

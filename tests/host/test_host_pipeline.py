@@ -228,15 +228,18 @@ def test_negative_activations_in_uint8_stay_on_the_cpu_with_a_reason():
     assert np.mean(Session(plan).run(x)[out].argmax(1) == ref.argmax(1)) >= 0.75
 
 
-def test_nonzero_zero_point_runs_on_the_cpu_exactly_as_onnxruntime(tmp_path):
-    """uint8 QDQ of an input in [-1, 1] has zero point 128: the first conv stays on the CPU, the rest fuses."""
+def test_nonzero_input_zero_point_is_folded_into_the_bias_and_padded_by_the_host(tmp_path):
+    """uint8 QDQ of an input in [-1, 1] has zero point ~128: the first conv runs on the accelerator
+    with -z·sum(w) in its bias and an input the host pads with z (it ran on the CPU before issue 11)."""
     rng = np.random.default_rng(2)
     model = small_cnn(12, 12, seed=5)
     calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
     qdq = _quantize_static(model, calib, tmp_path, signed=False, per_channel=True)
     plan = to_fpga(qdq, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16))
-    reasons = [s.reason for s in plan.steps if getattr(s, "reason", None)]
-    assert any("zero point" in r for r in reasons), plan.summary()
+    assert len(plan.fpga_layers) == _convs(model), plan.summary()
+    first = plan.fpga_layers[0]
+    assert first.in_zero_point.value in (127, 128) and first.in_zero_point.host_pads == (1, 1, 1, 1)
+    assert first.in_shape == (3, 14, 14) and first.pads == (0, 0, 0, 0)
     x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     diffs, _, _ = _lsb_agreement(plan, qdq, x)
     assert np.mean(diffs <= 1) >= 0.999
