@@ -186,21 +186,11 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
     return dict(max_lsb=worst, worst_layer=worst_layer, differing=differing / max(values, 1))
 
 
-#: onnxruntime's graph optimiser that quantises the float weights and bias of a Conv whose input
-#: comes from a DequantizeLinear (it rewrites a mixed QDQ/float model into something else);
-#: off, onnxruntime computes the model as ONNX defines it.
-ORT_DISABLED = ["WeightBiasQuantization"]
-
-
 def ort_reference(model: onnx.ModelProto):
-    """``hlsinf.host.onnxruntime_session`` (exact integer products), with :data:`ORT_DISABLED` off."""
-    import onnxruntime as ort
-    from hlsinf.host.quantize import ORT_X64_QUANT_PRECISION
+    """``hlsinf.host.onnxruntime_session``: exact integer products, no weight-quantising optimiser."""
+    from hlsinf.host import onnxruntime_session
 
-    options = ort.SessionOptions()
-    options.add_session_config_entry(ORT_X64_QUANT_PRECISION, "1")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=ORT_DISABLED)
+    return onnxruntime_session(model)
 
 
 def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
