@@ -57,8 +57,14 @@ RESET_RATE = 0.06
 
 
 def _small(rng, lo: int, hi: int, typical: int) -> int:
-    """An integer in lo..hi, mostly up to ``typical`` (70%), else anywhere."""
-    if rng.random() < 0.7:
+    """An integer in lo..hi: one of the two ends (8% each), up to ``typical`` (54%), else
+    anywhere."""
+    r = rng.random()
+    if r < 0.08:
+        return hi
+    if r < 0.16:
+        return lo
+    if r < 0.7:
         return int(rng.integers(lo, min(hi, max(lo, typical)) + 1))
     return int(rng.integers(lo, hi + 1))
 
@@ -132,11 +138,12 @@ def _latency(rng) -> tuple[int, int]:
 def random_axi(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator) -> harness.AxiOptions:
     """Memory and host behaviour of one call: read and write latencies per burst (0..750
     cycles), a pause probability on every AXI channel (none for a quarter of the calls, else
-    0..0.6 per channel) and on the AXI4-Lite host (0..0.5); with ``ERROR_RATE`` an SLVERR or
+    0..0.6 per channel, 0..0.9 for a tenth of them) and on the AXI4-Lite host (0..0.5); with ``ERROR_RATE`` an SLVERR or
     DECERR on one of the first bursts of one or two bundles; with ``RESET_RATE`` (never with
     an error) ``ap_rst_n`` low for 1..40 cycles somewhere in the call."""
     quiet = rng.random() < 0.25
-    pause = (lambda: 0.0) if quiet else (lambda: 0.0 if rng.random() < 0.3 else float(rng.uniform(0, 0.6)))
+    top = 0.9 if rng.random() < 0.1 else 0.6          # now and then a memory that is nearly stuck
+    pause = (lambda: 0.0) if quiet else (lambda: 0.0 if rng.random() < 0.3 else float(rng.uniform(0, top)))
     options = harness.AxiOptions(
         seed=int(rng.integers(1, 1 << 62)), read_latency=_latency(rng), write_latency=_latency(rng),
         pause_ar=pause(), pause_r=pause(), pause_aw=pause(), pause_w=pause(), pause_b=pause(),
