@@ -44,6 +44,9 @@ BUILDS = {
     "u8": Build("u8", KernelConfig(**_SMALL), {"input_cache_pixels": 64}),
     "i8": Build("i8", KernelConfig(**_SMALL, act_signed=True), {"input_cache_pixels": 64}),
     "u8-8x4": Build("u8-8x4", KernelConfig(cpi=8, cpo=4, imax=64, wmax=32, hmax=32), {"input_cache_pixels": 64}),
+    # the other datapath: no input cache (every tile read again per output group) and
+    # padding -> cvt instead of the window stage
+    "u8-cvt": Build("u8-cvt", KernelConfig(**_SMALL), {"input_cache_pixels": 0, "window_stage": False}),
 }
 
 #: C++ optimisation of the fuzz builds: the simulation is a small part of a fuzz call's time
