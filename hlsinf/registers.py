@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
-           "register_map", "encode_call", "CONTROL_BITS"]
+           "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
+           "RESP_NAMES", "decode_status"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -80,7 +81,26 @@ def register_map() -> list[Register]:
     for name, bundle, doc in POINTERS:
         regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
         offset += 8
+    assert offset <= STATUS, "the argument registers run into the status register"
     return regs
+
+
+#: Read-only status word of the last call, right after the pointer arguments (0x90). Cleared
+#: when a call starts, final once ``ap_done`` is set. Bit ``STATUS_BITS[bundle]`` is set when
+#: that bundle's AXI master saw a response other than OKAY (an R response on ``gmem_in`` or
+#: ``gmem_w``, a B response on ``gmem_out``); bits ``STATUS_RESP_SHIFT[bundle]`` + 1..0 hold
+#: the first such response (2 SLVERR, 3 DECERR, 1 EXOKAY). 0 means a clean call.
+STATUS = 0x90
+STATUS_BITS = {"gmem_in": 0, "gmem_w": 1, "gmem_out": 2}
+STATUS_RESP_SHIFT = {"gmem_in": 8, "gmem_w": 10, "gmem_out": 12}
+RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
+
+
+def decode_status(word: int) -> dict[str, str]:
+    """The bundles whose master saw an error in a status word, with the first response:
+    ``{"gmem_w": "SLVERR"}``; empty for a clean call."""
+    return {bundle: RESP_NAMES[(word >> STATUS_RESP_SHIFT[bundle]) & 3]
+            for bundle, bit in STATUS_BITS.items() if word >> bit & 1}
 
 
 def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]:

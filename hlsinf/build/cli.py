@@ -93,12 +93,14 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def register_map_markdown() -> str:
     """The s_axi_control register map as a markdown table (docs/build.md embeds it)."""
-    from hlsinf.build.platforms.vitis import CONTROL_REGISTERS
+    from hlsinf.build.platforms.vitis import CONTROL_REGISTERS, STATUS_REGISTER
     rows = ["| offset | name | bits | kind | bundle | meaning |", "|---:|---|---:|---|---|---|"]
     rows += [f"| 0x{offset:02X} | {name} | 32 | control |  | {doc} |" for name, offset, doc in CONTROL_REGISTERS]
     for reg in register_map():
         kind = reg.kind + (", signed" if reg.signed else "")
         rows.append(f"| 0x{reg.offset:02X} | {reg.name} | {reg.bits} | {kind} | {reg.bundle or ''} | {reg.doc} |")
+    name, offset, doc = STATUS_REGISTER
+    rows.append(f"| 0x{offset:02X} | {name} | 32 | status |  | {doc} |")
     return "\n".join(rows) + "\n"
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from hlsinf import __version__
 from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
-from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, SCALARS,
-                        register_map)
+from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, SCALARS, STATUS,
+                        STATUS_BITS, STATUS_RESP_SHIFT, register_map)
 
 __all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
            "build_descriptor", "write_descriptor", "load_descriptor"]
@@ -75,8 +75,12 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
         "kernel": {"name": kernel_name, "control_protocol": "ap_ctrl_hs"},
         "config": cfg.to_dict(),
         "control": {
-            "registers": {"CTRL": CONTROL, "GIER": GIE, "IP_IER": IER, "IP_ISR": ISR},
+            "registers": {"CTRL": CONTROL, "GIER": GIE, "IP_IER": IER, "IP_ISR": ISR, "STATUS": STATUS},
             "ctrl_bits": dict(CONTROL_BITS),
+            "status": {"offset": STATUS, "access": "read-only", "valid": "once ap_done is set; cleared at ap_start",
+                       "error_bits": dict(STATUS_BITS), "resp_shift": dict(STATUS_RESP_SHIFT),
+                       "resp": {"2": "SLVERR", "3": "DECERR"},
+                       "on_error": "the call runs to its end; its output is not valid"},
             "args_base": ARGS_BASE,
             "word_bits": 32,
             "pointer_words": "low word at offset, high word at offset + 4",

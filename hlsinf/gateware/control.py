@@ -20,7 +20,10 @@ Host-visible behaviour (``0x00`` control):
 on a finish and bit 1 on an accept when the matching IER bit is set; writing 1 to an ISR
 bit toggles it. ``interrupt = GIE & |(IER & ISR)``. Arguments from ``0x10`` read back
 what was written (byte strobes honoured); a 64-bit pointer is two words, low word first.
-Other addresses read 0 and ignore writes; every response is OKAY.
+``0x90`` status (read-only, :data:`hlsinf.registers.STATUS`): the kernel's ``status``
+input, which holds the AXI error flags of the running or last call (cleared by the
+kernel when a call starts). Other addresses read 0 and ignore writes; every response is
+OKAY.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.gateware.memory.axi import AXI4LiteSignature, RESP_OKAY
 from hlsinf.config import KernelConfig
-from hlsinf.registers import CONTROL, CONTROL_BITS, GIE, IER, ISR, register_map
+from hlsinf.registers import CONTROL, CONTROL_BITS, GIE, IER, ISR, STATUS, register_map
 
 __all__ = ["Control", "args_layout", "control_addr_width"]
 
 
 def control_addr_width() -> int:
     """Address bits of ``s_axi_control``: enough for every register of the map."""
-    end = max(reg.offset + reg.bits // 8 for reg in register_map())
+    end = max([reg.offset + reg.bits // 8 for reg in register_map()] + [STATUS + 4])
     return bits_for(end - 1)
 
 
@@ -61,7 +64,8 @@ class Control(wiring.Component):
     ``done``: in, one-cycle pulse from the kernel: the call finished (all writes have their
     B responses). ``idle``: out, 1 while no call runs (``ap_idle``). ``args``: out,
     :func:`args_layout`, latched when the call is accepted and constant until the next
-    accept. ``interrupt``: out (the kernel's ``interrupt`` port). ``s_axi_control``: in
+    accept. ``status``: in, read at :data:`~hlsinf.registers.STATUS`. ``interrupt``: out
+    (the kernel's ``interrupt`` port). ``s_axi_control``: in
     (slave side of :class:`~hlsinf.gateware.memory.axi.AXI4LiteSignature`).
 
     One write and one read are handled at a time: AW, then W, then B; AR, then R.
@@ -77,6 +81,7 @@ class Control(wiring.Component):
             "done": In(1),
             "idle": Out(1, init=1),
             "args": Out(args_layout()),
+            "status": In(32),
         })
 
     def elaborate(self, platform):
@@ -155,6 +160,8 @@ class Control(wiring.Component):
                             m.d.sync += rdata.eq(ier)
                         with m.Case(ISR):
                             m.d.sync += rdata.eq(isr)
+                        with m.Case(STATUS):
+                            m.d.sync += rdata.eq(self.status)
                         for offset, word in words.items():
                             with m.Case(offset):
                                 m.d.sync += rdata.eq(word)

@@ -28,7 +28,7 @@ from hlsinf.gateware.stages.relu import Relu
 from hlsinf.gateware.memory.weights import ParameterLoader
 from hlsinf.gateware.stages.window import Window
 from hlsinf.gateware.memory.write import PixelWriter
-from hlsinf.registers import POINTERS
+from hlsinf.registers import POINTERS, STATUS_BITS, STATUS_RESP_SHIFT
 from hlsinf.gateware.sequencer import Sequencer
 
 __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
@@ -176,6 +176,12 @@ class Kernel(wiring.Component):
         wiring.connect(m, seq.w_cmd, loader.cmd)
         wiring.connect(m, seq.out_cmd, writer.cmd)
         m.d.comb += seq.out_ack.eq(writer.done)
+        # AXI error responses: flags and first response per bundle in the status register,
+        # cleared when a call starts (the call itself runs to its end: docs/kernel.md).
+        for bundle, master in (("gmem_in", reader), ("gmem_w", loader), ("gmem_out", writer)):
+            shift = STATUS_RESP_SHIFT[bundle]
+            m.d.comb += [control.status[STATUS_BITS[bundle]].eq(master.error),
+                         control.status[shift:shift + 2].eq(master.resp), master.clear.eq(control.start)]
 
         # Stage parameters, cut from the call geometry.
         g = seq.geometry

@@ -76,7 +76,9 @@ class Device:
         raise NotImplementedError
 
     def wait(self) -> int | None:
-        """Block until ap_done; return the cycles of the call if the device counts them."""
+        """Block until ap_done; return the cycles of the call if the device counts them.
+        Raises :class:`DeviceError` when the kernel reports AXI error responses (its status
+        register); the reference device never does."""
         raise NotImplementedError
 
     def call(self, args: CallArgs, pointers: dict[str, int]) -> int | None:

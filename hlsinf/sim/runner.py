@@ -177,18 +177,25 @@ def lint(verilog: str, top: str, *, extra_args: list[str] = ()) -> tuple[int, st
     return proc.returncode, proc.stdout + proc.stderr
 
 
-#: Subpackages of hlsinf that no gateware imports: a change there must not force a rebuild.
-SOFTWARE_ONLY = ("host", "compress")
+#: Subpackages of hlsinf that no gateware imports: a change there must not force a rebuild
+#: (this file itself is hashed on its own).
+SOFTWARE_ONLY = ("host", "compress", "sim")
+
+
+def source_files() -> list[Path]:
+    """The Python files of the ``hlsinf`` package the kernel's Verilog may depend on: all
+    but the software-only subpackages."""
+    package = SIM_DIR.parent
+    return [path for path in sorted(package.rglob("*.py"))
+            if path.relative_to(package).parts[0] not in SOFTWARE_ONLY]
 
 
 def _source_digest(cfg, extra: str = "") -> str:
     """Hash of everything the kernel's Verilog depends on: the gateware sources and ``cfg``."""
     import json
     h = hashlib.sha256()
-    package = SIM_DIR.parent / "hlsinf"
-    for path in sorted(package.rglob("*.py")):
-        if path.relative_to(package).parts[0] in SOFTWARE_ONLY:
-            continue
+    package = SIM_DIR.parent
+    for path in source_files():
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())

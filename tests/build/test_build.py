@@ -202,11 +202,13 @@ def test_kernel_xml_args_equal_the_register_map(standin_build):
         assert ports[f"m_axi_{bundle}"].get("mode") == "master"
         assert int(ports[f"m_axi_{bundle}"].get("dataWidth")) == width
     assert ports["s_axi_control"].get("mode") == "slave"
+    assert "STATUS at 0x090" in (out / "kernel.xml").read_text()     # a comment, not an argument
 
 
 def test_package_tcl_names_every_argument_and_bundle(standin_build):
     out, _ = standin_build
     tcl = (out / "package.tcl").read_text()
+    assert re.search(r"^add_register \$block STATUS 0x090 32 \{read-only", tcl, re.MULTILINE)
     for reg in register_map():
         line = re.search(rf"^add_register \$block {reg.name} (0x[0-9A-F]+) (\d+) \{{[^}}]*\}}(.*)$", tcl, re.MULTILINE)
         assert line, reg.name
@@ -260,6 +262,8 @@ def test_descriptor_round_trips_into_the_same_config(tmp_path, cfg):
     loaded, data = load_descriptor(path)
     assert loaded == cfg
     assert data["registers"] == [r.to_dict() for r in register_map()]
+    assert data["control"]["registers"]["STATUS"] == data["control"]["status"]["offset"] == 0x90
+    assert data["control"]["status"]["error_bits"] == {"gmem_in": 0, "gmem_w": 1, "gmem_out": 2}
     modes = data["operations"]["pool"]["modes"]
     assert ("max" in modes, "avg" in modes) == (cfg.with_maxpool, cfg.with_avgpool)
     assert data["formats"]["activation"]["range"] == list(cfg.act_range)

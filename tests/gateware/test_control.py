@@ -9,7 +9,7 @@ import pytest
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.control import Control, args_layout, control_addr_width
 from hlsinf.reference import CallArgs
-from hlsinf.registers import CONTROL, GIE, IER, ISR, encode_call, register_map
+from hlsinf.registers import CONTROL, GIE, IER, ISR, STATUS, decode_status, encode_call, register_map
 
 IDLE, DONE, START, READY, AUTO = 0x4, 0x2, 0x1, 0x8, 0x80
 CFG = KernelConfig(cpi=4, cpo=4)
@@ -300,3 +300,15 @@ def test_auto_restart():
 
     kernel = simulate(body)
     assert len(kernel.calls) >= 3
+
+
+def test_status_register_reads_the_status_input_and_ignores_writes():
+    async def body(ctx, dut, host, kernel):
+        assert await host.read(ctx, STATUS) == 0
+        ctx.set(dut.status, 0x3806)                    # gmem_w and gmem_out errors, SLVERR / DECERR
+        assert await host.read(ctx, STATUS) == 0x3806
+        await host.write(ctx, STATUS, 0)               # read-only
+        assert await host.read(ctx, STATUS) == 0x3806
+        assert decode_status(0x3806) == {"gmem_w": "SLVERR", "gmem_out": "DECERR"}
+
+    simulate(body)

@@ -44,3 +44,38 @@ def test_small_cnn_on_the_rtl_device_matches_the_reference_device():
     print(plan.summary(measured=profile.cycles_per_run()))
     for layer in plan.fpga_layers:
         assert profile.cycles[layer.name] >= layer.ideal_cycles(CFG) > 0
+
+
+def test_an_axi_error_is_a_device_error_and_the_next_call_is_clean():
+    """A memory that answers SLVERR on any bundle makes ``wait`` raise DeviceError naming that
+    bundle (the status register after ap_done); the next call on the same device is exact."""
+    from hlsinf.host.device import DeviceError
+    from hlsinf.reference import CallArgs
+    from hlsinf.sim.harness import random_call_data
+    args = CallArgs(H=6, W=7, rows=6, I=5, O=6, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, relu=True,
+                    shift=7).validate(CFG)
+    data = random_call_data(CFG, args, np.random.default_rng(3))
+    y_bytes = args.go(CFG) * args.plane_out() * CFG.cpo
+
+    def load(device):
+        pointers = {name: device.allocate(array.nbytes, name) for name, array in data.items()}
+        for name, array in data.items():
+            device.write(pointers[name], array)
+        pointers["y"] = device.allocate(y_bytes, "y")
+        return pointers
+
+    want = ReferenceDevice(CFG)
+    ptr = load(want)
+    want.call(args, ptr)
+    device = RtlDevice(CFG)
+    try:
+        got = load(device)
+        for bundle in ("gmem_in", "gmem_w", "gmem_out"):
+            device.fail_next_call(bundle)
+            with pytest.raises(DeviceError, match=f"SLVERR on {bundle}"):
+                device.call(args, got)
+        device.write(got["y"], np.zeros(y_bytes, np.uint8))
+        device.call(args, got)
+        np.testing.assert_array_equal(device.read(got["y"], np.uint8, y_bytes), want.read(ptr["y"], np.uint8, y_bytes))
+    finally:
+        device.close()

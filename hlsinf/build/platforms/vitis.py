@@ -18,10 +18,11 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from hlsinf.registers import CONTROL, CONTROL_BITS, GIE, IER, ISR, Register
+from hlsinf.registers import (CONTROL, CONTROL_BITS, GIE, IER, ISR, STATUS, STATUS_BITS, STATUS_RESP_SHIFT,
+                              Register)
 
 __all__ = ["PackagingError", "Port", "KernelInterface", "kernel_xml", "package_tcl",
-           "link_config", "readme", "write_packaging", "PACKAGING_FILES", "CONTROL_REGISTERS"]
+           "link_config", "readme", "write_packaging", "PACKAGING_FILES", "CONTROL_REGISTERS", "STATUS_REGISTER"]
 
 #: Names of the files :func:`write_packaging` writes, by role.
 PACKAGING_FILES = {"kernel_xml": "kernel.xml", "package_tcl": "package.tcl",
@@ -34,6 +35,15 @@ CONTROL_REGISTERS = (
     ("IP_IER", IER, "IP interrupt enable: bit 0 ap_done, bit 1 ap_ready"),
     ("IP_ISR", ISR, "IP interrupt status (toggle on write): bit 0 ap_done, bit 1 ap_ready"),
 )
+
+#: The read-only status word after the arguments (not an argument: kernel.xml names it in a
+#: comment, the IP packager's register map lists it).
+STATUS_REGISTER = (
+    "STATUS", STATUS,
+    "read-only, AXI error responses of the last call, cleared at ap_start, final at ap_done: "
+    + ", ".join(f"bit {bit} {bundle}" for bundle, bit in STATUS_BITS.items()) + "; "
+    + ", ".join(f"bits {shift + 1}-{shift} first {bundle} response" for bundle, shift in STATUS_RESP_SHIFT.items())
+    + " (2 SLVERR, 3 DECERR); 0: clean")
 
 #: Ports every Vitis RTL kernel must have, besides its AXI interfaces.
 REQUIRED_PORTS = ("ap_clk", "ap_rst_n", "interrupt")
@@ -123,7 +133,7 @@ class KernelInterface:
             self.width(f"s_axi_control_{signal}")
         if self.width("s_axi_control_wdata") != 32:
             raise PackagingError("s_axi_control_wdata must be 32 bits wide for Vitis")
-        last = max(r.offset + r.bits // 8 for r in regs)
+        last = max([r.offset + r.bits // 8 for r in regs] + [STATUS_REGISTER[1] + 4])
         if last > self.control_range:
             raise PackagingError(f"register map ends at 0x{last:x}, beyond the 0x{self.control_range:x}-byte "
                                  "s_axi_control address space")
@@ -170,6 +180,8 @@ def kernel_xml(interface: KernelInterface, regs: list[Register], element_types: 
         ET.SubElement(ports, "port", name=f"m_axi_{bundle}", mode="master",
                       range=_hex((1 << master["addr_width"]) - 1, 1), dataWidth=str(master["data_width"]),
                       portType="addressable", base="0x0")
+    kernel.append(ET.Comment(f" {STATUS_REGISTER[0]} at {_hex(STATUS_REGISTER[1])} of s_axi_control, not an argument: "
+                             f"{STATUS_REGISTER[2]} "))
     args = ET.SubElement(kernel, "args")
     for arg_id, reg in enumerate(regs):
         size = reg.bits // 8
@@ -260,6 +272,8 @@ def package_tcl(platform, interface: KernelInterface, regs: list[Register], veri
     for reg in regs:
         bus = f" m_axi_{reg.bundle}" if reg.kind == "pointer" else ""
         lines.append(f"add_register $block {reg.name} {_hex(reg.offset)} {reg.bits} {_tcl_quote(reg.doc)}{bus}")
+    name, offset, doc = STATUS_REGISTER
+    lines.append(f"add_register $block {name} {_hex(offset)} 32 {_tcl_quote(doc)}")
     lines += [
         "",
         "# 4. Save the IP and turn it into a Vitis object file.",

@@ -144,7 +144,9 @@ class ReadMaster(wiring.Component):
     beat)`` beats per command, the command's bytes packed from byte 0, ``count`` valid bytes
     and ``last`` on the final beat. ``axi``: out, :class:`~hlsinf.gateware.memory.axi.AXI4Signature` (only
     AR and R are used; AW/W/B are tied off). ``error``: out, sticky, set by an R response
-    other than OKAY.
+    other than OKAY; ``resp``: out, that first response (SLVERR, DECERR); ``clear``: in,
+    resets both (the kernel pulses it when a call starts). Beats of an error response are
+    passed on like any other, so a call always finishes.
 
     Bursts are INCR, full width, at most 256 beats, never across 4 KiB (see
     :class:`~hlsinf.gateware.memory.axi.BurstSplitter`).
@@ -164,6 +166,8 @@ class ReadMaster(wiring.Component):
             "o": Out(stream.Signature(BeatLayout(data_width))),
             "axi": Out(AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "error": Out(1),
+            "resp": Out(2),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -234,8 +238,10 @@ class ReadMaster(wiring.Component):
             realigner.i.valid.eq(rx_fifo.r_rdy),
             rx_fifo.r_en.eq(realigner.i.ready),
         ]
-        with m.If(r_done & (axi.rresp != RESP_OKAY)):
-            m.d.sync += self.error.eq(1)
+        with m.If(self.clear):
+            m.d.sync += [self.error.eq(0), self.resp.eq(0)]
+        with m.Elif(r_done & (axi.rresp != RESP_OKAY) & ~self.error):
+            m.d.sync += [self.error.eq(1), self.resp.eq(axi.rresp)]
 
         wiring.connect(m, realigner.o, wiring.flipped(self.o))
 
@@ -351,7 +357,8 @@ class BytesToItems(wiring.Component):
 class ItemReader(wiring.Component):
     """A :class:`ReadMaster` followed by :class:`BytesToItems`: commands in, items out.
 
-    Ports: ``cmd`` (in), ``o`` (out, ``item_shape``), ``axi`` (out), ``error`` (out).
+    Ports: ``cmd`` (in), ``o`` (out, ``item_shape``), ``axi`` (out), ``error``, ``resp`` (out)
+    and ``clear`` (in) of the master.
     Command lengths must be multiples of the item size.
     """
 
@@ -367,6 +374,8 @@ class ItemReader(wiring.Component):
             "o": Out(stream_signature(item_shape)),
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
+            "resp": Out(2),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -377,7 +386,8 @@ class ItemReader(wiring.Component):
         wiring.connect(m, self.master.o, self.converter.i)
         wiring.connect(m, self.converter.o, wiring.flipped(self.o))
         wiring.connect(m, self.master.axi, wiring.flipped(self.axi))
-        m.d.comb += self.error.eq(self.master.error)
+        m.d.comb += [self.error.eq(self.master.error), self.resp.eq(self.master.resp),
+                     self.master.clear.eq(self.clear)]
         return m
 
 

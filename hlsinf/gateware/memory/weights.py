@@ -98,6 +98,10 @@ class ParameterLoader(wiring.Component):
         The ``gmem_w`` master (reads only).
     error : Out(1)
         Sticky: a read returned an error response.
+    resp : Out(2)
+        The first error response (SLVERR, DECERR).
+    clear : In(1)
+        Resets ``error`` and ``resp`` (at the start of a call).
     """
 
     #: Commands issued whose bytes have not all come back; bounds the kind FIFO.
@@ -116,6 +120,8 @@ class ParameterLoader(wiring.Component):
             "mult": Out(stream_signature(mult_layout(cfg))),
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
+            "resp": Out(2),
+            "clear": In(1),
         })
         self.data_width = data_width
 
@@ -175,5 +181,5 @@ class ParameterLoader(wiring.Component):
         wiring.connect(m, buffers[WeightKind.BIAS].o, wiring.flipped(self.bias))
         wiring.connect(m, buffers[WeightKind.MULT].o, wiring.flipped(self.mult))
         wiring.connect(m, master.axi, wiring.flipped(self.axi))
-        m.d.comb += self.error.eq(master.error)
+        m.d.comb += [self.error.eq(master.error), self.resp.eq(master.resp), master.clear.eq(self.clear)]
         return m

@@ -159,7 +159,9 @@ class WriteMaster(wiring.Component):
     beat) and ``length`` in bytes (a positive multiple of the item size). ``i``: in, the
     items of the commands, in order. ``done``: out, a one-cycle pulse when the last B
     response of a command arrives (commands complete in order). ``axi``: out, AW/W/B used,
-    AR/R tied off. ``error``: out, sticky, set by a B response other than OKAY.
+    AR/R tied off. ``error``: out, sticky, set by a B response other than OKAY; ``resp``:
+    out, that first response; ``clear``: in, resets both (at the start of a call). An
+    error response completes its burst like OKAY does, so a call always finishes.
     """
 
     def __init__(self, item_shape, *, data_width: int = DATA_WIDTH, addr_width: int = ADDR_WIDTH,
@@ -185,6 +187,8 @@ class WriteMaster(wiring.Component):
             "axi": Out(AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "done": Out(1),
             "error": Out(1),
+            "resp": Out(2),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -282,8 +286,10 @@ class WriteMaster(wiring.Component):
             in_flight.eq(in_flight + aw_done - b_done),
             self.done.eq(b_done & blast_fifo.r_data[0]),
         ]
-        with m.If(b_done & (axi.bresp != RESP_OKAY)):
-            m.d.sync += self.error.eq(1)
+        with m.If(self.clear):
+            m.d.sync += [self.error.eq(0), self.resp.eq(0)]
+        with m.Elif(b_done & (axi.bresp != RESP_OKAY) & ~self.error):
+            m.d.sync += [self.error.eq(1), self.resp.eq(axi.bresp)]
 
         # Read channels unused.
         m.d.comb += [axi.arvalid.eq(0), axi.rready.eq(1)]

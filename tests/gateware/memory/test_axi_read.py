@@ -215,10 +215,16 @@ def test_error_flag(bad):
 
     async def output(ctx):
         await collect(ctx, dut.o, 8)
-        flag["error"] = ctx.get(dut.error)
+        flag["error"], flag["resp"] = ctx.get(dut.error), ctx.get(dut.resp)
+        ctx.set(dut.clear, 1)                  # what the kernel does when the next call starts
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        flag["cleared"] = ctx.get(dut.error), ctx.get(dut.resp)
 
     run(dut, [commands, output], [(model, dut.axi)])
     assert flag["error"] == bad
+    assert flag["resp"] == (2 if bad else 0)   # the first error response: SLVERR
+    assert flag["cleared"] == (0, 0)
 
 
 def test_port_names():

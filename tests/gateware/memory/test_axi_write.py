@@ -159,13 +159,17 @@ def test_error_flag():
 
     async def watch(ctx):
         while len(flags) < 2:
-            _, _, done, error = await ctx.tick().sample(dut.done, dut.error)
+            _, _, done, error, resp = await ctx.tick().sample(dut.done, dut.error, dut.resp)
             if done:
-                flags.append(error)
+                flags.append((error, resp))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        flags.append((ctx.get(dut.error), ctx.get(dut.resp)))
 
     run(dut, [commands, data, watch], [(model, dut.axi)])
     assert len(model.writes) == 3     # the second command is cut at 4 KiB; its last burst fails
-    assert flags == [0, 1]            # error is raised together with that command's done
+    # error (and the response, SLVERR) is raised together with that command's done; clear resets it
+    assert flags == [(0, 0), (1, 2), (0, 0)]
 
 
 def test_parameter_errors():
