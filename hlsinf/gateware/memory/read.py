@@ -21,7 +21,7 @@ from hlsinf.gateware.lib.wide_stream import stream_signature
 from hlsinf.gateware.memory.axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, check_master_queues)
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout
 
 __all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader",
            "item_bytes", "place_chunks"]
@@ -382,7 +382,7 @@ class ItemReader(wiring.Component):
 
 
 class ActivationReader(ItemReader):
-    """Reads GIHWCPI activations: commands in, ``ArrayLayout(act, cfg.cpi)`` pixels out.
+    """Reads GIHWCPI activations: commands in, ``pixel_layout(cfg, cfg.cpi)`` pixels out.
 
     A command is one contiguous run of pixels (e.g. a frame: ``rows * W`` pixels from
     ``x + (gi*H*W + read_offset) * CPI * act_bytes``); its length is ``pixels * CPI *
@@ -390,6 +390,5 @@ class ActivationReader(ItemReader):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = act_shape(cfg)
         self.cfg = cfg
-        super().__init__(data.ArrayLayout(act, cfg.cpi), **kwargs)
+        super().__init__(pixel_layout(cfg, cfg.cpi), **kwargs)

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hlsinf.gateware.memory.axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, check_master_queues, max_burst_beats)
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout
 from hlsinf.gateware.memory.read import item_bytes, place_chunks
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
@@ -291,7 +291,7 @@ class WriteMaster(wiring.Component):
 
 
 class PixelWriter(WriteMaster):
-    """Writes GOHWCPO activations: ``ArrayLayout(act, cfg.cpo)`` pixels in.
+    """Writes GOHWCPO activations: ``pixel_layout(cfg, cfg.cpo)`` pixels in.
 
     A command is one contiguous run of output pixels (a frame at ``y + (o * out_plane +
     write_offset) * CPO * act_bytes``), length ``pixels * CPO * act_bytes``; ``y`` must be
@@ -299,6 +299,5 @@ class PixelWriter(WriteMaster):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = act_shape(cfg)
         self.cfg = cfg
-        super().__init__(data.ArrayLayout(act, cfg.cpo), **kwargs)
+        super().__init__(pixel_layout(cfg, cfg.cpo), **kwargs)
