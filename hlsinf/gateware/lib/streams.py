@@ -2,7 +2,8 @@
 
 A producer and its consumer build their ports from the same function here, so they agree
 by construction, and a change of a number format or of the lane count reaches both. Also
-here: the frame counter several stages share.
+here: a FIFO put on a stream (:func:`fifo_on_stream`) and the frame counter several stages
+share.
 
 Payloads, with ``act`` the activation shape (:func:`act_shape`):
 
@@ -30,11 +31,11 @@ than one wire (only a weight set is, from 32x32 int8 on) as the loader's FIFOs d
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream
+from amaranth.hdl import Module, Mux, ShapeCastable, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
 
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.wide_stream import stream_signature
+from hlsinf.gateware.lib.wide_stream import payload_width, stream_signature
 
 __all__ = [
     "act_shape", "frame_pixels_shape",
@@ -42,7 +43,7 @@ __all__ = [
     "acc_layout", "mult_layout",
     "pixel_signature", "window_signature", "weight_set_signature", "partial_signature",
     "bias_signature", "acc_signature", "mult_signature",
-    "frame_counter",
+    "fifo_on_stream", "frame_counter",
 ]
 
 
@@ -125,6 +126,29 @@ def acc_signature(cfg: KernelConfig) -> stream.Signature:
 
 def mult_signature(cfg: KernelConfig):
     return stream_signature(mult_layout(cfg))
+
+
+# A FIFO on a stream ------------------------------------------------------------------------
+
+def fifo_on_stream(m: Module, name: str, source, *, depth: int, buffered: bool = False):
+    """Put a FIFO of ``depth`` items behind the stream ``source`` and return its read end.
+
+    ``source`` drives the stream: a sub-component's output, or ``wiring.flipped(self.i)``
+    for a component's own input. The FIFO (``fifo.SyncFIFO``, or ``fifo.SyncFIFOBuffered``
+    with ``buffered``) becomes submodule ``name``; its ``w_stream`` is connected to
+    ``source``, and its ``r_stream`` is returned as a stream interface with the payload
+    shape of ``source`` (``payload`` a view of ``r_data``, ``valid`` = ``r_rdy``,
+    ``ready`` = ``r_en``). A plain ``SyncFIFO`` of depth 2 in front of a stage makes the
+    stage's ``ready`` a register and adds one cycle of latency.
+    """
+    shape = source.signature.members["payload"].shape
+    queue = (fifo.SyncFIFOBuffered if buffered else fifo.SyncFIFO)(width=payload_width(shape), depth=depth)
+    m.submodules[name] = queue
+    wiring.connect(m, source, queue.w_stream)
+    read = stream.Signature(shape).create(path=(name, "r_stream"))
+    read.payload = shape(queue.r_data) if isinstance(shape, ShapeCastable) else queue.r_data
+    read.valid, read.ready = queue.r_rdy, queue.r_en
+    return read
 
 
 # Positions inside a frame ------------------------------------------------------------------

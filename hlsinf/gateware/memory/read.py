@@ -193,10 +193,8 @@ class ReadMaster(wiring.Component):
             meta_fifo.w_data.eq(meta_in),
             meta_fifo.w_en.eq(splitter.info.valid),
             splitter.info.ready.eq(meta_fifo.w_rdy),
-            realigner.meta.payload.eq(meta_fifo.r_data),
-            realigner.meta.valid.eq(meta_fifo.r_rdy),
-            meta_fifo.r_en.eq(realigner.meta.ready),
         ]
+        wiring.connect(m, meta_fifo.r_stream, realigner.meta)
 
         # AR: issue a burst when the receive FIFO can hold it on top of everything in flight.
         burst = splitter.burst.payload
@@ -230,10 +228,8 @@ class ReadMaster(wiring.Component):
             axi.rready.eq(rx_fifo.w_rdy),
             rx_fifo.w_data.eq(axi.rdata),
             rx_fifo.w_en.eq(axi.rvalid),
-            realigner.i.payload.eq(rx_fifo.r_data),
-            realigner.i.valid.eq(rx_fifo.r_rdy),
-            rx_fifo.r_en.eq(realigner.i.ready),
         ]
+        wiring.connect(m, rx_fifo.r_stream, realigner.i)
         with m.If(r_done & (axi.rresp != RESP_OKAY)):
             m.d.sync += self.error.eq(1)
 

@@ -42,6 +42,8 @@ class _ItemFifo(wiring.Component):
     An item wider than :data:`~.wide_stream.MAX_WIRE_BITS` is kept in several FIFOs side by
     side, moved together (a 32x32 weight set is 73,728 bits; Amaranth's netlist holds at most
     65,536 per memory port). The slices see the same enables, so their flags stay equal.
+    That is why the FIFOs are wired by hand rather than through their ``w_stream`` and
+    ``r_stream``: each holds a slice of the payload, and only the first one's flags are used.
     """
 
     def __init__(self, shape, depth: int):
@@ -113,6 +115,8 @@ class ParameterLoader(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.master = master = self.master
+        # The kind FIFO is wired by hand: it is written together with the master's command
+        # (a fork of ``cmd``) and read on each command's last beat, not item by item.
         m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(width=WeightKind.as_shape().width,
                                                            depth=self.COMMANDS_IN_FLIGHT)
         word_layout = data.ArrayLayout(unsigned(32), cfg.cpo)

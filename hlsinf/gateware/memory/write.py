@@ -197,6 +197,7 @@ class WriteMaster(wiring.Component):
         m.submodules.meta_fifo = meta_fifo = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
         beat_layout = WriteBeatLayout(self.data_width)
         m.submodules.w_fifo = w_fifo = fifo.SyncFIFOBuffered(width=beat_layout.size, depth=self.fifo_beats)
+        # Burst bookkeeping, wired by hand: written on the AW handshake, read on W's last beat / B.
         m.submodules.wlen_fifo = wlen_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.max_outstanding)
         m.submodules.blast_fifo = blast_fifo = fifo.SyncFIFOBuffered(width=1, depth=self.max_outstanding)
 
@@ -212,16 +213,10 @@ class WriteMaster(wiring.Component):
             meta_fifo.w_data.eq(meta_in),
             meta_fifo.w_en.eq(splitter.info.valid),
             splitter.info.ready.eq(meta_fifo.w_rdy),
-            packer.meta.payload.eq(meta_fifo.r_data),
-            packer.meta.valid.eq(meta_fifo.r_rdy),
-            meta_fifo.r_en.eq(packer.meta.ready),
         ]
+        wiring.connect(m, meta_fifo.r_stream, packer.meta)
         wiring.connect(m, wiring.flipped(self.i), packer.i)
-        m.d.comb += [
-            w_fifo.w_data.eq(packer.o.payload),
-            w_fifo.w_en.eq(packer.o.valid),
-            packer.o.ready.eq(w_fifo.w_rdy),
-        ]
+        wiring.connect(m, packer.o, w_fifo.w_stream)
 
         # AW: issue a burst once all its beats wait in w_fifo.
         burst = splitter.burst.payload

@@ -71,6 +71,9 @@ class InputCache(wiring.Component):
         m.submodules.store = store = Memory(shape=self.pixel_layout, depth=self.pixels, init=[])
         write = store.write_port()
         read = store.read_port(domain="sync")
+        # Wired by hand, not to streams: it is written by the memory's read port, whose room
+        # is reserved from ``level`` (a read port has no ready), and it drives ``o`` only in
+        # REPLAY (in FILL ``o`` is ``i``).
         m.submodules.ahead = ahead = fifo.SyncFIFOBuffered(width=self.pixel_layout.size, depth=READ_AHEAD)
 
         position = Signal(range(self.pixels + 1))   # pixel of the pass on the output

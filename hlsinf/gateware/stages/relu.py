@@ -37,13 +37,13 @@ whenever its output register is empty or taken (a global stall).
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
-from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, act_shape, frame_pixels_shape,
-                                         mult_layout, mult_signature, pixel_signature)
+from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, act_shape, fifo_on_stream,
+                                         frame_pixels_shape, mult_layout, mult_signature, pixel_signature)
 
 __all__ = ["Relu", "relu_params_layout"]
 
@@ -122,21 +122,11 @@ class Relu(wiring.Component):
         bound_shape = self.params_layout.members["clip_lo"]
 
         # Input buffers: registered ready towards the producers.
-        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFO(width=acc_layout(cfg).size, depth=2)
-        m.d.comb += [
-            acc_fifo.w_data.eq(self.i.payload),
-            acc_fifo.w_en.eq(self.i.valid),
-            self.i.ready.eq(acc_fifo.w_rdy),
-        ]
-        acc_in = acc_layout(cfg)(acc_fifo.r_data)
+        accs = fifo_on_stream(m, "acc_fifo", wiring.flipped(self.i), depth=2)
+        acc_in = accs.payload
         if cfg.with_multiplier:
-            m.submodules.mult_fifo = mult_fifo = fifo.SyncFIFO(width=mult_layout(cfg).size, depth=2)
-            m.d.comb += [
-                mult_fifo.w_data.eq(self.mult.payload),
-                mult_fifo.w_en.eq(self.mult.valid),
-                self.mult.ready.eq(mult_fifo.w_rdy),
-            ]
-            mult_in = mult_layout(cfg)(mult_fifo.r_data)
+            mults = fifo_on_stream(m, "mult_fifo", wiring.flipped(self.mult), depth=2)
+            mult_in = mults.payload
 
         # Global stall: every pipeline register moves when the output register is free.
         advance = Signal()
@@ -149,14 +139,14 @@ class Relu(wiring.Component):
         if cfg.with_multiplier:
             need_mult = Signal()
             m.d.comb += need_mult.eq(self.params.use_mult & first)
-            mult_ok = ~need_mult | mult_fifo.r_rdy
+            mult_ok = ~need_mult | mults.valid
         else:
             mult_ok = Const(1)
         take = Signal()
-        m.d.comb += take.eq(advance & acc_fifo.r_rdy & mult_ok)
-        m.d.comb += acc_fifo.r_en.eq(take)
+        m.d.comb += take.eq(advance & accs.valid & mult_ok)
+        m.d.comb += accs.ready.eq(take)
         if cfg.with_multiplier:
-            m.d.comb += mult_fifo.r_en.eq(take & need_mult)
+            m.d.comb += mults.ready.eq(take & need_mult)
         with m.If(take):
             with m.If(pixel + 1 >= self.params.frame_pixels):
                 m.d.sync += pixel.eq(0)
