@@ -165,7 +165,7 @@ class Kernel(wiring.Component):
         # Host side: control registers in, interrupt out.
         connect_flat(m, self, "s_axi_control", control.s_axi_control)
         m.d.comb += self.interrupt.eq(control.interrupt)
-        _connect_fields(m, seq.args, control.args)
+        m.d.comb += seq.args.eq(control.args)     # one layout: hlsinf.gateware.control.args_layout
         m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
 
         # Memory side: one master per bundle.
