@@ -26,7 +26,8 @@ multipliers        ``ArrayLayout(unsigned(mult_bits), CPO)``         loader -> r
 Each has a ``*_layout(cfg)`` and a ``*_signature(cfg)``: a ``stream.Signature`` of it, or
 for the parameter loader's three outputs (weight set, bias, multipliers)
 :func:`~hlsinf.gateware.lib.wide_stream.stream_signature`, which slices a payload wider
-than one wire (only a weight set is, from 32x32 int8 on) as the loader's FIFOs do.
+than one wire as the loader's FIFOs do (in practice only a weight set: 73,728 bits at
+32x32 int8).
 """
 
 from __future__ import annotations
