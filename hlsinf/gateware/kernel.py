@@ -32,7 +32,7 @@ from hlsinf.registers import POINTERS, STATUS_BITS, STATUS_RESP_SHIFT
 from hlsinf.gateware.sequencer import Sequencer
 
 __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
-           "flat_members", "connect_flat", "vitis_clock_domain"]
+           "flat_members", "connect_flat", "connect_params", "vitis_clock_domain"]
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
@@ -91,10 +91,25 @@ def vitis_clock_domain(m: Module, ap_clk: Signal, ap_rst_n: Signal, name: str = 
     return cd
 
 
-def _connect_fields(m: Module, sink, source, names=None):
-    """``sink.f = source.f`` for every field ``f`` of ``sink`` (or of ``names``)."""
-    for name in names or [name for name, _ in sink.shape()]:
-        m.d.comb += getattr(sink, name).eq(getattr(source, name))
+def connect_params(m: Module, sink, source, **renamed) -> None:
+    """Drive every field of ``sink`` (a stage's ``params``) from the field of the same name
+    of ``source`` (the sequencer's ``geometry``), or from ``renamed[field]`` where the stage
+    names it otherwise (e.g. pool's ``rows`` are the call's ``conv_rows``).
+
+    A field of ``sink`` that ``source`` lacks, or a rename of a field ``sink`` does not
+    have, is an error at elaboration. Values are assigned with ``.eq``: a source field
+    wider than the stage's is truncated (the call's arguments are validated to fit).
+    """
+    fields = [name for name, _ in sink.shape()]
+    unknown = sorted(set(renamed) - set(fields))
+    if unknown:
+        raise ValueError(f"connect_params: {', '.join(unknown)} not among the parameters {fields}")
+    missing = [name for name in fields if name not in renamed and name not in source.shape().members]
+    if missing:
+        raise ValueError(f"connect_params: parameter(s) {', '.join(map(repr, missing))} have no field of "
+                         f"that name in the source; name their values (connect_params(..., name=value))")
+    for name in fields:
+        m.d.comb += getattr(sink, name).eq(renamed[name] if name in renamed else getattr(source, name))
 
 
 class Kernel(wiring.Component):
@@ -165,7 +180,7 @@ class Kernel(wiring.Component):
         # Host side: control registers in, interrupt out.
         connect_flat(m, self, "s_axi_control", control.s_axi_control)
         m.d.comb += self.interrupt.eq(control.interrupt)
-        _connect_fields(m, seq.args, control.args)
+        m.d.comb += seq.args.eq(control.args)     # one layout: hlsinf.gateware.control.args_layout
         m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
 
         # Memory side: one master per bundle.
@@ -183,46 +198,32 @@ class Kernel(wiring.Component):
             m.d.comb += [control.status[STATUS_BITS[bundle]].eq(master.error),
                          control.status[shift:shift + 2].eq(master.resp), master.clear.eq(control.start)]
 
-        # Stage parameters, cut from the call geometry.
+        # Stage parameters: the fields of the call geometry of the same name, except where a
+        # stage sees the frame differently from the call (named here).
         g = seq.geometry
-        m.d.comb += [
-            mul.params.frame_pixels.eq(g.frame_pixels),
-            add.params.frame_pixels.eq(g.frame_pixels), add.params.groups_in.eq(g.groups_in),
-            relu.params.frame_pixels.eq(g.frame_pixels), relu.params.shift.eq(g.shift),
-            relu.params.clip_lo.eq(g.clip_lo), relu.params.clip_hi.eq(g.clip_hi),
-            relu.params.relu.eq(g.relu), relu.params.use_mult.eq(g.use_mult),
-            pool.params.mode.eq(g.pool), pool.params.rows.eq(g.conv_rows), pool.params.cols.eq(g.conv_cols),
-        ]
+        connect_params(m, mul.params, g)
+        connect_params(m, add.params, g)
+        connect_params(m, relu.params, g)
+        connect_params(m, pool.params, g, rows=g.conv_rows, cols=g.conv_cols, mode=g.pool)
 
         # The dataflow chain: pixels (through the input cache), windows, then the MAC array.
         pixels = reader.o
         if self.input_cache_pixels:
             m.submodules.input_cache = cache = InputCache(cfg, self.input_cache_pixels)
-            m.d.comb += [cache.params.enable.eq(g.cached), cache.params.tile_pixels.eq(g.tile_pixels),
-                         cache.params.passes.eq(g.passes)]
+            connect_params(m, cache.params, g, enable=g.cached)
             wiring.connect(m, pixels, cache.i)
             pixels = cache.o
         parts = {}
         if self.window_stage:
             m.submodules.window = window = Window(cfg)
-            m.d.comb += [
-                window.params.rows.eq(g.rows), window.params.cols.eq(g.cols),
-                window.params.pad_top.eq(g.pad_top), window.params.pad_bottom.eq(g.pad_bottom),
-                window.params.pad_left.eq(g.pad_left), window.params.pad_right.eq(g.pad_right),
-                window.params.stride.eq(g.stride),
-            ]
+            connect_params(m, window.params, g)
             first, windows = window.i, window.o
             parts["window"] = window
         else:
             m.submodules.padding = padding = Padding(cfg)
             m.submodules.cvt = cvt = Cvt(cfg)
-            m.d.comb += [
-                padding.params.rows.eq(g.rows), padding.params.cols.eq(g.cols),
-                padding.params.pad_top.eq(g.pad_top), padding.params.pad_bottom.eq(g.pad_bottom),
-                padding.params.pad_left.eq(g.pad_left), padding.params.pad_right.eq(g.pad_right),
-                cvt.params.rows.eq(g.padded_rows), cvt.params.cols.eq(g.padded_cols),
-                cvt.params.stride.eq(g.stride),
-            ]
+            connect_params(m, padding.params, g)
+            connect_params(m, cvt.params, g, rows=g.padded_rows, cols=g.padded_cols)
             wiring.connect(m, padding.o, cvt.i)
             first, windows = padding.i, cvt.o
             parts.update(padding=padding, cvt=cvt)

@@ -37,12 +37,12 @@ from amaranth.lib import data, enum as amaranth_enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
+from hlsinf.gateware.control import args_layout
 from hlsinf.gateware.memory.axi import ADDR_WIDTH, LENGTH_WIDTH, CommandLayout
 from hlsinf.config import MAX_PAD, KernelConfig
-from hlsinf.registers import POINTERS, SCALARS
 from hlsinf.gateware.lib.serial_multiplier import SerialMultiplier
 
-__all__ = ["WeightKind", "args_layout", "geometry_layout", "command_layout", "weight_command_layout",
+__all__ = ["WeightKind", "geometry_layout", "command_layout", "weight_command_layout",
            "Sequencer", "weight_set_bytes"]
 
 ADDRESS_BITS = ADDR_WIDTH
@@ -54,13 +54,6 @@ class WeightKind(amaranth_enum.Enum, shape=2):
     WEIGHTS = 0
     BIAS = 1
     MULT = 2
-
-
-def args_layout() -> data.StructLayout:
-    """The arguments as the control slave latches them: 32-bit scalars, 64-bit pointers."""
-    fields = {name: unsigned(32) for name, _signed, _doc in SCALARS}
-    fields.update({name: unsigned(64) for name, _bundle, _doc in POINTERS})
-    return data.StructLayout(fields)
 
 
 def command_layout() -> data.StructLayout:
@@ -129,7 +122,9 @@ class Sequencer(wiring.Component):
     Members
     -------
     args : In(args_layout())
-        Arguments latched by the control slave, constant from ``start`` to ``done``.
+        Arguments latched by the control slave, constant from ``start`` to ``done``: the
+        layout of :func:`hlsinf.gateware.control.args_layout` (one field per register of
+        the map, signed where it says so).
     start : In(1)
         One-cycle pulse: begin a call (ignored while busy).
     busy : Out(1)
@@ -263,7 +258,7 @@ class Sequencer(wiring.Component):
                         g.padded_rows.eq(a.rows + a.pad_top + a.pad_bottom),
                         g.padded_cols.eq(a.W + a.pad_left + a.pad_right),
                         g.pool.eq(a.pool), g.shift.eq(a.shift),
-                        g.clip_lo.eq(a.clip_lo.as_signed()), g.clip_hi.eq(a.clip_hi.as_signed()),
+                        g.clip_lo.eq(a.clip_lo), g.clip_hi.eq(a.clip_hi),
                         g.relu.eq(a.relu != 0), g.use_mult.eq(a.use_mult != 0),
                         o_first.eq(a.o_first), o_count.eq(a.o_count), out_plane.eq(a.out_plane),
                         g.passes.eq(a.o_count), g.cached.eq(0),

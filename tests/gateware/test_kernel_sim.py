@@ -1,13 +1,18 @@
+# amaranth: UnusedElaboratable=no
 """The composed kernel in Amaranth's simulator against hlsinf.reference.kernel_call (quick check;
 the Verilator benches in test_kernel_rtl.py cover the scenarios in depth)."""
 
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data
+from amaranth.sim import Simulator
 
 
 from hlsinf import reference as ref                      # noqa: E402
 from hlsinf.config import KernelConfig                   # noqa: E402
+from hlsinf.gateware.kernel import connect_params        # noqa: E402
 from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs  # noqa: E402
 from hlsinf.sim.amaranth_bench import KernelSim                 # noqa: E402
 
@@ -90,3 +95,24 @@ def test_number_formats(cfg):
         out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
         ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"])
     np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+def test_connect_params_by_name():
+    """Stage parameters come from the geometry fields of the same name, or from the named
+    values; a parameter with neither, or a name that is no parameter, fails elaboration."""
+    sink = Signal(data.StructLayout({"rows": 4, "mode": 2, "stride": 2}))
+    source = Signal(data.StructLayout({"rows": 4, "conv_rows": 4, "pool": 2, "stride": 2}))
+    m = Module()
+    connect_params(m, sink, source, rows=source.conv_rows, mode=source.pool)
+
+    async def bench(ctx):
+        ctx.set(source, {"rows": 3, "conv_rows": 9, "pool": 2, "stride": 1})
+        assert (ctx.get(sink.rows), ctx.get(sink.mode), ctx.get(sink.stride)) == (9, 2, 1)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match="'mode'"):
+        connect_params(Module(), sink, source, rows=source.conv_rows)                 # no field 'mode'
+    with pytest.raises(ValueError, match="cols"):
+        connect_params(Module(), sink, source, mode=source.pool, cols=source.rows)   # not a parameter

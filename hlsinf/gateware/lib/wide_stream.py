@@ -8,7 +8,8 @@ several signals (``payload0``, ``payload1``, ...) and presented as one ``payload
 view over their concatenation, so a stage reads and drives it exactly as a normal stream's.
 
 Every signal that holds a whole payload must be split the same way: a register or FIFO of a
-weight set keeps one signal per slice (see ``modules/weights.py``, ``modules/mul.py``).
+weight set keeps one signal per slice (see ``hlsinf/gateware/memory/weights.py``,
+``hlsinf/gateware/stages/mul.py``).
 """
 
 from __future__ import annotations

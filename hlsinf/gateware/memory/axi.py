@@ -311,6 +311,7 @@ class ReadArbiter(wiring.Component):
         m = Module()
         n, axi = self.n, self.axi
         index_bits = max(1, bits_for(n - 1))
+        # Wired by hand: written on the AR handshake, read on each burst's last R beat.
         m.submodules.order = order = fifo.SyncFIFOBuffered(width=index_bits, depth=self.max_outstanding)
 
         # AR: round robin, grant held until the handshake.

@@ -21,7 +21,7 @@ from hlsinf.gateware.lib.wide_stream import stream_signature
 from hlsinf.gateware.memory.axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, check_master_queues)
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout
 
 __all__ = ["BeatLayout", "Realigner", "ReadMaster", "BytesToItems", "ItemReader", "ActivationReader",
            "item_bytes", "place_chunks"]
@@ -197,10 +197,8 @@ class ReadMaster(wiring.Component):
             meta_fifo.w_data.eq(meta_in),
             meta_fifo.w_en.eq(splitter.info.valid),
             splitter.info.ready.eq(meta_fifo.w_rdy),
-            realigner.meta.payload.eq(meta_fifo.r_data),
-            realigner.meta.valid.eq(meta_fifo.r_rdy),
-            meta_fifo.r_en.eq(realigner.meta.ready),
         ]
+        wiring.connect(m, meta_fifo.r_stream, realigner.meta)
 
         # AR: issue a burst when the receive FIFO can hold it on top of everything in flight.
         burst = splitter.burst.payload
@@ -234,10 +232,8 @@ class ReadMaster(wiring.Component):
             axi.rready.eq(rx_fifo.w_rdy),
             rx_fifo.w_data.eq(axi.rdata),
             rx_fifo.w_en.eq(axi.rvalid),
-            realigner.i.payload.eq(rx_fifo.r_data),
-            realigner.i.valid.eq(rx_fifo.r_rdy),
-            rx_fifo.r_en.eq(realigner.i.ready),
         ]
+        wiring.connect(m, rx_fifo.r_stream, realigner.i)
         with m.If(self.clear):
             m.d.sync += [self.error.eq(0), self.resp.eq(0)]
         with m.Elif(r_done & (axi.rresp != RESP_OKAY) & ~self.error):
@@ -392,7 +388,7 @@ class ItemReader(wiring.Component):
 
 
 class ActivationReader(ItemReader):
-    """Reads GIHWCPI activations: commands in, ``ArrayLayout(act, cfg.cpi)`` pixels out.
+    """Reads GIHWCPI activations: commands in, ``pixel_layout(cfg, cfg.cpi)`` pixels out.
 
     A command is one contiguous run of pixels (e.g. a frame: ``rows * W`` pixels from
     ``x + (gi*H*W + read_offset) * CPI * act_bytes``); its length is ``pixels * CPI *
@@ -400,6 +396,5 @@ class ActivationReader(ItemReader):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = act_shape(cfg)
         self.cfg = cfg
-        super().__init__(data.ArrayLayout(act, cfg.cpi), **kwargs)
+        super().__init__(pixel_layout(cfg, cfg.cpi), **kwargs)

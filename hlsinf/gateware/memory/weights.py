@@ -5,11 +5,11 @@ they were issued. Each command carries a :class:`~hlsinf.gateware.sequencer.Weig
 the commands in flight wait in a small FIFO, and the bytes of each command are routed to the
 converter of its kind, which cuts them into items:
 
-* a weight set ``ArrayLayout(ArrayLayout(ArrayLayout(weight, 9), CPI), CPO)``, the layout
-  of ``[CPO][CPI][3][3]`` in memory, for the mul stage;
-* a bias item ``ArrayLayout(signed(bias_bits), CPO)`` for the add stage;
-* a multiplier item ``ArrayLayout(unsigned(mult_bits), CPO)``, cut from CPO 32-bit words,
-  for the relu stage.
+* a weight set (:func:`~hlsinf.gateware.lib.streams.weight_set_layout`, the layout of
+  ``[CPO][CPI][3][3]`` in memory) for the mul stage;
+* a bias item (:func:`~hlsinf.gateware.lib.streams.bias_layout`) for the add stage;
+* a multiplier item (:func:`~hlsinf.gateware.lib.streams.mult_layout`), cut from CPO
+  32-bit words, for the relu stage.
 
 Every output has a FIFO of ``depth`` assembled items behind its converter, so the next
 frame's weight set is read and assembled while the current frame computes and waits in the
@@ -21,7 +21,7 @@ already has everything it needs: the loader cannot deadlock the pipeline.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,21 +29,11 @@ from hlsinf.gateware.memory.axi import ADDR_WIDTH, DATA_WIDTH
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.sequencer import WeightKind, weight_command_layout
 from hlsinf.gateware.memory.read import BytesToItems, ReadMaster
+from hlsinf.gateware.lib.streams import (bias_layout, bias_signature, mult_layout, mult_signature,
+                                         weight_set_layout, weight_set_signature)
 from hlsinf.gateware.lib.wide_stream import WideSignature, payload_width, stream_signature
 
-__all__ = ["ParameterLoader", "weight_set_layout", "bias_layout", "mult_layout"]
-
-
-def weight_set_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpi), cfg.cpo)
-
-
-def bias_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(signed(cfg.bias_bits), cfg.cpo)
-
-
-def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(unsigned(cfg.mult_bits), cfg.cpo)
+__all__ = ["ParameterLoader"]
 
 
 class _ItemFifo(wiring.Component):
@@ -52,6 +42,8 @@ class _ItemFifo(wiring.Component):
     An item wider than :data:`~.wide_stream.MAX_WIRE_BITS` is kept in several FIFOs side by
     side, moved together (a 32x32 weight set is 73,728 bits; Amaranth's netlist holds at most
     65,536 per memory port). The slices see the same enables, so their flags stay equal.
+    That is why the FIFOs are wired by hand rather than through their ``w_stream`` and
+    ``r_stream``: each holds a slice of the payload, and only the first one's flags are used.
     """
 
     def __init__(self, shape, depth: int):
@@ -92,8 +84,8 @@ class ParameterLoader(wiring.Component):
     -------
     cmd : In(stream.Signature(weight_command_layout()))
         From the sequencer. Lengths are whole items of the command's kind.
-    weights, bias, mult : Out(stream.Signature(...))
-        :func:`weight_set_layout`, :func:`bias_layout`, :func:`mult_layout`.
+    weights, bias, mult : Out(weight_set_signature(cfg)), Out(bias_signature(cfg)), Out(mult_signature(cfg))
+        From :mod:`hlsinf.gateware.lib.streams`.
     axi : Out(AXI4Signature)
         The ``gmem_w`` master (reads only).
     error : Out(1)
@@ -115,9 +107,9 @@ class ParameterLoader(wiring.Component):
         self.master = ReadMaster(data_width=data_width, addr_width=addr_width, max_outstanding=max_outstanding)
         super().__init__({
             "cmd": In(stream.Signature(weight_command_layout())),
-            "weights": Out(stream_signature(weight_set_layout(cfg))),
-            "bias": Out(stream_signature(bias_layout(cfg))),
-            "mult": Out(stream_signature(mult_layout(cfg))),
+            "weights": Out(weight_set_signature(cfg)),
+            "bias": Out(bias_signature(cfg)),
+            "mult": Out(mult_signature(cfg)),
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
             "resp": Out(2),
@@ -129,6 +121,8 @@ class ParameterLoader(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.master = master = self.master
+        # The kind FIFO is wired by hand: it is written together with the master's command
+        # (a fork of ``cmd``) and read on each command's last beat, not item by item.
         m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(width=WeightKind.as_shape().width,
                                                            depth=self.COMMANDS_IN_FLIGHT)
         word_layout = data.ArrayLayout(unsigned(32), cfg.cpo)

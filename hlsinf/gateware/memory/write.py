@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hlsinf.gateware.memory.axi import (ADDR_WIDTH, BURST_INCR, DATA_WIDTH, LENGTH_WIDTH, RESP_OKAY, AXI4Signature,
                    BurstSplitter, CommandLayout, check_data_width, check_master_queues, max_burst_beats)
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout
 from hlsinf.gateware.memory.read import item_bytes, place_chunks
 
 __all__ = ["WriteBeatLayout", "ItemPacker", "WriteMaster", "PixelWriter"]
@@ -201,6 +201,7 @@ class WriteMaster(wiring.Component):
         m.submodules.meta_fifo = meta_fifo = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
         beat_layout = WriteBeatLayout(self.data_width)
         m.submodules.w_fifo = w_fifo = fifo.SyncFIFOBuffered(width=beat_layout.size, depth=self.fifo_beats)
+        # Burst bookkeeping, wired by hand: written on the AW handshake, read on W's last beat / B.
         m.submodules.wlen_fifo = wlen_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.max_outstanding)
         m.submodules.blast_fifo = blast_fifo = fifo.SyncFIFOBuffered(width=1, depth=self.max_outstanding)
 
@@ -216,16 +217,10 @@ class WriteMaster(wiring.Component):
             meta_fifo.w_data.eq(meta_in),
             meta_fifo.w_en.eq(splitter.info.valid),
             splitter.info.ready.eq(meta_fifo.w_rdy),
-            packer.meta.payload.eq(meta_fifo.r_data),
-            packer.meta.valid.eq(meta_fifo.r_rdy),
-            meta_fifo.r_en.eq(packer.meta.ready),
         ]
+        wiring.connect(m, meta_fifo.r_stream, packer.meta)
         wiring.connect(m, wiring.flipped(self.i), packer.i)
-        m.d.comb += [
-            w_fifo.w_data.eq(packer.o.payload),
-            w_fifo.w_en.eq(packer.o.valid),
-            packer.o.ready.eq(w_fifo.w_rdy),
-        ]
+        wiring.connect(m, packer.o, w_fifo.w_stream)
 
         # AW: issue a burst once all its beats wait in w_fifo.
         burst = splitter.burst.payload
@@ -297,7 +292,7 @@ class WriteMaster(wiring.Component):
 
 
 class PixelWriter(WriteMaster):
-    """Writes GOHWCPO activations: ``ArrayLayout(act, cfg.cpo)`` pixels in.
+    """Writes GOHWCPO activations: ``pixel_layout(cfg, cfg.cpo)`` pixels in.
 
     A command is one contiguous run of output pixels (a frame at ``y + (o * out_plane +
     write_offset) * CPO * act_bytes``), length ``pixels * CPO * act_bytes``; ``y`` must be
@@ -305,6 +300,5 @@ class PixelWriter(WriteMaster):
     """
 
     def __init__(self, cfg: KernelConfig, **kwargs):
-        act = act_shape(cfg)
         self.cfg = cfg
-        super().__init__(data.ArrayLayout(act, cfg.cpo), **kwargs)
+        super().__init__(pixel_layout(cfg, cfg.cpo), **kwargs)

@@ -26,14 +26,24 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import frame_counter, frame_pixels_shape
+from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, bias_layout, bias_signature, frame_counter,
+                                         frame_pixels_shape, partial_layout, partial_signature)
 
-__all__ = ["Add", "saturate"]
+__all__ = ["Add", "add_params_layout", "saturate"]
+
+
+def add_params_layout(cfg: KernelConfig) -> data.StructLayout:
+    """Run-time parameters of :class:`Add`: partials per frame and frames (input groups)
+    per output group, both >= 1."""
+    return data.StructLayout({
+        "frame_pixels": frame_pixels_shape(cfg),
+        "groups_in": unsigned(math.ceil(cfg.imax / cfg.cpi).bit_length()),
+    })
 
 
 def saturate(value, bits: int):
@@ -49,14 +59,14 @@ class Add(wiring.Component):
 
     Members
     -------
-    params : In(StructLayout)
+    params : In(add_params_layout(cfg))
         ``frame_pixels`` (>= 1): partials per frame; ``groups_in`` (>= 1): frames (input
         groups) per output group. Constant while a call runs.
-    i : In(stream.Signature(ArrayLayout(signed(cfg.partial_bits), CPO)))
+    i : In(partial_signature(cfg))
         Partial sums from ``mul``.
-    bias : In(stream.Signature(ArrayLayout(signed(cfg.bias_bits), CPO)))
+    bias : In(bias_signature(cfg))
         One item per output group, taken with the group's first partial.
-    o : Out(stream.Signature(ArrayLayout(signed(cfg.acc_bits), CPO)))
+    o : Out(acc_signature(cfg))
         ``reference.add_bias(sum, bias)`` for every pixel of each output group's last frame.
 
     ``latency`` is the number of cycles from a last-frame partial being taken to its
@@ -68,18 +78,15 @@ class Add(wiring.Component):
 
     def __init__(self, cfg: KernelConfig):
         self._cfg = cfg
-        self.partial_layout = data.ArrayLayout(signed(cfg.partial_bits), cfg.cpo)
-        self.bias_layout = data.ArrayLayout(signed(cfg.bias_bits), cfg.cpo)
-        self.acc_layout = data.ArrayLayout(signed(cfg.acc_bits), cfg.cpo)
-        self.params_layout = data.StructLayout({
-            "frame_pixels": frame_pixels_shape(cfg),
-            "groups_in": unsigned(math.ceil(cfg.imax / cfg.cpi).bit_length()),
-        })
+        self.partial_layout = partial_layout(cfg)
+        self.bias_layout = bias_layout(cfg)
+        self.acc_layout = acc_layout(cfg)
+        self.params_layout = add_params_layout(cfg)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(self.partial_layout)),
-            "bias": In(stream.Signature(self.bias_layout)),
-            "o": Out(stream.Signature(self.acc_layout)),
+            "i": In(partial_signature(cfg)),
+            "bias": In(bias_signature(cfg)),
+            "o": Out(acc_signature(cfg)),
         })
 
     def elaborate(self, platform):

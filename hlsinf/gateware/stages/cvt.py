@@ -28,13 +28,13 @@ window has been emitted (the kernel latches them at ``ap_start``).
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout, pixel_signature, window_signature
 
 __all__ = ["Cvt", "cvt_params_layout"]
 
@@ -55,7 +55,7 @@ class Cvt(wiring.Component):
     """3x3 windows of ``rows x cols`` padded frames of CPI-lane pixels.
 
     Ports: ``params`` (:func:`cvt_params_layout`), ``i`` (padded pixels,
-    ``ArrayLayout(act, CPI)``), ``o`` (windows, ``ArrayLayout(ArrayLayout(act, 9), CPI)``;
+    ``pixel_signature(cfg, CPI)``), ``o`` (windows, ``window_signature(cfg)``;
     tap ``ky*3 + kx`` of lane ``c`` is ``padded[oy*stride + ky, ox*stride + kx, c]``).
     Latency: a window is on ``o`` two cycles after the pixel that completes it was taken.
     Resources: a ``cfg.max_padded_cols`` x ``2*CPI*act_bits`` line buffer, ``10*CPI``
@@ -65,12 +65,11 @@ class Cvt(wiring.Component):
     def __init__(self, cfg: KernelConfig):
         self.cfg = cfg
         self.params_layout = cvt_params_layout(cfg)
-        self.pixel_layout = data.ArrayLayout(act_shape(cfg), cfg.cpi)
-        window = data.ArrayLayout(data.ArrayLayout(act_shape(cfg), 9), cfg.cpi)
+        self.pixel_layout = pixel_layout(cfg, cfg.cpi)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(self.pixel_layout)),
-            "o": Out(stream.Signature(window)),
+            "i": In(pixel_signature(cfg, cfg.cpi)),
+            "o": Out(window_signature(cfg)),
         })
 
     def elaborate(self, platform):

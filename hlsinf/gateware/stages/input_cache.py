@@ -13,13 +13,13 @@ cycle under any ``ready`` pattern although the memory's read port has a cycle of
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout, pixel_signature
 
 __all__ = ["InputCache", "input_cache_params_layout"]
 
@@ -48,9 +48,9 @@ class InputCache(wiring.Component):
     -------
     params : In(input_cache_params_layout(pixels))
         Constant while a call runs. With ``enable`` low the cache is a plain wire.
-    i : In(stream.Signature(ArrayLayout(act, CPI)))
+    i : In(pixel_signature(cfg, cfg.cpi))
         Pixels from memory: the first pass only when ``enable``.
-    o : Out(stream.Signature(ArrayLayout(act, CPI)))
+    o : Out(pixel_signature(cfg, cfg.cpi))
         ``passes`` copies of the tile when ``enable``, else ``i``.
     """
 
@@ -58,12 +58,11 @@ class InputCache(wiring.Component):
         if not (isinstance(pixels, int) and pixels >= 1):
             raise ValueError(f"InputCache pixels = {pixels!r} is out of range: allowed >= 1")
         self.cfg, self.pixels = cfg, pixels
-        act = act_shape(cfg)
-        self.pixel_layout = data.ArrayLayout(act, cfg.cpi)
+        self.pixel_layout = pixel_layout(cfg, cfg.cpi)
         super().__init__({
             "params": In(input_cache_params_layout(pixels)),
-            "i": In(stream.Signature(self.pixel_layout)),
-            "o": Out(stream.Signature(self.pixel_layout)),
+            "i": In(pixel_signature(cfg, cfg.cpi)),
+            "o": Out(pixel_signature(cfg, cfg.cpi)),
         })
 
     def elaborate(self, platform):
@@ -72,6 +71,9 @@ class InputCache(wiring.Component):
         m.submodules.store = store = Memory(shape=self.pixel_layout, depth=self.pixels, init=[])
         write = store.write_port()
         read = store.read_port(domain="sync")
+        # Wired by hand, not to streams: it is written by the memory's read port, whose room
+        # is reserved from ``level`` (a read port has no ready), and it drives ``o`` only in
+        # REPLAY (in FILL ``o`` is ``i``).
         m.submodules.ahead = ahead = fifo.SyncFIFOBuffered(width=self.pixel_layout.size, depth=READ_AHEAD)
 
         position = Signal(range(self.pixels + 1))   # pixel of the pass on the output

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape, frame_counter, frame_pixels_shape
-from hlsinf.gateware.lib.wide_stream import stream_signature
+from hlsinf.gateware.lib.streams import (frame_counter, frame_pixels_shape, partial_layout, partial_signature,
+                                         weight_set_layout, weight_set_signature, window_layout,
+                                         window_signature)
 
-__all__ = ["Mul", "multiply", "product_registers", "PACK_SHIFT"]
+__all__ = ["Mul", "mul_params_layout", "multiply", "product_registers", "PACK_SHIFT"]
 
 
 #: Bit position of the second product of a packed multiply. The low field holds a 16-bit
@@ -43,6 +44,11 @@ PACK_SHIFT = 18
 #: Added to a packed product to make its low field non-negative, so that it never borrows
 #: from the high field (see :func:`multiply`).
 _LOW_FIELD_OFFSET = 1 << (PACK_SHIFT - 1)
+
+
+def mul_params_layout(cfg: KernelConfig) -> data.StructLayout:
+    """Run-time parameters of :class:`Mul`: windows per frame (>= 1)."""
+    return data.StructLayout({"frame_pixels": frame_pixels_shape(cfg)})
 
 
 def product_registers(pack: bool) -> int:
@@ -109,13 +115,13 @@ class Mul(wiring.Component):
 
     Members
     -------
-    params : In(StructLayout)
+    params : In(mul_params_layout(cfg))
         ``frame_pixels``: windows per frame (>= 1), constant while a call runs.
-    i : In(stream.Signature(ArrayLayout(ArrayLayout(act, 9), CPI)))
+    i : In(window_signature(cfg))
         Windows; tap ``ky * 3 + kx`` of each lane.
-    weights : In(stream.Signature(ArrayLayout(ArrayLayout(ArrayLayout(weight, 9), CPI), CPO)))
+    weights : In(weight_set_signature(cfg))
         One weight set ``[cpo][cpi][tap]`` per frame, taken with the frame's first window.
-    o : Out(stream.Signature(ArrayLayout(signed(cfg.partial_bits), CPO)))
+    o : Out(partial_signature(cfg))
         ``reference.mul_partial`` of each window, in order.
 
     ``latency`` is the number of cycles from a window being taken to its partial sums
@@ -129,16 +135,15 @@ class Mul(wiring.Component):
         self._levels_per_register = levels_per_register
         #: whether two products share each multiplier in this build
         self.packs_dsp = bool(pack_dsp) and cfg.act_bits == 8 and cfg.weight_bits == 8 and cfg.cpo >= 2
-        self.window_layout = data.ArrayLayout(data.ArrayLayout(act_shape(cfg), 9), cfg.cpi)
-        self.weights_layout = data.ArrayLayout(
-            data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpi), cfg.cpo)
-        self.partial_layout = data.ArrayLayout(signed(cfg.partial_bits), cfg.cpo)
-        self.params_layout = data.StructLayout({"frame_pixels": frame_pixels_shape(cfg)})
+        self.window_layout = window_layout(cfg)
+        self.weights_layout = weight_set_layout(cfg)
+        self.partial_layout = partial_layout(cfg)
+        self.params_layout = mul_params_layout(cfg)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(self.window_layout)),
-            "weights": In(stream_signature(self.weights_layout)),
-            "o": Out(stream.Signature(self.partial_layout)),
+            "i": In(window_signature(cfg)),
+            "weights": In(weight_set_signature(cfg)),
+            "o": Out(partial_signature(cfg)),
         })
         tree_levels = math.ceil(math.log2(cfg.cpi * 9))
         #: operand registers + product registers + adder-tree registers

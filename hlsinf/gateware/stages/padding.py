@@ -20,12 +20,12 @@ Timing choices:
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from hlsinf.config import MAX_PAD, KernelConfig
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_signature
 
 __all__ = ["Padding", "padding_params_layout"]
 
@@ -47,7 +47,7 @@ class Padding(wiring.Component):
     """Zero padding of ``rows x cols`` frames of CPI-lane pixels.
 
     Ports: ``params`` (:func:`padding_params_layout`, held constant during a call), ``i``
-    (input pixels, ``ArrayLayout(act, CPI)``), ``o`` (padded pixels, same layout).
+    (input pixels, ``pixel_signature(cfg, CPI)``), ``o`` (padded pixels, the same).
     Per frame, ``rows * cols`` pixels in, ``(rows + pad_top + pad_bottom) x (cols +
     pad_left + pad_right)`` out, row-major. Latency: an output position is visible on
     ``o`` the cycle after it is generated (one register).
@@ -56,11 +56,10 @@ class Padding(wiring.Component):
     def __init__(self, cfg: KernelConfig):
         self.cfg = cfg
         self.params_layout = padding_params_layout(cfg)
-        pixel = data.ArrayLayout(act_shape(cfg), cfg.cpi)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(pixel)),
-            "o": Out(stream.Signature(pixel)),
+            "i": In(pixel_signature(cfg, cfg.cpi)),
+            "o": Out(pixel_signature(cfg, cfg.cpi)),
         })
 
     def elaborate(self, platform):

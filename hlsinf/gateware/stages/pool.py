@@ -16,13 +16,13 @@ makes ``i.ready`` a register; the two pipeline registers move on a global stall.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import act_shape, fifo_on_stream, pixel_layout, pixel_signature
 
 __all__ = ["Pool", "pool_params_layout"]
 
@@ -48,8 +48,8 @@ class Pool(wiring.Component):
     params : In(pool_params_layout(cfg))
         ``rows``, ``cols`` of the convolution output frame and ``mode`` (0 none, 1 max,
         2 average). Modes not built into ``cfg`` behave as mode 0.
-    i : In(stream.Signature(ArrayLayout(act, CPO)))
-    o : Out(stream.Signature(ArrayLayout(act, CPO)))
+    i : In(pixel_signature(cfg, cfg.cpo))
+    o : Out(pixel_signature(cfg, cfg.cpo))
     """
 
     #: Cycles from a pixel offered on ``i`` (unstalled) to its output taken from ``o``,
@@ -60,11 +60,10 @@ class Pool(wiring.Component):
         self.cfg = cfg
         self.act_shape = act_shape(cfg)
         self.params_layout = pool_params_layout(cfg)
-        pixel = data.ArrayLayout(self.act_shape, cfg.cpo)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(pixel)),
-            "o": Out(stream.Signature(pixel)),
+            "i": In(pixel_signature(cfg, cfg.cpo)),
+            "o": Out(pixel_signature(cfg, cfg.cpo)),
         })
 
     def elaborate(self, platform):
@@ -72,18 +71,12 @@ class Pool(wiring.Component):
         cpo = cfg.cpo
         m = Module()
 
-        pixel_layout = data.ArrayLayout(self.act_shape, cpo)
         # A pair result: the larger of two pixels, or their sum (one bit wider).
         pair_shape = (signed if cfg.act_signed else unsigned)(cfg.act_bits + 1)
         pair_layout = data.ArrayLayout(pair_shape, cpo)
 
-        m.submodules.in_fifo = in_fifo = fifo.SyncFIFO(width=pixel_layout.size, depth=2)
-        m.d.comb += [
-            in_fifo.w_data.eq(self.i.payload),
-            in_fifo.w_en.eq(self.i.valid),
-            self.i.ready.eq(in_fifo.w_rdy),
-        ]
-        pixel = pixel_layout(in_fifo.r_data)
+        pixels = fifo_on_stream(m, "in_fifo", wiring.flipped(self.i), depth=2)
+        pixel = pixels.payload
 
         # Modes not built in fall back to pass-through.
         mode = Signal(2)
@@ -101,8 +94,8 @@ class Pool(wiring.Component):
         take = Signal()
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
-            take.eq(advance & in_fifo.r_rdy),
-            in_fifo.r_en.eq(take),
+            take.eq(advance & pixels.valid),
+            pixels.ready.eq(take),
         ]
 
         # Position of the pixel being taken.
@@ -129,7 +122,7 @@ class Pool(wiring.Component):
             return Mux(mode_ == POOL_MAX, Mux(a > b, a, b), a + b)
 
         # Even column: keep the pixel; on an odd row, fetch the pair above it.
-        left = Signal(pixel_layout)
+        left = Signal(pixel_layout(cfg, cpo))
         pair = Signal(pair_layout)
         for k in range(cpo):
             m.d.comb += pair[k].eq(reduce(left[k], pixel[k], mode))

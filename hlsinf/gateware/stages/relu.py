@@ -37,12 +37,13 @@ whenever its output register is empty or taken (a global stall).
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, act_shape, fifo_on_stream,
+                                         frame_pixels_shape, mult_layout, mult_signature, pixel_signature)
 
 __all__ = ["Relu", "relu_params_layout"]
 
@@ -50,7 +51,7 @@ __all__ = ["Relu", "relu_params_layout"]
 def relu_params_layout(cfg: KernelConfig) -> data.StructLayout:
     """Run-time parameters of :class:`Relu`, constant while a call runs."""
     return data.StructLayout({
-        "frame_pixels": unsigned(max(1, cfg.max_frame_pixels.bit_length())),
+        "frame_pixels": frame_pixels_shape(cfg),
         "shift": unsigned(max(1, cfg.max_shift.bit_length())),
         # Signed and one bit wider than an activation, so both uint8 and int8 bounds fit.
         "clip_lo": signed(cfg.act_bits + 1),
@@ -73,12 +74,12 @@ class Relu(wiring.Component):
         ``frame_pixels`` (accumulators per frame), ``shift``, ``clip_lo``/``clip_hi``,
         ``relu`` (raise ``clip_lo`` to 0), ``use_mult``. Read when an item enters the
         pipeline and carried with it, so they only need to hold while items are entering.
-    i : In(stream.Signature(ArrayLayout(signed(acc_bits), CPO)))
+    i : In(acc_signature(cfg))
         Accumulators.
-    mult : In(stream.Signature(ArrayLayout(unsigned(mult_bits), CPO)))
+    mult : In(mult_signature(cfg))
         Only with ``cfg.with_multiplier``: one item per frame when ``use_mult``, taken
         together with the frame's first accumulator; not read otherwise.
-    o : Out(stream.Signature(ArrayLayout(act, CPO)))
+    o : Out(pixel_signature(cfg, cfg.cpo))
         Activations.
 
     ``tree_levels`` is ``L``, the depth of the multipliers' adder trees (module docstring);
@@ -94,11 +95,11 @@ class Relu(wiring.Component):
         self.params_layout = relu_params_layout(cfg)
         members = {
             "params": In(self.params_layout),
-            "i": In(stream.Signature(data.ArrayLayout(signed(cfg.acc_bits), cfg.cpo))),
+            "i": In(acc_signature(cfg)),
         }
         if cfg.with_multiplier:
-            members["mult"] = In(stream.Signature(data.ArrayLayout(unsigned(cfg.mult_bits), cfg.cpo)))
-        members["o"] = Out(stream.Signature(data.ArrayLayout(self.act_shape, cfg.cpo)))
+            members["mult"] = In(mult_signature(cfg))
+        members["o"] = Out(pixel_signature(cfg, cfg.cpo))
         super().__init__(members)
         self.tree_levels = FabricMultiplier.levels(cfg.mult_bits) if cfg.with_multiplier else 0
         self.pipeline_steps = self.tree_levels + 5
@@ -115,29 +116,17 @@ class Relu(wiring.Component):
         doubled_bits = cfg.acc_bits + mult_bits + 1
         narrow_bits = cfg.act_bits + 2                    # holds every clip bound and one more
         assert doubled_bits > narrow_bits
-        acc_layout = data.ArrayLayout(signed(cfg.acc_bits), cpo)
-        mult_layout = data.ArrayLayout(unsigned(mult_bits), cpo)
         wide_layout = data.ArrayLayout(signed(doubled_bits), cpo)
         narrow_layout = data.ArrayLayout(signed(narrow_bits), cpo)
         shift_shape = self.params_layout.members["shift"]
         bound_shape = self.params_layout.members["clip_lo"]
 
         # Input buffers: registered ready towards the producers.
-        m.submodules.acc_fifo = acc_fifo = fifo.SyncFIFO(width=acc_layout.size, depth=2)
-        m.d.comb += [
-            acc_fifo.w_data.eq(self.i.payload),
-            acc_fifo.w_en.eq(self.i.valid),
-            self.i.ready.eq(acc_fifo.w_rdy),
-        ]
-        acc_in = acc_layout(acc_fifo.r_data)
+        accs = fifo_on_stream(m, "acc_fifo", wiring.flipped(self.i), depth=2)
+        acc_in = accs.payload
         if cfg.with_multiplier:
-            m.submodules.mult_fifo = mult_fifo = fifo.SyncFIFO(width=mult_layout.size, depth=2)
-            m.d.comb += [
-                mult_fifo.w_data.eq(self.mult.payload),
-                mult_fifo.w_en.eq(self.mult.valid),
-                self.mult.ready.eq(mult_fifo.w_rdy),
-            ]
-            mult_in = mult_layout(mult_fifo.r_data)
+            mults = fifo_on_stream(m, "mult_fifo", wiring.flipped(self.mult), depth=2)
+            mult_in = mults.payload
 
         # Global stall: every pipeline register moves when the output register is free.
         advance = Signal()
@@ -150,14 +139,14 @@ class Relu(wiring.Component):
         if cfg.with_multiplier:
             need_mult = Signal()
             m.d.comb += need_mult.eq(self.params.use_mult & first)
-            mult_ok = ~need_mult | mult_fifo.r_rdy
+            mult_ok = ~need_mult | mults.valid
         else:
             mult_ok = Const(1)
         take = Signal()
-        m.d.comb += take.eq(advance & acc_fifo.r_rdy & mult_ok)
-        m.d.comb += acc_fifo.r_en.eq(take)
+        m.d.comb += take.eq(advance & accs.valid & mult_ok)
+        m.d.comb += accs.ready.eq(take)
         if cfg.with_multiplier:
-            m.d.comb += mult_fifo.r_en.eq(take & need_mult)
+            m.d.comb += mults.ready.eq(take & need_mult)
         with m.If(take):
             with m.If(pixel + 1 >= self.params.frame_pixels):
                 m.d.sync += pixel.eq(0)
@@ -179,7 +168,7 @@ class Relu(wiring.Component):
                 m.d.sync += d.eq(s)
 
         # 1: operands. M is the frame's multiplier (latched at its first pixel) or 1.
-        s1 = step("s1", acc_layout)
+        s1 = step("s1", acc_layout(cfg))
         lo_in = Signal(bound_shape)
         if cfg.with_relu:
             m.d.comb += lo_in.eq(Mux(self.params.relu & (self.params.clip_lo < 0), 0, self.params.clip_lo))
@@ -189,7 +178,7 @@ class Relu(wiring.Component):
             move(s1, take, (self.params.shift, lo_in, self.params.clip_hi))
             m.d.sync += s1[1].eq(acc_in)
         if cfg.with_multiplier:
-            m1 = Signal(mult_layout)
+            m1 = Signal(mult_layout(cfg))
             with m.If(advance & take):
                 with m.If(need_mult):
                     m.d.sync += m1.eq(mult_in)

@@ -46,14 +46,14 @@ last used column), and the next call's parameters may be applied on the followin
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.stages.padding import padding_params_layout
-from hlsinf.gateware.lib.shapes import act_shape
+from hlsinf.gateware.lib.streams import pixel_layout, pixel_signature, window_layout, window_signature
 
 __all__ = ["Window", "window_params_layout"]
 
@@ -78,7 +78,7 @@ class Window(wiring.Component):
     """3x3 windows (stride 1 or 2) of zero-padded ``rows x cols`` frames of CPI-lane pixels.
 
     Ports: ``params`` (:func:`window_params_layout`), ``i`` (unpadded pixels, row-major,
-    ``ArrayLayout(act, CPI)``), ``o`` (windows, ``ArrayLayout(ArrayLayout(act, 9), CPI)``,
+    ``pixel_signature(cfg, CPI)``), ``o`` (windows, ``window_signature(cfg)``,
     tap ``ky*3 + kx`` of lane ``c`` is ``padded[oy*stride + ky, ox*stride + kx, c]``, as
     ``reference.windows(reference.pad(frame, ...), stride)``; the same stream as ``cvt``).
     Resources: four ``wmax x CPI*act_bits`` memories, ``21 * CPI`` activation registers
@@ -90,12 +90,12 @@ class Window(wiring.Component):
             raise TypeError(f"Window(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
         self.cfg = cfg
         self.params_layout = window_params_layout(cfg)
-        self.pixel_layout = data.ArrayLayout(act_shape(cfg), cfg.cpi)
-        self.window_layout = data.ArrayLayout(data.ArrayLayout(act_shape(cfg), 9), cfg.cpi)
+        self.pixel_layout = pixel_layout(cfg, cfg.cpi)
+        self.window_layout = window_layout(cfg)
         super().__init__({
             "params": In(self.params_layout),
-            "i": In(stream.Signature(self.pixel_layout)),
-            "o": Out(stream.Signature(self.window_layout)),
+            "i": In(pixel_signature(cfg, cfg.cpi)),
+            "o": Out(window_signature(cfg)),
         })
 
     def elaborate(self, platform):

@@ -16,7 +16,8 @@ from amaranth.sim import Simulator
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib import wide_stream
-from hlsinf.gateware.memory.weights import ParameterLoader, weight_set_layout
+from hlsinf.gateware.lib.streams import weight_set_layout
+from hlsinf.gateware.memory.weights import ParameterLoader
 from hlsinf.gateware.lib.wide_stream import WideSignature, stream_signature
 
 from tests.gateware.stages import test_mul
