@@ -46,6 +46,8 @@ _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 #: elements of the im2col matrix of one block of output rows (4 MiB in float32)
 _BLOCK_ELEMENTS = 1 << 20
+#: multiply-accumulates of a call from which its blocks run on the thread pool
+_PARALLEL_MACS = 1 << 25
 
 
 @dataclass
@@ -65,6 +67,17 @@ class PreparedWeights:
     chunks: list[tuple[int, int]] | None
     matrices: list[np.ndarray]
     abs_sum: int                        #: max over outputs of sum |w|: bounds |sum of products| / max|x|
+    #: 8-bit data: the whole ``(9 * channels) x outputs`` matrix as ``w + 128`` in uint8 for
+    #: onnxruntime's MatMulInteger (then ``chunks``/``matrices`` are not used)
+    integer: np.ndarray | None = None
+    signed: bool = False                #: int8 activations (fed as ``x + 128`` with zero point 128)
+    _session: object = None
+
+    def session(self):
+        """onnxruntime ``MatMulInteger(a uint8 [M, K], w + 128 uint8 [K, N])``, int32 out; opened once."""
+        if self._session is None:
+            self._session = _matmul_integer_session(self.integer, 128 if self.signed else 0)
+        return self._session
 
 
 def _weights_key(cfg: KernelConfig, args: CallArgs) -> tuple:
@@ -91,8 +104,12 @@ def _chunks(cumulative: np.ndarray, xmax: int, limit: int) -> list[tuple[int, in
     return out
 
 
-def prepare_weights(cfg: KernelConfig, args: CallArgs, w_mem: np.ndarray) -> PreparedWeights:
-    """The weight matrices of a call, from the ``[GO][GI][CPO][CPI][3][3]`` memory image."""
+def prepare_weights(cfg: KernelConfig, args: CallArgs, w_mem: np.ndarray, *,
+                    use_onnxruntime: bool = True) -> PreparedWeights:
+    """The weight matrices of a call, from the ``[GO][GI][CPO][CPI][3][3]`` memory image.
+
+    8-bit data go to onnxruntime's MatMulInteger when it is installed (``use_onnxruntime``);
+    anything else to float BLAS in exact chunks."""
     key = _weights_key(cfg, args)
     go, gi, g0, g1, cpi, cpo = key
     w = np.asarray(w_mem).reshape(-1)[: go * gi * cpo * cpi * 9].reshape(go, gi, cpo, cpi, 9)[g0:g1]
@@ -107,11 +124,51 @@ def prepare_weights(cfg: KernelConfig, args: CallArgs, w_mem: np.ndarray) -> Pre
     np.cumsum(per_channel, axis=0, out=cumulative[1:])
     amin, amax = cfg.act_range
     xmax = max(-amin, amax)
+    rows = 9 * per_channel.shape[0]
+    abs_sum = int(cumulative[-1].max(initial=0))
+    if (use_onnxruntime and cfg.act_bits == 8 and cfg.weight_bits == 8 and rows * 255 * 255 < 1 << 31
+            and _onnxruntime()):
+        integer = np.ascontiguousarray((w.reshape(rows, n).astype(np.int16) + 128).astype(np.uint8))
+        return PreparedWeights(key, np.uint8, channels, [(0, per_channel.shape[0])], [], abs_sum, integer,
+                               cfg.act_signed)
     dtype, chunks = np.float32, _chunks(cumulative, xmax, _F32_EXACT)
     if chunks is None:
         dtype, chunks = np.float64, _chunks(cumulative, xmax, _F64_EXACT)
     matrices = [np.ascontiguousarray(w[:, c0:c1].reshape(9 * (c1 - c0), n), dtype=dtype) for c0, c1 in chunks or []]
-    return PreparedWeights(key, dtype, channels, chunks, matrices, int(cumulative[-1].max(initial=0)))
+    return PreparedWeights(key, dtype, channels, chunks, matrices, abs_sum)
+
+
+def _onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _matmul_integer_session(b: np.ndarray, a_zero: int):
+    """ONNX MatMulInteger computes ``sum (a - a_zero) * (b - 128)`` in int32, exactly. onnxruntime's
+    kernels for uint8 x uint8 widen to 16 bits and add pairs of products in 32 bits (no int16
+    saturation, unlike its uint8 x int8 kernels on x86 without VNNI); every sum fits int32 as
+    ``K * 255 * 255 < 2**31`` (checked by :func:`prepare_weights`)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hlsinf.host.quantize import onnxruntime_session
+    import onnxruntime as ort
+
+    k, n = b.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])], "conv",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, ["M", k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["M", n])],
+        [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.array(a_zero, np.uint8), "a_zero"),
+         numpy_helper.from_array(np.array(128, np.uint8), "b_zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1                 # the blocks run in parallel instead
+    return onnxruntime_session(model, options)
 
 
 def _workers() -> int:
@@ -193,11 +250,16 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         offset = bias + rounding
     lo, hi = args.clip_bounds(cfg)
 
-    # Zero-padded input tile, rows_p x cols_p x channels, in the products' float type.
+    # Zero-padded input tile, rows_p x cols_p x channels, in the products' type (int8 as x + 128).
     dtype = prepared.dtype
+    integer = prepared.integer is not None
     rows_p = args.rows + args.pad_top + args.pad_bottom
     cols_p = args.W + args.pad_left + args.pad_right
-    xp = np.zeros((rows_p, cols_p, gi, cpi), dtype)
+    if integer and prepared.signed:
+        xp = np.full((rows_p, cols_p, gi, cpi), 128, np.uint8)
+        x = x.view(np.uint8) ^ np.uint8(0x80)
+    else:
+        xp = np.zeros((rows_p, cols_p, gi, cpi), dtype)
     xp[args.pad_top: args.pad_top + args.rows, args.pad_left: args.pad_left + args.W] = x.transpose(1, 2, 0, 3)
     xp = xp.reshape(rows_p, cols_p, gi * cpi)
     if prepared.channels is not None:
@@ -210,7 +272,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     rows_used = ho // step * step
     wp = wo // step
     out = out_mem.reshape(-1)[: groups.stop * plane_out * cpo].reshape(groups.stop, plane_out, cpo)[groups.start:]
-    chunks = list(zip(prepared.chunks, prepared.matrices))
+    chunks = list(zip(prepared.chunks, prepared.matrices))   # empty on the integer path
     widest = max([c1 - c0 for c0, c1 in prepared.chunks] + [1]) * 9
 
     def run(r0: int, r1: int, n0: int, n1: int):
@@ -218,6 +280,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         m = (r1 - r0) * wo
         buffer = np.empty(m * widest, dtype)
         sums = None
+        if integer:                                      # onnxruntime MatMulInteger over all channels
+            c = xp.shape[2]
+            cols = buffer[: m * 9 * c].reshape(r1 - r0, wo, 9, c)
+            for ky in range(3):
+                for kx in range(3):
+                    cols[:, :, ky * 3 + kx] = xp[r0 * s + ky: (r1 - 1) * s + ky + 1: s, kx: kx + s * (wo - 1) + 1: s]
+            sums = prepared.session().run(["y"], {"a": cols.reshape(m, 9 * c)})[0] if c else np.zeros((m, n), np.int32)
         for (c0, c1), matrix in chunks:
             cols = buffer[: m * 9 * (c1 - c0)].reshape(r1 - r0, wo, 9, c1 - c0)
             for ky in range(3):
@@ -257,17 +326,20 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         first = args.write_offset + r0 // step * wp
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y
 
-    # Blocks of output rows (an even number when pooling); output-group ranges when there are
-    # fewer row blocks than cores.
-    workers = _workers()
+    # Blocks of output rows (an even number when pooling); on the float path output-group ranges
+    # too when there are fewer row blocks than cores. Small calls run in this thread: waking
+    # workers costs more than the work.
+    used = len(prepared.channels) if prepared.channels is not None else gi * cpi
+    workers = _workers() if rows_used * wo * n * 9 * used >= _PARALLEL_MACS else 1
     block = max(step, min(-(-rows_used // workers), _BLOCK_ELEMENTS // (wo * widest)) // step * step)
     row_blocks = [(r0, min(rows_used, r0 + block)) for r0 in range(0, rows_used, block)]
-    parts = 1 if len(row_blocks) >= workers else min(workers, len(groups))
+    parts = 1 if len(row_blocks) >= workers or integer else min(workers, len(groups))
     col_blocks = [(len(groups) * k // parts * cpo, len(groups) * (k + 1) // parts * cpo) for k in range(parts)]
     items = [(r0, r1, n0, n1) for r0, r1 in row_blocks for n0, n1 in col_blocks]
     with _single_threaded_blas():
-        if len(items) == 1:
-            run(*items[0])
+        if workers == 1:
+            for item in items:
+                run(*item)
         else:
             for f in [_pool().submit(run, *item) for item in items]:
                 f.result()

@@ -2,14 +2,17 @@
 
 Every argument kind a call has: padding on each side, stride 1/2, max/avg pooling, row
 tiles (read/write offsets into larger planes), output-group ranges, ReLU and clip bounds,
-multiplier or shift only, uint8/int8 and 16-bit data (the float64 path), saturation of the
-accumulator; the whole output memory (not only what the call writes) must be equal.
+multiplier or shift only, uint8/int8 and 16-bit data, saturation of the accumulator, input
+channels without weights; each through both product paths (onnxruntime MatMulInteger for
+8-bit data, exact float32/float64 BLAS chunks) and both schedules (in this thread, blocks on
+the thread pool). The whole output memory (not only what the call writes) must be equal.
 """
 
 import numpy as np
 import pytest
 
 from hlsinf import reference as ref
+from hlsinf import reference_fast
 from hlsinf.config import KernelConfig
 from hlsinf.reference import CallArgs
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
@@ -81,7 +84,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("k", range(len(CONFIGS)))
-def test_fast_kernel_call_equals_the_oracle_bit_for_bit(k):
+def test_fast_kernel_call_equals_the_oracle_bit_for_bit(k, monkeypatch):
     cfg = CONFIGS[k]
     rng = np.random.default_rng(100 + k)
     done = 0
@@ -94,7 +97,8 @@ def test_fast_kernel_call_equals_the_oracle_bit_for_bit(k):
         want = fill.copy().view(ref.act_dtype(cfg))
         got = fill.copy().view(ref.act_dtype(cfg))
         ref.kernel_call(cfg, args, x, w, b, want, m if args.use_mult else None)
-        prepared = prepare_weights(cfg, args, w) if rng.integers(0, 2) else None
+        prepared = prepare_weights(cfg, args, w, use_onnxruntime=bool(rng.integers(0, 2))) if rng.integers(0, 4) else None
+        monkeypatch.setattr(reference_fast, "_PARALLEL_MACS", int(rng.choice([0, 1 << 25])))
         kernel_call_fast(cfg, args, x, w, b, got, m if args.use_mult else None, prepared=prepared)
         np.testing.assert_array_equal(got, want, err_msg=f"{cfg} {args}")
         done += 1
@@ -109,7 +113,7 @@ def test_products_beyond_float32_are_split_into_exact_chunks():
     x = np.full(args.gi(cfg) * 8 * 9, 255, np.uint8)
     w = np.full(args.gi(cfg) * 8 * 8 * 9, 127, np.int8)
     b = np.full(8, -(255 * 127 * 256 * 9) + 100, np.int32)      # brings the exact sum down to 100
-    prepared = prepare_weights(cfg, args, w)
+    prepared = prepare_weights(cfg, args, w, use_onnxruntime=False)
     assert prepared.dtype == np.float32 and len(prepared.chunks) == 5 and prepared.chunks[0] == (0, 57)
     out = np.zeros(8, np.uint8)
     kernel_call_fast(cfg, args, x, w, b, out, prepared=prepared)
@@ -117,3 +121,25 @@ def test_products_beyond_float32_are_split_into_exact_chunks():
     want = np.zeros(8, np.uint8)
     ref.kernel_call(cfg, args, x, w, b, want)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_integer_products_do_not_saturate_pairs_to_int16(signed):
+    """uint8 255 (int8 -128) times int8 -128/127: every pair of products is beyond int16, where
+    onnxruntime's uint8 x int8 kernels without VNNI would clamp; the uint8 x uint8 MatMulInteger
+    of the fast path is exact. The bias brings each channel's exact sum to 100 + channel."""
+    cfg = KernelConfig(cpi=8, cpo=8, act_signed=signed)
+    args = CallArgs(H=3, W=3, rows=3, I=64, O=16)
+    a = cfg.act_range[0] if signed else cfg.act_range[1]
+    x = np.full(args.gi(cfg) * 8 * 9, a, ref.act_dtype(cfg))
+    w = np.where(np.arange(args.go(cfg) * args.gi(cfg) * 8 * 8 * 9) % 5 < 2, -128, 127).astype(np.int8)
+    exact = (a * ref.unpack_weights(w, 16, 64, 8, 8).astype(np.int64)).sum(axis=(1, 2, 3))
+    assert np.abs(exact).max() > 1 << 20
+    b = (100 - exact + np.arange(16)).astype(np.int32)
+    prepared = prepare_weights(cfg, args, w)
+    assert prepared.integer is not None
+    got, want = np.zeros(16, ref.act_dtype(cfg)), np.zeros(16, ref.act_dtype(cfg))
+    kernel_call_fast(cfg, args, x, w, b, got, prepared=prepared)
+    ref.kernel_call(cfg, args, x, w, b, want)
+    np.testing.assert_array_equal(want, 100 + np.arange(16))
+    np.testing.assert_array_equal(got, want)
