@@ -98,7 +98,7 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
-    from hlsinf.host.cpu_ops import CPU_OPS
+    from hlsinf.host.cpu import operator_problem
 
     if isinstance(model, (str, Path)):
         path = Path(model)
@@ -142,10 +142,11 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=13)
     for node in g.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in CPU_OPS:
+        problem = operator_problem(node.op_type, node.domain, opset)
+        if problem:
             nm = node.name or node.output[0]
             raise GraphError(f"node {nm!r}: operator {node.domain + '.' if node.domain else ''}{node.op_type} "
-                             f"is not supported; supported operators: {', '.join(sorted(CPU_OPS))}")
+                             f"is not supported: {problem}")
     # Shape inference serialises the model: large weights go in as typed inputs instead (only
     # their shapes matter), which keeps a VGG16 import to a second.
     initializers = {t.name: numpy_helper.to_array(t) for t in g.initializer}

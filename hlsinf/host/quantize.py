@@ -106,8 +106,8 @@ def onnxruntime_session(model, options=None):
 # Post-training quantisation --------------------------------------------------------------------
 
 def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Smallest and largest value of every float tensor over a calibration batch (run on the CPU)."""
-    from hlsinf.host.cpu_ops import evaluate
+    """Smallest and largest value of every float tensor over a calibration batch (the float graph runs in onnxruntime)."""
+    from hlsinf.host.cpu import graph_runner
 
     calibration = np.asarray(calibration, np.float32)
     shape = graph.shapes[graph.inputs[0]]
@@ -117,8 +117,9 @@ def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[f
         raise GraphError(f"calibration batch has shape {calibration.shape}; the model input "
                          f"{graph.inputs[0]!r} needs (N, {', '.join(map(str, shape[1:]))})")
     ranges: dict[str, list[float]] = {}
+    run = graph_runner(graph, keep=True)
     for k in range(calibration.shape[0]):
-        values = evaluate(graph, calibration[k:k + 1], keep=True)
+        values = run(calibration[k:k + 1])
         for name, v in values.items():
             if name in graph.initializers or not np.issubdtype(np.asarray(v).dtype, np.floating):
                 continue
