@@ -99,9 +99,33 @@ def _value_info(graph: Graph, tensor: str):
                                          None if shape is None else list(shape))
 
 
-def export(graph: Graph, nodes: list[Node], inputs: list[str], outputs: list[str], name: str):
+#: Initializers of at least this many elements are handed to onnxruntime as arrays
+#: (``add_external_initializers``) instead of being copied into the protobuf model.
+EXTERNAL_ELEMENTS = 1 << 16
+_IN_MEMORY = "hlsinf-in-memory"
+
+
+def _external_tensor(name: str, value: np.ndarray):
+    from onnx import TensorProto, helper
+
+    t = TensorProto()
+    t.name = name
+    t.dims.extend(value.shape)
+    t.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", _IN_MEMORY
+    return t
+
+
+def export(graph: Graph, nodes: list[Node], inputs: list[str], outputs: list[str], name: str,
+           external: dict[str, np.ndarray] | None = None):
     """An ``onnx.ModelProto`` of ``nodes`` (in order) with the initializers they use, the given
-    inputs and outputs, the graph's opset and the element types and shapes of the import."""
+    inputs and outputs, the graph's opset and the element types and shapes of the import.
+
+    With ``external`` (a dict), initializers of at least :data:`EXTERNAL_ELEMENTS` elements are
+    not copied into the model: they are marked as external data and put in ``external``, for
+    :func:`_open` to hand to onnxruntime (a VGG16 classifier is 120 M weights)."""
     from onnx import helper, numpy_helper
 
     protos = []
@@ -110,7 +134,14 @@ def export(graph: Graph, nodes: list[Node], inputs: list[str], outputs: list[str
         p.attribute.extend(_attribute(n, k, v, graph.opset) for k, v in n.attrs.items())
         protos.append(p)
     used = dict.fromkeys(i for n in nodes for i in n.inputs if i and i in graph.initializers)
-    inits = [numpy_helper.from_array(np.asarray(graph.initializers[t]), t) for t in used]
+    inits = []
+    for t in used:
+        value = np.asarray(graph.initializers[t])
+        if external is not None and value.size >= EXTERNAL_ELEMENTS and value.dtype != object:
+            external[t] = value if value.flags.c_contiguous else value.copy(order="C")
+            inits.append(_external_tensor(t, value))
+        else:
+            inits.append(numpy_helper.from_array(value, t))
     g = helper.make_graph(protos, name, [_value_info(graph, t) for t in inputs],
                           [_value_info(graph, t) for t in outputs], inits)
     return helper.make_model_gen_version(g, opset_imports=[helper.make_opsetid("", graph.opset)],
@@ -121,8 +152,7 @@ def export(graph: Graph, nodes: list[Node], inputs: list[str], outputs: list[str
 #: costs more to create and to wake than the work.
 SMALL_WORK = 1 << 20
 
-_HEAVY = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger",
-          "QLinearMatMul", "Einsum", "LSTM", "GRU", "RNN"}
+_HEAVY = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Einsum", "LSTM", "GRU", "RNN"}
 
 
 def work_estimate(graph: Graph, nodes: list[Node]) -> int:
@@ -132,22 +162,21 @@ def work_estimate(graph: Graph, nodes: list[Node]) -> int:
     for n in nodes:
         out = sum(int(np.prod(graph.shapes.get(o, ()))) for o in n.outputs if o)
         reduce = 1
-        if n.op in _HEAVY and len(n.inputs) > 1:
-            w = graph.shapes.get(n.inputs[1], ())
-            if n.op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
-                w = graph.shapes.get(n.inputs[3 if n.op == "QLinearConv" else 1], ())
-                reduce = int(np.prod(w[1:])) if len(w) > 1 else 1
-            else:
-                a = graph.shapes.get(n.inputs[0], ())
-                reduce = int(a[-1]) if a else 1
+        if n.op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+            w = graph.shapes.get(n.inputs[3 if n.op == "QLinearConv" else 1], ())
+            reduce = int(np.prod(w[1:])) if len(w) > 1 else 1
+        elif n.op in _HEAVY:
+            a = graph.shapes.get(n.inputs[0], ())
+            reduce = int(a[-1]) if a else 1
         total += out * max(reduce, 1)
     return total
 
 
-def _open(model, nodes: list[Node], what: str, threads: int = 0):
+def _open(model, nodes: list[Node], what: str, threads: int = 0, external: dict[str, np.ndarray] | None = None):
     """An exact onnxruntime session for ``model`` (``threads`` intra-op threads, 0: onnxruntime's
     default), its threads not spinning between runs (the kernel emulation and the other
-    partitions need the cores); a load failure names the node it is about."""
+    partitions need the cores), with the ``external`` initializers of :func:`export`; a load
+    failure names the node it is about."""
     import re
 
     from hlsinf.host.quantize import onnxruntime_session
@@ -159,8 +188,15 @@ def _open(model, nodes: list[Node], what: str, threads: int = 0):
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    values = []
+    if external:
+        names = list(external)
+        values = [ort.OrtValue.ortvalue_from_numpy(external[t]) for t in names]
+        options.add_external_initializers(names, values)
     try:
-        return onnxruntime_session(model, options)
+        session = onnxruntime_session(model, options)
+        session.hlsinf_external = values          # the arrays onnxruntime reads stay alive with the session
+        return session
     except Exception as e:                        # onnxruntime raises its own exception types
         message = str(e).strip()
         by_name = {n.name: n for n in nodes}
@@ -183,8 +219,9 @@ class CpuPartition:
     nodes: list[Node]                   #: the plan's CPU nodes, in order (constant nodes they need come first in ``model``)
     inputs: list[str]                   #: tensors read from outside (graph input, accelerator outputs, earlier partitions)
     outputs: list[str]                  #: tensors needed outside (later steps, graph outputs)
-    model: object = field(repr=False)   #: onnx.ModelProto
+    model: object = field(repr=False)   #: onnx.ModelProto (large initializers as external data, in ``external``)
     threads: int = 0                    #: onnxruntime intra-op threads (0: its default, 1: small partitions)
+    external: dict = field(default_factory=dict, repr=False)   #: initializer name -> array, outside ``model``
     _sessions: dict = field(default_factory=dict, repr=False)
 
     def session(self, extra_outputs: tuple[str, ...] = ()):
@@ -199,7 +236,8 @@ class CpuPartition:
                 model.CopyFrom(self.model)
                 have = {o.name for o in model.graph.output}
                 model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in key if t not in have)
-            self._sessions[key] = _open(model, self.nodes, f"CPU partition {self.name!r}", self.threads)
+            self._sessions[key] = _open(model, self.nodes, f"CPU partition {self.name!r}", self.threads,
+                                        self.external)
         return self._sessions[key]
 
     def internal(self) -> set[str]:
@@ -284,9 +322,10 @@ def make_partitions(graph: Graph, steps: list, constants: list[Node]) -> tuple[l
         outputs = [o for n in nodes for o in n.outputs if o and readers.get(o, set()) - {k}]
         consts = constant_closure(i for n in nodes for i in n.inputs if i)
         name = nodes[0].name if len(nodes) == 1 else f"{nodes[0].name}..{nodes[-1].name}"
-        model = export(graph, consts + nodes, inputs, outputs, f"{graph.name}_cpu{k}")
+        external: dict[str, np.ndarray] = {}
+        model = export(graph, consts + nodes, inputs, outputs, f"{graph.name}_cpu{k}", external)
         part = CpuPartition(name, nodes, inputs, outputs, model,
-                            threads=1 if work_estimate(graph, consts + nodes) < SMALL_WORK else 0)
+                            threads=1 if work_estimate(graph, consts + nodes) < SMALL_WORK else 0, external=external)
         part.session()
         partitions.append(part)
 
@@ -294,8 +333,9 @@ def make_partitions(graph: Graph, steps: list, constants: list[Node]) -> tuple[l
     wanted = [t for t, who in readers.items() if t in const_of and None in who]
     if wanted:
         consts = constant_closure(wanted)
-        model = export(graph, consts, [], wanted, f"{graph.name}_constants")
-        values = _open(model, consts, "constant subgraph", threads=1).run(wanted, {})
+        external = {}
+        model = export(graph, consts, [], wanted, f"{graph.name}_constants", external)
+        values = _open(model, consts, "constant subgraph", threads=1, external=external).run(wanted, {})
         graph.initializers.update(zip(wanted, values))
     return ordered, partitions
 
@@ -308,8 +348,9 @@ def graph_runner(graph: Graph, keep: bool = False):
     outputs = list(graph.outputs)
     if keep:
         outputs += [o for n in graph.nodes for o in n.outputs if o and o not in graph.outputs]
-    model = export(graph, graph.nodes, list(graph.inputs), outputs, graph.name)
-    session = _open(model, graph.nodes, f"graph {graph.name!r}")
+    external: dict[str, np.ndarray] = {}
+    model = export(graph, graph.nodes, list(graph.inputs), outputs, graph.name, external)
+    session = _open(model, graph.nodes, f"graph {graph.name!r}", external=external)
     dtype = graph.dtypes.get(graph.inputs[0], np.dtype(np.float32))
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:

@@ -73,6 +73,20 @@ def test_a_subgraph_computes_what_onnxruntime_computes_in_the_whole_model(residu
         numpy_helper.to_array(next(t for t in qdq.graph.initializer if t.name == "conv5_out_scale")))
 
 
+def test_large_initializers_reach_onnxruntime_as_arrays_with_the_same_result(residual, monkeypatch):
+    from hlsinf.host import cpu
+    qdq, plan = residual
+    monkeypatch.setattr(cpu, "EXTERNAL_ELEMENTS", 1)
+    outside = to_fpga(qdq, CFG)
+    last = outside.partitions[-1]
+    assert last.external and all(t.data_location == onnx.TensorProto.EXTERNAL for t in last.model.graph.initializer)
+    x = np.random.default_rng(4).uniform(0, 1, (2, 3, 10, 10)).astype(np.float32)
+    fetch = [layer.output for layer in plan.fpga_layers]
+    a, b = Session(plan).run(x, fetch=fetch), Session(outside).run(x, fetch=fetch)
+    for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 def _int16_relu_model():
     nodes = [helper.make_node("Cast", ["input"], ["i16"], to=TensorProto.INT16, name="to_int16"),
              helper.make_node("Relu", ["i16"], ["r"], name="relu16"),
