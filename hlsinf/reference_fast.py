@@ -151,10 +151,8 @@ def _matmul_integer_session(b: np.ndarray, a_zero: int):
     kernels for uint8 x uint8 widen to 16 bits and add pairs of products in 32 bits (no int16
     saturation, unlike its uint8 x int8 kernels on x86 without VNNI); every sum fits int32 as
     ``K * 255 * 255 < 2**31`` (checked by :func:`prepare_weights`)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from hlsinf.host.quantize import onnxruntime_session
     import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
     k, n = b.shape
     graph = helper.make_graph(
@@ -168,7 +166,7 @@ def _matmul_integer_session(b: np.ndarray, a_zero: int):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1                 # the blocks run in parallel instead
-    return onnxruntime_session(model, options)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _workers() -> int:
@@ -336,7 +334,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     parts = 1 if len(row_blocks) >= workers or integer else min(workers, len(groups))
     col_blocks = [(len(groups) * k // parts * cpo, len(groups) * (k + 1) // parts * cpo) for k in range(parts)]
     items = [(r0, r1, n0, n1) for r0, r1 in row_blocks for n0, n1 in col_blocks]
-    with _single_threaded_blas():
+    with contextlib.nullcontext() if integer else _single_threaded_blas():
         if workers == 1:
             for item in items:
                 run(*item)
