@@ -52,7 +52,7 @@ def main(description: str, build_model, compare, *, calibration_images: int, arg
     t_ort = time.perf_counter() - t0
 
     cycles = plan.ideal_cycles()
-    print(f"\nquantisation (calibration on {args.calibration_images} images, numpy) {t_quant:.1f} s, "
+    print(f"\nquantisation (calibration on {args.calibration_images} images, onnxruntime) {t_quant:.1f} s, "
           f"planning {t_plan:.1f} s")
     print(f"reference device, 1 image: {t_ref:.2f} s  |  onnxruntime float, 1 image: {t_ort:.3f} s")
     print(profile.report())

@@ -15,7 +15,8 @@ See docs/host.md.
 
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError, Node
-from hlsinf.host.quantize import QuantError, onnxruntime_session, quantize, requant_params
+from hlsinf.host.ort import onnxruntime_session
+from hlsinf.host.quantize import QuantError, quantize, requant_params
 from hlsinf.host.plan import CpuLayer, FpgaLayer, Plan, PlanError, Transfer, load_kernel, to_fpga
 from hlsinf.host.device import Device, DeviceError, ReferenceDevice
 from hlsinf.host.runtime import Profile, Session, run

@@ -6,9 +6,10 @@ out, write the argument registers (``{offset: 32-bit word}`` from
 :func:`hlsinf.registers.encode_call`), start, wait. Nothing above this interface knows
 whether a call ran in numpy, in Verilator or on an FPGA.
 
-* :class:`ReferenceDevice` decodes the register words back into a call and runs
-  :func:`hlsinf.reference.kernel_call` on views of its memory, so the register encoding is
-  exercised on every call.
+* :class:`ReferenceDevice` decodes the register words back into a call and runs it on views
+  of its memory, so the register encoding is exercised on every call: with
+  :func:`hlsinf.reference_fast.kernel_call_fast` (bit-exact with the oracle
+  :func:`hlsinf.reference.kernel_call`, and much faster), or the oracle itself.
 * An RTL device (Verilator) implements the same five methods against the simulated
   kernel's AXI memory model and AXI4-Lite port; see docs/host.md.
 * An XRT device would map ``allocate`` to ``pyxrt.bo(device, nbytes, flags, kernel.group_id(arg))``
@@ -24,6 +25,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
+from hlsinf.reference_fast import kernel_call_fast, prepare_weights
 from hlsinf.registers import encode_call, register_map
 
 __all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
@@ -138,7 +140,30 @@ class FlatMemoryDevice(Device):
 
 
 class ReferenceDevice(FlatMemoryDevice):
-    """Kernel calls run by the bit-exact numpy model on a flat byte memory."""
+    """Kernel calls run by the bit-exact numpy model on a flat byte memory.
+
+    ``oracle=True`` runs every call with :func:`hlsinf.reference.kernel_call` (slow, the
+    readable definition); by default :func:`hlsinf.reference_fast.kernel_call_fast` runs
+    them, with the weight matrix of each call prepared once and kept until its weight
+    memory is written again.
+    """
+
+    def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, oracle: bool = False):
+        super().__init__(cfg, capacity)
+        self.oracle = oracle
+        self._prepared: dict[tuple, tuple[int, int, object]] = {}    # key -> (first byte, end byte, weights)
+
+    def _forget(self, address: int, nbytes: int) -> None:
+        """Drop prepared weights read from bytes that change."""
+        end = address + nbytes
+        for key, (lo, hi, _) in list(self._prepared.items()):
+            if lo < end and address < hi:
+                del self._prepared[key]
+
+    def write(self, address: int, data: np.ndarray) -> None:
+        super().write(address, data)
+        if self._prepared:
+            self._forget(address, np.asarray(data).nbytes)
 
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:
@@ -152,8 +177,22 @@ class ReferenceDevice(FlatMemoryDevice):
         args, ptr = self._pending
         self._pending = None
         cfg = self.cfg
-        kernel_call(cfg, args, self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
-                    self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)),
-                    self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None)
+        x, w, b, y = (self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
+                      self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)))
+        m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
+        if self.oracle:
+            kernel_call(cfg, args, x, w, b, y, m)
+        else:
+            gi, go = args.gi(cfg), args.go(cfg)
+            groups = args.groups(cfg)
+            key = (ptr["w"], go, gi, groups.start, groups.stop)
+            entry = self._prepared.get(key)
+            if entry is None:
+                nbytes = go * gi * cfg.cpo * cfg.cpi * 9 * w.itemsize
+                if w.nbytes >= nbytes:          # else kernel_call_fast reports the short memory image
+                    entry = (ptr["w"], ptr["w"] + nbytes, prepare_weights(cfg, args, w))
+                    self._prepared[key] = entry
+            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2])
+            self._forget(ptr["y"], y.nbytes)      # the call may have written over cached weights
         self.calls += 1
         return None

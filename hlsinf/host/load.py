@@ -1,14 +1,16 @@
-"""``load_model`` for the host: the shared IR's static import, every operator checked against the CPU table.
+"""``load_model`` for the host: the shared IR's static import, every operator checked against
+what the host can run.
 
-The IR (:mod:`hlsinf.ir`) knows nothing about what the host can execute; the CPU operator
-table (:data:`hlsinf.host.cpu_ops.CPU_OPS`) is every operator the host runs somewhere
-(the accelerator takes a subset of them, always with a CPU fallback), so an unsupported
-node fails at import with its name, not mid-inference.
+The IR (:mod:`hlsinf.ir`) knows nothing about what the host can execute. Every operator the
+host meets runs on the CPU in onnxruntime unless the accelerator takes it, so a node is
+supported when onnxruntime's CPU provider has a kernel for it
+(:func:`hlsinf.host.cpu.operator_problem`); an unsupported node fails at import with its
+name, not mid-inference.
 """
 
 from __future__ import annotations
 
-from hlsinf.host.cpu_ops import CPU_OPS
+from hlsinf.host.cpu import operator_problem
 from hlsinf.ir import Graph
 from hlsinf.ir import load_model as _load_model
 
@@ -22,4 +24,4 @@ def load_model(model, input_shape: tuple[int, ...] | None = None) -> Graph:
     :class:`~hlsinf.ir.GraphError` for a missing file, an unsupported operator (naming the
     node) or a tensor whose shape stays unknown.
     """
-    return _load_model(model, input_shape, ops=CPU_OPS)
+    return _load_model(model, input_shape, ops=operator_problem)

@@ -19,7 +19,9 @@ What the planner does, in order:
    GIHWCPI) only where data crosses between the CPU and the accelerator, so consecutive
    accelerator layers exchange device buffers directly.
 
-Anything else runs on the CPU; each such layer carries the reason.
+Anything else runs on the CPU, in onnxruntime: each run of CPU steps between accelerator
+layers is one ONNX subgraph (:mod:`hlsinf.host.cpu`); a convolution on the CPU carries the
+reason.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_weights, weight_dtype)
+from hlsinf.host.cpu import make_partitions, run_node
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError, Node, fold_batchnorm, through_identity
 from hlsinf.host.quantize import QuantError, requant_params
@@ -248,6 +251,7 @@ class FpgaLayer:
 class CpuLayer:
     node: Node
     reason: str | None = None           #: why a Conv did not go to the accelerator
+    partition: int | None = None        #: index in ``Plan.partitions`` of the onnxruntime subgraph running it
     device = "cpu"
 
     @property
@@ -326,6 +330,8 @@ class Plan:
     encodings: dict[str, ActEncoding] = field(default_factory=dict)
     #: where the activation format came from (set when the model chose it)
     format_note: str = ""
+    #: the CPU steps grouped into onnxruntime subgraphs (:class:`hlsinf.host.cpu.CpuPartition`)
+    partitions: list = field(default_factory=list)
 
     def host_value(self, tensor: str, device_values: np.ndarray) -> np.ndarray:
         """A device-resident tensor's values (as unpacked) -> the model's integers."""
@@ -355,7 +361,8 @@ class Plan:
             lines.append(line)
         n_acc = len(self.fpga_layers)
         lines.append(f"{n_acc} accelerator layer(s), {sum(isinstance(s, CpuLayer) for s in self.steps)} CPU "
-                     f"layer(s), {sum(isinstance(s, Transfer) for s in self.steps)} transfer(s); "
+                     f"layer(s) in {len(self.partitions)} onnxruntime subgraph(s), "
+                     f"{sum(isinstance(s, Transfer) for s in self.steps)} transfer(s); "
                      f"ideal accelerator cycles {self.ideal_cycles()}")
         return "\n".join(lines)
 
@@ -447,8 +454,7 @@ def _constant(graph: Graph, tensor: str, _depth: int = 0) -> np.ndarray | None:
     ins = [_constant(graph, i, _depth + 1) if i else None for i in node.inputs]
     if any(v is None for v, i in zip(ins, node.inputs) if i):
         return None
-    from hlsinf.host.cpu_ops import run_node
-    outs = run_node(node, ins, graph.opset)
+    outs = run_node(graph, node, ins)
     cache.update((o, v) for o, v in zip(node.outputs, outs) if o)
     return cache[tensor]
 
@@ -846,6 +852,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     on_host = {graph.inputs[0]} | set(graph.initializers)
     on_device: dict[str, int] = {}          # tensor -> lanes
     device_tensors = {}
+    constants: list[Node] = []              # nodes of constants only: folded by onnxruntime in the partitions
+    const_out: set[str] = set()
 
     def chw(t):
         s = graph.shapes[t]
@@ -883,14 +891,11 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             if chw(layer.output) != layer.out_shape:
                 raise PlanError(f"layer {layer.name!r}: planned output {layer.out_shape} differs from "
                                 f"ONNX shape inference {chw(layer.output)}")
-        elif all(not i or i in graph.initializers for i in node.inputs) and node.op != "Conv":
-            # constant subgraph (e.g. DequantizeLinear of Gemm weights): computed once, here
-            from hlsinf.host.cpu_ops import run_node
-            outs = run_node(node, [graph.initializers[i] if i else None for i in node.inputs], graph.opset)
-            for o, v in zip(node.outputs, outs):
-                if o:
-                    graph.initializers[o] = v
-                    on_host.add(o)
+        elif all(not i or i in graph.initializers or i in const_out for i in node.inputs) and node.op != "Conv":
+            # constant subgraph (e.g. DequantizeLinear of Gemm weights): part of the partitions that use it
+            constants.append(node)
+            const_out.update(o for o in node.outputs if o)
+            on_host.update(o for o in node.outputs if o)
         else:
             for i in node.inputs:
                 if i:
@@ -899,4 +904,5 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             on_host.update(o for o in node.outputs if o)
     for o in graph.outputs:
         to_host(o)
-    return Plan(graph, cfg, steps, device_tensors, descriptor, encodings, format_note)
+    steps, partitions = make_partitions(graph, steps, constants)
+    return Plan(graph, cfg, steps, device_tensors, descriptor, encodings, format_note, partitions)

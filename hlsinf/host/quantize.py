@@ -14,9 +14,9 @@ symmetric int8) and leaves in float what would need another. QDQ models from oth
 may have any: the planner folds them into the bias and pads with them on the host
 (:func:`hlsinf.host.plan.realise_input_zero_point`, docs/host.md).
 
-onnxruntime as the reference: :func:`onnxruntime_session` opens a CPU session that computes the
-QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A default session does
-not on x86 CPUs without VNNI, see there.
+onnxruntime as the reference: :func:`hlsinf.host.ort.onnxruntime_session` opens a CPU session
+that computes the QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A
+default session does not on x86 CPUs without VNNI, see there.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hlsinf.config import KernelConfig
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError
 
-__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges", "onnxruntime_session"]
+__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
 
 
 class QuantError(ValueError):
@@ -69,56 +69,11 @@ def requant_params(real_scale, cfg: KernelConfig, layer: str = "layer") -> tuple
     return mult.astype(np.uint32), shift, err
 
 
-# onnxruntime as the reference ----------------------------------------------------------------
-
-#: onnxruntime's ``kOrtSessionOptionsAvx2PrecisionMode``: exact U8U8 products in place of U8S8.
-ORT_X64_QUANT_PRECISION = "session.x64quantprecision"
-
-
-#: onnxruntime graph optimisers that change what a model computes (see :func:`onnxruntime_session`).
-ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
-
-
-def onnxruntime_session(model, options=None):
-    """An onnxruntime CPU ``InferenceSession`` that runs a QDQ model with exact integer arithmetic.
-
-    ``model`` is a ``ModelProto``, its serialised bytes or a path; ``options`` an optional
-    ``onnxruntime.SessionOptions`` (it is changed: the entry below is added).
-
-    onnxruntime fuses ``DequantizeLinear -> Conv/Gemm/MatMul -> QuantizeLinear`` into
-    QLinearConv, QGemm, .... Its x86 kernels for uint8 activations x int8 weights (int8
-    activations are shifted to uint8 first) add each pair of neighbouring products with
-    ``VPMADDUBSW``, in *saturating 16-bit* arithmetic, before accumulating in 32 bits: two products
-    of 255 x 127 make 64770, clamped to 32767. Only VNNI kernels add them in 32 bits, so on AVX2
-    (and AVX-512 without VNNI) CPUs the default session computes something else than ONNX's
-    QLinearConv/QDQ semantics (int32 accumulation, no intermediate saturation) and than the
-    kernel, which accumulates exactly. Whether it shows depends on the CPU, not the model file:
-    ``quantize_static``'s symmetric int8 weights reach +-127 and uint8 activations 255.
-    ``session.x64quantprecision = 1`` makes onnxruntime turn the int8 weights into uint8 (zero
-    point + 128) and use its exact U8U8 kernels; on other CPUs it changes nothing.
-
-    The graph optimiser ``WeightBiasQuantization`` (:data:`ORT_DISABLED_OPTIMIZERS`) is off: it
-    quantises the float weights and bias of a Conv fed by a DequantizeLinear, which turns a
-    mixed QDQ/float model (a float depthwise conv after quantised layers) into another model
-    (139 % of the largest output apart on a small MobileNetV2; 2.5e-7 with it off).
-    """
-    import onnxruntime as ort
-
-    if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
-    elif not isinstance(model, (bytes, bytearray)):
-        model = str(model)
-    options = options if options is not None else ort.SessionOptions()
-    options.add_session_config_entry(ORT_X64_QUANT_PRECISION, "1")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
-
-
 # Post-training quantisation --------------------------------------------------------------------
 
 def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Smallest and largest value of every float tensor over a calibration batch (run on the CPU)."""
-    from hlsinf.host.cpu_ops import evaluate
+    """Smallest and largest value of every float tensor over a calibration batch (the float graph runs in onnxruntime)."""
+    from hlsinf.host.cpu import graph_runner
 
     calibration = np.asarray(calibration, np.float32)
     shape = graph.shapes[graph.inputs[0]]
@@ -128,8 +83,9 @@ def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[f
         raise GraphError(f"calibration batch has shape {calibration.shape}; the model input "
                          f"{graph.inputs[0]!r} needs (N, {', '.join(map(str, shape[1:]))})")
     ranges: dict[str, list[float]] = {}
+    run = graph_runner(graph, keep=True)
     for k in range(calibration.shape[0]):
-        values = evaluate(graph, calibration[k:k + 1], keep=True)
+        values = run(calibration[k:k + 1])
         for name, v in values.items():
             if name in graph.initializers or not np.issubdtype(np.asarray(v).dtype, np.floating):
                 continue

@@ -1,7 +1,8 @@
 """Execute a :class:`~hlsinf.host.plan.Plan` on a device, and profile where the time goes.
 
 A :class:`Session` loads a plan onto a device once (weights, bias and multipliers copied
-in, activation buffers allocated), then runs any number of inputs. Time is split the way
+in, activation buffers allocated, one onnxruntime session per CPU partition), then runs any
+number of inputs. Time is split the way
 the paper's Fig. 4/5 does: accelerator calls, CPU layers and transfers (layout transform
 plus copy across the boundary).
 """
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, pack_activations, unpack_activations, weight_dtype
-from hlsinf.host.cpu_ops import run_node
 from hlsinf.host.device import Device, ReferenceDevice
 from hlsinf.ir import GraphError
 from hlsinf.host.plan import CpuLayer, Plan, Transfer
@@ -101,6 +101,8 @@ class Session:
     def __init__(self, plan: Plan, device: Device | None = None):
         self.plan = plan
         cfg = plan.cfg
+        #: (partition index, extra outputs) -> onnxruntime session of that CPU partition
+        self.cpu_sessions = {(k, ()): part.session() for k, part in enumerate(plan.partitions)}
         self.device = device if device is not None else ReferenceDevice(cfg)
         if self.device.cfg != cfg:
             raise ValueError(f"the device runs a kernel configured as {self.device.cfg}, the plan is for {cfg}")
@@ -179,12 +181,27 @@ class Session:
             profile.seconds[layer.name] = profile.seconds.get(layer.name, 0.0) - copy_time
         return measured
 
+    def _run_partition(self, k: int, values: dict, fetch) -> None:
+        part = self.plan.partitions[k]
+        inside = part.internal()
+        extra = tuple(t for t in dict.fromkeys(fetch) if t in inside and t not in part.outputs)
+        if (k, extra) not in self.cpu_sessions:
+            self.cpu_sessions[(k, extra)] = part.session(extra)
+        names = list(part.outputs) + list(extra)
+        feeds = {t: np.ascontiguousarray(values[t]) for t in part.inputs}
+        try:
+            outs = self.cpu_sessions[(k, extra)].run(names, feeds)
+        except Exception as e:          # onnxruntime's own exception types
+            raise GraphError(f"CPU partition {part.name!r} failed in onnxruntime: {str(e).strip()}") from None
+        values.update(zip(names, outs))
+
     def _run_one(self, x, fetch, profile, progress):
         plan, dev, cfg = self.plan, self.device, self.plan.cfg
         graph = plan.graph
         values = dict(graph.initializers)
         values[graph.inputs[0]] = x
         steps = plan.steps
+        done: set[int] = set()
         bar = None
         if progress:
             try:
@@ -195,12 +212,15 @@ class Session:
         for k, step in enumerate(steps):
             t0 = time.perf_counter()
             if isinstance(step, CpuLayer):
-                node = step.node
-                outs = run_node(node, [values[i] if i else None for i in node.inputs], graph.opset)
-                for o, v in zip(node.outputs, outs):
-                    if o:
-                        values[o] = v
-                category = "cpu"
+                # the first step of a partition runs all of it (the partition's steps are consecutive)
+                if step.partition not in done:
+                    done.add(step.partition)
+                    self._run_partition(step.partition, values, fetch)
+                    if profile is not None:
+                        profile.add(plan.partitions[step.partition].name, "cpu", time.perf_counter() - t0)
+                if bar is not None:
+                    bar.update(1)
+                continue
             elif isinstance(step, Transfer):
                 c, h, w = step.shape
                 addr = self.buffers[(step.buffer, step.lanes)]

@@ -132,13 +132,22 @@ def load_model(model, input_shape: tuple[int, ...] | None = None, *, ops=None, s
 
 
 def _check_ops(proto, ops):
+    """Refuse the first node ``ops`` does not support, naming it. ``ops`` is a container of
+    operator names, or a function ``(op, domain, opset) -> None | reason``."""
     if ops is None:
         return
+    opset = _opset(proto)
     for node in proto.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ops:
+        if callable(ops):
+            problem = ops(node.op_type, node.domain, opset)
+        elif node.domain not in ("", "ai.onnx") or node.op_type not in ops:
+            problem = f"supported operators: {', '.join(sorted(ops))}"
+        else:
+            problem = None
+        if problem:
             nm = node.name or node.output[0]
             raise GraphError(f"node {nm!r}: operator {node.domain + '.' if node.domain else ''}{node.op_type} "
-                             f"is not supported; supported operators: {', '.join(sorted(ops))}")
+                             f"is not supported: {problem}")
 
 
 #: Operators never folded even with constant inputs: the planner reads the quantisation of

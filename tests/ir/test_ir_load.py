@@ -49,7 +49,7 @@ def test_static_import_errors():
         load_model(_model([helper.make_node("Add", ["x", "z"], ["y"])], {}, [1, 2], inputs=("x", "z")))
     with pytest.raises(GraphError, match=r"dimension 1 differs"):
         load_model(_model(relu, {}, [1, 3]), input_shape=(1, 4))
-    with pytest.raises(GraphError, match=r"node 'r': operator Relu is not supported; supported operators: Add"):
+    with pytest.raises(GraphError, match=r"node 'r': operator Relu is not supported: supported operators: Add"):
         load_model(_model(relu, {}, [1, 3]), ops={"Add"})
     with pytest.raises(ValueError, match="static"):
         load_model(_model(relu, {}, [1, 3]), input_shape=(1, 3), static=False)
