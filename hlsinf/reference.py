@@ -28,12 +28,15 @@ from hlsinf.config import MAX_PAD, KernelConfig
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
+    "leaky_relu", "post_ops",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
 ]
 
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
+#: Largest leaky ReLU slope numerator (16 bits, unsigned) and shift.
+LEAKY_ALPHA_NUM_MAX, LEAKY_ALPHA_SHIFT_MAX = (1 << 16) - 1, 31
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
 
 
@@ -101,6 +104,10 @@ class CallArgs:
     read_offset: int = 0              #: pixels into each input plane
     write_offset: int = 0             #: pixels into each output plane
     out_plane: int | None = None      #: pixels per output plane; None: this call's output size
+    # Post-operations (only in a kernel built with them: KernelConfig.post_ops).
+    leaky_relu: bool = False          #: leaky ReLU on the requantised activations
+    leaky_alpha_num: int = 0          #: its slope is leaky_alpha_num / 2**leaky_alpha_shift
+    leaky_alpha_shift: int = 0
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -192,6 +199,13 @@ class CallArgs:
         need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
         need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
              f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
+        need("leaky_relu", not self.leaky_relu or "leaky_relu" in cfg.post_ops,
+             "leaky ReLU is not built into this kernel (KernelConfig.post_ops)")
+        if self.leaky_relu:
+            need("relu", not self.relu, "0 when leaky_relu is on (leaky ReLU needs the negative values)")
+        need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX, f"0 to {LEAKY_ALPHA_NUM_MAX}")
+        need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
+             f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
         need("write_offset", 0 <= self.write_offset, ">= 0")
         need("out_plane", self.out_plane is None or
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
@@ -265,6 +279,26 @@ def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
     raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
 
 
+def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int) -> np.ndarray:
+    """Post-op ``leaky_relu``: ``v`` if ``v >= 0``, else
+    ``clip((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
+    for ``alpha_shift = 0``): round half up, saturate to the activation range ``[lo, hi]``."""
+    v = np.asarray(v, np.int64)
+    rounding = (1 << (alpha_shift - 1)) if alpha_shift > 0 else 0
+    scaled = np.clip((v * int(alpha_num) + rounding) >> alpha_shift, lo, hi)
+    return np.where(v >= 0, v, scaled).astype(np.int64)
+
+
+def post_ops(y, cfg: KernelConfig, args: "CallArgs") -> np.ndarray:
+    """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
+    on requantised activations ``y`` (``... x channels``, channels last)."""
+    y = np.asarray(y, np.int64)
+    for op in cfg.post_ops:
+        if op == "leaky_relu" and args.leaky_relu:
+            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range)
+    return y
+
+
 # The whole call -------------------------------------------------------------------------------
 
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
@@ -312,6 +346,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
     mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
     y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    y = post_ops(y, cfg, args)
     y = pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool)
 
     out = out_mem.reshape(-1)

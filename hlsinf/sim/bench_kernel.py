@@ -282,6 +282,24 @@ async def avgpool_requantise(dut):
 
 
 @cocotb.test()
+async def post_ops(dut):
+    """The post-operations of KernelConfig.post_ops on, off, on again (with pooling after them);
+    nothing to do in a kernel built without any."""
+    cfg = kernel_config()
+    if "leaky_relu" not in cfg.post_ops:
+        return
+    I, O = 2 * cfg.cpi, 2 * cfg.cpo - 1
+    leaky = dict(leaky_relu=True, leaky_alpha_num=26, leaky_alpha_shift=8)
+    await run_case(dut, "post_ops",
+                   [CallArgs(H=6, W=7, rows=6, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1,
+                             shift=9, **leaky),
+                    CallArgs(H=6, W=7, rows=6, I=I, O=O, shift=10, relu=True, pool=POOL_MAX),
+                    CallArgs(H=6, W=7, rows=6, I=I, O=O, pad_top=1, pad_left=1, shift=20, use_mult=True,
+                             pool=POOL_AVG, leaky_relu=True, leaky_alpha_num=3, leaky_alpha_shift=1)],
+                   H=6, W=7, I=I, O=O, seed=12, mult_bits=min(cfg.mult_bits, 12))
+
+
+@cocotb.test()
 async def row_tiles(dut):
     """An image computed in three row tiles through read/write offsets, output groups split."""
     cfg = kernel_config()
