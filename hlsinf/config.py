@@ -27,7 +27,7 @@ MAX_PAD = 2
 #: Element-wise post-operations a kernel can be built with (``KernelConfig.post_ops``), in
 #: the order of issue 10. They run on the requantised activations, between the relu stage
 #: and the pool stage, in the order the configuration lists them (docs/stages/post.md).
-POST_OPS = ("leaky_relu",)
+POST_OPS = ("leaky_relu", "bn")
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,7 @@ from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
-           "RESP_NAMES", "decode_status", "POST_OP_SCALARS", "POST_BASE"]
+           "RESP_NAMES", "decode_status", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -79,6 +79,18 @@ POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("leaky_alpha_num", False, "post-op: leaky ReLU slope numerator, 0 to 65535"),
         ("leaky_alpha_shift", False, "post-op: leaky ReLU slope shift, 0 to 31: slope = num / 2**shift"),
     ),
+    "bn": (
+        ("bn", False, "post-op: 1: batch-norm affine on (per-channel multiplier and bias at n)"),
+        ("bn_shift", False, "post-op: batch-norm right shift, 0 to 31 (rounds half up)"),
+        ("bn_clip_lo", True, "post-op: batch-norm lower saturation bound"),
+        ("bn_clip_hi", True, "post-op: batch-norm upper saturation bound"),
+    ),
+}
+
+#: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
+POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "bn": (("n", "gmem_w", "post-op: batch-norm parameters, [GO][2][CPO] int32 words: "
+                           "CPO multipliers (low 16 bits, signed), then CPO biases"),),
 }
 
 
@@ -96,10 +108,16 @@ def register_map(cfg=None) -> list[Register]:
         offset += 8
     assert offset <= STATUS, "the argument registers run into the status register"
     offset = POST_BASE
-    for op in (cfg.post_ops if cfg is not None else ()):
+    post_ops = cfg.post_ops if cfg is not None else ()
+    for op in post_ops:
         for name, signed, doc in POST_OP_SCALARS[op]:
             regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
             offset += 4
+    offset = (offset + 7) // 8 * 8
+    for op in post_ops:
+        for name, bundle, doc in POST_OP_POINTERS.get(op, ()):
+            regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
+            offset += 8
     return regs
 
 
@@ -132,11 +150,15 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
     args.validate(cfg)
     lo, hi = args.clip_bounds(cfg)
     values = args.to_dict()
+    bn_lo, bn_hi = args.bn_bounds(cfg)
+    values.update(bn_clip_lo=bn_lo, bn_clip_hi=bn_hi)
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out())
     words = {}
     for reg in register_map(cfg):
         if reg.kind == "pointer":
+            if reg.name not in pointers and reg.offset > STATUS:
+                pointers = {**pointers, reg.name: 0}     # a post-op's, unused by this call
             if reg.name not in pointers:
                 raise ValueError(f"encode_call: pointer argument {reg.name!r} missing")
             address = int(pointers[reg.name])

@@ -18,7 +18,7 @@ import numpy as np
 from hlsinf import __version__
 from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
-from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, POST_OP_SCALARS, SCALARS, STATUS,
+from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, POST_OP_POINTERS, POST_OP_SCALARS, SCALARS, STATUS,
                         STATUS_BITS, STATUS_RESP_SHIFT, register_map)
 
 __all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
@@ -52,6 +52,8 @@ def _pool_modes(cfg: KernelConfig) -> dict[str, int]:
 _POST_OP_FORMULAS = {
     "leaky_relu": "v >= 0: v; else clip((v * leaky_alpha_num + 2**(leaky_alpha_shift - 1)) >> leaky_alpha_shift, "
                   "amin, amax), leaky_alpha_shift = 0: clip(v * leaky_alpha_num, amin, amax); needs relu = 0",
+    "bn": "clip((v * m[c] + b[c] + 2**(bn_shift - 1)) >> bn_shift, bn_clip_lo, bn_clip_hi), bn_shift = 0: "
+          "clip(v * m[c] + b[c], bn_clip_lo, bn_clip_hi); m[c] int16, b[c] int32 from n",
 }
 
 
@@ -105,7 +107,8 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "limits": {"imax": cfg.imax, "wmax": cfg.wmax, "hmax": cfg.hmax},
             # Element-wise post-operations, in the order the kernel applies them (between the
             # requantisation and the pooling); each with its registers (the first: enable).
-            "post_ops": [{"name": op, "registers": [name for name, _, _ in POST_OP_SCALARS[op]],
+            "post_ops": [{"name": op, "registers": [name for name, _, _ in POST_OP_SCALARS[op]]
+                          + [name for name, _, _ in POST_OP_POINTERS.get(op, ())],
                           "formula": _POST_OP_FORMULAS[op]} for op in cfg.post_ops],
         },
         "layouts": {
@@ -120,6 +123,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                         "note": "GI = ceil(I / CPI), GO = ceil(O / CPO); zero-padded"},
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
+            **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
+                       "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
+               if "bn" in cfg.post_ops else {}),
         },
         "formats": {
             "pointers": element_types(cfg),
@@ -180,6 +186,7 @@ def load_descriptor(path) -> tuple[KernelConfig, dict]:
     base = data.get("control", {}).get("args_base", ARGS_BASE)
     expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
     expected |= {name: "scalar" for op in cfg.post_ops for name, _, _ in POST_OP_SCALARS[op]}
+    expected |= {name: "pointer" for op in cfg.post_ops for name, _, _ in POST_OP_POINTERS.get(op, ())}
     seen = {}
     for i, reg in enumerate(regs):
         _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),

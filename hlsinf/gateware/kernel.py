@@ -15,12 +15,13 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.gateware.memory.axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.control import Control, args_layout, control_addr_width
+from hlsinf.gateware.control import Control, control_addr_width
 from hlsinf.gateware.export import to_verilog
 from hlsinf.gateware.stages.add import Add
 from hlsinf.gateware.stages.cvt import Cvt
 from hlsinf.gateware.stages.input_cache import InputCache
 from hlsinf.gateware.stages.leaky_relu import LeakyRelu
+from hlsinf.gateware.stages.batch_norm import BatchNorm
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
@@ -37,7 +38,7 @@ __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CAC
 
 #: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
 #: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
-POST_OP_STAGES = {"leaky_relu": LeakyRelu}
+POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm}
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
@@ -185,10 +186,7 @@ class Kernel(wiring.Component):
         # Host side: control registers in, interrupt out.
         connect_flat(m, self, "s_axi_control", control.s_axi_control)
         m.d.comb += self.interrupt.eq(control.interrupt)
-        if cfg.post_ops:   # the post-op registers come last: the sequencer takes the others
-            m.d.comb += seq.args.eq(control.args.as_value()[:args_layout().size])
-        else:
-            m.d.comb += seq.args.eq(control.args)     # one layout: hlsinf.gateware.control.args_layout
+        m.d.comb += seq.args.eq(control.args)     # one layout: hlsinf.gateware.control.args_layout
         m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
 
         # Memory side: one master per bundle.
@@ -254,7 +252,11 @@ class Kernel(wiring.Component):
         for name in cfg.post_ops:
             stage = POST_OP_STAGES[name](cfg)
             m.submodules[name] = post[name] = stage
-            connect_params(m, stage.params, control.args)
+            # Fields the stage takes from the call geometry (frame_pixels), the rest from its registers.
+            connect_params(m, stage.params, control.args,
+                           **{field: getattr(g, field) for field in getattr(stage, "GEOMETRY_PARAMS", ())})
+            if name == "bn":
+                wiring.connect(m, loader.bn, stage.item)
             wiring.connect(m, activations, stage.i)
             activations = stage.o
         wiring.connect(m, activations, pool.i)

@@ -82,7 +82,7 @@ def test_random_calls_seeds(seed):
 
 
 #: A build with the post-operations (KernelConfig.post_ops), int8 so leaky ReLU sees negatives.
-POST_OPS_CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("leaky_relu",))
+POST_OPS_CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("leaky_relu", "bn"))
 
 
 def test_post_ops_scenario():
