@@ -181,7 +181,10 @@ class KernelConfig:
     # Plain-data views ----------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON data (``post_ops`` as a list), equal to what a descriptor reads back."""
+        data = asdict(self)
+        data["post_ops"] = list(self.post_ops)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "KernelConfig":

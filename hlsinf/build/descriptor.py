@@ -35,9 +35,12 @@ class DescriptorError(ValueError):
 
 def element_types(cfg: KernelConfig) -> dict[str, str]:
     """numpy name of the element each pointer argument points at."""
-    return {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
-            "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
-            "y": np.dtype(act_dtype(cfg)).name}
+    types = {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
+             "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
+             "y": np.dtype(act_dtype(cfg)).name}
+    if "bn" in cfg.post_ops:
+        types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+    return types
 
 
 def _pool_modes(cfg: KernelConfig) -> dict[str, int]:

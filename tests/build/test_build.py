@@ -583,6 +583,8 @@ def test_post_ops_registers_descriptor_and_docs(tmp_path):
     data = build_descriptor(cfg)
     assert [op["name"] for op in data["operations"]["post_ops"]] == ["leaky_relu", "bn"]
     assert "n" in data["bundles"]["gmem_w"]["args"] and "bn" in data["layouts"]
+    from hlsinf.build.descriptor import element_types
+    assert {r.name for r in regs if r.kind == "pointer"} == set(element_types(cfg))
     assert build_descriptor(base)["operations"]["post_ops"] == []
     path = tmp_path / "d.json"
     path.write_text(json.dumps(data))
