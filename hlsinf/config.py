@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["ConfigError", "KernelConfig", "MAX_PAD", "U200_ONCHIP_RAM_BITS"]
+__all__ = ["ConfigError", "KernelConfig", "MAX_PAD", "POST_OPS", "U200_ONCHIP_RAM_BITS"]
 
 #: Block RAM plus UltraRAM of the Alveo U200 (2,160 BRAM36 of 36 Kib, 960 URAM of 288 Kib).
 U200_ONCHIP_RAM_BITS = 2160 * 36 * 1024 + 960 * 288 * 1024
@@ -23,6 +23,11 @@ _POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64)
 
 #: Largest zero padding on any side of a call (run-time argument range).
 MAX_PAD = 2
+
+#: Element-wise post-operations a kernel can be built with (``KernelConfig.post_ops``), in
+#: the order of issue 10. They run on the requantised activations, between the relu stage
+#: and the pool stage, in the order the configuration lists them (docs/stages/post.md).
+POST_OPS = ("leaky_relu", "bn")
 
 
 class ConfigError(ValueError):
@@ -60,8 +65,20 @@ class KernelConfig:
     with_multiplier: bool = True #: per-output-channel multiplier built in (else shift only)
     with_maxpool: bool = True    #: 2x2 stride-2 max pooling built in
     with_avgpool: bool = True    #: 2x2 stride-2 average pooling built in
+    post_ops: tuple[str, ...] = ()  #: element-wise post-operations between relu and pool, in order
 
     def __post_init__(self):
+        post_ops = self.post_ops
+        if isinstance(post_ops, str):
+            post_ops = tuple(p for p in post_ops.split(",") if p)
+        if isinstance(post_ops, list):
+            post_ops = tuple(post_ops)
+        object.__setattr__(self, "post_ops", post_ops)
+        _check("post_ops", post_ops, f"a tuple of names from {POST_OPS}",
+               isinstance(post_ops, tuple) and all(isinstance(p, str) for p in post_ops))
+        for p in post_ops:
+            _check("post_ops", post_ops, f"names from {POST_OPS} ({p!r} is not one)", p in POST_OPS)
+        _check("post_ops", post_ops, "each name at most once", len(set(post_ops)) == len(post_ops))
         for name in ("cpi", "cpo"):
             v = getattr(self, name)
             _check(name, v, "a power of two from 1 to 64", isinstance(v, int) and v in _POWERS_OF_TWO)
@@ -164,7 +181,10 @@ class KernelConfig:
     # Plain-data views ----------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON data (``post_ops`` as a list), equal to what a descriptor reads back."""
+        data = asdict(self)
+        data["post_ops"] = list(self.post_ops)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "KernelConfig":

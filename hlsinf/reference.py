@@ -28,12 +28,17 @@ from hlsinf.config import MAX_PAD, KernelConfig
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
+    "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
 ]
 
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
+#: Largest leaky ReLU slope numerator (16 bits, unsigned) and shift.
+LEAKY_ALPHA_NUM_MAX, LEAKY_ALPHA_SHIFT_MAX = (1 << 16) - 1, 31
+#: Batch-norm post-op: multiplier bits (signed, low bits of an int32 word) and largest shift.
+BN_MULT_BITS, BN_SHIFT_MAX = 16, 31
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
 
 
@@ -101,6 +106,14 @@ class CallArgs:
     read_offset: int = 0              #: pixels into each input plane
     write_offset: int = 0             #: pixels into each output plane
     out_plane: int | None = None      #: pixels per output plane; None: this call's output size
+    # Post-operations (only in a kernel built with them: KernelConfig.post_ops).
+    leaky_relu: bool = False          #: leaky ReLU on the requantised activations
+    leaky_alpha_num: int = 0          #: its slope is leaky_alpha_num / 2**leaky_alpha_shift
+    leaky_alpha_shift: int = 0
+    bn: bool = False                  #: batch-norm affine, per-channel parameters at n
+    bn_shift: int = 0
+    bn_clip_lo: int | None = None     #: None: the smallest activation value
+    bn_clip_hi: int | None = None     #: None: the largest activation value
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -140,6 +153,11 @@ class CallArgs:
         if self.relu:
             lo = max(lo, 0)
         return lo, hi
+
+    def bn_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        amin, amax = cfg.act_range
+        return (amin if self.bn_clip_lo is None else self.bn_clip_lo,
+                amax if self.bn_clip_hi is None else self.bn_clip_hi)
 
     def ideal_cycles(self, cfg: KernelConfig) -> int:
         """The paper's model: one input pixel of CPI lanes per cycle, per output group."""
@@ -192,6 +210,21 @@ class CallArgs:
         need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
         need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
              f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
+        need("leaky_relu", not self.leaky_relu or "leaky_relu" in cfg.post_ops,
+             "leaky ReLU is not built into this kernel (KernelConfig.post_ops)")
+        if self.leaky_relu:
+            need("relu", not self.relu, "0 when leaky_relu is on (leaky ReLU needs the negative values)")
+        need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX, f"0 to {LEAKY_ALPHA_NUM_MAX}")
+        need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
+             f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
+        need("bn", not self.bn or "bn" in cfg.post_ops, "batch-norm is not built into this kernel (KernelConfig.post_ops)")
+        need("bn_shift", 0 <= self.bn_shift <= BN_SHIFT_MAX, f"0 to {BN_SHIFT_MAX}")
+        if self.bn_clip_lo is not None:
+            need("bn_clip_lo", amin <= self.bn_clip_lo <= amax, f"{amin} to {amax}")
+        if self.bn_clip_hi is not None:
+            need("bn_clip_hi", amin <= self.bn_clip_hi <= amax, f"{amin} to {amax}")
+        blo, bhi = self.bn_bounds(cfg)
+        need("bn_clip_hi", blo <= bhi, f">= the lower bound {blo}")
         need("write_offset", 0 <= self.write_offset, ">= 0")
         need("out_plane", self.out_plane is None or
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
@@ -265,10 +298,66 @@ def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
     raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
 
 
+def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int) -> np.ndarray:
+    """Post-op ``leaky_relu``: ``v`` if ``v >= 0``, else
+    ``clip((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
+    for ``alpha_shift = 0``): round half up, saturate to the activation range ``[lo, hi]``."""
+    v = np.asarray(v, np.int64)
+    rounding = (1 << (alpha_shift - 1)) if alpha_shift > 0 else 0
+    scaled = np.clip((v * int(alpha_num) + rounding) >> alpha_shift, lo, hi)
+    return np.where(v >= 0, v, scaled).astype(np.int64)
+
+
+def batch_norm(v, mult, bias, shift: int, lo: int, hi: int) -> np.ndarray:
+    """Post-op ``bn``: ``clip((v * mult + bias + 2**(shift-1)) >> shift, lo, hi)`` per channel
+    (channels last; no rounding term for ``shift = 0``): round half up, saturate."""
+    v = np.asarray(v, np.int64)
+    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    x = v * np.asarray(mult, np.int64) + np.asarray(bias, np.int64) + rounding
+    return np.clip(x >> shift, lo, hi).astype(np.int64)
+
+
+def unpack_bn(n_mem, cfg: KernelConfig, channels: slice) -> tuple[np.ndarray, np.ndarray]:
+    """The batch-norm multipliers and biases of ``channels`` from an ``n`` image ([GO][2][CPO] int32)."""
+    words = np.asarray(n_mem).reshape(-1).view(np.int32) if np.asarray(n_mem).dtype != np.int32 \
+        else np.asarray(n_mem).reshape(-1)
+    groups = words[: words.size // (2 * cfg.cpo) * 2 * cfg.cpo].reshape(-1, 2, cfg.cpo)
+    mult = groups[:, 0].reshape(-1).astype(np.int64)
+    mult = ((mult & ((1 << BN_MULT_BITS) - 1)) ^ (1 << (BN_MULT_BITS - 1))) - (1 << (BN_MULT_BITS - 1))
+    return mult[channels], groups[:, 1].reshape(-1).astype(np.int64)[channels]
+
+
+def pack_bn(mult, bias, cpo: int) -> np.ndarray:
+    """Per-channel batch-norm multipliers (int16 range) and biases (int32) -> [GO][2][CPO] int32 words."""
+    mult, bias = pack_channels(np.asarray(mult), cpo, np.int64), pack_channels(np.asarray(bias), cpo, np.int64)
+    lo, hi = -(1 << (BN_MULT_BITS - 1)), (1 << (BN_MULT_BITS - 1)) - 1
+    if mult.size and (mult.min() < lo or mult.max() > hi):
+        raise ValueError(f"pack_bn: multipliers must lie in [{lo}, {hi}]")
+    return np.stack([mult.reshape(-1, cpo), bias.reshape(-1, cpo)], axis=1).reshape(-1).astype(np.int32)
+
+
+def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = None,
+             n_mem=None) -> np.ndarray:
+    """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
+    on requantised activations ``y`` (``... x channels``, channels last; ``channels`` are
+    the layer channels they are, for the per-channel parameters in ``n_mem``)."""
+    y = np.asarray(y, np.int64)
+    for op in cfg.post_ops:
+        if op == "leaky_relu" and args.leaky_relu:
+            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range)
+        if op == "bn" and args.bn:
+            if n_mem is None:
+                raise CallError("memory image n_mem is missing: the call enables bn")
+            mult, bias = unpack_bn(n_mem, cfg, channels)
+            y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg))
+    return y
+
+
 # The whole call -------------------------------------------------------------------------------
 
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
-                b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None) -> np.ndarray:
+                b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
+                n_mem: np.ndarray | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
     ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
@@ -312,6 +401,9 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
     mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
     y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    if args.bn:
+        need_size("n_mem", n_mem, go * 2 * cpo)
+    y = post_ops(y, cfg, args, channels, n_mem)
     y = pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool)
 
     out = out_mem.reshape(-1)

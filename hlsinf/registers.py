@@ -13,7 +13,7 @@ from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
-           "RESP_NAMES", "decode_status"]
+           "RESP_NAMES", "decode_status", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -71,8 +71,33 @@ POINTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def register_map() -> list[Register]:
-    """Every argument register from ``ARGS_BASE``: 32-bit scalars, then 8-byte aligned pointers."""
+#: Run-time registers of each post-operation (``KernelConfig.post_ops``), present only in a
+#: kernel built with it: name (a CallArgs field), signed, meaning. The first is its enable.
+POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
+    "leaky_relu": (
+        ("leaky_relu", False, "post-op: 1: leaky ReLU on (needs relu = 0)"),
+        ("leaky_alpha_num", False, "post-op: leaky ReLU slope numerator, 0 to 65535"),
+        ("leaky_alpha_shift", False, "post-op: leaky ReLU slope shift, 0 to 31: slope = num / 2**shift"),
+    ),
+    "bn": (
+        ("bn", False, "post-op: 1: batch-norm affine on (per-channel multiplier and bias at n)"),
+        ("bn_shift", False, "post-op: batch-norm right shift, 0 to 31 (rounds half up)"),
+        ("bn_clip_lo", True, "post-op: batch-norm lower saturation bound"),
+        ("bn_clip_hi", True, "post-op: batch-norm upper saturation bound"),
+    ),
+}
+
+#: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
+POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "bn": (("n", "gmem_w", "post-op: batch-norm parameters, [GO][2][CPO] int32 words: "
+                           "CPO multipliers (low 16 bits, signed), then CPO biases"),),
+}
+
+
+def register_map(cfg=None) -> list[Register]:
+    """Every argument register from ``ARGS_BASE``: 32-bit scalars, then 8-byte aligned pointers;
+    then, for a ``cfg`` built with post-operations, their registers from :data:`POST_BASE`
+    on, in the order of ``cfg.post_ops`` (so every other offset is the same for every build)."""
     regs, offset = [], ARGS_BASE
     for name, signed, doc in SCALARS:
         regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
@@ -82,6 +107,17 @@ def register_map() -> list[Register]:
         regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
         offset += 8
     assert offset <= STATUS, "the argument registers run into the status register"
+    offset = POST_BASE
+    post_ops = cfg.post_ops if cfg is not None else ()
+    for op in post_ops:
+        for name, signed, doc in POST_OP_SCALARS[op]:
+            regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+            offset += 4
+    offset = (offset + 7) // 8 * 8
+    for op in post_ops:
+        for name, bundle, doc in POST_OP_POINTERS.get(op, ()):
+            regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
+            offset += 8
     return regs
 
 
@@ -94,6 +130,8 @@ STATUS = 0x90
 STATUS_BITS = {"gmem_in": 0, "gmem_w": 1, "gmem_out": 2}
 STATUS_RESP_SHIFT = {"gmem_in": 8, "gmem_w": 10, "gmem_out": 12}
 RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
+#: First register of the post-operations, right after the status register.
+POST_BASE = STATUS + 4
 
 
 def decode_status(word: int) -> dict[str, str]:
@@ -112,11 +150,15 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
     args.validate(cfg)
     lo, hi = args.clip_bounds(cfg)
     values = args.to_dict()
+    bn_lo, bn_hi = args.bn_bounds(cfg)
+    values.update(bn_clip_lo=bn_lo, bn_clip_hi=bn_hi)
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out())
     words = {}
-    for reg in register_map():
+    for reg in register_map(cfg):
         if reg.kind == "pointer":
+            if reg.name not in pointers and reg.offset > STATUS:
+                pointers = {**pointers, reg.name: 0}     # a post-op's, unused by this call
             if reg.name not in pointers:
                 raise ValueError(f"encode_call: pointer argument {reg.name!r} missing")
             address = int(pointers[reg.name])

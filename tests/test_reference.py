@@ -184,3 +184,34 @@ def test_accumulator_check_uses_the_product_range():
     assert cfg.partial_bits == KernelConfig.bits_needed(-32640 * 72, 32385 * 72)
     with pytest.raises(ConfigError, match="acc_bits"):
         KernelConfig(imax=65536, acc_bits=32)
+
+
+def test_post_op_call_arguments_are_validated():
+    import pytest as _pytest
+    from hlsinf.config import KernelConfig
+    from hlsinf.reference import CallArgs, CallError
+    plain = KernelConfig(cpi=2, cpo=2, act_signed=True)
+    leaky = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("leaky_relu",))
+    args = CallArgs(H=4, W=4, rows=4, I=2, O=2, leaky_relu=True, leaky_alpha_num=26, leaky_alpha_shift=8)
+    args.validate(leaky)
+    with _pytest.raises(CallError, match="leaky_relu"):
+        args.validate(plain)
+    for field, value in [("relu", True), ("leaky_alpha_num", 1 << 16), ("leaky_alpha_shift", 32)]:
+        bad = CallArgs(**{**args.to_dict(), field: value})
+        with _pytest.raises(CallError, match=field):
+            bad.validate(leaky)
+
+
+def test_bn_call_arguments_are_validated():
+    import pytest as _pytest
+    from hlsinf.config import KernelConfig
+    from hlsinf.reference import CallArgs, CallError
+    plain = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("leaky_relu",))
+    bn = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("bn",))
+    args = CallArgs(H=4, W=4, rows=4, I=2, O=2, bn=True, bn_shift=5, bn_clip_lo=-3, bn_clip_hi=7)
+    args.validate(bn)
+    with _pytest.raises(CallError, match="bn"):
+        args.validate(plain)
+    for field, value in [("bn_shift", 32), ("bn_clip_lo", -129), ("bn_clip_hi", 128), ("bn_clip_hi", -4)]:
+        with _pytest.raises(CallError, match=field):
+            CallArgs(**{**args.to_dict(), field: value}).validate(bn)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hlsinf import __version__
-from hlsinf.config import ConfigError, KernelConfig
+from hlsinf.config import POST_OPS, ConfigError, KernelConfig
 from hlsinf.registers import register_map
 
 __all__ = ["config_options", "make_parser", "config_from_args", "build", "register_map_markdown", "main"]
@@ -32,14 +32,19 @@ DESCRIPTOR_FILE = "descriptor.json"
 def config_options() -> list[tuple[str, type, object, str]]:
     """``(field, type, default, doc)`` for every KernelConfig field, docs from its ``#:`` comments."""
     source = inspect.getsource(KernelConfig)
-    docs = dict(re.findall(r"^\s+(\w+)\s*:\s*[\w|\[\], ]+=\s*[^#\n]*#:\s*(.*)$", source, re.M))
+    docs = dict(re.findall(r"^\s+(\w+)\s*:\s*[\w|\[\], .]+=\s*[^#\n]*#:\s*(.*)$", source, re.M))
     options = []
     for f in dataclasses.fields(KernelConfig):
-        kind = {"int": int, "bool": bool}.get(f.type if isinstance(f.type, str) else f.type.__name__)
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
+        kind = {"int": int, "bool": bool, "tuple[str, ...]": tuple}.get(type_name)
         if kind is None:
             raise TypeError(f"KernelConfig.{f.name}: the CLI knows int and bool fields, not {f.type}")
         options.append((f.name, kind, f.default, docs.get(f.name, "")))
     return options
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _flag(name: str) -> str:
@@ -59,6 +64,10 @@ def make_parser() -> argparse.ArgumentParser:
             config.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                 default=default,
                                 help=f"{doc} (default: {_flag(name) if default else '--no-' + _flag(name)[2:]})")
+        elif kind is tuple:      # post_ops: comma-separated names, KernelConfig validates them
+            config.add_argument(_flag(name), dest=name, type=_name_list, default=default, metavar="A,B",
+                                help=f"{doc}, comma-separated, from {', '.join(POST_OPS)} "
+                                     f"(default: {','.join(default) or 'none'})")
         else:
             config.add_argument(_flag(name), dest=name, type=int, default=default, metavar="N",
                                 help=f"{doc} (default: %(default)s)")
@@ -91,8 +100,9 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error(f"{' '.join(flags) or 'configuration'}: {message}")
 
 
-def register_map_markdown() -> str:
-    """The s_axi_control register map as a markdown table (docs/build.md embeds it)."""
+def register_map_markdown(cfg: KernelConfig | None = None) -> str:
+    """The s_axi_control register map as a markdown table (docs/build.md embeds it); with a
+    ``cfg`` built with post-operations, their registers after the status register."""
     from hlsinf.build.platforms.vitis import CONTROL_REGISTERS, STATUS_REGISTER
     rows = ["| offset | name | bits | kind | bundle | meaning |", "|---:|---|---:|---|---|---|"]
     rows += [f"| 0x{offset:02X} | {name} | 32 | control |  | {doc} |" for name, offset, doc in CONTROL_REGISTERS]
@@ -101,6 +111,9 @@ def register_map_markdown() -> str:
         rows.append(f"| 0x{reg.offset:02X} | {reg.name} | {reg.bits} | {kind} | {reg.bundle or ''} | {reg.doc} |")
     name, offset, doc = STATUS_REGISTER
     rows.append(f"| 0x{offset:02X} | {name} | 32 | status |  | {doc} |")
+    for reg in register_map(cfg)[len(register_map()):]:
+        kind = reg.kind + (", signed" if reg.signed else "")
+        rows.append(f"| 0x{reg.offset:02X} | {reg.name} | {reg.bits} | {kind} | {reg.bundle or ''} | {reg.doc} |")
     return "\n".join(rows) + "\n"
 
 
@@ -166,7 +179,7 @@ def build(cfg: KernelConfig, out_dir, *, platform=None, report: bool = False, li
     with _Ticker("elaborating and writing Verilog", quiet or verilog is not None):
         text = _kernel_verilog(cfg) if verilog is None else verilog
     interface = KernelInterface.from_verilog(text)
-    regs = register_map()
+    regs = register_map(cfg)
     interface.check(regs)           # before any file is written
     out.mkdir(parents=True, exist_ok=True)
 
@@ -216,10 +229,10 @@ def build(cfg: KernelConfig, out_dir, *, platform=None, report: bool = False, li
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args.print_register_map:
-        print(register_map_markdown(), end="")
-        return 0
     cfg = config_from_args(args, parser)
+    if args.print_register_map:
+        print(register_map_markdown(cfg), end="")
+        return 0
     out = args.out or Path("build") / f"hlsinf_{cfg.cpi}x{cfg.cpo}"
     try:
         build(cfg, out, report=args.report, lint=args.lint, quiet=args.quiet)

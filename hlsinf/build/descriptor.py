@@ -18,7 +18,7 @@ import numpy as np
 from hlsinf import __version__
 from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
-from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, SCALARS, STATUS,
+from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, POST_OP_POINTERS, POST_OP_SCALARS, SCALARS, STATUS,
                         STATUS_BITS, STATUS_RESP_SHIFT, register_map)
 
 __all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
@@ -35,9 +35,12 @@ class DescriptorError(ValueError):
 
 def element_types(cfg: KernelConfig) -> dict[str, str]:
     """numpy name of the element each pointer argument points at."""
-    return {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
-            "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
-            "y": np.dtype(act_dtype(cfg)).name}
+    types = {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
+             "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
+             "y": np.dtype(act_dtype(cfg)).name}
+    if "bn" in cfg.post_ops:
+        types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+    return types
 
 
 def _pool_modes(cfg: KernelConfig) -> dict[str, int]:
@@ -49,6 +52,14 @@ def _pool_modes(cfg: KernelConfig) -> dict[str, int]:
     return modes
 
 
+_POST_OP_FORMULAS = {
+    "leaky_relu": "v >= 0: v; else clip((v * leaky_alpha_num + 2**(leaky_alpha_shift - 1)) >> leaky_alpha_shift, "
+                  "amin, amax), leaky_alpha_shift = 0: clip(v * leaky_alpha_num, amin, amax); needs relu = 0",
+    "bn": "clip((v * m[c] + b[c] + 2**(bn_shift - 1)) >> bn_shift, bn_clip_lo, bn_clip_hi), bn_shift = 0: "
+          "clip(v * m[c] + b[c], bn_clip_lo, bn_clip_hi); m[c] int16, b[c] int32 from n",
+}
+
+
 def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", platform=None,
                      interface=None) -> dict:
     """The descriptor of a kernel built from ``cfg`` as a plain dict (JSON-ready).
@@ -58,7 +69,7 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
     DDR banks and AXI widths when known.
     """
     amin, amax = cfg.act_range
-    regs = register_map()
+    regs = register_map(cfg)
     bundles = {}
     for reg in regs:
         if reg.kind == "pointer":
@@ -97,6 +108,11 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "requantize": {"formula": "clip((acc * M + 2**(s - 1)) >> s, lo, hi), s = 0: clip(acc * M, lo, hi)",
                            "max_shift": cfg.max_shift, "clip_range": [amin, amax]},
             "limits": {"imax": cfg.imax, "wmax": cfg.wmax, "hmax": cfg.hmax},
+            # Element-wise post-operations, in the order the kernel applies them (between the
+            # requantisation and the pooling); each with its registers (the first: enable).
+            "post_ops": [{"name": op, "registers": [name for name, _, _ in POST_OP_SCALARS[op]]
+                          + [name for name, _, _ in POST_OP_POINTERS.get(op, ())],
+                          "formula": _POST_OP_FORMULAS[op]} for op in cfg.post_ops],
         },
         "layouts": {
             "activations": {"name": "GIHWCPI", "group": cfg.cpi,
@@ -110,6 +126,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                         "note": "GI = ceil(I / CPI), GO = ceil(O / CPO); zero-padded"},
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
+            **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
+                       "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
+               if "bn" in cfg.post_ops else {}),
         },
         "formats": {
             "pointers": element_types(cfg),
@@ -169,6 +188,8 @@ def load_descriptor(path) -> tuple[KernelConfig, dict]:
     _need(path, isinstance(regs, list) and regs, "'registers' is missing or empty")
     base = data.get("control", {}).get("args_base", ARGS_BASE)
     expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
+    expected |= {name: "scalar" for op in cfg.post_ops for name, _, _ in POST_OP_SCALARS[op]}
+    expected |= {name: "pointer" for op in cfg.post_ops for name, _, _ in POST_OP_POINTERS.get(op, ())}
     seen = {}
     for i, reg in enumerate(regs):
         _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),

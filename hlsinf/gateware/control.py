@@ -40,17 +40,18 @@ from hlsinf.registers import CONTROL, CONTROL_BITS, GIE, IER, ISR, STATUS, regis
 __all__ = ["Control", "args_layout", "control_addr_width"]
 
 
-def control_addr_width() -> int:
+def control_addr_width(cfg: KernelConfig | None = None) -> int:
     """Address bits of ``s_axi_control``: enough for every register of the map."""
-    end = max([reg.offset + reg.bits // 8 for reg in register_map()] + [STATUS + 4])
+    end = max([reg.offset + reg.bits // 8 for reg in register_map(cfg)] + [STATUS + 4])
     return bits_for(end - 1)
 
 
-def args_layout() -> data.StructLayout:
+def args_layout(cfg: KernelConfig | None = None) -> data.StructLayout:
     """The kernel arguments as one struct: a field per register (``H``, ``W``, ..., ``x``,
-    ``y``), 32-bit scalars (signed where the map says so) and 64-bit pointers."""
+    ``y``), 32-bit scalars (signed where the map says so) and 64-bit pointers; with a
+    ``cfg`` built with post-operations, their registers last."""
     fields = {}
-    for reg in register_map():
+    for reg in register_map(cfg):
         fields[reg.name] = signed(reg.bits) if reg.signed else unsigned(reg.bits)
     return data.StructLayout(fields)
 
@@ -73,21 +74,21 @@ class Control(wiring.Component):
 
     def __init__(self, cfg: KernelConfig | None = None):
         self.cfg = cfg
-        self.addr_width = control_addr_width()
+        self.addr_width = control_addr_width(cfg)
         super().__init__({
             "s_axi_control": In(AXI4LiteSignature(addr_width=self.addr_width)),
             "interrupt": Out(1),
             "start": Out(1),
             "done": In(1),
             "idle": Out(1, init=1),
-            "args": Out(args_layout()),
+            "args": Out(args_layout(cfg)),
             "status": In(32),
         })
 
     def elaborate(self, platform):
         m = Module()
         bus = self.s_axi_control
-        regs = register_map()
+        regs = register_map(self.cfg)
 
         # Host-visible argument words, by word offset.
         words = {}

@@ -20,6 +20,8 @@ from hlsinf.gateware.export import to_verilog
 from hlsinf.gateware.stages.add import Add
 from hlsinf.gateware.stages.cvt import Cvt
 from hlsinf.gateware.stages.input_cache import InputCache
+from hlsinf.gateware.stages.leaky_relu import LeakyRelu
+from hlsinf.gateware.stages.batch_norm import BatchNorm
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
@@ -32,7 +34,11 @@ from hlsinf.registers import POINTERS, STATUS_BITS, STATUS_RESP_SHIFT
 from hlsinf.gateware.sequencer import Sequencer
 
 __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
-           "flat_members", "connect_flat", "connect_params", "vitis_clock_domain"]
+           "flat_members", "connect_flat", "connect_params", "vitis_clock_domain", "POST_OP_STAGES"]
+
+#: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
+#: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
+POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm}
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
@@ -122,7 +128,7 @@ class Kernel(wiring.Component):
                                        |                    InputCache
                                        |-- w_cmd --> ParameterLoader (gmem_w)
                                        |              | weights  | bias  | mult
-                                       |   pixels -> window -> mul -> add -> relu -> pool
+                                       |   pixels -> window -> mul -> add -> relu -> [post-ops] -> pool
                                        '-- out_cmd ----------------------------------------> PixelWriter (gmem_out)
 
     The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
@@ -157,7 +163,7 @@ class Kernel(wiring.Component):
         self.input_cache_pixels = input_cache_pixels
         self.window_stage = bool(window_stage)
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
-        members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width()).flip()))
+        members.update(flat_members("s_axi_control", AXI4LiteSignature(addr_width=control_addr_width(cfg)).flip()))
         for bundle in BUNDLES:
             members.update(flat_members(f"m_axi_{bundle}", AXI4Signature(data_width=data_width)))
         super().__init__(members)
@@ -239,12 +245,26 @@ class Kernel(wiring.Component):
             wiring.connect(m, loader.mult, relu.mult)
         else:
             m.d.comb += loader.mult.ready.eq(0)   # no multiplier built: use_mult is rejected
-        wiring.connect(m, relu.o, pool.i)
+        # Post-operations, in the configured order, between relu and pool. Their parameters
+        # are registers of their own, latched by the control slave for the whole call.
+        activations = relu.o
+        post = {}
+        for name in cfg.post_ops:
+            stage = POST_OP_STAGES[name](cfg)
+            m.submodules[name] = post[name] = stage
+            # Fields the stage takes from the call geometry (frame_pixels), the rest from its registers.
+            connect_params(m, stage.params, control.args,
+                           **{field: getattr(g, field) for field in getattr(stage, "GEOMETRY_PARAMS", ())})
+            if name == "bn":
+                wiring.connect(m, loader.bn, stage.item)
+            wiring.connect(m, activations, stage.i)
+            activations = stage.o
+        wiring.connect(m, activations, pool.i)
         wiring.connect(m, pool.o, writer.i)
 
         #: The sub-components of the last elaboration, by name (for simulation probes).
         self.parts = dict(control=control, sequencer=seq, reader=reader, loader=loader, writer=writer,
-                          mul=mul, add=add, relu=relu, pool=pool, **parts)
+                          mul=mul, add=add, relu=relu, pool=pool, **parts, **post)
         return m
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum as amaranth_enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
@@ -54,6 +54,12 @@ class WeightKind(amaranth_enum.Enum, shape=2):
     WEIGHTS = 0
     BIAS = 1
     MULT = 2
+
+
+#: The ``gmem_w`` kind of the post-op ``bn`` parameters, in a kernel built with it: the
+#: enum's free value rather than a member, so that a kernel without it keeps its Verilog
+#: (Amaranth writes every member's name into it).
+BN_KIND = 3
 
 
 def command_layout() -> data.StructLayout:
@@ -152,7 +158,7 @@ class Sequencer(wiring.Component):
             raise ValueError(f"Sequencer cache_pixels = {cache_pixels!r} is out of range: allowed >= 0")
         self.cfg, self.cache_pixels = cfg, cache_pixels
         super().__init__({
-            "args": In(args_layout()),
+            "args": In(args_layout(cfg)),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
@@ -235,6 +241,12 @@ class Sequencer(wiring.Component):
         b_addr = Signal(ADDRESS_BITS)
         m_addr = Signal(ADDRESS_BITS)
         w_addr = Signal(ADDRESS_BITS)
+        with_bn = "bn" in cfg.post_ops
+        if with_bn:   # post-op bn: one item per output group after the multipliers
+            bn_group_log = exact_log2(cfg.cpo * 8)
+            n_base = Signal(ADDRESS_BITS)
+            n_addr = Signal(ADDRESS_BITS)
+            bn_on = Signal()
         out_active = Signal()
         out_groups_left = Signal(count_bits)
         out_addr = Signal(ADDRESS_BITS)
@@ -268,6 +280,8 @@ class Sequencer(wiring.Component):
                         m_base.eq(a.m + (a.o_first << mult_group_log)),
                         out_step.eq(a.out_plane << cpo_log),
                     ]
+                    if with_bn:
+                        m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(a.bn != 0)]
                     m.next = "CONV"
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
@@ -306,6 +320,7 @@ class Sequencer(wiring.Component):
                     in_addr.eq(in_base),
                     w_active.eq(o_count != 0), w_groups_left.eq(o_count), w_kind.eq(WeightKind.BIAS),
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
+                    *([n_addr.eq(n_base)] if with_bn else []),
                     out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
                     acks_left.eq(o_count),
                     frames_left.eq(frames.product), frame_pixels_left.eq(frame_in),
@@ -340,16 +355,25 @@ class Sequencer(wiring.Component):
             with m.Case(WeightKind.MULT):
                 m.d.comb += [self.w_cmd.payload.addr.eq(m_addr),
                              self.w_cmd.payload.length.eq(cfg.cpo * 4)]
+            if with_bn:
+                with m.Case(BN_KIND):
+                    m.d.comb += [self.w_cmd.payload.addr.eq(n_addr),
+                                 self.w_cmd.payload.length.eq(cfg.cpo * 8)]
             with m.Default():
                 m.d.comb += [self.w_cmd.payload.addr.eq(w_addr),
                              self.w_cmd.payload.length.eq(w_group_bytes)]
         with m.If(self.w_cmd.valid & self.w_cmd.ready):
             with m.Switch(w_kind):
+                after_mult = (Mux(bn_on, Const(BN_KIND, 2), Const(WeightKind.WEIGHTS.value, 2)) if with_bn
+                              else WeightKind.WEIGHTS)
                 with m.Case(WeightKind.BIAS):
                     m.d.sync += [b_addr.eq(b_addr + (1 << bias_group_log)),
-                                 w_kind.eq(Mux(g.use_mult, WeightKind.MULT, WeightKind.WEIGHTS))]
+                                 w_kind.eq(Mux(g.use_mult, WeightKind.MULT, after_mult))]
                 with m.Case(WeightKind.MULT):
-                    m.d.sync += [m_addr.eq(m_addr + (1 << mult_group_log)), w_kind.eq(WeightKind.WEIGHTS)]
+                    m.d.sync += [m_addr.eq(m_addr + (1 << mult_group_log)), w_kind.eq(after_mult)]
+                if with_bn:
+                    with m.Case(BN_KIND):
+                        m.d.sync += [n_addr.eq(n_addr + (1 << bn_group_log)), w_kind.eq(WeightKind.WEIGHTS)]
                 with m.Default():
                     m.d.sync += [w_addr.eq(w_addr + w_group_bytes), w_kind.eq(WeightKind.BIAS),
                                  w_groups_left.eq(w_groups_left - 1)]

@@ -161,6 +161,9 @@ class Layer:
         self.w_mem = ref.pack_weights(self.w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg))
         self.b_mem = ref.pack_channels(self.b, cfg.cpo, ref.bias_dtype(cfg))
         self.m_mem = ref.pack_channels(self.m, cfg.cpo, ref.mult_dtype(cfg))
+        # Post-op bn parameters (written only for a kernel built with bn).
+        self.n_mem = ref.pack_bn(rng.integers(-300, 300, O), rng.integers(-5000, 5000, O), cfg.cpo) \
+            if "bn" in cfg.post_ops else None
 
 
 class Buffers:
@@ -177,6 +180,8 @@ class Buffers:
         mem["gmem_w"].write(pointers["w"], layer.w_mem.tobytes())
         mem["gmem_w"].write(pointers["b"], layer.b_mem.tobytes())
         mem["gmem_w"].write(pointers["m"], layer.m_mem.tobytes())
+        if layer.n_mem is not None:
+            mem["gmem_w"].write(pointers["n"], layer.n_mem.tobytes())
         # Random bytes everywhere: a write outside the call's pixels shows as a difference.
         size = max(args.go(cfg) * args.plane_out() * cfg.cpo for args in calls) * (cfg.act_bits // 8)
         self.out_raw = rng.integers(0, 256, size + 2 * self.GUARD, dtype=np.uint8)   # guard, output, guard
@@ -189,7 +194,7 @@ class Buffers:
         expected = self.out_raw.copy()
         out = expected[g: len(expected) - g].view(dtype)
         ref.kernel_call(cfg, args, self.layer.x_mem, self.layer.w_mem, self.layer.b_mem, out,
-                        self.layer.m_mem)
+                        self.layer.m_mem, self.layer.n_mem)
         self.out_raw = expected
         return expected
 
@@ -205,7 +210,7 @@ class Buffers:
                 f"expected {expected[bad[:8]].tolist()} for {args}")
 
 
-POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000}
+POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000, "n": 0x32000}
 
 
 def record_cycles(name: str, cfg: KernelConfig, args: CallArgs, cycles: int):
@@ -279,6 +284,26 @@ async def avgpool_requantise(dut):
                              shift=20, use_mult=True, relu=True, clip_hi=amax - 30, pool=POOL_AVG),
                     CallArgs(H=6, W=7, rows=6, I=I, O=O, shift=20, use_mult=True, pool=POOL_MAX)],
                    H=6, W=7, I=I, O=O, seed=4, mult_bits=min(cfg.mult_bits, 12))
+
+
+@cocotb.test()
+async def post_ops(dut):
+    """The post-operations of KernelConfig.post_ops on, off, on again (with pooling after them);
+    nothing to do in a kernel built without any."""
+    cfg = kernel_config()
+    if not cfg.post_ops:
+        return
+    I, O = 2 * cfg.cpi, 2 * cfg.cpo - 1
+    leaky = dict(leaky_relu=True, leaky_alpha_num=26, leaky_alpha_shift=8) if "leaky_relu" in cfg.post_ops else {}
+    bn = dict(bn=True, bn_shift=7, bn_clip_lo=-100) if "bn" in cfg.post_ops else {}
+    await run_case(dut, "post_ops",
+                   [CallArgs(H=6, W=7, rows=6, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1,
+                             shift=9, **leaky, **bn),
+                    CallArgs(H=6, W=7, rows=6, I=I, O=O, shift=10, relu=True, pool=POOL_MAX),
+                    CallArgs(H=6, W=7, rows=6, I=I, O=O, pad_top=1, pad_left=1, shift=20, use_mult=True,
+                             pool=POOL_AVG, o_first=1, **leaky),
+                    CallArgs(H=6, W=7, rows=6, I=I, O=O, shift=11, use_mult=True, o_first=1, **bn)],
+                   H=6, W=7, I=I, O=O, seed=12, mult_bits=min(cfg.mult_bits, 12))
 
 
 @cocotb.test()

@@ -127,7 +127,8 @@ def test_help_lists_every_option_with_its_default(capsys, monkeypatch):
     for name, kind, default, doc in config_options():
         flag = "--" + name.replace("_", "-")
         assert flag in text
-        shown = (flag if default else "--no-" + flag[2:]) if kind is bool else str(default)
+        shown = ((flag if default else "--no-" + flag[2:]) if kind is bool else
+                 (",".join(default) or "none") if kind is tuple else str(default))
         assert f"(default: {shown})" in text, name
         assert " ".join(doc.split()) in text
     for flag in ("--out", "--report", "--no-report", "--lint", "--print-register-map"):
@@ -559,3 +560,48 @@ def test_component_report_counts_and_depth(tmp_path):
     assert rep.depth["logic_levels"] == 1 + 8
     assert rep.totals == AlveoU200Platform.fabric
 
+
+
+# Post-operations -------------------------------------------------------------------------------
+
+def test_post_ops_registers_descriptor_and_docs(tmp_path):
+    """A build with post-ops: their registers after STATUS (others unchanged), listed in the
+    descriptor in order, accepted by load_descriptor, and the docs' rows match the CLI."""
+    from hlsinf.build.descriptor import build_descriptor, load_descriptor
+    from hlsinf.config import ConfigError, KernelConfig
+    from hlsinf.registers import POST_BASE
+    import json
+    base = KernelConfig(cpi=2, cpo=2)
+    cfg = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("leaky_relu", "bn"))
+    regs = register_map(cfg)
+    assert regs[:len(register_map())] == register_map() == register_map(base)
+    assert [(r.name, r.offset) for r in regs[len(register_map()):]] == [
+        ("leaky_relu", POST_BASE), ("leaky_alpha_num", POST_BASE + 4), ("leaky_alpha_shift", POST_BASE + 8),
+        ("bn", POST_BASE + 12), ("bn_shift", POST_BASE + 16), ("bn_clip_lo", POST_BASE + 20),
+        ("bn_clip_hi", POST_BASE + 24), ("n", POST_BASE + 28)]
+    assert regs[-1].kind == "pointer" and regs[-1].bundle == "gmem_w" and regs[-1].offset % 8 == 0
+    data = build_descriptor(cfg)
+    assert [op["name"] for op in data["operations"]["post_ops"]] == ["leaky_relu", "bn"]
+    assert "n" in data["bundles"]["gmem_w"]["args"] and "bn" in data["layouts"]
+    from hlsinf.build.descriptor import element_types
+    assert {r.name for r in regs if r.kind == "pointer"} == set(element_types(cfg))
+    assert build_descriptor(base)["operations"]["post_ops"] == []
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data))
+    loaded, _ = load_descriptor(path)
+    assert loaded == cfg and loaded.post_ops == ("leaky_relu", "bn")
+    table = register_map_markdown(cfg)
+    docs = (ROOT / "docs" / "build.md").read_text()
+    for row in table.splitlines()[len(register_map_markdown().splitlines()):]:
+        assert row in docs, f"docs/build.md lacks the post-op row {row!r}"
+    for bad in [("nope",), ("leaky_relu", "leaky_relu"), "leaky_relu,nope"]:
+        with pytest.raises(ConfigError, match="post_ops"):
+            KernelConfig(post_ops=bad)
+    assert KernelConfig(post_ops="leaky_relu").post_ops == ("leaky_relu",)
+
+
+def test_post_ops_flag(tmp_path):
+    result = run_cli("--post-ops", "leaky_relu", "--print-register-map")
+    assert result.returncode == 0 and "| 0x94 | leaky_relu |" in result.stdout
+    result = run_cli("--post-ops", "bogus", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--post-ops" in result.stderr

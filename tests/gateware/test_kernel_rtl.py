@@ -81,6 +81,15 @@ def test_random_calls_seeds(seed):
     assert (tests, failures) == (1, 0)
 
 
+#: A build with the post-operations (KernelConfig.post_ops), int8 so leaky ReLU sees negatives.
+POST_OPS_CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("leaky_relu", "bn"))
+
+
+def test_post_ops_scenario():
+    tests, failures = runner.run_kernel(POST_OPS_CFG, "post_ops", kernel_args=KERNEL_ARGS)
+    assert (tests, failures) == (1, 0), f"cocotb scenario post_ops: {failures} of {tests} failed (see its log)"
+
+
 def test_latency_memory(tmp_path):
     """The kernel stays bit-exact behind hlsinf.sim.axi_latency.LatencyAxiRam (100-cycle latency both
     ways, half the beat rate, random pauses), and the latency is really there: the same call

@@ -43,7 +43,7 @@ __all__ = [
     "pixel_layout", "window_layout", "weight_set_layout", "partial_layout", "bias_layout",
     "acc_layout", "mult_layout",
     "pixel_signature", "window_signature", "weight_set_signature", "partial_signature",
-    "bias_signature", "acc_signature", "mult_signature",
+    "bias_signature", "acc_signature", "mult_signature", "bn_layout", "bn_signature",
     "fifo_on_stream", "frame_counter",
 ]
 
@@ -97,6 +97,13 @@ def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(unsigned(cfg.mult_bits), cfg.cpo)
 
 
+def bn_layout(cfg: KernelConfig) -> data.StructLayout:
+    """The batch-norm parameters of an output group (post-op ``bn``), as in memory: CPO
+    int32 multiplier words (the low ``BN_MULT_BITS`` used, signed), then CPO int32 biases."""
+    return data.StructLayout({"mult": data.ArrayLayout(signed(32), cfg.cpo),
+                              "bias": data.ArrayLayout(signed(32), cfg.cpo)})
+
+
 # Stream signatures (as seen by the producer: ``Out(...)`` on it, ``In(...)`` on the consumer)
 
 def pixel_signature(cfg: KernelConfig, lanes: int) -> stream.Signature:
@@ -127,6 +134,10 @@ def acc_signature(cfg: KernelConfig) -> stream.Signature:
 
 def mult_signature(cfg: KernelConfig):
     return stream_signature(mult_layout(cfg))
+
+
+def bn_signature(cfg: KernelConfig):
+    return stream_signature(bn_layout(cfg))
 
 
 # A FIFO on a stream ------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.gateware.memory.axi import ADDR_WIDTH, DATA_WIDTH
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.sequencer import WeightKind, weight_command_layout
+from hlsinf.gateware.sequencer import BN_KIND, WeightKind, weight_command_layout
 from hlsinf.gateware.memory.read import BytesToItems, ReadMaster
-from hlsinf.gateware.lib.streams import (bias_layout, bias_signature, mult_layout, mult_signature,
+from hlsinf.gateware.lib.streams import (bias_layout, bias_signature, bn_layout, bn_signature, mult_layout, mult_signature,
                                          weight_set_layout, weight_set_signature)
 from hlsinf.gateware.lib.wide_stream import WideSignature, payload_width, stream_signature
 
@@ -105,16 +105,21 @@ class ParameterLoader(wiring.Component):
             raise ValueError(f"ParameterLoader depth = {depth!r} is out of range: allowed >= 1")
         self.cfg, self.depth = cfg, depth
         self.master = ReadMaster(data_width=data_width, addr_width=addr_width, max_outstanding=max_outstanding)
-        super().__init__({
+        members = {
             "cmd": In(stream.Signature(weight_command_layout())),
             "weights": Out(weight_set_signature(cfg)),
             "bias": Out(bias_signature(cfg)),
             "mult": Out(mult_signature(cfg)),
+        }
+        if "bn" in cfg.post_ops:     # post-op bn: its per-group parameters
+            members["bn"] = Out(bn_signature(cfg))
+        members.update({
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
             "resp": Out(2),
             "clear": In(1),
         })
+        super().__init__(members)
         self.data_width = data_width
 
     def elaborate(self, platform):
@@ -136,9 +141,13 @@ class ParameterLoader(wiring.Component):
             WeightKind.BIAS: _ItemFifo(bias_layout(cfg), self.depth),
             WeightKind.MULT: _ItemFifo(mult_layout(cfg), self.depth),
         }
-        for kind in WeightKind:
-            m.submodules[f"convert_{kind.name.lower()}"] = converters[kind]
-            m.submodules[f"buffer_{kind.name.lower()}"] = buffers[kind]
+        if "bn" in cfg.post_ops:
+            converters[BN_KIND] = BytesToItems(bn_layout(cfg), data_width=self.data_width)
+            buffers[BN_KIND] = _ItemFifo(bn_layout(cfg), self.depth)
+        for kind in converters:
+            label = kind.name.lower() if isinstance(kind, WeightKind) else "bn"
+            m.submodules[f"convert_{label}"] = converters[kind]
+            m.submodules[f"buffer_{label}"] = buffers[kind]
 
         # Commands go to the master and their kinds to the FIFO, together.
         cmd = self.cmd
@@ -156,9 +165,10 @@ class ParameterLoader(wiring.Component):
         m.d.comb += kind.eq(kinds.r_data)
         beat = master.o
         for k, converter in converters.items():
+            is_k = (kind == k) if isinstance(k, WeightKind) else (kinds.r_data == k)
             m.d.comb += [converter.i.payload.eq(beat.payload),
-                         converter.i.valid.eq(beat.valid & kinds.r_rdy & (kind == k))]
-            with m.If(kind == k):
+                         converter.i.valid.eq(beat.valid & kinds.r_rdy & is_k)]
+            with m.If(is_k):
                 m.d.comb += beat.ready.eq(kinds.r_rdy & converter.i.ready)
         m.d.comb += kinds.r_en.eq(beat.valid & beat.ready & beat.payload.last)
 
@@ -174,6 +184,9 @@ class ParameterLoader(wiring.Component):
         wiring.connect(m, buffers[WeightKind.WEIGHTS].o, wiring.flipped(self.weights))
         wiring.connect(m, buffers[WeightKind.BIAS].o, wiring.flipped(self.bias))
         wiring.connect(m, buffers[WeightKind.MULT].o, wiring.flipped(self.mult))
+        if BN_KIND in converters:
+            wiring.connect(m, converters[BN_KIND].o, buffers[BN_KIND].i)
+            wiring.connect(m, buffers[BN_KIND].o, wiring.flipped(self.bn))
         wiring.connect(m, master.axi, wiring.flipped(self.axi))
         m.d.comb += [self.error.eq(master.error), self.resp.eq(master.resp), master.clear.eq(self.clear)]
         return m
