@@ -14,25 +14,12 @@ import onnxruntime as ort
 import pytest
 
 from hlsinf.config import KernelConfig
-from hlsinf.host import FpgaLayer, Session, onnxruntime_session, quantize, to_fpga
+from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
 from hlsinf.host.models import small_cnn
+from tests.host.ort_reference import ort_run
 
 ort.set_default_logger_severity(3)
 
-
-def _ort_run(model, x, fetch=()):
-    """onnxruntime on each image of a batch; returns {name: batch} for the outputs and ``fetch``."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    names = [o.name for o in m.graph.output]
-    for f in fetch:
-        if f not in names:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(f))
-            names.append(f)
-    sess = onnxruntime_session(m)               # exact integer products on every CPU (see there)
-    inp = sess.get_inputs()[0].name
-    runs = [sess.run(names, {inp: x[k:k + 1]}) for k in range(x.shape[0])]
-    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
 
 
 def _quantize_static(model, calibration, tmp_path, *, signed, per_channel):
@@ -66,7 +53,7 @@ def _quantised_outputs(plan):
 def _lsb_agreement(plan, qdq_model, x):
     fetch = _quantised_outputs(plan)
     got = Session(plan).run(x, fetch=fetch)
-    want = _ort_run(qdq_model, x, fetch=fetch)
+    want = ort_run(qdq_model, x, fetch=fetch)
     diffs = np.concatenate([np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).ravel() for f in fetch])
     return diffs, got, want
 
@@ -124,7 +111,7 @@ def test_int8_products_beyond_int16_are_exact_on_the_accelerator_and_in_the_onnx
     plan = to_fpga(model, KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16))
     assert len(plan.fpga_layers) == 1, plan.summary()
     np.testing.assert_array_equal(Session(plan).run(x, fetch=["y_q"])["y_q"], want)
-    np.testing.assert_array_equal(_ort_run(model, x, fetch=["y_q"])["y_q"], want)
+    np.testing.assert_array_equal(ort_run(model, x, fetch=["y_q"])["y_q"], want)
     # A default session gives the exact value (VNNI, ARM, ...) or the int16-clamped one of
     # channels 0 and 1 (x86 without VNNI): nothing else, so the clamp is the whole difference.
     m2 = onnx.ModelProto()
@@ -170,12 +157,12 @@ def test_library_ptq_runs_in_onnxruntime_and_tracks_the_float_model():
     assert np.mean(diffs <= 1) >= 0.999 and np.mean(diffs == 0) >= 0.95
     # against the float model: top-1 agreement and error in output LSBs of the last conv
     out = plan.graph.outputs[0]
-    ref = _ort_run(model, x)[out]
+    ref = ort_run(model, x)[out]
     assert np.mean(got[out].argmax(1) == ref.argmax(1)) >= 0.9
     last = plan.fpga_layers[-1]
     q_last = got[last.output].astype(np.float64)
     scale = float(plan.graph.initializers[plan.graph.consumers(last.output)[0].inputs[1]])
-    float_last = _ort_run(model, x, fetch=["avgpool12_out"])["avgpool12_out"]
+    float_last = ort_run(model, x, fetch=["avgpool12_out"])["avgpool12_out"]
     err_lsb = np.abs(q_last - float_last / scale)
     # five layers of 8-bit rounding accumulate: on average about one LSB, a few percent of full scale at worst
     print(f"float vs accelerator, last conv: mean {np.mean(err_lsb):.2f} LSB, p99 {np.percentile(err_lsb, 99):.1f}, "
@@ -197,7 +184,7 @@ def test_library_ptq_with_int8_activations_takes_negative_inputs():
     first = got[plan.fpga_layers[0].output]
     assert first.dtype == np.int8 and first.min() == 0        # int8 after ReLU
     out = plan.graph.outputs[0]
-    assert np.mean(got[out].argmax(1) == _ort_run(model, x)[out].argmax(1)) >= 0.75
+    assert np.mean(got[out].argmax(1) == ort_run(model, x)[out].argmax(1)) >= 0.75
 
 
 def test_calibration_argument_of_to_fpga_equals_quantize_then_plan():
@@ -224,7 +211,7 @@ def test_negative_activations_in_uint8_stay_on_the_cpu_with_a_reason():
     assert len(plan.fpga_layers) == _convs(model) - 1
     x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     out = plan.graph.outputs[0]
-    ref = _ort_run(model, x)[out]
+    ref = ort_run(model, x)[out]
     assert np.mean(Session(plan).run(x)[out].argmax(1) == ref.argmax(1)) >= 0.75
 
 

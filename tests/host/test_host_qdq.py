@@ -16,31 +16,18 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hlsinf.config import KernelConfig
-from hlsinf.host import FpgaLayer, Session, onnxruntime_session, quantize, to_fpga
+from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
 from hlsinf.host.models import small_cnn
+from tests.host.ort_reference import ort_run
 
 ort.set_default_logger_severity(3)
 
-
-def _ort_run(model, x, fetch=()):
-    """onnxruntime (exact integer products, see onnxruntime_session) on each image of a batch."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    names = [o.name for o in m.graph.output]
-    for f in fetch:
-        if f not in names:
-            m.graph.output.append(helper.make_empty_tensor_value_info(f))
-            names.append(f)
-    sess = onnxruntime_session(m)
-    inp = sess.get_inputs()[0].name
-    runs = [sess.run(names, {inp: x[k:k + 1]}) for k in range(x.shape[0])]
-    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
 
 
 def _lsb(plan, qdq, x):
     """|accelerator - onnxruntime| in LSB over every tensor an accelerator layer writes."""
     fetch = [s.output for s in plan.steps if isinstance(s, FpgaLayer)]
-    got, want = Session(plan).run(x, fetch=fetch), _ort_run(qdq, x, fetch)
+    got, want = Session(plan).run(x, fetch=fetch), ort_run(qdq, x, fetch)
     return np.concatenate([np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).ravel() for f in fetch])
 
 
@@ -50,7 +37,7 @@ def _layer_by_layer(plan, qdq, x):
     model (its integer input tensor becomes the model input) and planned for the same kernel."""
     from onnx.utils import Extractor
     layers = plan.fpga_layers
-    want = _ort_run(qdq, x, [t for l in layers for t in (l.source, l.output)])
+    want = ort_run(qdq, x, [t for l in layers for t in (l.source, l.output)])
     extractor = Extractor(onnx.shape_inference.infer_shapes(qdq))
     diffs = {}
     for layer in layers:
@@ -119,7 +106,7 @@ def test_library_ptq_of_a_torch_style_model_with_shared_initializers():
     # the float model agrees: ReLU6 (Constant bounds) became the clip of the last layer
     out = plan.graph.outputs[0]
     assert "/Clip" in plan.fpga_layers[-1].nodes and plan.fpga_layers[-1].calls[0].relu
-    err = np.abs(Session(plan).run(x)[out] - _ort_run(model, x)[out])
+    err = np.abs(Session(plan).run(x)[out] - ort_run(model, x)[out])
     assert err.max() < 0.3 and err.mean() < 0.02, (err.max(), err.mean())     # of 0..6, 8-bit
 
 
@@ -209,7 +196,7 @@ def test_quantize_static_puts_every_conv_on_the_accelerator_within_one_lsb(tmp_p
     assert allv.max() <= 1 and np.mean(allv == 0) >= 0.99
     assert np.mean(diffs <= 1) >= 0.999 and np.mean(diffs == 0) >= 0.98
     out = plan.graph.outputs[0]
-    want = _ort_run(qdq, x)[out]
+    want = ort_run(qdq, x)[out]
     assert np.mean(Session(plan).run(x)[out].argmax(1) == want.argmax(1)) >= 0.8
 
 
@@ -266,7 +253,7 @@ def test_host_padding_costs_the_padded_pixels():
     assert layer.ideal_cycles(cfg) == gi * 14 * 14 * go == gi * 12 * 12 * go * (14 * 14) / (12 * 12)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 5, 12, 12)).astype(np.float32)
     plan = to_fpga(model, cfg)
-    want = _ort_run(model, x, ["yq"])["yq"]
+    want = ort_run(model, x, ["yq"])["yq"]
     got = Session(plan).run(x, fetch=["yq"])["yq"]
     d = np.abs(got.astype(np.int64) - want)
     assert d.max() <= 1 and np.mean(d == 0) >= 0.99
@@ -346,7 +333,7 @@ def test_cli_takes_the_activation_format_from_the_model(tmp_path, capsys):
     assert "int8 activations (from the model: 5 of 5 quantised convolution inputs are int8)" in text
     assert "5 accelerator layer(s)" in text
     y = np.load(tmp_path / "y.npy")
-    want = _ort_run(qdq, np.load(tmp_path / "x.npy"))[qdq.graph.output[0].name]
+    want = ort_run(qdq, np.load(tmp_path / "x.npy"))[qdq.graph.output[0].name]
     assert np.abs(y - want).max() < 0.02
     assert main(args + ["--no-act-signed"]) == 0
     assert "uint8 activations, " in capsys.readouterr().out
