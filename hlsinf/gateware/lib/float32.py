@@ -34,13 +34,16 @@ becomes normal and ``0x7F7FFFFF`` rounds up to infinity without special cases. O
 before rounding, zeros, infinities and NaN are flags set from the operands in the first
 stage; they travel along and pick the result in the last one.
 
-:class:`FMul` (latency 5; 4 with flush to zero). The 24 x 24 mantissa product is Amaranth's
-``*``: Yosys maps it onto DSP48E2 slices (one ``$mul`` cell, nothing else of the unit goes
-to a DSP). With subnormals, at most one operand is subnormal (two give a result below
-``2**-252``, which rounds to zero: a flag), so the product's leading one lies in its top 25
-bits. One left shift then both normalises it and denormalises a result below ``2**-126``:
-shifting the product left by ``min(leading zeros, E)`` (``E`` the exponent sum) puts the
-leading one at the top when the result is normal and the exponent at 1 when it is not.
+:class:`FMul` (latency 6; 5 with flush to zero). The 24 x 24 mantissa product is written
+as two products, 24 x 17 and 24 x 7 bits, each a DSP48E2 multiply (B port: 18 bits
+signed), registered, then added with the second shifted by 17: the cascade of two DSP48E2
+(the second one's ``PCIN >> 17`` input), so that no stage holds a multiply and a 48-bit
+add; nothing else of the unit is a multiply. With subnormals, at most one operand is
+subnormal (two give a result below ``2**-252``, which rounds to zero: a flag), so the
+product's leading one lies in its top 25 bits. One left shift then both normalises it and
+denormalises a result below ``2**-126``: shifting the product left by
+``min(leading zeros, E)`` (``E`` the exponent sum) puts the leading one at the top when the
+result is normal and the exponent at 1 when it is not.
 The sticky bit needs no OR over the bits shifted out: the product's trailing zeros are the
 sum of its operands' trailing zeros, counted in the first stage, and the sticky bit is
 ``trailing zeros + shift < 48``. With flush to zero the product is only shifted by its top
@@ -53,8 +56,8 @@ one), added or subtracted (one carry chain for both), and the sum shifted left b
 ``min(leading zeros, exponent)``: the same normalise-or-stop-at-subnormal shift as the
 multiplier. Subnormals cost the adder only that ``min``.
 
-Stages are placed so that no path has more than one carry chain and a few LUTs between
-registers (figures: docs/numbers.md).
+Stages are cut so that Yosys finds at most 5 LUT levels between registers (the rule of
+thumb for 300 MHz is about 6); resources and depth per unit: docs/numbers.md.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -157,7 +160,7 @@ class _Pipeline:
         return r
 
 
-def _result(m: Module, out: Signal, *, sign, nan, inf, zero, packed, round_up, overflow=0, flush=0):
+def _result(*, sign, nan, inf, zero, packed, round_up, overflow=0, flush=0):
     """The last stage's result: the specials in priority order, else ``packed + round_up``
     (the carry of the rounding runs into the exponent field)."""
     rounded = (packed + round_up)[:31]
@@ -203,11 +206,11 @@ class FMul(_Unit):
     ``latency`` is :attr:`LATENCY` or :attr:`LATENCY_FTZ`; members: see ``_Unit``.
     """
 
-    #: registers from the operands to ``o`` with subnormals: unpack, product, leading
-    #: zeros, shift, round
-    LATENCY = 5
-    #: the same without subnormals: unpack, product, normalise, round
-    LATENCY_FTZ = 4
+    #: registers from the operands to ``o`` with subnormals: unpack, partial products,
+    #: product, leading zeros, shift, round
+    LATENCY = 6
+    #: the same without subnormals: unpack, partial products, product, normalise, round
+    LATENCY_FTZ = 5
 
     def __init__(self, *, subnormals: bool = True):
         super().__init__(subnormals=subnormals)
@@ -231,58 +234,66 @@ class FMul(_Unit):
             s1 |= p.regs("s1", tza=trailing_zeros(a.mant), tzb=trailing_zeros(b.mant))
         valid = p.valid(self.i_valid, "s1_valid")
 
-        # Stage 2: the 24 x 24 product (DSP48E2).
+        # Stages 2 and 3: the 24 x 24 product as two DSP48E2 multiplies, 24 x 17 and 24 x 7
+        # (the B port is 18 bits signed), each registered (the M register), then added with
+        # the high one shifted by 17 (the second DSP48E2's cascade input and P register).
+        # Written out, so that no stage holds a multiply and a 48-bit add.
         flags = {k: s1[k] for k in specials}
-        s2 = p.regs("s2", product=s1["ma"] * s1["mb"], exp=s1["exp"], **flags)
+        s2 = p.regs("s2", low=s1["ma"] * s1["mb"][:17], high=s1["ma"] * s1["mb"][17:], exp=s1["exp"], **flags)
         if self.subnormals:
             s2 |= p.regs("s2", tz=s1["tza"] + s1["tzb"],
                          # shifts below -25 leave nothing above the round bit: clamp
                          exp_clamped=Mux(s1["exp"] < -25, -25, s1["exp"]))
         valid = p.valid(valid, "s2_valid")
-        product = s2["product"]
         flags = {k: s2[k] for k in specials}
+        s3 = p.regs("s3", product=(s2["low"] + (s2["high"] << 17))[:48], exp=s2["exp"], **flags)
+        if self.subnormals:
+            s3 |= p.regs("s3", tz=s2["tz"], exp_clamped=s2["exp_clamped"])
+        valid = p.valid(valid, "s3_valid")
+        product = s3["product"]
+        flags = {k: s3[k] for k in specials}
 
         if self.subnormals:
-            # Stage 3: shift = min(leading zeros, exp) >= -25, kept as shift + 25 in [0, 50].
+            # Stage 4: shift = min(leading zeros, exp) >= -25, kept as shift + 25 in [0, 50].
             # The leading one is in bits 23..47 (one operand at most is subnormal).
             lz = leading_zeros(product[23:])
-            shift25 = Mux(lz < s2["exp_clamped"], lz + 25, s2["exp_clamped"] + 25)
-            s3 = p.regs("s3", product=product, shift25=Value.cast(shift25)[:6], exp=s2["exp"], tz=s2["tz"],
+            shift25 = Mux(lz < s3["exp_clamped"], lz + 25, s3["exp_clamped"] + 25)
+            s4 = p.regs("s4", product=product, shift25=Value.cast(shift25)[:6], exp=s3["exp"], tz=s3["tz"],
                         **flags)
-            valid = p.valid(valid, "s3_valid")
-            flags = {k: s3[k] for k in specials}
+            valid = p.valid(valid, "s4_valid")
+            flags = {k: s4[k] for k in specials}
 
-            # Stage 4: product << shift; bits 48..72 of (product << shift25) are the guard bit
+            # Stage 5: product << shift; bits 48..72 of (product << shift25) are the guard bit
             # and the 24-bit mantissa, everything below is sticky: the lowest one of the
             # product, at bit tz, lands below 48.
-            window = (s3["product"] << s3["shift25"])[48:73]
+            window = (s4["product"] << s4["shift25"])[48:73]
             mant, guard = window[1:], window[0]
-            sticky = (s3["tz"] + s3["shift25"]) < 48
-            result_exp = s3["exp"] + 26 - s3["shift25"]    # exponent if mant[23] is set (signed)
-            s4 = p.regs("s4", packed=Cat(mant[:23], Mux(mant[23], result_exp[:8], 0)),
+            sticky = (s4["tz"] + s4["shift25"]) < 48
+            result_exp = s4["exp"] + 26 - s4["shift25"]    # exponent if mant[23] is set (signed)
+            s5 = p.regs("s5", packed=Cat(mant[:23], Mux(mant[23], result_exp[:8], 0)),
                         round_up=guard & (sticky | mant[0]),
                         overflow=mant[23] & (result_exp >= 255), **flags)
-            valid = p.valid(valid, "s4_valid")
-            last = s4
+            valid = p.valid(valid, "s5_valid")
+            last = s5
         else:
-            # Stage 3: normalise by the top bit; the exponent may be out of range either way.
+            # Stage 4: normalise by the top bit; the exponent may be out of range either way.
             top = product[47]
             mant = Mux(top, product[24:48], product[23:47])
             guard = Mux(top, product[23], product[22])
             sticky = (product[:22] != 0) | (top & product[22])
-            result_exp = s2["exp"] + top                   # signed
+            result_exp = s3["exp"] + top                   # signed
             round_up = guard & (sticky | mant[0])
-            s3 = p.regs("s3", packed=Cat(mant[:23], result_exp[:8]), round_up=round_up,
+            s4 = p.regs("s4", packed=Cat(mant[:23], result_exp[:8]), round_up=round_up,
                         overflow=result_exp >= 255,
                         # below 2**-126 after rounding: exponent below 0, or 0 and the
                         # rounding does not carry into it
                         flush=(result_exp < 0) | ((result_exp == 0) & ~((mant[:23] == 0x7FFFFF) & round_up)),
                         **flags)
-            valid = p.valid(valid, "s3_valid")
-            last = s3
+            valid = p.valid(valid, "s4_valid")
+            last = s4
 
         # Last stage: round, pick specials.
-        result = _result(m, self.o, packed=last["packed"], round_up=last["round_up"],
+        result = _result(packed=last["packed"], round_up=last["round_up"],
                          overflow=last["overflow"], flush=0 if self.subnormals else last["flush"],
                          **{k: last[k] for k in specials})
         with m.If(self.en):
@@ -370,7 +381,7 @@ class FAdd(_Unit):
         valid = p.valid(valid, "s5_valid")
 
         # Stage 6: round, pick specials (an infinity keeps its own sign).
-        result = _result(m, self.o, sign=Mux(s5["inf"], s5["inf_sign"], s5["sign"]), nan=s5["nan"],
+        result = _result(sign=Mux(s5["inf"], s5["inf_sign"], s5["sign"]), nan=s5["nan"],
                          inf=s5["inf"], zero=0, packed=s5["packed"], round_up=s5["round_up"],
                          overflow=s5["overflow"], flush=s5["flush"])
         with m.If(self.en):

@@ -225,7 +225,7 @@ def test_stream_throughput(kind):
 
 
 def test_latencies():
-    assert FMul().latency == FMul.LATENCY == 5 and FMul(subnormals=False).latency == FMul.LATENCY_FTZ == 4
+    assert FMul().latency == FMul.LATENCY == 6 and FMul(subnormals=False).latency == FMul.LATENCY_FTZ == 5
     assert FAdd().latency == FAdd(subnormals=False).latency == FAdd.LATENCY == 6
     assert [FDotTree(n).latency for n in (1, 2, 3, 4, 9, 18, 36, 72)] == [0, 6, 12, 12, 24, 30, 36, 42]
 
@@ -236,10 +236,15 @@ def rtlil_cells(elaboratable) -> list:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_rtlil_one_multiplier(mode):
-    """The 24 x 24 mantissa product is the multiplier's only ``$mul`` (the cell Yosys maps to
-    DSP48E2); the adder and the adder tree have none."""
-    assert rtlil_cells(FMul(subnormals=MODES[mode])).count("$mul") == 1
+def test_rtlil_multipliers(mode):
+    """The mantissa product is the multiplier's only two ``$mul`` cells (what Yosys maps to
+    DSP48E2), 24 x 17 and 24 x 7 bits; the adder and the adder tree have none."""
+    text = rtlil.convert(FMul(subnormals=MODES[mode]))
+    cells = re.findall(r"^\s*cell \$mul \S+\n(.*?)^\s*end$", text, re.MULTILINE | re.DOTALL)
+    widths = [tuple(int(re.search(rf"parameter \\{port}_WIDTH (\d+)", cell).group(1)) for port in "AB")
+              for cell in cells]
+    assert rtlil_cells(FMul(subnormals=MODES[mode])).count("$mul") == 2
+    assert sorted(widths) == [(24, 7), (24, 17)], widths
     assert "$mul" not in rtlil_cells(FAdd(subnormals=MODES[mode]))
     assert "$mul" not in rtlil_cells(FDotTree(9, subnormals=MODES[mode]))
     assert "$add" in rtlil_cells(FAdd(subnormals=MODES[mode]))
