@@ -87,8 +87,13 @@ def trailing_zeros(value: Value) -> Value:
 
 
 def _count_zeros(bits: list) -> Value:
-    """Zeros before the first one of ``bits``, in groups of four: the first group that is
-    not all zero, times four, plus the zeros inside it."""
+    """Zeros before the first one of ``bits`` (``len(bits)`` if none), in groups of four:
+    four times the index of the first group that is not all zero, plus the zeros inside it.
+
+    Expressions only, each group's read once per use: a tree of named signals would cost
+    the simulator a pass per level, a tree of expressions repeats its subtrees (Yosys and
+    ABC restructure either way: 5 LUT levels at most in the units).
+    """
     width = len(bits)
     groups = [bits[k:k + 4] for k in range(0, width, 4)]
     zero = [~_any(g) for g in groups]

@@ -289,7 +289,8 @@ class ProductLane(wiring.Component):
     def __init__(self, cpi: int):
         self.cpi = cpi
         self.latency = FMul.LATENCY + FDotTree(cpi * 9).latency
-        super().__init__({"x": In(data.ArrayLayout(32, cpi * 9)), "w": In(data.ArrayLayout(32, cpi * 9)), "i_valid": In(1), "en": In(1),
+        lanes = data.ArrayLayout(32, cpi * 9)
+        super().__init__({"x": In(lanes), "w": In(lanes), "i_valid": In(1), "en": In(1),
                           "o": Out(32), "o_valid": Out(1)})
 
     def elaborate(self, platform):
