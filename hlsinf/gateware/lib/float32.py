@@ -405,7 +405,9 @@ class FDotTree(wiring.Component):
     Parameters
     ----------
     n : int
-        Number of values (1 or more); ``latency = ceil(log2(n)) * FAdd.LATENCY``.
+        Number of values (1 or more); ``latency = ceil(log2(n)) * FAdd.LATENCY``. With
+        ``n = 1`` there is no adder: the value passes unchanged (a NaN keeps its payload,
+        a subnormal is not flushed), as in ``dot_tree``.
     subnormals : bool
         Passed to every :class:`FAdd`.
 
