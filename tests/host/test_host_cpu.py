@@ -10,7 +10,8 @@ from hlsinf.host import CpuLayer, FpgaLayer, GraphError, Session, Transfer, to_f
 from hlsinf.host.cpu import CpuPartition
 from hlsinf.run import main
 
-from tests.host.test_host_pipeline import _ort_run, _quantize_static, _residual_model
+from tests.host.ort_reference import ort_run
+from tests.host.test_host_pipeline import _quantize_static, _residual_model
 
 CFG = KernelConfig(cpi=4, cpo=4, act_signed=True, imax=64, wmax=16, hmax=16)
 
@@ -62,7 +63,7 @@ def test_a_subgraph_computes_what_onnxruntime_computes_in_the_whole_model(residu
     qdq, plan = residual
     last = plan.partitions[-1]
     x = np.random.default_rng(3).uniform(0, 1, (1, 3, 10, 10)).astype(np.float32)
-    want = _ort_run(qdq, x, fetch=last.inputs + ["add"])
+    want = ort_run(qdq, x, fetch=last.inputs + ["add"])
     got = last.session().run(last.outputs, {t: want[t] for t in last.inputs})
     np.testing.assert_allclose(got[0], want[plan.graph.outputs[0]], rtol=0, atol=1e-6)
     session = Session(plan)
