@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
+from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
 from hlsinf.gateware.lib.streams import (act_shape, bn_signature, fifo_on_stream, frame_counter,
                                          frame_pixels_shape, pixel_layout, pixel_signature)
 from hlsinf.reference import BN_MULT_BITS, BN_SHIFT_MAX
@@ -157,16 +158,10 @@ class BatchNorm(wiring.Component):
                 m.d.sync += total[1][k].eq(products[k] + at[1][k])
             move(coarse, total)
             for k in range(cpo):
-                with m.Switch(total[3][0] >> 3):
-                    for c in range(BN_SHIFT_MAX // 8 + 1):
-                        with m.Case(c):
-                            m.d.sync += coarse[1][k].eq(total[1][k] >> (8 * c))
+                shift_bytes(m, coarse[1][k], total[1][k], total[3][0], BN_SHIFT_MAX)
             move(fine, coarse)
             for k in range(cpo):
-                with m.Switch(coarse[3][0] & 7):
-                    for f in range(8):
-                        with m.Case(f):
-                            m.d.sync += fine[1][k].eq(coarse[1][k] >> f)
+                shift_bits(m, fine[1][k], coarse[1][k], coarse[3][0])
 
         # L+5: clip, or pass v when off.
         with m.If(advance):

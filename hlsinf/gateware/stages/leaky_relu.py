@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
+from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
 from hlsinf.gateware.lib.streams import act_shape, fifo_on_stream, pixel_layout, pixel_signature
 from hlsinf.reference import LEAKY_ALPHA_NUM_MAX, LEAKY_ALPHA_SHIFT_MAX
 
@@ -137,16 +138,10 @@ class LeakyRelu(wiring.Component):
                 p = products[k]
                 p_signed = p.as_signed() if p.shape().signed else Cat(p, Const(0, 1)).as_signed()
                 doubled = Cat(Const(0, 1), p_signed).as_signed()
-                with m.Switch(at[3] >> 3):
-                    for c in range(LEAKY_ALPHA_SHIFT_MAX // 8 + 1):
-                        with m.Case(c):
-                            m.d.sync += coarse[1][k].eq(doubled >> (8 * c))
+                shift_bytes(m, coarse[1][k], doubled, at[3], LEAKY_ALPHA_SHIFT_MAX)
             move(fine, coarse)
             for k in range(cpo):
-                with m.Switch(coarse[3] & 7):
-                    for f in range(8):
-                        with m.Case(f):
-                            m.d.sync += fine[1][k].eq(coarse[1][k] >> f)
+                shift_bits(m, fine[1][k], coarse[1][k], coarse[3])
 
         # L+4: round half up.
         rounded = step("rounded", wide_layout)

@@ -42,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
+from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
 from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, act_shape, fifo_on_stream,
                                          frame_pixels_shape, mult_layout, mult_signature, pixel_signature)
 
@@ -208,21 +209,14 @@ class Relu(wiring.Component):
         # bytes then bits.
         coarse = step("coarse", wide_layout)
         fine = step("fine", wide_layout)
-        coarse_steps = cfg.max_shift // 8 + 1
         with m.If(advance):
             move(coarse, product_step[0], product_step[2:])
             for k in range(cpo):
                 doubled = Cat(Const(0, 1), products[k]).as_signed()
-                with m.Switch(product_step[2] >> 3):
-                    for c in range(coarse_steps):
-                        with m.Case(c):
-                            m.d.sync += coarse[1][k].eq(doubled >> (8 * c))
+                shift_bytes(m, coarse[1][k], doubled, product_step[2], cfg.max_shift)
             move(fine, coarse[0], coarse[2:])
             for k in range(cpo):
-                with m.Switch(coarse[2] & 7):
-                    for f in range(8):
-                        with m.Case(f):
-                            m.d.sync += fine[1][k].eq(coarse[1][k] >> f)
+                shift_bits(m, fine[1][k], coarse[1][k], coarse[2])
 
         # L+4: round, (q + 1) >> 1, and saturate to narrow_bits. Every clip bound lies in
         # [-2**(narrow_bits-2), 2**(narrow_bits-2)). When q fits narrow_bits, the rounded
