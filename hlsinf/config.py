@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["ConfigError", "KernelConfig", "MAX_PAD", "POST_OPS", "U200_ONCHIP_RAM_BITS"]
+__all__ = ["ConfigError", "KernelConfig", "MAX_PAD", "POST_OPS", "U200_ONCHIP_RAM_BITS", "NUMBER_FORMATS",
+           "ROUNDING_MODES", "OVERFLOW_MODES", "parse_format"]
 
 #: Block RAM plus UltraRAM of the Alveo U200 (2,160 BRAM36 of 36 Kib, 960 URAM of 288 Kib).
 U200_ONCHIP_RAM_BITS = 2160 * 36 * 1024 + 960 * 288 * 1024
@@ -28,6 +29,20 @@ MAX_PAD = 2
 #: the order of issue 10. They run on the requantised activations, between the relu stage
 #: and the pool stage, in the order the configuration lists them (docs/stages/post.md).
 POST_OPS = ("leaky_relu", "bn")
+
+#: Number formats of the datapath (``KernelConfig.number_format``, docs/numbers.md):
+#: ``int``: integers of act_bits / weight_bits with a per-layer scale handled by the host;
+#: ``fixed``: fixed<W,I> two's complement (W = act_bits = weight_bits, I = int_bits), the
+#: integer datapath with a fixed shift of W - I fractional bits; ``fp32``: IEEE-754 binary32.
+NUMBER_FORMATS = ("int", "fixed", "fp32")
+#: Requantisation rounding (integer and fixed formats): ``round`` adds half an LSB before the
+#: right shift (round half up, HLSinf's AP_RND), ``trunc`` drops the bits (floor, AP_TRN).
+ROUNDING_MODES = ("round", "trunc")
+#: Requantisation overflow: ``sat`` clamps to the output range (AP_SAT), ``wrap`` keeps the
+#: low act_bits bits as two's complement (AP_WRAP).
+OVERFLOW_MODES = ("sat", "wrap")
+
+_INT_WIDTHS = (4, 8, 16)
 
 
 class ConfigError(ValueError):
@@ -66,6 +81,11 @@ class KernelConfig:
     with_maxpool: bool = True    #: 2x2 stride-2 max pooling built in
     with_avgpool: bool = True    #: 2x2 stride-2 average pooling built in
     post_ops: tuple[str, ...] = ()  #: element-wise post-operations between relu and pool, in order
+    number_format: str = "int"   #: datapath numbers: int, fixed (fixed<W,I>) or fp32 (see --format)
+    int_bits: int = 0            #: fixed format only: integer bits I of fixed<W,I>, W = act_bits
+    rounding: str = "round"      #: requantisation rounding of int/fixed: round (half up) or trunc (floor)
+    overflow: str = "sat"        #: requantisation overflow of int/fixed: sat (saturate) or wrap
+    fp32_subnormals: bool = True #: fp32 only: keep subnormals (IEEE, as numpy) or flush them to zero
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -82,10 +102,35 @@ class KernelConfig:
         for name in ("cpi", "cpo"):
             v = getattr(self, name)
             _check(name, v, "a power of two from 1 to 64", isinstance(v, int) and v in _POWERS_OF_TWO)
-        for name in ("act_bits", "weight_bits"):
-            v = getattr(self, name)
-            _check(name, v, "8 or 16", v in (8, 16))
-        _check("bias_bits", self.bias_bits, "16 or 32", self.bias_bits in (16, 32))
+        _check("number_format", self.number_format, f"one of {NUMBER_FORMATS}", self.number_format in NUMBER_FORMATS)
+        _check("rounding", self.rounding, f"one of {ROUNDING_MODES}", self.rounding in ROUNDING_MODES)
+        _check("overflow", self.overflow, f"one of {OVERFLOW_MODES}", self.overflow in OVERFLOW_MODES)
+        if self.is_float:
+            for name in ("act_bits", "weight_bits", "bias_bits", "acc_bits"):
+                _check(name, getattr(self, name), "32 with number_format='fp32' (KernelConfig.from_format('fp32'))",
+                       getattr(self, name) == 32)
+            _check("with_multiplier", self.with_multiplier, "False with number_format='fp32' (no requantisation)",
+                   not self.with_multiplier)
+            _check("int_bits", self.int_bits, "0 with number_format='fp32'", self.int_bits == 0)
+        else:
+            for name in ("act_bits", "weight_bits"):
+                v = getattr(self, name)
+                _check(name, v, "4, 8 or 16", v in _INT_WIDTHS)
+            _check("bias_bits", self.bias_bits, "16 or 32", self.bias_bits in (16, 32))
+        if self.number_format == "fixed":
+            _check("act_signed", self.act_signed, "True with number_format='fixed' (fixed<W,I> is signed)",
+                   self.act_signed)
+            _check("weight_bits", self.weight_bits, f"equal to act_bits ({self.act_bits}) with number_format='fixed'",
+                   self.weight_bits == self.act_bits)
+            _check("int_bits", self.int_bits, f"0 to act_bits ({self.act_bits})",
+                   isinstance(self.int_bits, int) and 0 <= self.int_bits <= self.act_bits)
+        elif self.number_format == "int":
+            _check("int_bits", self.int_bits, "0 unless number_format='fixed'", self.int_bits == 0)
+        if self.act_bits == 4 or self.weight_bits == 4:
+            # Memory images pack lanes into whole bytes: a pixel of 4-bit lanes needs an even lane count.
+            for name in ("cpi", "cpo"):
+                _check(name, getattr(self, name), "2 or more with 4-bit activations or weights",
+                       getattr(self, name) >= 2)
         _check("mult_bits", self.mult_bits, "1 to 24", isinstance(self.mult_bits, int) and 1 <= self.mult_bits <= 24)
         _check("max_shift", self.max_shift, "0 to 47", isinstance(self.max_shift, int) and 0 <= self.max_shift <= 47)
         # 48 bits keeps every accumulator exact in float64 (the vectorised reference) and
@@ -96,7 +141,10 @@ class KernelConfig:
         _check("wmax", self.wmax, "4 to 4096", isinstance(self.wmax, int) and 4 <= self.wmax <= 4096)
         _check("hmax", self.hmax, "2 to 4096", isinstance(self.hmax, int) and 2 <= self.hmax <= 4096)
 
-        lo, hi = self.sum_range
+        if self.is_float:
+            lo, hi = self.acc_range     # float sums have no integer range to check
+        else:
+            lo, hi = self.sum_range
         amin, amax = self.acc_range
         _check("acc_bits", self.acc_bits,
                f">= {self.bits_needed(lo, hi)} (the sum of {self.max_products} products of "
@@ -111,6 +159,39 @@ class KernelConfig:
                 f"KernelConfig.wmax * hmax * cpo = {self.wmax} * {self.hmax} * {self.cpo} is out of range: "
                 f"its {self.acc_bits}-bit accumulation buffer needs {buffer_bits} bits, more than the "
                 f"{budget} bits ({ACCUMULATOR_RAM_SHARE:.0%} of the U200's BRAM and URAM) allowed")
+
+    # Number formats -----------------------------------------------------------------
+
+    @property
+    def is_float(self) -> bool:
+        """True for the fp32 datapath."""
+        return self.number_format == "fp32"
+
+    @property
+    def frac_bits(self) -> int:
+        """Fractional bits F = W - I of a fixed<W,I> activation or weight (0 for int and fp32)."""
+        return self.act_bits - self.int_bits if self.number_format == "fixed" else 0
+
+    @property
+    def format_name(self) -> str:
+        """The ``--format`` spelling of this datapath: int8, uint8, int4, fixed<8,4>, fp32, ..."""
+        if self.is_float:
+            return "fp32"
+        if self.number_format == "fixed":
+            return f"fixed<{self.act_bits},{self.int_bits}>"
+        sign = "int" if self.act_signed else "uint"
+        name = f"{sign}{self.act_bits}"
+        return name if self.weight_bits == self.act_bits else f"{name}xint{self.weight_bits}"
+
+    @classmethod
+    def from_format(cls, fmt: str, **overrides) -> "KernelConfig":
+        """A config for the ``--format`` name ``fmt`` (see :func:`parse_format`); ``overrides``
+        set any other field (or override one the format implies)."""
+        values = parse_format(fmt)
+        values.update(overrides)
+        if values.get("number_format", "int") != "fp32" and "acc_bits" not in overrides:
+            values["acc_bits"] = _auto_acc_bits(values)
+        return cls(**values)
 
     # Number ranges ------------------------------------------------------------------
 
@@ -193,3 +274,43 @@ class KernelConfig:
         if unknown:
             raise ConfigError(f"KernelConfig: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
+
+
+_FIXED_RE = __import__("re").compile(r"^fixed<\s*(\d+)\s*,\s*(-?\d+)\s*>$")
+
+
+def parse_format(fmt: str) -> dict:
+    """The KernelConfig fields a ``--format`` name implies.
+
+    ``int8`` / ``int4`` / ``int16``: signed activations and weights of that width; ``uint8``
+    (``uint4``, ``uint16``): unsigned activations, signed weights; ``fixed<W,I>``: the fixed
+    format with W total and I integer bits; ``fp32``: IEEE-754 binary32 throughout.
+    """
+    if not isinstance(fmt, str):
+        raise ConfigError(f"format {fmt!r} is not a name: allowed int8, uint8, int4, uint4, int16, uint16, "
+                          f"fixed<W,I> or fp32")
+    text = fmt.strip().lower()
+    if text == "fp32":
+        return dict(number_format="fp32", act_bits=32, weight_bits=32, bias_bits=32, acc_bits=32,
+                    act_signed=True, with_multiplier=False)
+    match = _FIXED_RE.match(text)
+    if match:
+        w, i = int(match.group(1)), int(match.group(2))
+        return dict(number_format="fixed", act_bits=w, weight_bits=w, act_signed=True, int_bits=i)
+    for sign, signed in (("uint", False), ("int", True)):
+        if text.startswith(sign) and text[len(sign):].isdigit():
+            bits = int(text[len(sign):])
+            return dict(number_format="int", act_bits=bits, weight_bits=bits, act_signed=signed)
+    raise ConfigError(f"format {fmt!r} is not known: allowed int8, uint8, int4, uint4, int16, uint16, "
+                      f"fixed<W,I> (e.g. fixed<8,4>) or fp32")
+
+
+def _auto_acc_bits(values: dict) -> int:
+    """The accumulator width a format needs: 32 bits, or more where imax products overflow it."""
+    probe = dict(values, acc_bits=48)
+    try:
+        cfg = KernelConfig(**probe)
+    except ConfigError:
+        return values.get("acc_bits", 32)
+    lo, hi = cfg.sum_range
+    return min(48, max(32, KernelConfig.bits_needed(lo, hi), cfg.bias_bits))

@@ -365,6 +365,12 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     ``use_mult``) one word per output channel of the layer. Only the output pixels the
     call computes are written.
     """
+    if cfg.is_float:
+        raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
+                        "for number_format='fp32'")
+    if cfg.act_bits == 4 or cfg.weight_bits == 4 or cfg.rounding != "round" or cfg.overflow != "sat":
+        raise CallError(f"reference.kernel_call does not model {cfg.format_name} with rounding={cfg.rounding!r}, "
+                        f"overflow={cfg.overflow!r} yet")
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)

@@ -25,7 +25,8 @@ import numpy as np
 
 __all__ = [
     "CANONICAL_NAN", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
-    "dot_tree", "mul_partial", "accumulate",
+    "dot_tree", "mul_partial", "accumulate", "float_bits", "bits_float", "relu", "clip", "max_key",
+    "pool2x2", "kernel_call",
 ]
 
 #: The NaN the hardware returns.
@@ -142,3 +143,145 @@ def accumulate(partials, bias, *, subnormals: bool = True) -> np.ndarray:
     for g in range(1, partials.shape[-2]):
         acc = fadd(acc, partials[..., g, :], subnormals=subnormals)
     return fadd(acc, np.asarray(bias, np.float32), subnormals=subnormals)
+
+
+
+# The rest of the call: relu, clip, pool and the whole call ---------------------------------------
+
+def float_bits(value) -> int:
+    """The binary32 bits of ``value`` as a signed 32-bit integer: how a float register
+    argument (``clip_lo``, ``clip_hi`` of an fp32 call) is written to its 32-bit register."""
+    return int(np.asarray(value, np.float32).reshape(()).view(np.int32))
+
+
+def bits_float(bits: int) -> np.float32:
+    """The float32 a signed or unsigned 32-bit register word stands for (inverse of :func:`float_bits`)."""
+    return np.asarray(int(bits) & 0xFFFFFFFF, np.uint32).view(np.float32)[()]
+
+
+def max_key(x) -> np.ndarray:
+    """A signed integer that orders binary32 values as the hardware compares them: by value,
+    with ``-0 < +0`` and every NaN with the sign bit clear above ``+inf`` (the hardware's
+    NaN, ``0x7FC00000``, is such a NaN). It is the bit pattern with the magnitude bits
+    inverted when the sign is set: one comparator of 32-bit integers, no float unit."""
+    bits = to_bits(x).astype(np.int64)
+    signed = np.where(bits >= 1 << 31, bits - (1 << 32), bits)
+    return np.where(signed < 0, signed ^ 0x7FFFFFFF, signed)
+
+
+def relu(y) -> np.ndarray:
+    """fp32 ReLU: a value with the sign bit set (``-0`` included) becomes ``+0``."""
+    y = np.asarray(y, np.float32)
+    return np.where(np.signbit(y), np.float32(0), y).astype(np.float32)
+
+
+def clip(y, lo_bits: int | None, hi_bits: int | None) -> np.ndarray:
+    """Clamp to ``[lo, hi]`` in the order of :func:`max_key` (bounds given as register bits;
+    None: no bound). A NaN is above every bound, so an upper bound catches it."""
+    y = np.asarray(y, np.float32)
+    key = max_key(y)
+    if lo_bits is not None:
+        lo = bits_float(lo_bits)
+        y = np.where(key < max_key(lo), lo, y)
+        key = max_key(y)
+    if hi_bits is not None:
+        hi = bits_float(hi_bits)
+        y = np.where(key > max_key(hi), hi, y)
+    return np.asarray(y, np.float32)
+
+
+def pool2x2(y, mode: int, *, subnormals: bool = True) -> np.ndarray:
+    """fp32 2x2 stride-2 pooling of ``Ho x Wo x lanes`` (odd edges dropped).
+
+    Max: the largest by :func:`max_key`, of ``(y00, y01)`` then ``(y10, y11)`` then the two
+    winners. Average: ``((y00 + y01) + (y10 + y11)) * 0.25``, each step rounded to float32.
+    """
+    from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, CallError
+    y = np.asarray(y, np.float32)
+    if mode == POOL_NONE:
+        return y
+    h, w = y.shape[0] // 2 * 2, y.shape[1] // 2 * 2
+    quads = y[:h, :w].reshape(h // 2, 2, w // 2, 2, *y.shape[2:])
+    y00, y01, y10, y11 = quads[:, 0, :, 0], quads[:, 0, :, 1], quads[:, 1, :, 0], quads[:, 1, :, 1]
+    if mode == POOL_MAX:
+        def larger(a, b):
+            return np.where(max_key(b) > max_key(a), b, a).astype(np.float32)
+        return larger(larger(y00, y01), larger(y10, y11))
+    if mode == POOL_AVG:
+        top = fadd(y00, y01, subnormals=subnormals)
+        bottom = fadd(y10, y11, subnormals=subnormals)
+        return fmul(fadd(top, bottom, subnormals=subnormals), np.float32(0.25), subnormals=subnormals)
+    raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
+
+
+#: Output pixels whose products one step of :func:`kernel_call` forms at once (memory bound).
+_PIXELS_PER_STEP = 256
+
+
+def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarray,
+                out_mem: np.ndarray, m_mem: np.ndarray | None = None, n_mem: np.ndarray | None = None) -> np.ndarray:
+    """One call of an fp32 kernel on float32 memory images (the layouts of the integer
+    :func:`hlsinf.reference.kernel_call`); writes into ``out_mem`` and returns it.
+
+    Per output value: the ``CPI x 9`` products of each input group summed by :func:`dot_tree`,
+    the groups accumulated in order (:func:`accumulate`), the bias added last; then ReLU
+    (:func:`relu`), the clip bounds ``clip_lo`` / ``clip_hi`` (binary32 bits; None: none),
+    and pooling (:func:`pool2x2`). ``shift`` and ``use_mult`` must be 0: there is no
+    requantisation. Bit-exact with the fp32 kernel (compare with :func:`to_bits`,
+    ``canonical=True``).
+    """
+    from hlsinf.reference import CallError, pad, windows
+    if not cfg.is_float:
+        raise CallError(f"reference_float.kernel_call models number_format='fp32', not {cfg.number_format!r}")
+    if args.shift or args.use_mult:
+        raise CallError("kernel arguments shift and use_mult must be 0 on an fp32 kernel (no requantisation)")
+    if args.leaky_relu or args.bn:
+        raise CallError("the fp32 reference models no post-operations yet (leaky_relu, bn)")
+    lo_bits, hi_bits = args.clip_lo, args.clip_hi
+    args = args.__class__(**{**args.to_dict(), "clip_lo": None, "clip_hi": None})
+    args.validate(cfg)
+    for name, bits in (("clip_lo", lo_bits), ("clip_hi", hi_bits)):
+        if bits is not None and not -(1 << 31) <= bits < 1 << 32:
+            raise CallError(f"kernel argument {name} = {bits!r} is out of range: the 32 bits of a binary32 value")
+    sub = cfg.fp32_subnormals
+    cpi, cpo = cfg.cpi, cfg.cpo
+    gi, go = args.gi(cfg), args.go(cfg)
+    groups = args.groups(cfg)
+    plane_in = args.H * args.W
+
+    def image(name, arr, size):
+        if arr is None or np.asarray(arr).size < size:
+            raise CallError(f"memory image {name} holds {0 if arr is None else np.asarray(arr).size} elements, "
+                            f"the call needs {size}")
+        arr = np.asarray(arr).reshape(-1)[:size]
+        return arr.view(np.float32) if arr.dtype in (np.uint32, np.int32) else arr.astype(np.float32)
+
+    x = image("x_mem", x_mem, gi * plane_in * cpi).reshape(gi, plane_in, cpi)
+    w = image("w_mem", w_mem, go * gi * cpo * cpi * 9).reshape(go, gi, cpo, cpi, 9)
+    b = image("b_mem", b_mem, go * cpo)
+    plane_out = args.plane_out()
+    if out_mem.size < groups.stop * plane_out * cpo:
+        raise CallError(f"memory image out_mem holds {out_mem.size} elements, the call needs "
+                        f"{groups.stop * plane_out * cpo}")
+
+    x = x[:, args.read_offset: args.read_offset + args.rows * args.W]
+    x = x.reshape(gi, args.rows, args.W, cpi).transpose(1, 2, 0, 3)                # rows x W x GI x CPI
+    padded = np.pad(x, ((args.pad_top, args.pad_bottom), (args.pad_left, args.pad_right), (0, 0), (0, 0)))
+    cols = windows(padded.reshape(padded.shape[0], padded.shape[1], gi * cpi), args.stride)
+    ho, wo = cols.shape[:2]
+    cols = cols.reshape(ho * wo, gi, cpi, 9)
+
+    out = out_mem.reshape(-1)
+    out_view = out.view(np.float32) if out.dtype in (np.uint32, np.int32) else out
+    for g in groups:
+        acc = np.empty((ho * wo, cpo), np.float32)
+        for start in range(0, ho * wo, _PIXELS_PER_STEP):
+            part = cols[start:start + _PIXELS_PER_STEP]                          # n x GI x CPI x 9
+            partials = np.stack([mul_partial(part[:, k], w[g, k], subnormals=sub) for k in range(gi)], axis=-2)
+            acc[start:start + len(part)] = accumulate(partials, b[g * cpo:(g + 1) * cpo], subnormals=sub)
+        y = relu(acc) if args.relu else acc
+        y = clip(y, lo_bits, hi_bits)
+        y = pool2x2(y.reshape(ho, wo, cpo), args.pool, subnormals=sub)
+        base = (g * plane_out + args.write_offset) * cpo
+        out_view[base: base + y.size] = y.reshape(-1)
+    return out_mem

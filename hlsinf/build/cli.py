@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from hlsinf import __version__
-from hlsinf.config import POST_OPS, ConfigError, KernelConfig
+from hlsinf.config import (NUMBER_FORMATS, OVERFLOW_MODES, POST_OPS, ROUNDING_MODES, ConfigError, KernelConfig,
+                           parse_format)
 from hlsinf.registers import register_map
 
 __all__ = ["config_options", "make_parser", "config_from_args", "build", "register_map_markdown", "main"]
@@ -36,9 +37,9 @@ def config_options() -> list[tuple[str, type, object, str]]:
     options = []
     for f in dataclasses.fields(KernelConfig):
         type_name = f.type if isinstance(f.type, str) else f.type.__name__
-        kind = {"int": int, "bool": bool, "tuple[str, ...]": tuple}.get(type_name)
+        kind = {"int": int, "bool": bool, "str": str, "tuple[str, ...]": tuple}.get(type_name)
         if kind is None:
-            raise TypeError(f"KernelConfig.{f.name}: the CLI knows int and bool fields, not {f.type}")
+            raise TypeError(f"KernelConfig.{f.name}: the CLI knows int, str, bool and tuple fields, not {f.type}")
         options.append((f.name, kind, f.default, docs.get(f.name, "")))
     return options
 
@@ -59,21 +60,33 @@ def make_parser() -> argparse.ArgumentParser:
                     "and descriptor.json.",
         epilog="Example: python -m hlsinf.build --cpi 8 --cpo 8 --report --lint")
     config = parser.add_argument_group("kernel configuration (hlsinf.config.KernelConfig)")
+    config.add_argument("--format", dest="format", default=None, metavar="NAME",
+                        help="number format of the datapath, setting the fields it implies (the other "
+                             "flags override them): int8, uint8, int4, uint4, int16, uint16, fixed<W,I> "
+                             "(e.g. 'fixed<8,4>') or fp32 (default: the fields' own defaults, uint8 "
+                             "activations and int8 weights)")
+    # Config flags default to None ("not given"): the format's fields, then KernelConfig's
+    # own defaults, fill what is not given.
+    choices = {"number_format": NUMBER_FORMATS, "rounding": ROUNDING_MODES, "overflow": OVERFLOW_MODES}
     for name, kind, default, doc in config_options():
         if kind is bool:
             config.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
-                                default=default,
+                                default=None,
                                 help=f"{doc} (default: {_flag(name) if default else '--no-' + _flag(name)[2:]})")
         elif kind is tuple:      # post_ops: comma-separated names, KernelConfig validates them
-            config.add_argument(_flag(name), dest=name, type=_name_list, default=default, metavar="A,B",
+            config.add_argument(_flag(name), dest=name, type=_name_list, default=None, metavar="A,B",
                                 help=f"{doc}, comma-separated, from {', '.join(POST_OPS)} "
                                      f"(default: {','.join(default) or 'none'})")
+        elif kind is str:
+            config.add_argument(_flag(name), dest=name, default=None, choices=choices.get(name),
+                                help=f"{doc} (default: {default})")
         else:
-            config.add_argument(_flag(name), dest=name, type=int, default=default, metavar="N",
-                                help=f"{doc} (default: %(default)s)")
+            config.add_argument(_flag(name), dest=name, type=int, default=None, metavar="N",
+                                help=f"{doc} (default: {default})")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, metavar="DIR",
-                     help="output folder (default: build/hlsinf_<cpi>x<cpo>)")
+                     help="output folder (default: build/hlsinf_<cpi>x<cpo>, with _<format> for a format "
+                          "other than uint8, e.g. build/hlsinf_4x4_fp32)")
     out.add_argument("--report", action=argparse.BooleanOptionalAction, default=False,
                      help="also synthesise with Yosys (synth_xilinx -family xcup, needs the `yosys` "
                           "package) and write resources.json/.md; off by default because it takes "
@@ -90,13 +103,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KernelConfig:
     """Build the KernelConfig; on a bad value exit 2 with a message naming the flag."""
-    values = {name: getattr(args, name) for name, *_ in config_options()}
+    given = {name: getattr(args, name) for name, *_ in config_options() if getattr(args, name, None) is not None}
     try:
-        return KernelConfig(**values)
+        if getattr(args, "format", None):
+            return KernelConfig.from_format(args.format, **given)
+        return KernelConfig(**given)
     except ConfigError as e:
         message = str(e)
         names = re.findall(r"KernelConfig\.(\w+(?:\s*\*\s*\w+)*)", message)
         flags = [_flag(n.strip()) for part in names[:1] for n in part.split("*")]
+        if not flags and message.startswith("format "):
+            flags = ["--format"]
         parser.error(f"{' '.join(flags) or 'configuration'}: {message}")
 
 
@@ -233,7 +250,8 @@ def main(argv=None) -> int:
     if args.print_register_map:
         print(register_map_markdown(cfg), end="")
         return 0
-    out = args.out or Path("build") / f"hlsinf_{cfg.cpi}x{cfg.cpo}"
+    suffix = "" if cfg.format_name == "uint8" else "_" + re.sub(r"[^a-z0-9]+", "_", cfg.format_name).strip("_")
+    out = args.out or Path("build") / f"hlsinf_{cfg.cpi}x{cfg.cpo}{suffix}"
     try:
         build(cfg, out, report=args.report, lint=args.lint, quiet=args.quiet)
     except Exception as e:     # tool failures: one clear line, not a traceback

@@ -118,6 +118,20 @@ def connect_params(m: Module, sink, source, **renamed) -> None:
         m.d.comb += getattr(sink, name).eq(renamed[name] if name in renamed else getattr(source, name))
 
 
+def unsupported_features(cfg: KernelConfig) -> str:
+    """The configured features the gateware cannot build (yet), in words; empty if none."""
+    missing = []
+    if cfg.is_float:
+        missing.append("number_format='fp32'")
+    if 4 in (cfg.act_bits, cfg.weight_bits):
+        missing.append("4-bit activations or weights")
+    if cfg.rounding != "round":
+        missing.append(f"rounding={cfg.rounding!r}")
+    if cfg.overflow != "sat":
+        missing.append(f"overflow={cfg.overflow!r}")
+    return ", ".join(missing)
+
+
 class Kernel(wiring.Component):
     """The RTL kernel: control slave, call sequencer, three AXI4 masters and the dataflow stages.
 
@@ -157,6 +171,9 @@ class Kernel(wiring.Component):
                  param_depth: int = 2, data_width: int = DATA_WIDTH, window_stage: bool = True):
         if not isinstance(cfg, KernelConfig):
             raise TypeError(f"Kernel(cfg): cfg must be a KernelConfig, not {type(cfg).__name__}")
+        unsupported = unsupported_features(cfg)
+        if unsupported:
+            raise ValueError(f"Kernel(cfg): this kernel generator does not build {unsupported} yet")
         if not (isinstance(input_cache_pixels, int) and input_cache_pixels >= 0):
             raise ValueError(f"Kernel input_cache_pixels = {input_cache_pixels!r} is out of range: allowed >= 0")
         self.cfg, self.param_depth, self.data_width = cfg, param_depth, data_width
