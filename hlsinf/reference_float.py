@@ -230,7 +230,7 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
     requantisation. Bit-exact with the fp32 kernel (compare with :func:`to_bits`,
     ``canonical=True``).
     """
-    from hlsinf.reference import CallError, pad, windows
+    from hlsinf.reference import CallError, windows
     if not cfg.is_float:
         raise CallError(f"reference_float.kernel_call models number_format='fp32', not {cfg.number_format!r}")
     if args.shift or args.use_mult:

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from hlsinf import __version__
-from hlsinf.config import (NUMBER_FORMATS, OVERFLOW_MODES, POST_OPS, ROUNDING_MODES, ConfigError, KernelConfig,
-                           parse_format)
+from hlsinf.config import (NUMBER_FORMATS, OVERFLOW_MODES, POST_OPS, ROUNDING_MODES, ConfigError, KernelConfig)
 from hlsinf.registers import register_map
 
 __all__ = ["config_options", "make_parser", "config_from_args", "build", "register_map_markdown", "main"]
