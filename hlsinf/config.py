@@ -86,6 +86,7 @@ class KernelConfig:
     rounding: str = "round"      #: requantisation rounding of int/fixed: round (half up) or trunc (floor)
     overflow: str = "sat"        #: requantisation overflow of int/fixed: sat (saturate) or wrap
     fp32_subnormals: bool = True #: fp32 only: keep subnormals (IEEE, as numpy) or flush them to zero
+    with_depthwise: bool = False #: depthwise 3x3 calls (run-time register depthwise) built in; needs cpi == cpo
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -117,6 +118,12 @@ class KernelConfig:
                 v = getattr(self, name)
                 _check(name, v, "4, 8 or 16", v in _INT_WIDTHS)
             _check("bias_bits", self.bias_bits, "16 or 32", self.bias_bits in (16, 32))
+        if self.with_depthwise:
+            # Output group g reads input group g lane for lane: the groups must be the same channels.
+            _check("with_depthwise", self.with_depthwise, f"False unless cpi == cpo (cpi = {self.cpi}, cpo = {self.cpo})",
+                   self.cpi == self.cpo)
+            _check("with_depthwise", self.with_depthwise, "False with number_format='fp32' (not built for fp32 yet)",
+                   not self.is_float)
         if self.number_format == "fixed":
             _check("act_signed", self.act_signed, "True with number_format='fixed' (fixed<W,I> is signed)",
                    self.act_signed)

@@ -13,6 +13,8 @@ Memory layouts (docs/numbers.md):
   ``(c // CPI) * plane * CPI + (h * W + w) * CPI + c % CPI``; ``plane`` is ``H * W`` pixels
   unless a call says otherwise; channels are zero-padded to whole groups. Outputs use CPO.
 * weights ``[GO][GI][CPO][CPI][3][3]``, zero-padded; bias and multipliers ``[GO * CPO]``.
+* depthwise weights (calls with ``depthwise``): ``[G][CPO][3][3]``, channel ``c``'s nine taps at
+  ``((c // CPO) * CPO + c % CPO) * 9``, i.e. ``[C][3][3]`` zero-padded to whole groups.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
+    "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
 ]
 
@@ -114,6 +117,8 @@ class CallArgs:
     bn_shift: int = 0
     bn_clip_lo: int | None = None     #: None: the smallest activation value
     bn_clip_hi: int | None = None     #: None: the largest activation value
+    # Design-time options (only in a kernel built with them).
+    depthwise: bool = False           #: depthwise 3x3: output channel c uses input channel c only (I = O)
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -159,9 +164,13 @@ class CallArgs:
         return (amin if self.bn_clip_lo is None else self.bn_clip_lo,
                 amax if self.bn_clip_hi is None else self.bn_clip_hi)
 
+    def frames_per_group(self, cfg: KernelConfig) -> int:
+        """Input frames streamed per output group: GI, or 1 for a depthwise call (group g reads input group g)."""
+        return 1 if self.depthwise else self.gi(cfg)
+
     def ideal_cycles(self, cfg: KernelConfig) -> int:
-        """The paper's model: one input pixel of CPI lanes per cycle, per output group."""
-        return self.gi(cfg) * self.rows * self.W * len(self.groups(cfg))
+        """The paper's model: one input pixel of CPI lanes per cycle, per input frame of each output group."""
+        return self.frames_per_group(cfg) * self.rows * self.W * len(self.groups(cfg))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -225,6 +234,10 @@ class CallArgs:
             need("bn_clip_hi", amin <= self.bn_clip_hi <= amax, f"{amin} to {amax}")
         blo, bhi = self.bn_bounds(cfg)
         need("bn_clip_hi", blo <= bhi, f">= the lower bound {blo}")
+        need("depthwise", not self.depthwise or cfg.with_depthwise,
+             "depthwise convolution is not built into this kernel (KernelConfig.with_depthwise)")
+        if self.depthwise:
+            need("O", self.O == self.I, f"equal to I = {self.I} in a depthwise call")
         need("write_offset", 0 <= self.write_offset, ">= 0")
         need("out_plane", self.out_plane is None or
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
@@ -260,6 +273,13 @@ def mul_partial(window: np.ndarray, weights: np.ndarray) -> np.ndarray:
     ``window`` is ``... x CPI x 9``, ``weights`` is ``CPO x CPI x 9``; returns ``... x CPO``.
     """
     return np.einsum("...ck,ock->...o", np.asarray(window, np.int64), np.asarray(weights, np.int64))
+
+
+def mul_depthwise(window: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Stage ``mul`` in a depthwise call: output lane ``c`` is the sum of lane ``c``'s 9 taps times its
+    9 weights (the diagonal of a weight set). ``window`` is ``... x CPI x 9``, ``weights`` ``CPO x 9``
+    (CPO = CPI); returns ``... x CPO``."""
+    return np.einsum("...ck,ck->...c", np.asarray(window, np.int64), np.asarray(weights, np.int64))
 
 
 def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
@@ -383,7 +403,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
                             f"the call needs {size}")
 
     need_size("x_mem", x_mem, gi * plane_in * cpi)
-    need_size("w_mem", w_mem, go * gi * cpo * cpi * 9)
+    need_size("w_mem", w_mem, go * cpo * 9 if args.depthwise else go * gi * cpo * cpi * 9)
     need_size("b_mem", b_mem, go * cpo)
     if args.use_mult:
         need_size("m_mem", m_mem, go * cpo)
@@ -396,12 +416,18 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     x = x.reshape(gi, args.rows, args.W, cpi).transpose(1, 2, 0, 3).reshape(args.rows, args.W, gi * cpi)
     cols = windows(pad(x, args.pad_top, args.pad_bottom, args.pad_left, args.pad_right), args.stride)
     ho, wo = cols.shape[:2]
-    cols = cols.reshape(ho * wo, gi * cpi * 9).astype(np.float64)
 
-    # Weights of the selected output groups: (n_groups*CPO) x (GI*CPI*9), same column order.
-    w = np.asarray(w_mem).reshape(-1)[: go * gi * cpo * cpi * 9].reshape(go, gi, cpo, cpi, 9)
-    w = w[groups.start: groups.stop].transpose(0, 2, 1, 3, 4).reshape(len(groups) * cpo, gi * cpi * 9)
-    sums = np.rint(cols @ w.astype(np.float64).T).astype(np.int64)       # (ho*wo) x (groups*CPO)
+    if args.depthwise:
+        # Output group g sees input group g only: channel c's window times channel c's 9 weights.
+        w = np.asarray(w_mem).reshape(-1)[: go * cpo * 9].reshape(go * cpo, 9)
+        channels = slice(groups.start * cpo, groups.stop * cpo)
+        sums = mul_depthwise(cols.reshape(ho * wo, gi * cpi, 9)[:, channels], w[channels])
+    else:
+        cols = cols.reshape(ho * wo, gi * cpi * 9).astype(np.float64)
+        # Weights of the selected output groups: (n_groups*CPO) x (GI*CPI*9), same column order.
+        w = np.asarray(w_mem).reshape(-1)[: go * gi * cpo * cpi * 9].reshape(go, gi, cpo, cpi, 9)
+        w = w[groups.start: groups.stop].transpose(0, 2, 1, 3, 4).reshape(len(groups) * cpo, gi * cpi * 9)
+        sums = np.rint(cols @ w.astype(np.float64).T).astype(np.int64)       # (ho*wo) x (groups*CPO)
 
     channels = slice(groups.start * cpo, groups.stop * cpo)
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
@@ -460,6 +486,25 @@ def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int) -> np.nd
     go, gi = math.ceil(o / cpo), math.ceil(i / cpi)
     w = np.asarray(mem).reshape(go, gi, cpo, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
     return w.reshape(go * cpo, gi * cpi, 3, 3)[:o, :i]
+
+
+def pack_depthwise_weights(w: np.ndarray, cpo: int, dtype=None) -> np.ndarray:
+    """``C x 1 x 3 x 3`` (ONNX depthwise, group = C) or ``C x 3 x 3`` -> flat ``[G][CPO][3][3]`` (zero-padded)."""
+    w = np.asarray(w)
+    if w.ndim == 4 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 3 or w.shape[1:] != (3, 3):
+        raise ValueError(f"pack_depthwise_weights expects a C x 1 x 3 x 3 or C x 3 x 3 array, got shape {w.shape}")
+    c = w.shape[0]
+    padded = np.zeros((math.ceil(c / cpo) * cpo, 3, 3), dtype=dtype or w.dtype)
+    padded[:c] = w
+    return padded.reshape(-1)
+
+
+def unpack_depthwise_weights(mem: np.ndarray, channels: int, cpo: int) -> np.ndarray:
+    """Flat ``[G][CPO][3][3]`` -> ``channels x 1 x 3 x 3``."""
+    g = math.ceil(channels / cpo)
+    return np.asarray(mem).reshape(-1)[: g * cpo * 9].reshape(g * cpo, 1, 3, 3)[:channels]
 
 
 def pack_channels(v: np.ndarray, lanes: int, dtype=None) -> np.ndarray:

@@ -23,6 +23,8 @@ on random calls of every kind). What makes it faster:
   goes from im2col through the product, pooling and requantisation to the output memory
   while it is in cache. Blocks (or, for small images, ranges of output groups) run on a
   thread pool, one BLAS thread each (through ``threadpoolctl`` when it is installed).
+* **Depthwise calls** (``args.depthwise``) are nine vectorised multiply-adds over the taps
+  in int64 (exact), then the oracle's own requantisation, post-op and pooling functions.
 * **Prepared weights.** Chunks and their matrices are computed once by
   :func:`prepare_weights`; the reference device keeps them while the weight memory is not
   written.
@@ -38,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call
+from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, pool2x2, post_ops,
+                               requantize)
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -214,12 +217,15 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     groups = args.groups(cfg)
     plane_in = args.H * args.W
     plane_out = args.plane_out()
-    for name, arr, size in (("x_mem", x_mem, gi * plane_in * cpi), ("w_mem", w_mem, go * gi * cpo * cpi * 9),
+    w_size = go * cpo * 9 if args.depthwise else go * gi * cpo * cpi * 9
+    for name, arr, size in (("x_mem", x_mem, gi * plane_in * cpi), ("w_mem", w_mem, w_size),
                             ("b_mem", b_mem, go * cpo), ("m_mem", m_mem if args.use_mult else b_mem, go * cpo),
                             ("out_mem", out_mem, groups.stop * plane_out * cpo)):
         if arr is None or arr.size < size:
             raise CallError(f"memory image {name} holds {0 if arr is None else arr.size} elements, "
                             f"the call needs {size}")
+    if args.depthwise:
+        return _depthwise_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
@@ -341,4 +347,36 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         else:
             for f in [_pool().submit(run, *item) for item in items]:
                 f.result()
+    return out_mem
+
+
+def _depthwise_call(cfg: KernelConfig, args: CallArgs, x_mem, w_mem, b_mem, out_mem, m_mem) -> np.ndarray:
+    """A depthwise call (validated, memory sizes checked): output channel c from input channel c only."""
+    cpi, cpo = cfg.cpi, cfg.cpo
+    groups = args.groups(cfg)
+    plane_in, plane_out = args.H * args.W, args.plane_out()
+    n = len(groups) * cpo
+    channels = slice(groups.start * cpo, groups.stop * cpo)
+    x = np.asarray(x_mem).reshape(-1)[: groups.stop * plane_in * cpi].reshape(groups.stop, plane_in, cpi)
+    x = x[groups.start:, args.read_offset: args.read_offset + args.rows * args.W]
+    rows_p = args.rows + args.pad_top + args.pad_bottom
+    cols_p = args.W + args.pad_left + args.pad_right
+    xp = np.zeros((rows_p, cols_p, n), np.int64)
+    xp[args.pad_top: args.pad_top + args.rows, args.pad_left: args.pad_left + args.W] = \
+        x.reshape(len(groups), args.rows, args.W, cpi).transpose(1, 2, 0, 3).reshape(args.rows, args.W, n)
+    w = np.asarray(w_mem).reshape(-1)[: groups.stop * cpo * 9].reshape(-1, 9)[channels].astype(np.int64)
+    s = args.stride
+    ho, wo = (rows_p - 3) // s + 1, (cols_p - 3) // s + 1
+    sums = np.zeros((ho, wo, n), np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            sums += xp[ky: ky + s * (ho - 1) + 1: s, kx: kx + s * (wo - 1) + 1: s] * w[:, ky * 3 + kx]
+    acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
+    mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
+    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    y = pool2x2(post_ops(y, cfg, args, channels), args.pool)
+    hp, wp = y.shape[:2]
+    out = out_mem.reshape(-1)[: groups.stop * plane_out * cpo].reshape(groups.stop, plane_out, cpo)
+    out[groups.start:, args.write_offset: args.write_offset + hp * wp] = \
+        y.reshape(hp * wp, len(groups), cpo).transpose(1, 0, 2).astype(out.dtype)
     return out_mem

@@ -13,7 +13,7 @@ from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
-           "RESP_NAMES", "decode_status", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE"]
+           "RESP_NAMES", "decode_status", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE", "OPTION_SCALARS"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -94,10 +94,21 @@ POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 
 
+#: Run-time registers of design-time options (a ``KernelConfig`` bool field), present only in a
+#: kernel built with the option, after every post-op register: option, then (name, signed, meaning).
+OPTION_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
+    "with_depthwise": (
+        ("depthwise", False, "1: depthwise 3x3 (output channel c convolves input channel c only; I = O); "
+                             "weights [G][CPO][3][3] at w"),
+    ),
+}
+
+
 def register_map(cfg=None) -> list[Register]:
     """Every argument register from ``ARGS_BASE``: 32-bit scalars, then 8-byte aligned pointers;
     then, for a ``cfg`` built with post-operations, their registers from :data:`POST_BASE`
-    on, in the order of ``cfg.post_ops`` (so every other offset is the same for every build)."""
+    on, in the order of ``cfg.post_ops`` (so every other offset is the same for every build);
+    then the registers of the design-time options it is built with (:data:`OPTION_SCALARS`)."""
     regs, offset = [], ARGS_BASE
     for name, signed, doc in SCALARS:
         regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
@@ -118,6 +129,11 @@ def register_map(cfg=None) -> list[Register]:
         for name, bundle, doc in POST_OP_POINTERS.get(op, ()):
             regs.append(Register(name, offset, 64, "pointer", bundle=bundle, doc=doc))
             offset += 8
+    for option, scalars in OPTION_SCALARS.items():
+        if cfg is not None and getattr(cfg, option, False):
+            for name, signed, doc in scalars:
+                regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+                offset += 4
     return regs
 
 
@@ -153,7 +169,8 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
     bn_lo, bn_hi = args.bn_bounds(cfg)
     values.update(bn_clip_lo=bn_lo, bn_clip_hi=bn_hi)
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
-                  relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out())
+                  relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out(),
+                  depthwise=int(args.depthwise))
     words = {}
     for reg in register_map(cfg):
         if reg.kind == "pointer":

@@ -18,7 +18,8 @@ import numpy as np
 from hlsinf import __version__
 from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
-from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, POST_OP_POINTERS, POST_OP_SCALARS, SCALARS, STATUS,
+from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, OPTION_SCALARS, POST_OP_POINTERS, POST_OP_SCALARS, SCALARS,
+                        STATUS,
                         STATUS_BITS, STATUS_RESP_SHIFT, register_map)
 
 __all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
@@ -101,6 +102,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
         "operations": {
             "conv": {"kernel": [3, 3], "strides": [1, 2], "max_pad": MAX_PAD,
                      "pad_sides": ["pad_top", "pad_bottom", "pad_left", "pad_right"]},
+            **({"depthwise": {"kernel": [3, 3], "strides": [1, 2], "max_pad": MAX_PAD, "register": "depthwise",
+                              "requires": "I == O; output group g reads input group g (CPI == CPO)"}}
+               if cfg.with_depthwise else {}),
             "relu": cfg.with_relu,
             "multiplier": cfg.with_multiplier,
             "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2,
@@ -124,6 +128,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "weights": {"name": "GO GI CPO CPI 3 3",
                         "address": "((((o // CPO) * GI + c // CPI) * CPO + o % CPO) * CPI + c % CPI) * 9 + ky * 3 + kx",
                         "note": "GI = ceil(I / CPI), GO = ceil(O / CPO); zero-padded"},
+            **({"depthwise_weights": {"name": "G CPO 3 3", "address": "((c // CPO) * CPO + c % CPO) * 9 + ky * 3 + kx",
+                                      "note": "calls with depthwise = 1; G = ceil(C / CPO); zero-padded"}}
+               if cfg.with_depthwise else {}),
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
@@ -190,6 +197,8 @@ def load_descriptor(path) -> tuple[KernelConfig, dict]:
     expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
     expected |= {name: "scalar" for op in cfg.post_ops for name, _, _ in POST_OP_SCALARS[op]}
     expected |= {name: "pointer" for op in cfg.post_ops for name, _, _ in POST_OP_POINTERS.get(op, ())}
+    expected |= {name: "scalar" for option, scalars in OPTION_SCALARS.items() if getattr(cfg, option)
+                 for name, _, _ in scalars}
     seen = {}
     for i, reg in enumerate(regs):
         _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),

@@ -228,6 +228,8 @@ class Kernel(wiring.Component):
         connect_params(m, add.params, g)
         connect_params(m, relu.params, g)
         connect_params(m, pool.params, g, rows=g.conv_rows, cols=g.conv_cols, mode=g.pool)
+        if cfg.with_depthwise:      # depthwise calls: the loader puts their weights on the diagonal
+            m.d.comb += loader.depthwise.eq(g.depthwise)
 
         # The dataflow chain: pixels (through the input cache), windows, then the MAC array.
         pixels = reader.o

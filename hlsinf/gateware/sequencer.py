@@ -20,6 +20,12 @@ count ``act_bits/8`` per lane). With ``cache_pixels``, a tile of ``GI*rows*W`` p
 fits is read for the first output group only (``geometry.cached``): the kernel's input cache
 replays it for the others.
 
+In a kernel built with ``KernelConfig.with_depthwise``, a call with ``depthwise`` set streams one
+frame per output group instead: output group ``og`` reads input group ``og`` (at ``x + (og*H*W +
+read_offset)*CPI``, addresses stepping by a plane from group to group), ``groups_in`` is 1 (the
+add stage sums one frame), the tile is never cached (every group reads a different one), and
+the weights of ``og`` are its ``CPO*9`` depthwise weights at ``w + og*CPO*9`` (``[G][CPO][3][3]``).
+
 Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by shift-and-add
 :class:`~hlsinf.gateware.lib.serial_multiplier.SerialMultiplier` s, side by side, one bit of the usually
 small operand per cycle: the DSP blocks are all the MAC array's, and a few tens of cycles
@@ -43,7 +49,7 @@ from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.gateware.lib.serial_multiplier import SerialMultiplier
 
 __all__ = ["WeightKind", "geometry_layout", "command_layout", "weight_command_layout",
-           "Sequencer", "weight_set_bytes"]
+           "Sequencer", "weight_set_bytes", "depthwise_set_bytes"]
 
 ADDRESS_BITS = ADDR_WIDTH
 LENGTH_BITS = LENGTH_WIDTH
@@ -110,7 +116,20 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
         "tile_pixels": unsigned(32),     # GI * rows * W
         "passes": unsigned(32),          # output groups of the call (o_count)
         "cached": 1,
+        # Depthwise call (kernels built with it only, so that others keep their Verilog).
+        **({"depthwise": 1} if cfg.with_depthwise else {}),
     })
+
+
+def depthwise_set_bytes(cfg: KernelConfig) -> int:
+    """Bytes of one output group's ``[CPO][3][3]`` depthwise weights in memory."""
+    return cfg.cpo * 9 * cfg.weight_bits // 8
+
+
+def _times_depthwise_bytes(value, cfg: KernelConfig):
+    """``value * depthwise_set_bytes(cfg)`` as shifts and one addition (nine times a power of two)."""
+    shift = exact_log2(depthwise_set_bytes(cfg) // 9)
+    return ((value << 3) + value) << shift
 
 
 def _times_set_bytes(value, cfg: KernelConfig):
@@ -203,6 +222,11 @@ class Sequencer(wiring.Component):
         gi_rows = product("gi_rows", g.rows, g.groups_in)           # GI*rows ...
         tile = product("tile", gi_rows.product, g.cols)             # ... then GI*rows*W
         m.d.comb += tile.start.eq(gi_rows.done)
+        depthwise = cfg.with_depthwise
+        if depthwise:   # input planes before o_first: a depthwise call starts at input group o_first
+            in_first = product("in_first", plane_in.product, o_first)
+            m.d.comb += in_first.start.eq(plane_in.done)
+            dw = g.depthwise
         # Started in POOL, once conv_rows/cols are registered: the convolution outputs, and
         # the pixels written, from the same values halved when pooling (a 2:1 mux).
         pooled = g.pool != 0
@@ -213,8 +237,10 @@ class Sequencer(wiring.Component):
         started_in_conv = [plane_in, tile_in, w_first, out_first, frames, gi_rows]
         started_in_pool = [frame, out_pixels]
         products_busy = Signal()
-        m.d.comb += products_busy.eq(gi_rows.done | tile.busy |
-                                     Cat(mul.busy for mul in started_in_conv + started_in_pool).any())
+        busy_terms = gi_rows.done | tile.busy | Cat(mul.busy for mul in started_in_conv + started_in_pool).any()
+        if depthwise:
+            busy_terms = busy_terms | plane_in.done | in_first.busy
+        m.d.comb += products_busy.eq(busy_terms)
 
         # Bases and steps of the three address sequences.
         in_base = Signal(ADDRESS_BITS)
@@ -262,7 +288,8 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
-                        g.groups_in.eq((a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
+                        g.groups_in.eq(Mux(a.depthwise != 0, 1, (a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi))
+                                       if depthwise else (a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
                         g.rows.eq(a.rows), g.cols.eq(a.W),
                         g.pad_top.eq(a.pad_top), g.pad_bottom.eq(a.pad_bottom),
                         g.pad_left.eq(a.pad_left), g.pad_right.eq(a.pad_right),
@@ -282,6 +309,8 @@ class Sequencer(wiring.Component):
                     ]
                     if with_bn:
                         m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(a.bn != 0)]
+                    if depthwise:
+                        m.d.sync += dw.eq(a.depthwise != 0)
                     m.next = "CONV"
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
@@ -302,14 +331,21 @@ class Sequencer(wiring.Component):
                         g.frame_pixels.eq(frame.product), g.out_pixels.eq(out_pixels.product),
                         in_step.eq(plane_in.product << cpi_log),
                         frame_bytes.eq(tile_in.product << cpi_log),
-                        w_base.eq(_times_set_bytes(w_first.product, cfg)),
-                        w_group_bytes.eq(_times_set_bytes(g.groups_in, cfg)),
+                        w_base.eq(Mux(dw, _times_depthwise_bytes(o_first, cfg), _times_set_bytes(w_first.product, cfg))
+                                  if depthwise else _times_set_bytes(w_first.product, cfg)),
+                        w_group_bytes.eq(Mux(dw, depthwise_set_bytes(cfg), _times_set_bytes(g.groups_in, cfg))
+                                         if depthwise else _times_set_bytes(g.groups_in, cfg)),
                         out_base.eq((out_first.product + write_offset) << cpo_log),
                         out_bytes.eq(out_pixels.product << cpo_log),
                         frame_in.eq(tile_in.product),
                         g.tile_pixels.eq(tile.product),
                         g.cached.eq((tile.product <= self.cache_pixels) if self.cache_pixels else 0),
                     ]
+                    if depthwise:
+                        # Each output group reads its own input group: nothing to replay.
+                        with m.If(dw):
+                            m.d.sync += [g.cached.eq(0),
+                                         in_base.eq(in_base + (in_first.product << cpi_log))]
                     m.next = "BASES"
             with m.State("BASES"):
                 m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
@@ -338,7 +374,8 @@ class Sequencer(wiring.Component):
                      self.in_cmd.payload.length.eq(frame_bytes)]
         with m.If(self.in_cmd.valid & self.in_cmd.ready):
             with m.If(in_frames_left == 1):
-                m.d.sync += [in_frames_left.eq(g.groups_in), in_addr.eq(in_base),
+                m.d.sync += [in_frames_left.eq(g.groups_in),
+                             in_addr.eq(Mux(dw, in_addr + in_step, in_base) if depthwise else in_base),
                              in_groups_left.eq(in_groups_left - 1)]
                 # With the tile in the input cache, only the first output group reads it.
                 with m.If((in_groups_left == 1) | g.cached):

@@ -83,14 +83,17 @@ def build(cfg: KernelConfig, threads: int = 1, cxx_opt: str = "-O2",
 
 def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Packed memory images x, w, b, m of a layer: uniform activations and weights over their
-    whole ranges, biases in +-3000, multipliers over their range (drawn in that order)."""
+    whole ranges, biases in +-3000, multipliers over their range (drawn in that order); a
+    depthwise call's weights are ``[G][CPO][3][3]``."""
     amin, amax = cfg.act_range
     wmin, wmax = cfg.weight_range
     return {
         "x": ref.pack_activations(rng.integers(amin, amax + 1, (args.I, args.H, args.W)), cfg.cpi,
                                   ref.act_dtype(cfg)),
-        "w": ref.pack_weights(rng.integers(wmin, wmax + 1, (args.O, args.I, 3, 3)), cfg.cpi, cfg.cpo,
-                              ref.weight_dtype(cfg)),
+        "w": (ref.pack_depthwise_weights(rng.integers(wmin, wmax + 1, (args.O, 1, 3, 3)), cfg.cpo,
+                                         ref.weight_dtype(cfg)) if args.depthwise else
+              ref.pack_weights(rng.integers(wmin, wmax + 1, (args.O, args.I, 3, 3)), cfg.cpi, cfg.cpo,
+                               ref.weight_dtype(cfg))),
         "b": ref.pack_channels(rng.integers(-3000, 3000, args.O), cfg.cpo, ref.bias_dtype(cfg)),
         "m": ref.pack_channels(rng.integers(0, 1 << cfg.mult_bits, args.O), cfg.cpo, ref.mult_dtype(cfg)),
     }

@@ -22,7 +22,7 @@ def argument_values(cfg, args, pointers):
     """Register words of a call, regrouped per argument (pointers as one 64-bit value)."""
     words = encode_call(args, cfg, pointers)
     values = {}
-    for reg in register_map():
+    for reg in register_map(cfg):
         values[reg.name] = words[reg.offset] | (words[reg.offset + 4] << 32 if reg.bits == 64 else 0)
     return values
 
@@ -34,15 +34,21 @@ def expected_commands(cfg, args, p, cache_pixels=0):
     gi, plane_in = args.gi(cfg), args.H * args.W
     bias_bytes = cfg.bias_bits // 8
     reads, params, writes = [], [], []
-    cached = 0 < gi * args.rows * args.W <= cache_pixels
+    cached = 0 < gi * args.rows * args.W <= cache_pixels and not args.depthwise
     for k, og in enumerate(args.groups(cfg)):
-        for g in range(gi if k == 0 or not cached else 0):
+        # A depthwise call reads input group og for output group og, a dense one every input group.
+        in_groups = [og] if args.depthwise else range(gi if k == 0 or not cached else 0)
+        for g in in_groups:
             reads.append((p["x"] + (g * plane_in + args.read_offset) * cpi, args.rows * args.W * cpi))
         params.append((p["b"] + og * cfg.cpo * bias_bytes, cfg.cpo * bias_bytes, WeightKind.BIAS.value))
         if args.use_mult:
             params.append((p["m"] + og * cfg.cpo * 4, cfg.cpo * 4, WeightKind.MULT.value))
-        params.append((p["w"] + og * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
-                       gi * weight_set_bytes(cfg), WeightKind.WEIGHTS.value))
+        if args.depthwise:      # [G][CPO][3][3]
+            params.append((p["w"] + og * cfg.cpo * 9 * cfg.weight_bits // 8, cfg.cpo * 9 * cfg.weight_bits // 8,
+                           WeightKind.WEIGHTS.value))
+        else:
+            params.append((p["w"] + og * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
+                           gi * weight_set_bytes(cfg), WeightKind.WEIGHTS.value))
         writes.append((p["y"] + (og * args.plane_out() + args.write_offset) * cpo,
                        args.out_rows * args.out_cols * cpo))
     return reads, params, writes
@@ -80,23 +86,25 @@ def run_calls(cfg, calls, stall=0.3, seed=0, cache_pixels=0):
                         ("groups_in", "conv_rows", "conv_cols", "frame_pixels", "out_rows", "out_cols",
                          "out_pixels", "padded_rows", "padded_cols", "stride", "pool")}
             assert geometry == {
-                "groups_in": args.gi(cfg), "conv_rows": args.conv_rows, "conv_cols": args.conv_cols,
+                "groups_in": args.frames_per_group(cfg), "conv_rows": args.conv_rows, "conv_cols": args.conv_cols,
                 "frame_pixels": args.conv_rows * args.conv_cols, "out_rows": args.out_rows,
                 "out_cols": args.out_cols, "out_pixels": args.out_rows * args.out_cols,
                 "padded_rows": args.rows + args.pad_top + args.pad_bottom,
                 "padded_cols": args.W + args.pad_left + args.pad_right,
                 "stride": args.stride, "pool": args.pool}
             if cache_pixels:
-                tile = args.gi(cfg) * args.rows * args.W
+                tile = args.frames_per_group(cfg) * args.rows * args.W
                 assert (ctx.get(g.tile_pixels), ctx.get(g.cached), ctx.get(g.passes)) == \
-                    (tile, int(tile <= cache_pixels), len(args.groups(cfg)))
+                    (tile, int(tile <= cache_pixels and not args.depthwise), len(args.groups(cfg)))
             else:
                 assert not ctx.get(g.cached)
             lo, hi = args.clip_bounds(cfg)
             assert (ctx.get(g.clip_lo), ctx.get(g.clip_hi)) == (lo, hi)
             # done only after the last write is acknowledged and the last input pixel taken,
             # whichever comes last
-            pixels = len(args.groups(cfg)) * args.gi(cfg) * args.rows * args.W
+            pixels = len(args.groups(cfg)) * args.frames_per_group(cfg) * args.rows * args.W
+            if cfg.with_depthwise:
+                assert ctx.get(g.depthwise) == int(args.depthwise)
             events = ["ack"] * len(writes) + ["pixel"] * pixels
             last = "ack" if rng.random() < 0.5 else "pixel"
             events.remove(last)
@@ -160,6 +168,35 @@ def test_back_to_back_random_calls(cache_pixels):
             args.out_plane = args.write_offset + args.out_rows * args.out_cols + int(rng.integers(0, 4))
         calls.append(args.validate(CFG))
     run_calls(CFG, calls, seed=7, cache_pixels=cache_pixels)
+
+
+@pytest.mark.parametrize("cache_pixels", [0, 60])
+def test_depthwise_calls_among_dense_ones(cache_pixels):
+    """A kernel built with depthwise: random depthwise calls (one frame of input group og per output
+    group og, [G][CPO][3][3] weights, never cached) back to back with dense ones."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, with_depthwise=True)
+    rng = np.random.default_rng(9)
+    calls = []
+    while len(calls) < 10:
+        H, W = int(rng.integers(3, 12)), int(rng.integers(3, 12))
+        rows = int(rng.integers(1, H + 1))
+        C = int(rng.integers(1, 20))
+        depthwise = bool(rng.integers(0, 3))
+        args = CallArgs(H=H, W=W, rows=rows, I=C, O=C if depthwise else int(rng.integers(1, 20)),
+                        pad_top=int(rng.integers(0, 3)), pad_bottom=int(rng.integers(0, 3)),
+                        pad_left=int(rng.integers(0, 3)), pad_right=int(rng.integers(0, 3)),
+                        stride=int(rng.choice([1, 2])), use_mult=bool(rng.integers(0, 2)),
+                        read_offset=int(rng.integers(0, H - rows + 1)) * W, depthwise=depthwise)
+        if args.conv_rows < 1 or args.conv_cols < 1:
+            continue
+        go = args.go(cfg)
+        args.o_first = int(rng.integers(0, go))
+        args.o_count = int(rng.integers(1, go - args.o_first + 1))
+        calls.append(args.validate(cfg))
+    # and one at the edge of the registers: o_first * H * W * CPI beyond 32 bits
+    calls.append(CallArgs(H=(1 << 26) + 3, W=32, rows=2, I=63, O=63, pad_top=1, pad_bottom=1,
+                          o_first=14, o_count=2, read_offset=(1 << 26) * 32, depthwise=True).validate(cfg))
+    run_calls(cfg, calls, seed=13, cache_pixels=cache_pixels)
 
 
 @pytest.mark.parametrize("cache_pixels", [0, 2048])

@@ -17,11 +17,17 @@ FIFO: the mul stage takes it on the cycle after the current frame's last window.
 issued in dependency order (per output group: bias, multipliers, weight sets) and every
 consumer takes its items in that order, so a full FIFO only ever waits for a consumer that
 already has everything it needs: the loader cannot deadlock the pipeline.
+
+With ``KernelConfig.with_depthwise`` the loader has a ``depthwise`` input (constant while a call
+runs): then the bytes of a ``WEIGHTS`` command are an output group's ``[CPO][3][3]`` depthwise
+weights, cut by a converter of their own and placed on the diagonal of a weight set (output
+lane ``o``, input lane ``o``; zeros elsewhere). The mul stage is unchanged: with the other
+weights zero its lane ``o`` sums lane ``o`` of the window times its 9 weights.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -84,6 +90,9 @@ class ParameterLoader(wiring.Component):
     -------
     cmd : In(stream.Signature(weight_command_layout()))
         From the sequencer. Lengths are whole items of the command's kind.
+    depthwise : In(1)
+        Only with ``cfg.with_depthwise``: weight commands carry depthwise weights (see above).
+        Constant while a call runs.
     weights, bias, mult : Out(weight_set_signature(cfg)), Out(bias_signature(cfg)), Out(mult_signature(cfg))
         From :mod:`hlsinf.gateware.lib.streams`.
     axi : Out(AXI4Signature)
@@ -111,6 +120,8 @@ class ParameterLoader(wiring.Component):
             "bias": Out(bias_signature(cfg)),
             "mult": Out(mult_signature(cfg)),
         }
+        if cfg.with_depthwise:
+            members["depthwise"] = In(1)
         if "bn" in cfg.post_ops:     # post-op bn: its per-group parameters
             members["bn"] = Out(bn_signature(cfg))
         members.update({
@@ -144,6 +155,10 @@ class ParameterLoader(wiring.Component):
         if "bn" in cfg.post_ops:
             converters[BN_KIND] = BytesToItems(bn_layout(cfg), data_width=self.data_width)
             buffers[BN_KIND] = _ItemFifo(bn_layout(cfg), self.depth)
+        dw_convert = None
+        if cfg.with_depthwise:
+            dw_layout = data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpo)
+            m.submodules.convert_depthwise = dw_convert = BytesToItems(dw_layout, data_width=self.data_width)
         for kind in converters:
             label = kind.name.lower() if isinstance(kind, WeightKind) else "bn"
             m.submodules[f"convert_{label}"] = converters[kind]
@@ -166,13 +181,32 @@ class ParameterLoader(wiring.Component):
         beat = master.o
         for k, converter in converters.items():
             is_k = (kind == k) if isinstance(k, WeightKind) else (kinds.r_data == k)
+            if k == WeightKind.WEIGHTS and dw_convert is not None:
+                is_dw = is_k & self.depthwise
+                m.d.comb += [dw_convert.i.payload.eq(beat.payload),
+                             dw_convert.i.valid.eq(beat.valid & kinds.r_rdy & is_dw)]
+                with m.If(is_dw):
+                    m.d.comb += beat.ready.eq(kinds.r_rdy & dw_convert.i.ready)
+                is_k = is_k & ~self.depthwise
             m.d.comb += [converter.i.payload.eq(beat.payload),
                          converter.i.valid.eq(beat.valid & kinds.r_rdy & is_k)]
             with m.If(is_k):
                 m.d.comb += beat.ready.eq(kinds.r_rdy & converter.i.ready)
         m.d.comb += kinds.r_en.eq(beat.valid & beat.ready & beat.payload.last)
 
-        wiring.connect(m, converters[WeightKind.WEIGHTS].o, buffers[WeightKind.WEIGHTS].i)
+        if dw_convert is None:
+            wiring.connect(m, converters[WeightKind.WEIGHTS].o, buffers[WeightKind.WEIGHTS].i)
+        else:
+            # Dense sets pass as they are; depthwise weights go on the diagonal of a set.
+            dense, dw_items, sets = converters[WeightKind.WEIGHTS].o, dw_convert.o, buffers[WeightKind.WEIGHTS].i
+            dw = self.depthwise
+            m.d.comb += [sets.valid.eq(Mux(dw, dw_items.valid, dense.valid)),
+                         dense.ready.eq(sets.ready & ~dw), dw_items.ready.eq(sets.ready & dw)]
+            lanes_layout = weight_set_layout(cfg).elem_shape        # [CPI][9] of one output lane
+            for o in range(cfg.cpo):
+                diagonal = Signal(lanes_layout, name=f"diagonal{o}")   # zero but for input lane o
+                m.d.comb += [diagonal[o].eq(dw_items.payload[o]),
+                             sets.payload[o].eq(Mux(dw, diagonal, dense.payload[o]))]
         wiring.connect(m, converters[WeightKind.BIAS].o, buffers[WeightKind.BIAS].i)
         # Multipliers are 32-bit words in memory; the relu stage takes mult_bits of each.
         words = converters[WeightKind.MULT].o

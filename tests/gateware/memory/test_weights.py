@@ -80,3 +80,57 @@ def test_items_match_memory(cfg, use_mult, stall):
     run(dut, [send, take_w, take_b, take_m], [(memory, dut.axi)], max_cycles=20000)
     assert got == {"w": want_w, "b": want_b, "m": want_m}
     assert not memory.writes
+
+
+@pytest.mark.parametrize("depthwise, stall", [(1, 0.3), (1, 0.0), (0, 0.3)])
+def test_depthwise_weights_go_on_the_diagonal(depthwise, stall):
+    """A kernel built with depthwise: in a depthwise call a weight command's [CPO][3][3] bytes
+    become one weight set, zero but for lane o of output o; dense calls are unchanged."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16, with_depthwise=True)
+    rng = np.random.default_rng(7)
+    C = 3 * cfg.cpo - 1
+    go = -(-C // cfg.cpo)
+    w_dense, b_mem, _ = layer_images(cfg, rng, C, C)
+    w_dw = ref.pack_depthwise_weights(rng.integers(*cfg.weight_range, (C, 1, 3, 3), endpoint=True), cfg.cpo,
+                                      ref.weight_dtype(cfg))
+    w_mem = w_dw if depthwise else w_dense
+    base = {"w": 0x1000 - 37, "b": 0x3000 + 3}
+    mem = np.zeros(0x4000, np.uint8)
+    for name, image in (("w", w_mem), ("b", b_mem)):
+        raw = image.view(np.uint8)
+        mem[base[name]: base[name] + raw.size] = raw
+    groups = [2, 0, 1]
+    group_bytes = cfg.cpo * 9 if depthwise else go * weight_set_bytes(cfg)
+    commands = []
+    for og in groups:
+        commands.append({"addr": base["b"] + og * cfg.cpo * 4, "length": cfg.cpo * 4, "kind": WeightKind.BIAS})
+        commands.append({"addr": base["w"] + og * group_bytes, "length": group_bytes, "kind": WeightKind.WEIGHTS})
+    if depthwise:       # numpy: the diagonal of a CPO x CPI x 9 set
+        want_w = []
+        for og in groups:
+            s = np.zeros((cfg.cpo, cfg.cpi, 9), np.int64)
+            s[np.arange(cfg.cpo), np.arange(cfg.cpo)] = w_dw.reshape(go, cfg.cpo, 9)[og]
+            want_w.append(s.tolist())
+    else:
+        sets = w_dense.reshape(go, go, cfg.cpo, cfg.cpi, 9)
+        want_w = [sets[og, g].tolist() for og in groups for g in range(go)]
+    want_b = [b_mem.reshape(go, cfg.cpo)[og].tolist() for og in groups]
+
+    dut = ParameterLoader(cfg)
+    memory = AXIMemory(mem, latency=5, stall=stall, seed=4)
+    got = {}
+
+    async def send(ctx):
+        ctx.set(dut.depthwise, depthwise)
+        await feed(ctx, dut.cmd, commands, stall=stall, rng=random.Random(1))
+
+    async def take_w(ctx):
+        got["w"], _ = await collect(ctx, dut.weights, len(want_w), stall=stall, rng=random.Random(2),
+                                    convert=lambda v: [[[int(t) for t in c] for c in o] for o in v])
+
+    async def take_b(ctx):
+        got["b"], _ = await collect(ctx, dut.bias, len(want_b), stall=stall, rng=random.Random(3),
+                                    convert=lambda v: [int(x) for x in v])
+
+    run(dut, [send, take_w, take_b], [(memory, dut.axi)], max_cycles=20000)
+    assert got == {"w": want_w, "b": want_b}
