@@ -26,7 +26,7 @@ import numpy as np
 from hlsinf.config import KernelConfig
 from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
-from hlsinf.registers import encode_call, register_map
+from hlsinf.registers import OPTION_SCALARS, encode_call, register_map
 
 __all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
 
@@ -38,10 +38,13 @@ class DeviceError(RuntimeError):
     """A device operation failed; the message names the buffer, address or register."""
 
 
-def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
-    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers)."""
+def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers);
+    with ``cfg``, also the registers of the design-time options it is built with (``depthwise``)."""
     values, pointers = {}, {}
-    for reg in register_map():
+    options = {name for scalars in OPTION_SCALARS.values() for name, _, _ in scalars}
+    regs = register_map() + [r for r in (register_map(cfg) if cfg is not None else []) if r.name in options]
+    for reg in regs:
         if reg.offset not in words:
             raise DeviceError(f"register {reg.name} (offset 0x{reg.offset:02x}) was not written")
         lo = words[reg.offset]
@@ -49,7 +52,7 @@ def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
             pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
         else:
             values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
-    flags = {"relu", "use_mult"}
+    flags = {"relu", "use_mult", "depthwise"}
     args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
     return args, pointers
 
@@ -168,7 +171,7 @@ class ReferenceDevice(FlatMemoryDevice):
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:
             raise DeviceError("start while the previous call has not been waited for")
-        args, ptr = decode_call(registers)
+        args, ptr = decode_call(registers, self.cfg)
         self._pending = (args, ptr)
 
     def wait(self) -> int | None:
@@ -182,6 +185,8 @@ class ReferenceDevice(FlatMemoryDevice):
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
         if self.oracle:
             kernel_call(cfg, args, x, w, b, y, m)
+        elif args.depthwise:                     # nothing to prepare: nine multiply-adds per tap
+            kernel_call_fast(cfg, args, x, w, b, y, m)
         else:
             gi, go = args.gi(cfg), args.go(cfg)
             groups = args.groups(cfg)

@@ -7,7 +7,8 @@ What the planner does, in order:
 3. fuses each quantised convolution, ``Q -> DQ -> Conv(DQ w, DQ b) [-> Relu|Clip] -> Q``,
    with a following 2x2/stride-2 max or average pool (``DQ -> Pool -> Q`` at the same
    scale), into one accelerator layer; 1x1 and 2x2 kernels go into the 3x3 slot with
-   adjusted padding; the activation format is the kernel's, or the model's when the kernel
+   adjusted padding; a depthwise convolution (group = input = output channels) is one too on
+   a kernel built with depthwise (``KernelConfig.with_depthwise``); the activation format is the kernel's, or the model's when the kernel
    leaves it open; each tensor gets an exact device encoding (:class:`ActEncoding`) and
    non-zero zero points go into the bias, with host padding where the input's matters
    (:func:`realise_input_zero_point`);
@@ -35,7 +36,7 @@ import numpy as np
 
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
-                         pack_channels, pack_weights, weight_dtype)
+                         pack_channels, pack_depthwise_weights, pack_weights, weight_dtype)
 from hlsinf.host.cpu import make_partitions, run_node
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError, Node, fold_batchnorm, through_identity
@@ -202,7 +203,7 @@ class FpgaLayer:
     pool: int
     shift: int
     scale_error: float                  #: worst relative error of M / 2**shift vs the real scale
-    weights: np.ndarray                 #: packed [GO][GI][CPO][CPI][3][3]
+    weights: np.ndarray                 #: packed [GO][GI][CPO][CPI][3][3] ([G][CPO][3][3] when depthwise)
     bias: np.ndarray                    #: packed [GO*CPO]
     mult: np.ndarray                    #: packed [GO*CPO] uint32
     calls: list[CallArgs]
@@ -215,6 +216,7 @@ class FpgaLayer:
     in_zero_point: InputZeroPoint = InputZeroPoint(0)
     out_zero_point: int = 0
     out_zero_point_exact: bool = True   #: the output zero point is folded into the bias exactly
+    depthwise: bool = False             #: a depthwise convolution (calls with depthwise = 1)
     device = "accelerator"
 
     def __post_init__(self):
@@ -228,7 +230,8 @@ class FpgaLayer:
         o, ho, wo = self.out_shape
         k = f"{self.kernel[0]}x{self.kernel[1]}" + ("" if self.kernel == (3, 3) else " in 3x3")
         pool = {POOL_NONE: "", POOL_MAX: " +maxpool", POOL_AVG: " +avgpool"}[self.pool]
-        return (f"conv {k}/s{self.stride}{pool} {c}x{h}x{w} -> {o}x{ho}x{wo}, "
+        kind = "dwconv" if self.depthwise else "conv"
+        return (f"{kind} {k}/s{self.stride}{pool} {c}x{h}x{w} -> {o}x{ho}x{wo}, "
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
                 + f"{self.group_splits} group range(s)), "
@@ -432,6 +435,7 @@ class _Match:
     x_type: tuple[np.dtype, int]              # the model's input type and zero point
     y_type: tuple[np.dtype, int]              # the model's output type and zero point
     q_clip: tuple[int, int]                   # output bounds in the model's integers (type range, Relu/Clip)
+    depthwise: bool = False                   # group = input = output channels: weights C x 1 x k x k
 
 
 class _NoMatch(Exception):
@@ -482,8 +486,10 @@ def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | No
 
 def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _Match:
     a = conv.attrs
-    if a.get("group", 1) != 1:
-        raise _NoMatch(f"grouped convolution (group={a['group']})")
+    group = a.get("group", 1)
+    if group != 1 and not cfg.with_depthwise:
+        raise _NoMatch(f"grouped convolution (group={group}); a depthwise one needs a kernel built with "
+                       f"depthwise (--with-depthwise)")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         raise _NoMatch(f"dilation {a['dilations']}")
     if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
@@ -511,6 +517,11 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
                            f"{centred.min()}..{centred.max()}, beyond int{cfg.weight_bits}")
         w_q = centred.astype(weight_dtype(cfg))
     o = w_q.shape[0]
+    if group != 1:
+        c_in = graph.shapes[conv.inputs[0]][1] if len(graph.shapes.get(conv.inputs[0], ())) == 4 else None
+        if not (w_q.ndim == 4 and w_q.shape[1] == 1 and group == c_in == o):
+            raise _NoMatch(f"grouped convolution (group={group}) that is not depthwise "
+                           f"(group = input channels = output channels)")
     s_w = np.asarray(s_w, np.float64).reshape(-1)
     if s_w.size == 1:
         s_w = np.full(o, s_w[0])
@@ -598,7 +609,7 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
     q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
-                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi))
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), depthwise=group != 1)
 
 
 def _clip_bounds(graph: Graph, act: Node) -> tuple[float | None, float | None]:
@@ -646,7 +657,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     h, w = h + ht + hb, w + hl + hr
     # 1x1 and 2x2 kernels in the 3x3 slot: centre them (offset (3-k)//2) and pad the rest
     oy, ox = (3 - kh) // 2, (3 - kw) // 2
-    w3 = np.zeros((o, c, 3, 3), m.w_q.dtype)
+    w3 = np.zeros((o, m.w_q.shape[1], 3, 3), m.w_q.dtype)
     w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
     pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
     if max(pt, pb, pl, pr) > caps.max_pad:
@@ -732,7 +743,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                                 o_count=None if len(group_ranges) == 1 else count, relu=relu,
                                 clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
                                 pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * tout,
-                                out_plane=out_rows * tout)
+                                out_plane=out_rows * tout, depthwise=m.depthwise)
                 try:
                     args.validate(cfg)
                 except ValueError as e:
@@ -744,12 +755,13 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin), output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
         pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
-        weights=pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg)),
+        weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
+                 else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
         bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
         columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin,
-        out_zero_point=zy, out_zero_point_exact=out_exact)
+        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise)
 
 
 def _padded_name(tensor: str, zin: InputZeroPoint) -> str:

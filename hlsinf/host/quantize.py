@@ -26,7 +26,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.host.load import load_model
-from hlsinf.ir import Graph, GraphError
+from hlsinf.ir import Graph, GraphError, Node
 
 __all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
 
@@ -98,6 +98,18 @@ def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[f
     return {k: (v[0], v[1]) for k, v in ranges.items()}
 
 
+def _kernel_depthwise(graph: Graph, node: Node, kernel: KernelConfig | None) -> bool:
+    """A depthwise Conv (group = input = output channels, C x 1 x k x k weights) a kernel built
+    with depthwise runs: quantised like a dense one (per output channel)."""
+    if kernel is None or not getattr(kernel, "with_depthwise", False):
+        return False
+    w = graph.shapes.get(node.inputs[1])
+    x = graph.shapes.get(node.inputs[0])
+    group = node.attrs.get("group", 1)
+    return bool(w is not None and x is not None and len(w) == 4 and len(x) == 4 and w[1] == 1
+                and group == x[1] == w[0])
+
+
 def _act_scale(lo: float, hi: float, signed: bool) -> float:
     if signed:
         s = max(abs(lo), abs(hi)) / 127.0
@@ -116,7 +128,8 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     symmetric int8 (per output channel unless ``per_channel=False``), bias int32 at scale
     ``s_x * s_w``. A convolution is quantised when its input and its (ReLU/Clip-ed) output
     are representable with zero point 0 (for uint8: never negative in calibration); others
-    stay float and run on the CPU. 2-D max/average pools of a quantised tensor keep its scale.
+    stay float and run on the CPU. Depthwise convolutions (group = channels) are quantised only
+    for a ``kernel`` built with depthwise. 2-D max/average pools of a quantised tensor keep its scale.
     The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
     """
     from hlsinf.ir import Node, fold_batchnorm, to_onnx
@@ -137,7 +150,7 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     for node in graph.nodes:
         bias_const = len(node.inputs) < 3 or not node.inputs[2] or graph.const(node.inputs[2]) is not None
         if (node.op == "Conv" and graph.const(node.inputs[1]) is not None and bias_const
-                and node.attrs.get("group", 1) == 1):
+                and (node.attrs.get("group", 1) == 1 or _kernel_depthwise(graph, node, kernel))):
             x, out = node.inputs[0], node.outputs[0]
             cons = graph.consumers(out)
             if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and out not in graph.outputs:

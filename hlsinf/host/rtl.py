@@ -152,11 +152,12 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words)
+        args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         asz = np.dtype(act_dtype(cfg)).itemsize
         sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
-                 "w": go * gi * cfg.cpo * cfg.cpi * 9 * np.dtype(weight_dtype(cfg)).itemsize,
+                 "w": (go * cfg.cpo * 9 if args.depthwise else go * gi * cfg.cpo * cfg.cpi * 9)
+                 * np.dtype(weight_dtype(cfg)).itemsize,
                  "b": go * cfg.cpo * np.dtype(bias_dtype(cfg)).itemsize,
                  "m": go * cfg.cpo * np.dtype(mult_dtype(cfg)).itemsize,
                  "y": args.groups(cfg).stop * args.plane_out() * cfg.cpo * asz}
