@@ -17,8 +17,12 @@ share of multiply-accumulates (Conv, Gemm, MatMul; counted on the planned graph)
 the accelerator, the layers that stay on the CPU with the plan's reason, and any failure to
 quantise, plan or run (stage, node, op, message).
 
-    PYTHONPATH=. python benchmarks/zoo_coverage.py [--sizes tiny full] [--networks ...]
+    PYTHONPATH=. python benchmarks/zoo_coverage.py [--sizes tiny small full] [--networks ...]
+                                                   [--with-depthwise]
                                                    [--json benchmarks/results/zoo_coverage.json]
+
+``--with-depthwise`` plans for a kernel built with depthwise convolutions (``small`` is 64x64 at
+width 1, for MobileNetV2's depthwise layers at a size that runs in seconds).
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ from hlsinf.config import KernelConfig
 from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
 from hlsinf.host.plan import CpuLayer
 
-SIZES = {"tiny": dict(resolution=32, width=0.125), "full": dict(resolution=224, width=1.0)}
-CALIBRATION = {"tiny": 8, "full": 2}            # images in the calibration batch
+SIZES = {"tiny": dict(resolution=32, width=0.125), "small": dict(resolution=64, width=1.0),
+         "full": dict(resolution=224, width=1.0)}
+CALIBRATION = {"tiny": 8, "small": 4, "full": 2}  # images in the calibration batch
+DEFAULT_SIZES = ("tiny", "full")
+#: extra KernelConfig fields of every plan (--with-depthwise)
+EXTRA_FIELDS: dict = {}
 CPI = CPO = 8
 
 
@@ -166,6 +174,8 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
     plan, dev, cfg = session.plan, session.device, session.plan.cfg
     worst, worst_layer, differing, values = 0, None, 0, 0
     for layer in plan.fpga_layers:
+        if layer.input != layer.source:     # host-padded input (zero point): its buffer is not the tensor's
+            continue
         x_addr = session.buffers[(layer.input, cfg.cpi)]
         dev.write(x_addr, pack_activations(ref[layer.input][0], cfg.cpi, session.act))
         p = session.params[layer.name]
@@ -202,7 +212,7 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
     seconds = time.perf_counter() - t0
     m = onnx.ModelProto()
     m.CopyFrom(qdq)
-    wanted = {t for layer in plan.fpga_layers for t in (layer.input, layer.output)}
+    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output)}
     names = [o.name for o in m.graph.output]
     for t in sorted(wanted - set(names)):
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
@@ -217,7 +227,7 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
 
 def one(name: str, size: str, quantiser: str, float_path: Path, cal, x, tmp: Path, run: bool) -> dict:
     fn, fields, _ = QUANTISERS[quantiser]
-    cfg = KernelConfig(cpi=CPI, cpo=CPO, **fields)
+    cfg = KernelConfig(cpi=CPI, cpo=CPO, **fields, **EXTRA_FIELDS)
     res = dict(network=name, size=size, quantiser=quantiser)
     t0 = time.perf_counter()
     try:
@@ -316,7 +326,8 @@ def failures_text(results: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(DEFAULT_SIZES))
+    p.add_argument("--with-depthwise", action="store_true", help="plan for a kernel built with depthwise convolutions")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(zoo.NETWORKS))
     p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(DEFAULT_QUANTISERS),
                    help="hlsinf and ort are the report; hlsinf-int8 and ort-u8 are what-ifs")
@@ -325,6 +336,8 @@ def main(argv=None):
     p.add_argument("--no-run", action="store_true", help="plan only; do not run the plans on the reference device")
     p.add_argument("--json", default="benchmarks/results/zoo_coverage.json")
     args = p.parse_args(argv)
+    if args.with_depthwise:
+        EXTRA_FIELDS["with_depthwise"] = True
     import logging
 
     import onnxruntime as ort
@@ -356,7 +369,9 @@ def main(argv=None):
                     print(f"  {q}: {status} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
 
     folding = "off" if args.no_constant_folding else "on"
-    print(f"\n### Zoo coverage, KernelConfig(cpi={CPI}, cpo={CPO}), cpu_fallback=True, export constant folding {folding}\n")
+    extra = "".join(f", {k}={v}" for k, v in EXTRA_FIELDS.items())
+    print(f"\n### Zoo coverage, KernelConfig(cpi={CPI}, cpo={CPO}{extra}), cpu_fallback=True, export constant folding "
+          f"{folding}\n")
     print(table(results))
     print("\n### Agreement with onnxruntime on the same QDQ model (plans with accelerator layers)\n")
     print(agreement_table(results))
@@ -366,7 +381,7 @@ def main(argv=None):
     print(failures_text(results))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(cpi=CPI, cpo=CPO, sizes=SIZES, calibration_images=CALIBRATION,
+    path.write_text(json.dumps(dict(cpi=CPI, cpo=CPO, **EXTRA_FIELDS, sizes=SIZES, calibration_images=CALIBRATION,
                                     quantisers={q: QUANTISERS[q][2] for q in args.quantisers},
                                     constant_folding=not args.no_constant_folding,
                                     results=results), indent=1))

@@ -187,7 +187,9 @@ class CallArgs:
         need("W", 1 <= self.W <= cfg.wmax, f"1 to wmax = {cfg.wmax}")
         need("rows", 1 <= self.rows <= cfg.hmax, f"1 to hmax = {cfg.hmax}")
         need("H", self.H >= 1, ">= 1")
-        need("I", 1 <= self.I <= cfg.imax, f"1 to imax = {cfg.imax}")
+        # imax bounds the sum over input channels; a depthwise output sums 9 products of one channel.
+        need("I", 1 <= self.I and (self.depthwise or self.I <= cfg.imax),
+             ">= 1 (depthwise)" if self.depthwise else f"1 to imax = {cfg.imax}")
         need("O", self.O >= 1, ">= 1")
         for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):
             need(name, 0 <= getattr(self, name) <= MAX_PAD, f"0 to {MAX_PAD}")

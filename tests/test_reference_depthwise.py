@@ -101,6 +101,10 @@ def test_bad_depthwise_calls_and_configs_are_refused_by_name():
     cfg = KernelConfig(cpi=4, cpo=4, with_depthwise=True)
     with pytest.raises(CallError, match="kernel argument O = 6 .*equal to I = 5"):
         CallArgs(H=4, W=4, rows=4, I=5, O=6, depthwise=True).validate(cfg)
+    CallArgs(H=4, W=4, rows=4, I=600, O=600, depthwise=True).validate(KernelConfig(cpi=4, cpo=4, imax=512,
+                                                                                   with_depthwise=True))
+    with pytest.raises(CallError, match="kernel argument I = 600 .*imax = 512"):
+        CallArgs(H=4, W=4, rows=4, I=600, O=600).validate(KernelConfig(cpi=4, cpo=4, imax=512, with_depthwise=True))
     with pytest.raises(CallError, match="depthwise .*not built"):
         CallArgs(H=4, W=4, rows=4, I=5, O=5, depthwise=True).validate(KernelConfig(cpi=4, cpo=4))
     with pytest.raises(ConfigError, match="with_depthwise .*cpi == cpo"):

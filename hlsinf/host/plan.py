@@ -663,7 +663,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
-    if c > cfg.imax:
+    if c > cfg.imax and not m.depthwise:         # a depthwise output sums one channel's products
         raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
                         "no tiling splits input channels")
     try:

@@ -196,6 +196,8 @@ def test_depthwise_calls_among_dense_ones(cache_pixels):
     # and one at the edge of the registers: o_first * H * W * CPI beyond 32 bits
     calls.append(CallArgs(H=(1 << 26) + 3, W=32, rows=2, I=63, O=63, pad_top=1, pad_bottom=1,
                           o_first=14, o_count=2, read_offset=(1 << 26) * 32, depthwise=True).validate(cfg))
+    # more channels than imax: a depthwise output sums one channel's products
+    calls.append(CallArgs(H=4, W=5, rows=4, I=100, O=100, o_first=20, o_count=5, depthwise=True).validate(cfg))
     run_calls(cfg, calls, seed=13, cache_pixels=cache_pixels)
 
 

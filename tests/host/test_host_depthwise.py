@@ -108,3 +108,41 @@ def test_without_depthwise_built_they_stay_on_the_cpu_with_the_reason(tmp_path):
     x = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
     out = plan.graph.outputs[0]
     assert np.abs(Session(plan).run(x)[out] - ort_run(qdq, x)[out]).max() < 0.1
+
+
+@pytest.mark.parametrize("quantiser", ["quantize_static", "hlsinf"])
+def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quantiser):
+    """MobileNetV2 exported by torch (hlsinf.zoo, 32x32, width 1/4): every depthwise conv on the
+    accelerator, from quantize_static (defaults, uint8 build) and from hlsinf's PTQ (int8 build), each layer
+    within 1 LSB of onnxruntime on the same integer input."""
+    pytest.importorskip("torch")
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    from hlsinf import zoo
+
+    float_path, qdq_path = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    zoo.export("mobilenet_v2", resolution=32, width=0.25, seed=1, path=float_path)
+    batch = zoo.calibration("mobilenet_v2", 4, seed=2, resolution=32)
+    # quantize_static's int8 zero point -128 (after ReLU6) is uint8 0 exactly: the uint8 build
+    # (the default) needs no output zero point in the bias. On an int8 build the zero point is
+    # folded into the bias, within M / 2**(s+1) output LSB (docs/host.md): more than half an
+    # LSB for a depthwise layer whose requantisation scale exceeds 1.
+    cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, act_signed=quantiser == "hlsinf")
+    if quantiser == "quantize_static":
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter([{"input": image[None]} for image in batch])
+
+            def get_next(self):
+                return next(self.items, None)
+        quantize_static(str(float_path), str(qdq_path), Reader())
+        import onnx
+        qdq = onnx.load(qdq_path)
+    else:
+        qdq = quantize(str(float_path), batch, cfg)
+    plan = to_fpga(qdq, cfg)
+    dw = {n.name for n in plan.graph.nodes if n.op == "Conv" and n.attrs.get("group", 1) != 1}
+    on_accelerator = {name for layer in plan.fpga_layers if layer.depthwise for name in layer.nodes}
+    assert len(dw) == 17 and dw <= on_accelerator, sorted(dw - on_accelerator)
+    per_layer = _layer_by_layer(plan, qdq, batch[:1])
+    assert max(int(d.max()) for d in per_layer.values()) <= 1

@@ -40,6 +40,8 @@ CALLS = [
         shift=6, pool=POOL_AVG)),
     ("no padding, one group of 2 channels",
      dw(H=5, W=6, rows=5, C=2, shift=6)),
+    ("more channels than imax = 64 (a depthwise output sums one channel), pad 1, stride 2",
+     dw(H=5, W=5, rows=5, C=70, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, stride=2, relu=True, shift=6)),
 ]
 
 
