@@ -41,7 +41,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, pool2x2, post_ops,
-                               requantize)
+                               requantize, upsize)
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -326,8 +326,10 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if pool == POOL_AVG:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             acc = (q.sum(axis=(1, 3)) + 2) >> 2
+        if args.upsize > 1:
+            acc = np.repeat(np.repeat(acc, args.upsize, axis=0), args.upsize, axis=1)
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)
-        first = args.write_offset + r0 // step * wp
+        first = args.write_offset + r0 // step * args.upsize * wp * args.upsize
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y
 
     # Blocks of output rows (an even number when pooling); on the float path output-group ranges
@@ -374,7 +376,7 @@ def _depthwise_call(cfg: KernelConfig, args: CallArgs, x_mem, w_mem, b_mem, out_
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
     mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
     y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
-    y = pool2x2(post_ops(y, cfg, args, channels), args.pool)
+    y = upsize(pool2x2(post_ops(y, cfg, args, channels), args.pool), args.upsize)
     hp, wp = y.shape[:2]
     out = out_mem.reshape(-1)[: groups.stop * plane_out * cpo].reshape(groups.stop, plane_out, cpo)
     out[groups.start:, args.write_offset: args.write_offset + hp * wp] = \

@@ -32,6 +32,10 @@ def _depthwise_case(rng, cfg):
         if args.o_count is not None:
             args.o_count = min(args.o_count, go - args.o_first)
         args.depthwise = True
+        if cfg.max_upsize > 1:           # the nearest upsize after pooling, on depthwise calls too
+            args.upsize = int(rng.choice([1, 2, 4]))
+            if args.out_plane is not None:
+                args.out_plane = args.write_offset + args.out_rows * args.out_cols
         try:
             args.validate(cfg)
         except CallError:
@@ -58,6 +62,7 @@ CONFIGS = [
     KernelConfig(cpi=2, cpo=2, bias_bits=16, acc_bits=24, mult_bits=8, max_shift=15, imax=16, with_depthwise=True),
     KernelConfig(cpi=4, cpo=4, act_bits=16, weight_bits=16, acc_bits=48, mult_bits=24, max_shift=47,
                  with_depthwise=True),
+    KernelConfig(cpi=4, cpo=4, with_depthwise=True, max_upsize=4),
 ]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from hlsinf.config import KernelConfig
 from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
-from hlsinf.registers import OPTION_SCALARS, encode_call, register_map
+from hlsinf.registers import encode_call, register_map
 
 __all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
 
@@ -39,12 +39,12 @@ class DeviceError(RuntimeError):
 
 
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
-    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers);
-    with ``cfg``, also the registers of the design-time options it is built with (``depthwise``)."""
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers).
+
+    With ``cfg``, the registers of the post-operations and later stages it is built with are
+    decoded too (a device must pass its own: without them a post-op's enable would be lost)."""
     values, pointers = {}, {}
-    options = {name for scalars in OPTION_SCALARS.values() for name, _, _ in scalars}
-    regs = register_map() + [r for r in (register_map(cfg) if cfg is not None else []) if r.name in options]
-    for reg in regs:
+    for reg in register_map(cfg):
         if reg.offset not in words:
             raise DeviceError(f"register {reg.name} (offset 0x{reg.offset:02x}) was not written")
         lo = words[reg.offset]
@@ -52,7 +52,7 @@ def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple
             pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
         else:
             values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
-    flags = {"relu", "use_mult", "depthwise"}
+    flags = {"relu", "use_mult", "leaky_relu", "bn", "depthwise"}
     args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
     return args, pointers
 
