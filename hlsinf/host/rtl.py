@@ -152,7 +152,7 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words)
+        args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         asz = np.dtype(act_dtype(cfg)).itemsize
         sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
@@ -163,18 +163,25 @@ class RtlDevice(FlatMemoryDevice):
         rebased = {"x": _BASE, "y": _BASE, "w": _BASE}
         rebased["b"] = _align(_BASE + sizes["w"])
         rebased["m"] = _align(rebased["b"] + sizes["b"])
-        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"])
+        rebased["n"] = _align(rebased["m"] + sizes["m"])
+        rebased["r"] = _align(_BASE + sizes["x"])
+        if args.bn:
+            sizes["n"] = go * 2 * cfg.cpo * 4
+        if args.residual_add:          # the operand shares gmem_in with x
+            sizes["r"] = args.groups(cfg).stop * args.residual_geometry()[1] * cfg.cpo * asz
+        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"],
+                   rebased["n"] + sizes.get("n", 0), rebased["r"] + sizes.get("r", 0))
         if self._sock is None:
             raise DeviceError("the simulation is closed")
         if need > self.ram_bytes:
             raise DeviceError(f"a call needs {need} bytes of simulated memory, the RAM models hold {self.ram_bytes} "
                               "(RtlDevice(ram_bytes=...))")
         region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
-        regions = {"gmem_in": [(rebased["x"], region("x"))],
-                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m")],
+        regions = {"gmem_in": [(rebased[k], region(k)) for k in ("x", "r") if k in sizes],
+                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m", "n") if k in sizes],
                    "gmem_out": [(rebased["y"], region("y"))]}
         out_words = dict(words)
-        for reg in register_map():
+        for reg in register_map(cfg):
             if reg.kind == "pointer":
                 out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
                 out_words[reg.offset + 4] = rebased[reg.name] >> 32

@@ -22,7 +22,8 @@ step       register holds
 L+2, L+3   ``q = floor(2 * r * r_mult / 2**s)``: bytes then bits
 L+4        ``(q + 1) >> 1``: the rounded operand
 L+5        ``v + operand``
-L+6        clipped, ReLU (or ``v`` when off): the output register
+L+6        clipped to ``[r_clip_lo, r_clip_hi]``
+L+7        ReLU (or ``v`` when off): the output register
 =========  ====================================================================
 
 Two-entry FIFOs in front of both inputs make both ``ready`` signals registers.
@@ -82,7 +83,7 @@ class ResidualAdd(wiring.Component):
             "o": Out(pixel_signature(cfg, cfg.cpo)),
         })
         self.tree_levels = FabricMultiplier.levels(R_MULT_BITS)
-        self.pipeline_steps = self.tree_levels + 6
+        self.pipeline_steps = self.tree_levels + 7
         self.latency = self.pipeline_steps + 1
 
     def elaborate(self, platform):
@@ -157,17 +158,21 @@ class ResidualAdd(wiring.Component):
             for k in range(cpo):
                 m.d.sync += rounded[1][k].eq((fine[1][k] + 1) >> 1)
 
-        # L+5: the sum.  L+6: clip, ReLU, or v when off.
+        # L+5: the sum.  L+6: clipped.  L+7: ReLU, or v when off: the output register.
         total = step("total", sum_layout)
+        clipped = step("clipped", data.ArrayLayout(signed(cfg.act_bits + 1), cpo))
         with m.If(advance):
             move(total, rounded)
             for k in range(cpo):
                 m.d.sync += total[1][k].eq(rounded[2][k] + rounded[1][k])
-            m.d.sync += self.o.valid.eq(total[0])
-            _, lo, hi, relu, on = total[3]
+            move(clipped, total)
+            _, lo, hi, _, _ = total[3]
             for k in range(cpo):
                 x = total[1][k]
-                clipped = Mux(x < lo, lo, Mux(x > hi, hi, x))
-                out = Mux(relu & (clipped < 0), 0, clipped)
-                m.d.sync += self.o.payload[k].eq(Mux(on, out, total[2][k]))
+                m.d.sync += clipped[1][k].eq(Mux(x < lo, lo, Mux(x > hi, hi, x)))
+            m.d.sync += self.o.valid.eq(clipped[0])
+            _, _, _, relu, on = clipped[3]
+            for k in range(cpo):
+                c = clipped[1][k]
+                m.d.sync += self.o.payload[k].eq(Mux(on, Mux(relu & (c < 0), 0, c), clipped[2][k]))
         return m
