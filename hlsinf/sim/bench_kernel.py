@@ -430,6 +430,8 @@ def packed_pointers(cfg: KernelConfig, args: CallArgs, align: int = 4096) -> dic
              "w": go * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
              "b": go * cfg.cpo * cfg.bias_bits // 8, "m": go * cfg.cpo * 4,
              "y": go * args.plane_out() * cfg.cpo * act}
+    if "residual_add" in cfg.post_ops:             # the operand image of Layer (planes of 2 * H * W)
+        sizes["r"] = go * 2 * args.H * args.W * cfg.cpo * act
     pointers, at = {}, align
     for name, size in sizes.items():
         pointers[name] = at
