@@ -209,3 +209,20 @@ def test_post_op_registers_survive_the_device_encoding():
     for name in ("residual_add", "r_mult", "r_shift", "r_relu", "r_clip_lo", "r_clip_hi", "r_offset", "r_plane"):
         assert getattr(back, name) == getattr(args, name), name
     assert back.residual_add is True and back.r_relu is True
+
+
+def test_cli_runs_the_fused_adds(tmp_path, capsys):
+    """``python -m hlsinf.run --post-ops residual_add --act-signed``: the library PTQ plans the
+    Adds into the convolutions' calls; an unknown post-op is a clear error."""
+    from hlsinf.run import main
+    rng = np.random.default_rng(4)
+    onnx.save(residual_net(tmp_path, seed=4, size=8), tmp_path / "net.onnx")
+    np.save(tmp_path / "x.npy", rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32))
+    common = [str(tmp_path / "net.onnx"), "--input", str(tmp_path / "x.npy"), "--calibration",
+              str(tmp_path / "cal.npy"), "--cpi", "4", "--cpo", "4", "--act-signed"]
+    assert main(common + ["--post-ops", "residual_add"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(", + ") == 2, out
+    assert main(common + ["--post-ops", "residual"]) != 0
+    assert "post_ops" in capsys.readouterr().err
