@@ -939,17 +939,22 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             layer = None
             if m.residual is not None:
                 # the fused Add needs its operand on the device already, from an earlier layer
+                add = next(n for n in m.nodes if n.op == "Add")
                 r_enc = encodings.get(m.residual.operand)
-                if (m.residual.operand in produced and r_enc is not None
-                        and (np.dtype(r_enc.dtype), r_enc.zero_point) == (np.dtype(m.residual.r_type[0]),
-                                                                         m.residual.r_type[1])):
+                if m.residual.operand not in produced or r_enc is None:
+                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand "
+                                         f"{m.residual.operand!r} is not written by an earlier accelerator layer")
+                elif (np.dtype(r_enc.dtype), r_enc.zero_point) != (np.dtype(m.residual.r_type[0]), m.residual.r_type[1]):
+                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand's quantisation "
+                                         f"differs from what its producer wrote")
+                else:
                     try:
                         t_y, z_y = m.y_type
                         y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
                         layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols,
                                              x_enc=x_enc, y_enc=y_enc, r_enc=r_enc)
-                    except _NoMatch:
-                        layer = None
+                    except _NoMatch as e:
+                        reasons[add.name] = f"residual add not fused into {node.name!r}: {e}"
                 if layer is None:          # the Add stays on the CPU
                     m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if layer is None:

@@ -170,6 +170,12 @@ def test_asymmetric_int8_fuses_only_what_the_activation_type_holds(tmp_path):
     quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), activation_type=QuantType.QInt8)
     qdq = onnx.load(tmp_path / "q.onnx")
     plan = to_fpga(qdq, CFG)
+    fused = {name for layer in plan.fpga_layers if layer.residual for name in layer.nodes}
+    from hlsinf.host.plan import CpuLayer
+    on_cpu = [s for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Add"]
+    assert len(on_cpu) + len([n for n in plan.graph.nodes if n.op == "Add" and n.name in fused]) == 2
+    for step in on_cpu:                        # each Add left on the CPU says why
+        assert "residual add not fused" in step.reason and "range" in step.reason, step.reason
     for name, d in fused_layer_diffs(plan, qdq, batch[4:5]).items():
         print(f"{name}: max {d.max()} LSB, {np.mean(d == 0):.3f} exact")
         assert d.max() <= 1, name
