@@ -65,8 +65,11 @@ class RtlDevice(FlatMemoryDevice):
     measures_cycles = True
 
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, ram_bytes: int = 1 << 26, seed: int = 1,
-                 connect_timeout: float = 300.0):
+                 connect_timeout: float = 300.0, kernel_args: dict | None = None):
         super().__init__(cfg, capacity)
+        #: arguments of ``Kernel(cfg, ...)`` (e.g. a small ``input_cache_pixels``); given, the
+        #: build is ``hlsinf.sim.runner.build_kernel``'s, shared with the kernel's own tests
+        self.kernel_args = kernel_args
         try:
             from hlsinf.sim import runner                         # noqa: F401
         except ImportError as e:
@@ -86,8 +89,11 @@ class RtlDevice(FlatMemoryDevice):
         from hlsinf.gateware.kernel import TOP_NAME, kernel_verilog
         # keyed by the Verilog text, so host-side changes do not trigger a recompile
         try:
-            build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
-                                     name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
+            if self.kernel_args is not None:
+                build_dir = runner.build_kernel(self.cfg, kernel_args=self.kernel_args)
+            else:
+                build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
+                                         name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
         except Exception as e:
             raise DeviceError(f"building the kernel for {self.cfg} in Verilator failed: {e}") from None
         self._tmp = tempfile.TemporaryDirectory(prefix="hlsinf-rtl-")

@@ -192,7 +192,10 @@ def test_resnet_blocks_on_the_rtl_device_match_the_reference_device(tmp_path):
     _check_plan(plan)
     fetch = [layer.output for layer in plan.fpga_layers]
     want = Session(plan, ReferenceDevice(CFG)).run(batch[:1], fetch=fetch)
-    device = RtlDevice(CFG)
+    # The kernel build of tests/gateware/test_kernel_rtl.py::test_residual_scenario (one compile).
+    from tests.gateware.test_kernel_rtl import KERNEL_ARGS, RESIDUAL_CFG
+    assert RESIDUAL_CFG == CFG
+    device = RtlDevice(CFG, kernel_args=KERNEL_ARGS)
     try:
         got = Session(plan, device).run(batch[:1], fetch=fetch)
     finally:
