@@ -28,7 +28,7 @@ MAX_PAD = 2
 #: Element-wise post-operations a kernel can be built with (``KernelConfig.post_ops``), in
 #: the order of issue 10. They run on the requantised activations, between the relu stage
 #: and the pool stage, in the order the configuration lists them (docs/stages/post.md).
-POST_OPS = ("leaky_relu", "bn")
+POST_OPS = ("leaky_relu", "bn", "residual_add")
 
 #: Number formats of the datapath (``KernelConfig.number_format``, docs/numbers.md):
 #: ``int``: integers of act_bits / weight_bits with a per-layer scale handled by the host;

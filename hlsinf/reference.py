@@ -30,7 +30,7 @@ from hlsinf.config import MAX_PAD, KernelConfig
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
-    "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops",
+    "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "residual_add", "residual_operand", "post_ops",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
@@ -42,6 +42,8 @@ POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 LEAKY_ALPHA_NUM_MAX, LEAKY_ALPHA_SHIFT_MAX = (1 << 16) - 1, 31
 #: Batch-norm post-op: multiplier bits (signed, low bits of an int32 word) and largest shift.
 BN_MULT_BITS, BN_SHIFT_MAX = 16, 31
+#: Residual-add post-op: operand multiplier bits (unsigned) and largest shift.
+R_MULT_BITS, R_SHIFT_MAX = 16, 31
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
 
 
@@ -117,6 +119,14 @@ class CallArgs:
     bn_shift: int = 0
     bn_clip_lo: int | None = None     #: None: the smallest activation value
     bn_clip_hi: int | None = None     #: None: the largest activation value
+    residual_add: bool = False        #: add the operand at r (output-shaped, GOHWCPO), before pooling
+    r_mult: int = 1                   #: operand scale: r * r_mult / 2**r_shift (rounded half up)
+    r_shift: int = 0
+    r_relu: bool = False              #: ReLU after the add
+    r_clip_lo: int | None = None      #: None: the smallest activation value
+    r_clip_hi: int | None = None      #: None: the largest activation value
+    r_offset: int | None = None       #: pixels into each operand plane; None: as the output's (see residual_geometry)
+    r_plane: int | None = None        #: pixels per operand plane; None: as the output's (see residual_geometry)
     upsize: int = 1                   #: nearest upsampling factor after pooling (KernelConfig.max_upsize)
     # Design-time options (only in a kernel built with them).
     depthwise: bool = False           #: depthwise 3x3: output channel c uses input channel c only (I = O)
@@ -169,6 +179,23 @@ class CallArgs:
     def frames_per_group(self, cfg: KernelConfig) -> int:
         """Input frames streamed per output group: GI, or 1 for a depthwise call (group g reads input group g)."""
         return 1 if self.depthwise else self.gi(cfg)
+    def r_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        amin, amax = cfg.act_range
+        return (amin if self.r_clip_lo is None else self.r_clip_lo,
+                amax if self.r_clip_hi is None else self.r_clip_hi)
+
+    def residual_geometry(self) -> tuple[int, int]:
+        """``(r_offset, r_plane)`` with the defaults resolved. The operand has the shape of the
+        convolution output (before pooling) and is addressed like the output: without pooling
+        the defaults are ``write_offset`` and the output plane, so a row tile reads exactly
+        the operand pixels of the output pixels it writes; with pooling (the add applies
+        before the pool) they are 0 and ``conv_rows * conv_cols``."""
+        if self.pool:
+            offset, plane = 0, self.conv_rows * self.conv_cols
+        else:
+            offset, plane = self.write_offset, self.plane_out()
+        return (offset if self.r_offset is None else self.r_offset,
+                plane if self.r_plane is None else self.r_plane)
 
     def ideal_cycles(self, cfg: KernelConfig) -> int:
         """The paper's model: one input pixel of CPI lanes per cycle, per input frame of each output group."""
@@ -242,6 +269,19 @@ class CallArgs:
              "depthwise convolution is not built into this kernel (KernelConfig.with_depthwise)")
         if self.depthwise:
             need("O", self.O == self.I, f"equal to I = {self.I} in a depthwise call")
+        need("residual_add", not self.residual_add or "residual_add" in cfg.post_ops,
+             "the residual add is not built into this kernel (KernelConfig.post_ops)")
+        need("r_mult", 0 <= self.r_mult < 1 << R_MULT_BITS, f"0 to {(1 << R_MULT_BITS) - 1}")
+        need("r_shift", 0 <= self.r_shift <= R_SHIFT_MAX, f"0 to {R_SHIFT_MAX}")
+        for name in ("r_clip_lo", "r_clip_hi"):
+            if getattr(self, name) is not None:
+                need(name, amin <= getattr(self, name) <= amax, f"{amin} to {amax}")
+        rlo, rhi = self.r_bounds(cfg)
+        need("r_clip_hi", rlo <= rhi, f">= the lower bound {rlo}")
+        r_offset, r_plane = self.residual_geometry()
+        need("r_offset", r_offset >= 0, ">= 0")
+        need("r_plane", r_offset + self.conv_rows * self.conv_cols <= r_plane,
+             f">= r_offset + {self.conv_rows * self.conv_cols} operand pixels (the convolution output, before pooling)")
         need("upsize", self.upsize in (1, 2, 4) and self.upsize <= cfg.max_upsize,
              f"1 (none) or a factor built into this kernel: 1 to max_upsize = {cfg.max_upsize}, a power of two")
         need("write_offset", 0 <= self.write_offset, ">= 0")
@@ -370,11 +410,36 @@ def pack_bn(mult, bias, cpo: int) -> np.ndarray:
     return np.stack([mult.reshape(-1, cpo), bias.reshape(-1, cpo)], axis=1).reshape(-1).astype(np.int32)
 
 
+def residual_add(v, r, mult: int, shift: int, relu: bool, lo: int, hi: int) -> np.ndarray:
+    """Post-op ``residual_add``: ``clip(v + ((r * mult + 2**(shift-1)) >> shift), lo, hi)``
+    (no rounding term for ``shift = 0``: round half up), then ``max(., 0)`` when ``relu``."""
+    v, r = np.asarray(v, np.int64), np.asarray(r, np.int64)
+    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    y = np.clip(v + ((r * int(mult) + rounding) >> shift), lo, hi)
+    return (np.maximum(y, 0) if relu else y).astype(np.int64)
+
+
+def residual_operand(r_mem, cfg: KernelConfig, args: "CallArgs") -> np.ndarray:
+    """The operand pixels a call adds, ``(conv_rows * conv_cols) x (groups * CPO)``: per
+    output group ``o``, ``conv_rows * conv_cols`` pixels from pixel ``r_offset`` of plane
+    ``o`` (``r_plane`` pixels each) of the GOHWCPO image ``r_mem``."""
+    groups = args.groups(cfg)
+    pixels = args.conv_rows * args.conv_cols
+    r_offset, r_plane = args.residual_geometry()
+    need = groups.stop * r_plane * cfg.cpo
+    flat = None if r_mem is None else np.asarray(r_mem).reshape(-1)
+    if flat is None or flat.size < need:
+        raise CallError(f"memory image r_mem holds {0 if flat is None else flat.size} elements, the call needs {need}")
+    planes = flat[: need].reshape(groups.stop, r_plane, cfg.cpo)[groups.start:, r_offset: r_offset + pixels]
+    return planes.transpose(1, 0, 2).reshape(pixels, len(groups) * cfg.cpo).astype(np.int64)
+
+
 def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = None,
-             n_mem=None) -> np.ndarray:
+             n_mem=None, r=None) -> np.ndarray:
     """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
     on requantised activations ``y`` (``... x channels``, channels last; ``channels`` are
-    the layer channels they are, for the per-channel parameters in ``n_mem``)."""
+    the layer channels they are, for the per-channel parameters in ``n_mem``; ``r`` the
+    residual operand of the same shape as ``y``, see :func:`residual_operand`)."""
     y = np.asarray(y, np.int64)
     for op in cfg.post_ops:
         if op == "leaky_relu" and args.leaky_relu:
@@ -384,6 +449,11 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
                 raise CallError("memory image n_mem is missing: the call enables bn")
             mult, bias = unpack_bn(n_mem, cfg, channels)
             y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg))
+        if op == "residual_add" and args.residual_add:
+            if r is None:
+                raise CallError("memory image r_mem is missing: the call enables residual_add")
+            y = residual_add(y, np.asarray(r).reshape(y.shape), args.r_mult, args.r_shift, args.r_relu,
+                             *args.r_bounds(cfg))
     return y
 
 
@@ -391,13 +461,14 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
 
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                 b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
-                n_mem: np.ndarray | None = None) -> np.ndarray:
+                n_mem: np.ndarray | None = None, r_mem: np.ndarray | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
     ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
     weights of every output group of the layer, ``b_mem`` (and ``m_mem`` when
-    ``use_mult``) one word per output channel of the layer. Only the output pixels the
-    call computes are written.
+    ``use_mult``) one word per output channel of the layer; ``n_mem`` the bn parameters and
+    ``r_mem`` the residual operand (GOHWCPO, :func:`residual_operand`) when the call uses
+    them. Only the output pixels the call computes are written.
     """
     if cfg.is_float:
         raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
@@ -449,7 +520,8 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
-    y = post_ops(y, cfg, args, channels, n_mem)
+    r = residual_operand(r_mem, cfg, args) if args.residual_add else None
+    y = post_ops(y, cfg, args, channels, n_mem, r)
     y = upsize(pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool), args.upsize)
 
     out = out_mem.reshape(-1)

@@ -41,7 +41,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, pool2x2, post_ops,
-                               requantize, upsize)
+                               requantize, residual_add, residual_operand, upsize)
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -205,13 +205,18 @@ def _single_threaded_blas():
 
 def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                      b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
-                     prepared: PreparedWeights | None = None) -> np.ndarray:
+                     prepared: PreparedWeights | None = None, *, n_mem: np.ndarray | None = None,
+                     r_mem: np.ndarray | None = None) -> np.ndarray:
     """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit.
 
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
-    have been made from the weights ``w_mem`` holds now.
+    have been made from the weights ``w_mem`` holds now. The post-op residual_add (operand
+    ``r_mem``) runs here, vectorised; calls with the other post-ops go to the oracle.
     """
     args.validate(cfg)
+    if args.leaky_relu or args.bn:
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
+    residual = residual_operand(r_mem, cfg, args) if args.residual_add else None
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
     groups = args.groups(cfg)
@@ -229,7 +234,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
 
     x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
     x = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi, args.rows, args.W, cpi)
@@ -245,7 +250,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     rounding = (1 << (shift - 1)) if shift > 0 else 0
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
     if saturate:
         offset = None
     elif mult is not None:
@@ -272,6 +277,9 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     ho, wo = (rows_p - 3) // s + 1, (cols_p - 3) // s + 1
     n = len(groups) * cpo
     pool = args.pool
+    if residual is not None:
+        residual = residual.reshape(ho, wo, n)
+        r_bounds = args.r_bounds(cfg)
     step = 2 if pool else 1
     rows_used = ho // step * step
     wp = wo // step
@@ -305,7 +313,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if sums is None:                                 # no input channel has a weight
             sums = np.zeros((m, n1 - n0), dtype)
         sums = sums.reshape(r1 - r0, wo, n1 - n0)
-        if pool == POOL_MAX:
+        if pool == POOL_MAX and residual is None:      # max commutes with requantisation, not with the add
             q = sums[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             sums = np.maximum(np.maximum(q[:, 0, :, 0], q[:, 0, :, 1]), np.maximum(q[:, 1, :, 0], q[:, 1, :, 1]))
         acc = sums.astype(np.int64)
@@ -323,6 +331,11 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if shift:
             acc >>= shift
         np.clip(acc, lo, hi, out=acc)
+        if residual is not None:
+            acc = residual_add(acc, residual[r0:r1, :, n0:n1], args.r_mult, args.r_shift, args.r_relu, *r_bounds)
+            if pool == POOL_MAX:
+                q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
+                acc = q.max(axis=(1, 3))
         if pool == POOL_AVG:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             acc = (q.sum(axis=(1, 3)) + 2) >> 2

@@ -86,6 +86,16 @@ POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("bn_clip_lo", True, "post-op: batch-norm lower saturation bound"),
         ("bn_clip_hi", True, "post-op: batch-norm upper saturation bound"),
     ),
+    "residual_add": (
+        ("residual_add", False, "post-op: 1: residual add on (operand at r, added before pooling)"),
+        ("r_mult", False, "post-op: residual operand multiplier, 0 to 65535"),
+        ("r_shift", False, "post-op: residual operand right shift, 0 to 31 (rounds half up)"),
+        ("r_relu", False, "post-op: 1: ReLU after the residual add"),
+        ("r_clip_lo", True, "post-op: residual add lower saturation bound"),
+        ("r_clip_hi", True, "post-op: residual add upper saturation bound"),
+        ("r_offset", False, "post-op: first operand pixel within each operand plane"),
+        ("r_plane", False, "post-op: pixels per operand plane (GOHWCPO, convolution output shape)"),
+    ),
 }
 
 #: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
@@ -98,6 +108,8 @@ POST_OP_SCALARS["upsize"] = (
 POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "bn": (("n", "gmem_w", "post-op: batch-norm parameters, [GO][2][CPO] int32 words: "
                            "CPO multipliers (low 16 bits, signed), then CPO biases"),),
+    "residual_add": (("r", "gmem_in", "post-op: residual operand, GOHWCPO activations of the "
+                                      "convolution output's shape"),),
 }
 
 
@@ -183,6 +195,10 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
     values = args.to_dict()
     bn_lo, bn_hi = args.bn_bounds(cfg)
     values.update(bn_clip_lo=bn_lo, bn_clip_hi=bn_hi)
+    r_lo, r_hi = args.r_bounds(cfg)
+    r_offset, r_plane = args.residual_geometry()
+    values.update(r_clip_lo=r_lo, r_clip_hi=r_hi, r_offset=r_offset, r_plane=r_plane,
+                  residual_add=int(args.residual_add), r_relu=int(args.r_relu))
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out(),
                   depthwise=int(args.depthwise))

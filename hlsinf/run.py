@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wmax", type=int, help="kernel's largest input width (default from KernelConfig)")
     p.add_argument("--hmax", type=int, help="kernel's largest rows per call")
     p.add_argument("--imax", type=int, help="kernel's largest input channel count")
+    p.add_argument("--post-ops", help="post-operations of the in-process kernel, comma-separated (e.g. "
+                                      "residual_add: ResNet's Add(+Relu) in the convolution's call)")
     p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
     p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
     p.add_argument("--cpu-fallback", action="store_true", default=True,
@@ -47,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kernel(args):
     from hlsinf.config import KernelConfig
-    if args.kernel and (args.cpi or args.cpo):
-        raise ValueError("give either --kernel or --cpi/--cpo, not both")
+    if args.kernel and (args.cpi or args.cpo or args.post_ops):
+        raise ValueError("give either --kernel or --cpi/--cpo/--post-ops, not both")
     if args.kernel:
         return args.kernel
     fields = {"cpi": 8, "cpo": 8}
@@ -60,6 +62,8 @@ def _kernel(args):
             if value <= 0:
                 raise ValueError(f"--{name} {value}: must be a positive whole number")
             fields[name] = value
+    if args.post_ops:
+        fields["post_ops"] = args.post_ops
     KernelConfig(**fields)                   # a bad value is an error here, before the model is read
     return fields                            # without act_signed: to_fpga takes the model's format
 

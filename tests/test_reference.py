@@ -215,3 +215,43 @@ def test_bn_call_arguments_are_validated():
     for field, value in [("bn_shift", 32), ("bn_clip_lo", -129), ("bn_clip_hi", 128), ("bn_clip_hi", -4)]:
         with _pytest.raises(CallError, match=field):
             CallArgs(**{**args.to_dict(), field: value}).validate(bn)
+
+
+def test_residual_add_in_the_call_is_the_add_before_the_pool():
+    """kernel_call with residual_add equals the call without it, then the formula on the
+    operand pixels of the same output positions (from r_offset of planes of r_plane), then
+    the pool: computed here independently from the unpooled output."""
+    import pytest as _pytest
+    from hlsinf.reference import CallError
+    cfg = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("residual_add",))
+    rng = np.random.default_rng(3)
+    H, W, I, O = 6, 5, 3, 5
+    x = rng.integers(-128, 128, 2 * H * W * 2).astype(np.int8)
+    w = rng.integers(-128, 128, 3 * 2 * 2 * 2 * 9).astype(np.int8)
+    b = rng.integers(-500, 500, 6).astype(np.int32)
+    for pool in (ref.POOL_NONE, ref.POOL_MAX, ref.POOL_AVG):
+        plain = CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=8,
+                         o_first=1)
+        conv = np.zeros(3 * H * W * 2, np.int8)
+        ref.kernel_call(cfg, plain, x, w, b, conv)
+        r_plane, r_offset = H * W + 3, 2
+        r = rng.integers(-128, 128, 3 * r_plane * 2).astype(np.int8)
+        args = CallArgs(**{**plain.to_dict(), "pool": pool, "residual_add": True, "r_mult": 300, "r_shift": 8,
+                           "r_relu": pool == ref.POOL_AVG, "r_clip_lo": -100, "r_offset": r_offset,
+                           "r_plane": r_plane})
+        out = np.zeros(3 * args.plane_out() * 2, np.int8)
+        ref.kernel_call(cfg, args, x, w, b, out, r_mem=r)
+        for g in (1, 2):
+            v = conv.reshape(3, H * W, 2)[g].astype(np.int64)
+            rr = r.reshape(3, r_plane, 2)[g, r_offset: r_offset + H * W].astype(np.int64)
+            t = np.clip(v + ((rr * 300 + 128) >> 8), -100, 127)
+            if pool == ref.POOL_AVG:
+                t = np.maximum(t, 0)
+            want = ref.pool2x2(t.reshape(H, W, 2), pool).reshape(-1)
+            np.testing.assert_array_equal(out.reshape(3, -1)[g, : want.size], want)
+        with _pytest.raises(CallError, match="r_mem"):
+            ref.kernel_call(cfg, args, x, w, b, out)
+    with _pytest.raises(CallError, match="r_plane"):
+        CallArgs(**{**plain.to_dict(), "residual_add": True, "r_offset": 1}).validate(cfg)
+    with _pytest.raises(CallError, match="residual_add"):
+        CallArgs(**{**plain.to_dict(), "residual_add": True}).validate(KernelConfig(cpi=2, cpo=2))

@@ -143,3 +143,39 @@ def test_integer_products_do_not_saturate_pairs_to_int16(signed):
     ref.kernel_call(cfg, args, x, w, b, want)
     np.testing.assert_array_equal(want, 100 + np.arange(16))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_fast_residual_add_equals_the_oracle(k, monkeypatch):
+    """Post-op residual_add (operand before pooling, its own plane and offset) in the fast path."""
+    cfg = KernelConfig(**{**CONFIGS[k].to_dict(), "post_ops": ("residual_add",)})
+    rng = np.random.default_rng(200 + k)
+    amin, amax = cfg.act_range
+    done = 0
+    while done < 30:
+        case = _random_call(rng, cfg)
+        if case is None:
+            continue
+        args, x, w, b, m, out_size = case
+        args.residual_add = bool(rng.integers(0, 4))
+        args.r_mult = int(rng.integers(0, 1 << 16))
+        args.r_shift = int(rng.integers(0, 32)) if rng.integers(0, 2) else int(rng.integers(8, 17))
+        args.r_relu = bool(rng.integers(0, 2))
+        lo_hi = sorted(int(v) for v in rng.integers(amin, amax + 1, 2))
+        args.r_clip_lo, args.r_clip_hi = (lo_hi if rng.integers(0, 3) == 0 else (None, None))
+        pixels = args.conv_rows * args.conv_cols
+        if rng.integers(0, 2):
+            args.r_offset = int(rng.integers(0, 4))
+            args.r_plane = args.r_offset + pixels + int(rng.integers(0, 3))
+        args.validate(cfg)
+        r_plane = args.residual_geometry()[1]
+        r = rng.integers(amin, amax + 1, args.go(cfg) * r_plane * cfg.cpo).astype(ref.act_dtype(cfg))
+        fill = rng.integers(0, 256, out_size * np.dtype(ref.act_dtype(cfg)).itemsize).astype(np.uint8)
+        want = fill.copy().view(ref.act_dtype(cfg))
+        got = fill.copy().view(ref.act_dtype(cfg))
+        mm = m if args.use_mult else None
+        ref.kernel_call(cfg, args, x, w, b, want, mm, r_mem=r)
+        monkeypatch.setattr(reference_fast, "_PARALLEL_MACS", int(rng.choice([0, 1 << 25])))
+        kernel_call_fast(cfg, args, x, w, b, got, mm, r_mem=r)
+        np.testing.assert_array_equal(got, want, err_msg=f"{cfg} {args}")
+        done += 1

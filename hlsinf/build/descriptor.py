@@ -41,6 +41,8 @@ def element_types(cfg: KernelConfig) -> dict[str, str]:
              "y": np.dtype(act_dtype(cfg)).name}
     if "bn" in cfg.post_ops:
         types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+    if "residual_add" in cfg.post_ops:
+        types["r"] = types["y"]       # post-op residual_add operand, GOHWCPO activations
     return types
 
 
@@ -58,6 +60,9 @@ _POST_OP_FORMULAS = {
                   "amin, amax), leaky_alpha_shift = 0: clip(v * leaky_alpha_num, amin, amax); needs relu = 0",
     "bn": "clip((v * m[c] + b[c] + 2**(bn_shift - 1)) >> bn_shift, bn_clip_lo, bn_clip_hi), bn_shift = 0: "
           "clip(v * m[c] + b[c], bn_clip_lo, bn_clip_hi); m[c] int16, b[c] int32 from n",
+    "residual_add": "t = clip(v + ((r * r_mult + 2**(r_shift - 1)) >> r_shift), r_clip_lo, r_clip_hi) "
+                    "(r_shift = 0: no rounding term); r_relu: max(t, 0); r the operand pixel at the same "
+                    "position of the convolution output (before pooling)",
 }
 
 
@@ -139,6 +144,10 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
                        "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
                if "bn" in cfg.post_ops else {}),
+            **({"residual": {"name": "GOHWCPO", "address": "((o // CPO) * r_plane + r_offset + h * conv_cols + w) "
+                                                           "* CPO + o % CPO",
+                             "note": "the convolution output's shape (before pooling); on gmem_in"}}
+               if "residual_add" in cfg.post_ops else {}),
         },
         "formats": {
             "pointers": element_types(cfg),

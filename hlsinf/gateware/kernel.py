@@ -13,7 +13,7 @@ from amaranth.hdl import ClockDomain, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hlsinf.gateware.memory.axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature
+from hlsinf.gateware.memory.axi import DATA_WIDTH, AXI4LiteSignature, AXI4Signature, ReadArbiter
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.control import Control, control_addr_width
 from hlsinf.gateware.export import to_verilog
@@ -22,15 +22,17 @@ from hlsinf.gateware.stages.cvt import Cvt
 from hlsinf.gateware.stages.input_cache import InputCache
 from hlsinf.gateware.stages.leaky_relu import LeakyRelu
 from hlsinf.gateware.stages.batch_norm import BatchNorm
+from hlsinf.gateware.stages.residual_add import ResidualAdd
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
-from hlsinf.gateware.memory.read import ActivationReader
+from hlsinf.gateware.memory.read import ActivationReader, ItemReader
 from hlsinf.gateware.stages.relu import Relu
 from hlsinf.gateware.stages.upsize import Upsize
 from hlsinf.gateware.memory.weights import ParameterLoader
 from hlsinf.gateware.stages.window import Window
 from hlsinf.gateware.memory.write import PixelWriter
+from hlsinf.gateware.lib.streams import pixel_layout
 from hlsinf.registers import POINTERS, STATUS_BITS, STATUS_RESP_SHIFT
 from hlsinf.gateware.sequencer import Sequencer
 
@@ -39,7 +41,12 @@ __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CAC
 
 #: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
 #: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
-POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm}
+POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm, "residual_add": ResidualAdd}
+
+#: The residual operand's reader on ``gmem_in`` (post-op ``residual_add``): bursts in flight
+#: and receive FIFO beats. It needs CPO bytes per output pixel at most, so a few bursts of
+#: read-ahead cover the memory latency (docs/memory.md).
+RESIDUAL_READER = {"max_outstanding": 4, "fifo_beats": 256}
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
@@ -146,6 +153,10 @@ class Kernel(wiring.Component):
                                        |   pixels -> window -> mul -> add -> relu -> [post-ops] -> pool
                                        '-- out_cmd ----------------------------------------> PixelWriter (gmem_out)
 
+    With post-op ``residual_add`` the sequencer's ``r_cmd`` drives a second reader of
+    CPO-lane pixels that shares ``gmem_in`` with the input reader (``ReadArbiter``), and
+    its pixels are the residual stage's operand (docs/memory.md).
+
     The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
     ``s_axi_control_<member>`` and ``m_axi_<bundle>_<member>`` for the bundles of
     :data:`BUNDLES`; everything runs in one domain clocked by ``ap_clk``.
@@ -207,8 +218,22 @@ class Kernel(wiring.Component):
         m.d.comb += seq.args.eq(control.args)     # one layout: hlsinf.gateware.control.args_layout
         m.d.comb += [seq.start.eq(control.start), control.done.eq(seq.done)]
 
-        # Memory side: one master per bundle.
-        connect_flat(m, self, "m_axi_gmem_in", reader.axi)
+        # Memory side: one master per bundle. The residual operand (post-op residual_add) has
+        # a read engine of its own that shares gmem_in with the input reader.
+        if "residual_add" in cfg.post_ops:
+            m.submodules.residual_reader = r_reader = ItemReader(pixel_layout(cfg, cfg.cpo),
+                                                                 data_width=self.data_width, **RESIDUAL_READER)
+            m.submodules.gmem_in_arbiter = arbiter = ReadArbiter(2, data_width=self.data_width)
+            wiring.connect(m, reader.axi, arbiter.inputs[0])
+            wiring.connect(m, r_reader.axi, arbiter.inputs[1])
+            connect_flat(m, self, "m_axi_gmem_in", arbiter.axi)
+            wiring.connect(m, seq.r_cmd, r_reader.cmd)
+            m.d.comb += r_reader.clear.eq(control.start)
+            in_error = reader.error | r_reader.error
+            in_resp = Mux(reader.error, reader.resp, r_reader.resp)
+        else:
+            connect_flat(m, self, "m_axi_gmem_in", reader.axi)
+            in_error, in_resp = reader.error, reader.resp
         connect_flat(m, self, "m_axi_gmem_w", loader.axi)
         connect_flat(m, self, "m_axi_gmem_out", writer.axi)
         wiring.connect(m, seq.in_cmd, reader.cmd)
@@ -217,10 +242,12 @@ class Kernel(wiring.Component):
         m.d.comb += seq.out_ack.eq(writer.done)
         # AXI error responses: flags and first response per bundle in the status register,
         # cleared when a call starts (the call itself runs to its end: docs/kernel.md).
-        for bundle, master in (("gmem_in", reader), ("gmem_w", loader), ("gmem_out", writer)):
+        for bundle, master, error, resp in (("gmem_in", reader, in_error, in_resp),
+                                            ("gmem_w", loader, loader.error, loader.resp),
+                                            ("gmem_out", writer, writer.error, writer.resp)):
             shift = STATUS_RESP_SHIFT[bundle]
-            m.d.comb += [control.status[STATUS_BITS[bundle]].eq(master.error),
-                         control.status[shift:shift + 2].eq(master.resp), master.clear.eq(control.start)]
+            m.d.comb += [control.status[STATUS_BITS[bundle]].eq(error),
+                         control.status[shift:shift + 2].eq(resp), master.clear.eq(control.start)]
 
         # Stage parameters: the fields of the call geometry of the same name, except where a
         # stage sees the frame differently from the call (named here).
@@ -277,6 +304,8 @@ class Kernel(wiring.Component):
                            **{field: getattr(g, field) for field in getattr(stage, "GEOMETRY_PARAMS", ())})
             if name == "bn":
                 wiring.connect(m, loader.bn, stage.item)
+            if name == "residual_add":
+                wiring.connect(m, r_reader.o, stage.operand)
             wiring.connect(m, activations, stage.i)
             activations = stage.o
         wiring.connect(m, activations, pool.i)

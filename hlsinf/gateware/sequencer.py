@@ -184,7 +184,7 @@ class Sequencer(wiring.Component):
         if not (isinstance(cache_pixels, int) and cache_pixels >= 0):
             raise ValueError(f"Sequencer cache_pixels = {cache_pixels!r} is out of range: allowed >= 0")
         self.cfg, self.cache_pixels = cfg, cache_pixels
-        super().__init__({
+        members = {
             "args": In(args_layout(cfg)),
             "start": In(1),
             "busy": Out(1),
@@ -195,7 +195,12 @@ class Sequencer(wiring.Component):
             "out_cmd": Out(stream.Signature(command_layout())),
             "out_ack": In(1),
             "in_taken": In(1),
-        })
+        }
+        if "residual_add" in cfg.post_ops:
+            # Post-op residual_add: per output group, the operand pixels of its convolution
+            # output, from r + (o * r_plane + r_offset) * CPO (while the call enables the add).
+            members["r_cmd"] = Out(stream.Signature(command_layout()))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -245,6 +250,12 @@ class Sequencer(wiring.Component):
         frame = product("frame", g.conv_rows, g.conv_cols)
         out_pixels = product("out_px", out_rows, out_cols)
         started_in_conv = [plane_in, tile_in, w_first, out_first, frames, gi_rows]
+        with_res = "residual_add" in cfg.post_ops
+        if with_res:
+            r_plane = Signal(32)
+            r_offset = Signal(32)
+            r_first = product("r_first", r_plane, o_first)        # operand pixels before o_first
+            started_in_conv.append(r_first)
         started_in_pool = [frame, out_pixels]
         products_busy = Signal()
         busy_terms = gi_rows.done | tile.busy | Cat(mul.busy for mul in started_in_conv + started_in_pool).any()
@@ -283,6 +294,14 @@ class Sequencer(wiring.Component):
             n_base = Signal(ADDRESS_BITS)
             n_addr = Signal(ADDRESS_BITS)
             bn_on = Signal()
+        if with_res:
+            r_on = Signal()
+            r_base = Signal(ADDRESS_BITS)
+            r_step = Signal(ADDRESS_BITS)
+            r_bytes = Signal(LENGTH_BITS)
+            r_active = Signal()
+            r_groups_left = Signal(count_bits)
+            r_addr = Signal(ADDRESS_BITS)
         out_active = Signal()
         out_groups_left = Signal(count_bits)
         out_addr = Signal(ADDRESS_BITS)
@@ -323,6 +342,9 @@ class Sequencer(wiring.Component):
                         m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(a.bn != 0)]
                     if depthwise:
                         m.d.sync += dw.eq(a.depthwise != 0)
+                    if with_res:
+                        m.d.sync += [r_plane.eq(a.r_plane), r_offset.eq(a.r_offset), r_on.eq(a.residual_add != 0),
+                                     r_step.eq(a.r_plane << cpo_log)]
                     m.next = "CONV"
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
@@ -358,9 +380,14 @@ class Sequencer(wiring.Component):
                         with m.If(dw):
                             m.d.sync += [g.cached.eq(0),
                                          in_base.eq(in_base + (in_first.product << cpi_log))]
+                    if with_res:
+                        m.d.sync += [r_base.eq((r_first.product + r_offset) << cpo_log),
+                                     r_bytes.eq(frame.product << cpo_log)]
                     m.next = "BASES"
             with m.State("BASES"):
                 m.d.sync += [w_base.eq(self.args.w + w_base), out_base.eq(self.args.y + out_base)]
+                if with_res:
+                    m.d.sync += r_base.eq(self.args.r + r_base)
                 m.next = "START"
             with m.State("START"):
                 m.d.sync += [
@@ -373,9 +400,14 @@ class Sequencer(wiring.Component):
                     acks_left.eq(o_count),
                     frames_left.eq(frames.product), frame_pixels_left.eq(frame_in),
                 ]
+                if with_res:
+                    m.d.sync += [r_active.eq(r_on & (o_count != 0)), r_groups_left.eq(o_count), r_addr.eq(r_base)]
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~in_active & ~w_active & ~out_active & (acks_left == 0) & (frames_left == 0)):
+                idle = ~in_active & ~w_active & ~out_active & (acks_left == 0) & (frames_left == 0)
+                if with_res:
+                    idle = idle & ~r_active
+                with m.If(idle):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~call.ongoing("IDLE"))
@@ -437,6 +469,15 @@ class Sequencer(wiring.Component):
             m.d.sync += [out_addr.eq(out_addr + out_step), out_groups_left.eq(out_groups_left - 1)]
             with m.If(out_groups_left == 1):
                 m.d.sync += out_active.eq(0)
+        if with_res:
+            # Operand pixels: one command per output group, addressed like the output.
+            m.d.comb += [self.r_cmd.valid.eq(r_active),
+                         self.r_cmd.payload.addr.eq(r_addr),
+                         self.r_cmd.payload.length.eq(r_bytes)]
+            with m.If(self.r_cmd.valid & self.r_cmd.ready):
+                m.d.sync += [r_addr.eq(r_addr + r_step), r_groups_left.eq(r_groups_left - 1)]
+                with m.If(r_groups_left == 1):
+                    m.d.sync += r_active.eq(0)
         with m.If(self.in_taken):
             with m.If(frame_pixels_left == 1):
                 m.d.sync += [frame_pixels_left.eq(frame_in), frames_left.eq(frames_left - 1)]

@@ -38,6 +38,10 @@ class DeviceError(RuntimeError):
     """A device operation failed; the message names the buffer, address or register."""
 
 
+#: Registers that hold a CallArgs flag (decoded as bool).
+_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise"}
+
+
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
     """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers).
 
@@ -52,8 +56,7 @@ def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple
             pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
         else:
             values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
-    flags = {"relu", "use_mult", "leaky_relu", "bn", "depthwise"}
-    args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
+    args = CallArgs(**{k: bool(v) if k in _FLAGS else v for k, v in values.items()})
     return args, pointers
 
 
@@ -183,10 +186,12 @@ class ReferenceDevice(FlatMemoryDevice):
         x, w, b, y = (self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
                       self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)))
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
+        n = self.view(ptr["n"], np.int32) if args.bn else None
+        r = self.view(ptr["r"], act_dtype(cfg)) if args.residual_add else None
         if self.oracle:
-            kernel_call(cfg, args, x, w, b, y, m)
+            kernel_call(cfg, args, x, w, b, y, m, n, r)
         elif args.depthwise:                     # nothing to prepare: nine multiply-adds per tap
-            kernel_call_fast(cfg, args, x, w, b, y, m)
+            kernel_call_fast(cfg, args, x, w, b, y, m, n_mem=n, r_mem=r)
         else:
             gi, go = args.gi(cfg), args.go(cfg)
             groups = args.groups(cfg)
@@ -197,7 +202,7 @@ class ReferenceDevice(FlatMemoryDevice):
                 if w.nbytes >= nbytes:          # else kernel_call_fast reports the short memory image
                     entry = (ptr["w"], ptr["w"] + nbytes, prepare_weights(cfg, args, w))
                     self._prepared[key] = entry
-            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2])
+            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2], n_mem=n, r_mem=r)
             self._forget(ptr["y"], y.nbytes)      # the call may have written over cached weights
         self.calls += 1
         return None

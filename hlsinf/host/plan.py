@@ -217,6 +217,9 @@ class FpgaLayer:
     out_zero_point: int = 0
     out_zero_point_exact: bool = True   #: the output zero point is folded into the bias exactly
     depthwise: bool = False             #: a depthwise convolution (calls with depthwise = 1)
+    #: post-op residual_add: the device tensor (CPO lanes, produced by an earlier layer) added
+    #: before the pooling; "" when the layer has no fused Add
+    residual: str = ""
     device = "accelerator"
 
     def __post_init__(self):
@@ -235,7 +238,7 @@ class FpgaLayer:
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
                 + f"{self.group_splits} group range(s)), "
-                f"shift {self.shift}" + self._zero_points())
+                f"shift {self.shift}" + (f", + {self.residual}" if self.residual else "") + self._zero_points())
 
     def _zero_points(self) -> str:
         text = ""
@@ -437,6 +440,20 @@ class _Match:
     q_clip: tuple[int, int]                   # output bounds in the model's integers (type range, Relu/Clip)
     upsize: int = 1                           # nearest upsampling factor after the pool (Resize)
     depthwise: bool = False                   # group = input = output channels: weights C x 1 x k x k
+    residual: "_Residual | None" = None       # a fused Add(other) after the convolution
+
+
+@dataclass
+class _Residual:
+    """``Conv -> Q -> DQ -> Add(DQ(operand)) [-> Relu|Clip] -> Q``: the Add runs in the kernel
+    (post-op residual_add); ``operand`` is the other quantised tensor, with its scale and type."""
+
+    operand: str
+    s_r: float
+    r_type: tuple[np.dtype, int]
+    #: the model's quantised convolution output before the add: its real range (the kernel's
+    #: must hold it, else the fused layer would saturate where the model does not)
+    conv_range: tuple[float, float] = (0.0, 0.0)
 
 
 class _NoMatch(Exception):
@@ -485,7 +502,7 @@ def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | No
     return None
 
 
-def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _Match:
+def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse_residual: bool = True) -> _Match:
     a = conv.attrs
     group = a.get("group", 1)
     if group != 1 and not cfg.with_depthwise:
@@ -570,6 +587,14 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     nodes.append(q)
     s_y, z_y, t_y = _scalar_qparams(graph, q, "output")
     out = q.outputs[0]
+    residual = None
+    if fuse_residual and act is None:
+        found = _match_residual(graph, out, cfg, (s_y, z_y, t_y))
+        if found is not None:
+            more, residual, clip, q = found
+            nodes += more
+            s_y, z_y, t_y = _scalar_qparams(graph, q, "output")
+            out = q.outputs[0]
 
     # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
     # exact on the integers; a max pool commutes with it, so a Relu after a max pool is
@@ -616,7 +641,64 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
     q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
-                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=group != 1)
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=group != 1, residual=residual)
+
+
+def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[float, int, np.dtype]):
+    """``out -> DQ -> Add(other) [-> Relu|Clip] -> Q`` with ``other = DQ(operand)``, the operand
+    an activation of the output's shape: ``(nodes, _Residual, clip, Q node)``; else None.
+
+    Only for a kernel built with post-op residual_add and signed activations: the convolution's
+    part of the sum is held in the activation type before the add, and it can be negative."""
+    if "residual_add" not in cfg.post_ops or not cfg.act_signed:
+        return None
+    dq = _only_consumer(graph, out, ("DequantizeLinear",))
+    add = dq and _only_consumer(graph, dq.outputs[0], ("Add",))
+    if not add or len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
+        return None
+    other = add.inputs[1] if add.inputs[0] == dq.outputs[0] else add.inputs[0]
+    odq = graph.producer(other)
+    if odq is None or odq.op != "DequantizeLinear" or graph.shapes.get(other) != graph.shapes.get(add.outputs[0]):
+        return None
+    try:
+        s_r, z_r, t_r = _scalar_qparams(graph, odq, "residual operand")
+    except _NoMatch:
+        return None
+    nodes, t, clip = [dq, add], add.outputs[0], (None, None)
+    act = _only_consumer(graph, t, ("Relu", "Clip"))
+    if act is not None:
+        try:
+            clip = _clip_bounds(graph, act)
+        except _NoMatch:
+            return None
+        nodes.append(act)
+        t = act.outputs[0]
+    q = _only_consumer(graph, t, ("QuantizeLinear",))
+    if q is None:
+        return None
+    try:
+        _scalar_qparams(graph, q, "output")
+    except _NoMatch:
+        return None
+    nodes.append(q)
+    s_c, z_c, t_c = conv_q
+    info = np.iinfo(t_c)
+    conv_range = (s_c * (int(info.min) - z_c), s_c * (int(info.max) - z_c))
+    return nodes, _Residual(odq.inputs[0], s_r, (t_r, z_r), conv_range), clip, q
+
+
+def _residual_scale(ratio: float, what: str) -> tuple[int, int]:
+    """``(r_mult, r_shift)`` with ``r_mult / 2**r_shift`` closest to ``ratio`` (16-bit multiplier,
+    shift 0..31, the most precise pair)."""
+    from hlsinf.reference import R_MULT_BITS, R_SHIFT_MAX
+    top = (1 << R_MULT_BITS) - 1
+    shift = R_SHIFT_MAX
+    while shift > 0 and round(ratio * 2.0 ** shift) > top:
+        shift -= 1
+    mult = round(ratio * 2.0 ** shift)
+    if not 0 < mult <= top:
+        raise _NoMatch(f"{what}: operand scale ratio {ratio:.4g} is outside what r_mult / 2**r_shift holds")
+    return mult, shift
 
 
 def _nearest_factor(graph: Graph, node: Node) -> int | None:
@@ -675,9 +757,23 @@ def _row_tiles(conv_rows: int, tile: int) -> list[tuple[int, int]]:
     return [(r, min(r + tile, conv_rows)) for r in range(0, conv_rows, tile)]
 
 
+def _fold_constant(c: float, mult: np.ndarray, shift: int) -> tuple[np.ndarray, bool]:
+    """Bias terms ``t[o] = round(c·2^s / M[o])`` that add the real constant ``c`` (in output
+    LSBs) before the requantisation's rounding: exact when ``M[o]`` divides ``c·2^s``, else
+    within half the layer's real scale of a LSB, as :func:`_fold_output_zero_point`."""
+    if float(c).is_integer():
+        return _fold_output_zero_point(int(c), mult, shift)
+    m = np.asarray(mult, np.int64).reshape(-1)
+    if np.any(m == 0):
+        raise _NoMatch(f"constant {c:.4g} before the residual add: a channel's multiplier is 0")
+    t = np.rint(c * 2.0 ** shift / m).astype(np.int64)
+    return t, False
+
+
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
                  max_out_groups: int | None, max_cols: int | None = None, *,
-                 x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None) -> FpgaLayer:
+                 x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None,
+                 r_enc: ActEncoding | None = None) -> FpgaLayer:
     x_enc = x_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     y_enc = y_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     conv = next(n for n in m.nodes if n.op == "Conv")
@@ -711,7 +807,26 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     # Zero points into the bias: sum w·(x - zx) = sum w·x - zx·sum w (exact), and the output's
     # zy·2^s / M (exact when M divides zy·2^s, else within one LSB at rounding boundaries).
     zy = y_enc.device_zero_point
-    t_y, out_exact = _fold_output_zero_point(zy, mult if cfg.with_multiplier else np.ones_like(mult), shift)
+    res = m.residual
+    if res is not None:
+        # Post-op residual_add: the kernel adds round(r·r_mult / 2^r_shift) to the requantised
+        # convolution, so that holds conv/s_y + zy - zr·r_mult/2^r_shift (folded into the bias)
+        # and the sum is the output's device value; the Relu/Clip after the Add are the stage's.
+        r_mult, r_shift = _residual_scale(res.s_r / m.s_y, f"node {name!r}")
+        zr = r_enc.device_zero_point
+        constant = zy - zr * r_mult / 2.0 ** r_shift
+        # The requantised convolution is held in the activation type before the add: it
+        # covers [amin - constant, amax - constant] output LSBs. It must cover what the
+        # model's own quantised convolution output covers, or it would saturate earlier.
+        amin, amax = cfg.act_range
+        lo, hi = res.conv_range
+        if lo / m.s_y < amin - constant - 0.5 or hi / m.s_y > amax - constant + 0.5:
+            raise _NoMatch(f"residual add: the convolution's range before the add, {lo:.4g}..{hi:.4g}, "
+                           f"exceeds what the activation type holds at the output's scale "
+                           f"({(amin - constant) * m.s_y:.4g}..{(amax - constant) * m.s_y:.4g})")
+        t_y, out_exact = _fold_constant(constant, mult if cfg.with_multiplier else np.ones_like(mult), shift)
+    else:
+        t_y, out_exact = _fold_output_zero_point(zy, mult if cfg.with_multiplier else np.ones_like(mult), shift)
     bias = m.b_q - zin.value * m.w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
     blo, bhi = cfg.bias_range
     if np.any(bias < blo) or np.any(bias > bhi):
@@ -723,11 +838,20 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     relu = cfg.with_relu and dlo == 0 and m.clip[0] is not None
     clip_lo = None if relu or dlo == amin else dlo
     clip_hi = None if dhi == amax else dhi
+    residual_args = {}
+    if res is not None:            # the bounds apply after the add; the convolution's part is not clipped
+        r_relu = dlo == 0 and m.clip[0] is not None
+        residual_args = dict(residual_add=True, r_mult=r_mult, r_shift=r_shift, r_relu=r_relu,
+                             r_clip_lo=None if r_relu or dlo == amin else dlo, r_clip_hi=clip_hi)
+        relu, clip_lo, clip_hi = False, None, None
 
     conv_rows = (h + pt + pb - 3) // stride + 1
     conv_cols = (w + pl + pr - 3) // stride + 1
     if conv_rows < 1 or conv_cols < 1:
         raise PlanError(f"{where}: the output would be empty")
+    if res is not None and tuple(graph.shapes[res.operand][1:]) != (o, conv_rows, conv_cols):
+        raise _NoMatch(f"residual operand {res.operand!r} has shape {graph.shapes[res.operand]}, "
+                       f"not the convolution output's {(1, o, conv_rows, conv_cols)}")
     pool_div = 2 if m.pool else 1
     up = m.upsize
     rows_used = conv_rows // pool_div * pool_div
@@ -745,6 +869,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     # Column tiles only when the image is wider than the line buffers: each reads its own
     # narrower copy of the input (halo columns included) and writes its own output strip.
     whole_width = w <= cfg.wmax and max_cols is None
+    if res is not None and not whole_width:
+        raise _NoMatch("residual add with column tiles (the operand would need strips too)")
     if up > 1 and not whole_width:
         raise PlanError(f"{where}: an upsampled layer must be written in whole rows (width {w} <= wmax = "
                         f"{cfg.wmax}, no column tiles)")
@@ -785,7 +911,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                                 o_count=None if len(group_ranges) == 1 else count, relu=relu,
                                 clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
                                 pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * up * tout,
-                                out_plane=out_rows * tout, upsize=up, depthwise=m.depthwise)
+                                out_plane=out_rows * tout, upsize=up, depthwise=m.depthwise, **residual_args)
+                if residual_args:        # the operand has the convolution output's shape (before pooling)
+                    args.r_offset, args.r_plane = r0 * conv_cols, conv_rows * conv_cols
                 try:
                     args.validate(cfg)
                 except ValueError as e:
@@ -803,7 +931,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
         columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin,
-        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise)
+        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
+        residual=res.operand if res is not None else "")
 
 
 def _padded_name(tensor: str, zin: InputZeroPoint) -> str:
@@ -851,6 +980,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     encodings: dict[str, ActEncoding] = {}
 
     fused: dict[str, FpgaLayer] = {}        # last fused node name -> layer
+    produced: set[str] = set()              # tensors the accelerator layers so far write
     in_layer: set[str] = set()
     reasons: dict[str, str] = {}
     for node in graph.nodes:
@@ -861,9 +991,31 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             # a tensor keeps one encoding: the one its accelerator producer (or first consumer) chose
             t_x, z_x = m.x_type
             x_enc = encodings.get(m.x_q) or _encoding(t_x, z_x, None, cfg, "input")
-            t_y, z_y = m.y_type
-            y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
-            layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc, y_enc=y_enc)
+            layer = None
+            if m.residual is not None:
+                # the fused Add needs its operand on the device already, from an earlier layer
+                add = next(n for n in m.nodes if n.op == "Add")
+                r_enc = encodings.get(m.residual.operand)
+                if m.residual.operand not in produced or r_enc is None:
+                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand "
+                                         f"{m.residual.operand!r} is not written by an earlier accelerator layer")
+                elif (np.dtype(r_enc.dtype), r_enc.zero_point) != (np.dtype(m.residual.r_type[0]), m.residual.r_type[1]):
+                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand's quantisation "
+                                         f"differs from what its producer wrote")
+                else:
+                    try:
+                        t_y, z_y = m.y_type
+                        y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+                        layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols,
+                                             x_enc=x_enc, y_enc=y_enc, r_enc=r_enc)
+                    except _NoMatch as e:
+                        reasons[add.name] = f"residual add not fused into {node.name!r}: {e}"
+                if layer is None:          # the Add stays on the CPU
+                    m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
+            if layer is None:
+                t_y, z_y = m.y_type
+                y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+                layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc, y_enc=y_enc)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue
@@ -884,6 +1036,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         layer.nodes = names
         in_layer.update(names)
         fused[m.nodes[-1].name] = layer
+        produced.add(layer.output)
         encodings.setdefault(m.x_q, x_enc)
         encodings[m.out] = y_enc
 
@@ -894,6 +1047,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         if node.name in fused:
             layer = fused[node.name]
             needed.add(layer.source)
+            if layer.residual:
+                needed.add(layer.residual)
             keep.add(node.name)
         elif node.name in in_layer:
             continue
@@ -939,6 +1094,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                 steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings[t]))
                 on_device[t] = cfg.cpi
                 device_tensors[(t, cfg.cpi)] = chw(t)
+            if layer.residual and on_device.get(layer.residual) != cfg.cpo:
+                raise PlanError(f"layer {layer.name!r}: its residual operand {layer.residual!r} is not on the device")
             steps.append(layer)
             on_device[layer.output] = cfg.cpo
             device_tensors[(layer.output, cfg.cpo)] = layer.out_shape

@@ -65,8 +65,11 @@ class RtlDevice(FlatMemoryDevice):
     measures_cycles = True
 
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, *, ram_bytes: int = 1 << 26, seed: int = 1,
-                 connect_timeout: float = 300.0):
+                 connect_timeout: float = 300.0, kernel_args: dict | None = None):
         super().__init__(cfg, capacity)
+        #: arguments of ``Kernel(cfg, ...)`` (e.g. a small ``input_cache_pixels``); given, the
+        #: build is ``hlsinf.sim.runner.build_kernel``'s, shared with the kernel's own tests
+        self.kernel_args = kernel_args
         try:
             from hlsinf.sim import runner                         # noqa: F401
         except ImportError as e:
@@ -86,8 +89,11 @@ class RtlDevice(FlatMemoryDevice):
         from hlsinf.gateware.kernel import TOP_NAME, kernel_verilog
         # keyed by the Verilog text, so host-side changes do not trigger a recompile
         try:
-            build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
-                                     name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
+            if self.kernel_args is not None:
+                build_dir = runner.build_kernel(self.cfg, kernel_args=self.kernel_args)
+            else:
+                build_dir = runner.build(kernel_verilog(self.cfg), TOP_NAME,
+                                         name=f"host-kernel-cpi{self.cfg.cpi}-cpo{self.cfg.cpo}")
         except Exception as e:
             raise DeviceError(f"building the kernel for {self.cfg} in Verilator failed: {e}") from None
         self._tmp = tempfile.TemporaryDirectory(prefix="hlsinf-rtl-")
@@ -152,7 +158,7 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words, self.cfg)
+        args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         asz = np.dtype(act_dtype(cfg)).itemsize
         sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
@@ -164,18 +170,25 @@ class RtlDevice(FlatMemoryDevice):
         rebased = {"x": _BASE, "y": _BASE, "w": _BASE}
         rebased["b"] = _align(_BASE + sizes["w"])
         rebased["m"] = _align(rebased["b"] + sizes["b"])
-        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"])
+        rebased["n"] = _align(rebased["m"] + sizes["m"])
+        rebased["r"] = _align(_BASE + sizes["x"])
+        if args.bn:
+            sizes["n"] = go * 2 * cfg.cpo * 4
+        if args.residual_add:          # the operand shares gmem_in with x
+            sizes["r"] = args.groups(cfg).stop * args.residual_geometry()[1] * cfg.cpo * asz
+        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"],
+                   rebased["n"] + sizes.get("n", 0), rebased["r"] + sizes.get("r", 0))
         if self._sock is None:
             raise DeviceError("the simulation is closed")
         if need > self.ram_bytes:
             raise DeviceError(f"a call needs {need} bytes of simulated memory, the RAM models hold {self.ram_bytes} "
                               "(RtlDevice(ram_bytes=...))")
         region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
-        regions = {"gmem_in": [(rebased["x"], region("x"))],
-                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m")],
+        regions = {"gmem_in": [(rebased[k], region(k)) for k in ("x", "r") if k in sizes],
+                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m", "n") if k in sizes],
                    "gmem_out": [(rebased["y"], region("y"))]}
         out_words = dict(words)
-        for reg in register_map():
+        for reg in register_map(cfg):
             if reg.kind == "pointer":
                 out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
                 out_words[reg.offset + 4] = rebased[reg.name] >> 32

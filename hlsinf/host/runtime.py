@@ -236,6 +236,8 @@ class Session:
                 p = self.params[step.name]
                 ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)],
                         "w": p["w"], "b": p["b"], "m": p["m"]}
+                if step.residual:          # post-op residual_add: the operand, an earlier layer's output
+                    ptrs["r"] = self.buffers[(step.residual, cfg.cpo)]
                 if step.columns:
                     measured = self._run_columns(step, ptrs, profile)
                 else:

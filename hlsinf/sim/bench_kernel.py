@@ -164,6 +164,10 @@ class Layer:
         # Post-op bn parameters (written only for a kernel built with bn).
         self.n_mem = ref.pack_bn(rng.integers(-300, 300, O), rng.integers(-5000, 5000, O), cfg.cpo) \
             if "bn" in cfg.post_ops else None
+        # Post-op residual_add operand: an output-shaped image (GOHWCPO) of planes of up to
+        # 2 * H * W pixels (the calls choose r_offset and r_plane inside it).
+        self.r_mem = rng.integers(amin, amax + 1, -(-O // cfg.cpo) * 2 * H * W * cfg.cpo).astype(ref.act_dtype(cfg)) \
+            if "residual_add" in cfg.post_ops else None
 
 
 class Buffers:
@@ -182,6 +186,8 @@ class Buffers:
         mem["gmem_w"].write(pointers["m"], layer.m_mem.tobytes())
         if layer.n_mem is not None:
             mem["gmem_w"].write(pointers["n"], layer.n_mem.tobytes())
+        if layer.r_mem is not None:
+            mem["gmem_in"].write(pointers["r"], layer.r_mem.tobytes())
         # Random bytes everywhere: a write outside the call's pixels shows as a difference.
         size = max(args.go(cfg) * args.plane_out() * cfg.cpo for args in calls) * (cfg.act_bits // 8)
         self.out_raw = rng.integers(0, 256, size + 2 * self.GUARD, dtype=np.uint8)   # guard, output, guard
@@ -194,7 +200,7 @@ class Buffers:
         expected = self.out_raw.copy()
         out = expected[g: len(expected) - g].view(dtype)
         ref.kernel_call(cfg, args, self.layer.x_mem, self.layer.w_mem, self.layer.b_mem, out,
-                        self.layer.m_mem, self.layer.n_mem)
+                        self.layer.m_mem, self.layer.n_mem, self.layer.r_mem)
         self.out_raw = expected
         return expected
 
@@ -210,7 +216,7 @@ class Buffers:
                 f"expected {expected[bad[:8]].tolist()} for {args}")
 
 
-POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000, "n": 0x32000}
+POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000, "n": 0x32000, "r": 0x8000 + 5}
 
 
 def record_cycles(name: str, cfg: KernelConfig, args: CallArgs, cycles: int):
@@ -307,6 +313,35 @@ async def post_ops(dut):
 
 
 @cocotb.test()
+async def residual(dut):
+    """Post-op residual_add: on and off, several output groups, pooling after the add, row
+    tiles addressed like the output, explicit operand planes; nothing to do without it."""
+    cfg = kernel_config()
+    if "residual_add" not in cfg.post_ops:
+        return
+    H, W, I, O = 6, 7, 2 * cfg.cpi, 3 * cfg.cpo - 1
+    plane = H * W
+    add = dict(residual_add=True, r_mult=181, r_shift=8)
+    calls = [
+        CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                 r_relu=True, **add),
+        CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=10, relu=True, pool=POOL_MAX),            # add off
+        CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_left=1, shift=20, use_mult=True, pool=POOL_AVG,
+                 o_first=1, r_clip_lo=-20, r_clip_hi=90, **add),
+        # Row tiles of one layer: output rows [0, 3) and [3, 6), the operand addressed like the output.
+        CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, pad_right=1, shift=9,
+                 write_offset=0, out_plane=plane, r_relu=True, **add),
+        CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                 read_offset=2 * W, write_offset=3 * W, out_plane=plane, r_relu=True, **add),
+        # An operand plane of its own (not the output's), shift 0, stride 2.
+        CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=8, o_first=1, o_count=1,
+                 residual_add=True, r_mult=3, r_shift=0, r_offset=5, r_plane=2 * plane),
+    ]
+    await run_case(dut, "residual", calls, H=H, W=W, I=I, O=O, seed=13, mult_bits=min(cfg.mult_bits, 12),
+                   pause=True, wait=["poll", "interrupt"])
+
+
+@cocotb.test()
 async def row_tiles(dut):
     """An image computed in three row tiles through read/write offsets, output groups split."""
     cfg = kernel_config()
@@ -395,6 +430,8 @@ def packed_pointers(cfg: KernelConfig, args: CallArgs, align: int = 4096) -> dic
              "w": go * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
              "b": go * cfg.cpo * cfg.bias_bits // 8, "m": go * cfg.cpo * 4,
              "y": go * args.plane_out() * cfg.cpo * act}
+    if "residual_add" in cfg.post_ops:             # the operand image of Layer (planes of 2 * H * W)
+        sizes["r"] = go * 2 * args.H * args.W * cfg.cpo * act
     pointers, at = {}, align
     for name, size in sizes.items():
         pointers[name] = at

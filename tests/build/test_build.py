@@ -572,24 +572,29 @@ def test_post_ops_registers_descriptor_and_docs(tmp_path):
     from hlsinf.registers import POST_BASE
     import json
     base = KernelConfig(cpi=2, cpo=2)
-    cfg = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("leaky_relu", "bn"))
+    cfg = KernelConfig(cpi=2, cpo=2, act_signed=True, post_ops=("leaky_relu", "bn", "residual_add"))
     regs = register_map(cfg)
     assert regs[:len(register_map())] == register_map() == register_map(base)
     assert [(r.name, r.offset) for r in regs[len(register_map()):]] == [
         ("leaky_relu", POST_BASE), ("leaky_alpha_num", POST_BASE + 4), ("leaky_alpha_shift", POST_BASE + 8),
         ("bn", POST_BASE + 12), ("bn_shift", POST_BASE + 16), ("bn_clip_lo", POST_BASE + 20),
-        ("bn_clip_hi", POST_BASE + 24), ("n", POST_BASE + 28)]
-    assert regs[-1].kind == "pointer" and regs[-1].bundle == "gmem_w" and regs[-1].offset % 8 == 0
+        ("bn_clip_hi", POST_BASE + 24), ("residual_add", POST_BASE + 28), ("r_mult", POST_BASE + 32),
+        ("r_shift", POST_BASE + 36), ("r_relu", POST_BASE + 40), ("r_clip_lo", POST_BASE + 44),
+        ("r_clip_hi", POST_BASE + 48), ("r_offset", POST_BASE + 52), ("r_plane", POST_BASE + 56),
+        ("n", POST_BASE + 60), ("r", POST_BASE + 68)]
+    assert regs[-2].kind == "pointer" and regs[-2].bundle == "gmem_w" and regs[-2].offset % 8 == 0
+    assert regs[-1].kind == "pointer" and regs[-1].bundle == "gmem_in" and regs[-1].offset % 8 == 0
     data = build_descriptor(cfg)
-    assert [op["name"] for op in data["operations"]["post_ops"]] == ["leaky_relu", "bn"]
+    assert [op["name"] for op in data["operations"]["post_ops"]] == ["leaky_relu", "bn", "residual_add"]
     assert "n" in data["bundles"]["gmem_w"]["args"] and "bn" in data["layouts"]
+    assert "r" in data["bundles"]["gmem_in"]["args"] and "residual" in data["layouts"]
     from hlsinf.build.descriptor import element_types
     assert {r.name for r in regs if r.kind == "pointer"} == set(element_types(cfg))
     assert build_descriptor(base)["operations"]["post_ops"] == []
     path = tmp_path / "d.json"
     path.write_text(json.dumps(data))
     loaded, _ = load_descriptor(path)
-    assert loaded == cfg and loaded.post_ops == ("leaky_relu", "bn")
+    assert loaded == cfg and loaded.post_ops == ("leaky_relu", "bn", "residual_add")
     table = register_map_markdown(cfg)
     docs = (ROOT / "docs" / "build.md").read_text()
     for row in table.splitlines()[len(register_map_markdown().splitlines()):]:

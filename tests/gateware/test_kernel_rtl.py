@@ -90,6 +90,17 @@ def test_post_ops_scenario():
     assert (tests, failures) == (1, 0), f"cocotb scenario post_ops: {failures} of {tests} failed (see its log)"
 
 
+#: A build with the residual add post-op (ResNet's Add(+Relu) in the convolution's call), int8.
+RESIDUAL_CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("residual_add",))
+
+
+def test_residual_scenario():
+    """Residual add on and off, groups, pooling after the add, row tiles, random AXI pauses,
+    bit-exact with reference.kernel_call (the operand read through gmem_in's second engine)."""
+    tests, failures = runner.run_kernel(RESIDUAL_CFG, "residual", kernel_args=KERNEL_ARGS)
+    assert (tests, failures) == (1, 0), f"cocotb scenario residual: {failures} of {tests} failed (see its log)"
+
+
 def test_latency_memory(tmp_path):
     """The kernel stays bit-exact behind hlsinf.sim.axi_latency.LatencyAxiRam (100-cycle latency both
     ways, half the beat rate, random pauses), and the latency is really there: the same call
