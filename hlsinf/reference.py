@@ -29,6 +29,7 @@ __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops",
+    "table_lookup", "make_table", "pack_table", "unpack_table", "table_entries",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
@@ -114,6 +115,7 @@ class CallArgs:
     bn_shift: int = 0
     bn_clip_lo: int | None = None     #: None: the smallest activation value
     bn_clip_hi: int | None = None     #: None: the largest activation value
+    table: bool = False               #: y = t[y]: the 2**act_bits-entry lookup table at t
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -225,6 +227,8 @@ class CallArgs:
             need("bn_clip_hi", amin <= self.bn_clip_hi <= amax, f"{amin} to {amax}")
         blo, bhi = self.bn_bounds(cfg)
         need("bn_clip_hi", blo <= bhi, f">= the lower bound {blo}")
+        need("table", not self.table or "table" in cfg.post_ops,
+             "the lookup table is not built into this kernel (KernelConfig.post_ops)")
         need("write_offset", 0 <= self.write_offset, ">= 0")
         need("out_plane", self.out_plane is None or
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
@@ -336,11 +340,54 @@ def pack_bn(mult, bias, cpo: int) -> np.ndarray:
     return np.stack([mult.reshape(-1, cpo), bias.reshape(-1, cpo)], axis=1).reshape(-1).astype(np.int32)
 
 
+def table_entries(cfg: KernelConfig) -> int:
+    """Entries of a post-op ``table``: one per activation bit pattern."""
+    return 1 << cfg.act_bits
+
+
+def table_lookup(v, table) -> np.ndarray:
+    """Post-op ``table``: ``table[v & (len(table) - 1)]``, the entry of ``v``'s two's-complement
+    bit pattern (``table`` as :func:`unpack_table` returns it)."""
+    table = np.asarray(table, np.int64)
+    return table[np.asarray(v, np.int64) & (table.size - 1)]
+
+
+def unpack_table(t_mem, cfg: KernelConfig) -> np.ndarray:
+    """The ``2**act_bits`` entries of a ``t`` image as activation values (int64), by input bit pattern."""
+    n = table_entries(cfg)
+    raw = np.asarray(t_mem).reshape(-1)
+    if raw.size * raw.itemsize < n * cfg.act_bits // 8:
+        raise CallError(f"memory image t_mem holds {raw.size * raw.itemsize} bytes, the table needs "
+                        f"{n * cfg.act_bits // 8}")
+    return np.frombuffer(raw.tobytes(), act_dtype(cfg), count=n).astype(np.int64)
+
+
+def pack_table(outputs, cfg: KernelConfig) -> np.ndarray:
+    """The ``t`` image (``act_dtype`` entries, by input bit pattern) of ``outputs[k]``, the output
+    for input value ``amin + k`` (the activations in increasing order)."""
+    amin, amax = cfg.act_range
+    outputs = np.asarray(outputs, np.int64).reshape(-1)
+    if outputs.size != amax - amin + 1:
+        raise ValueError(f"pack_table: {outputs.size} outputs, the table needs {amax - amin + 1}")
+    if outputs.min() < amin or outputs.max() > amax:
+        raise ValueError(f"pack_table: outputs must lie in [{amin}, {amax}]")
+    table = np.zeros(table_entries(cfg), np.int64)
+    table[np.arange(amin, amax + 1) & (table.size - 1)] = outputs
+    return table.astype(act_dtype(cfg))
+
+
+def make_table(fn, cfg: KernelConfig) -> np.ndarray:
+    """The ``t`` image of an integer function ``fn`` (vectorised over an int64 array of inputs)."""
+    amin, amax = cfg.act_range
+    return pack_table(fn(np.arange(amin, amax + 1, dtype=np.int64)), cfg)
+
+
 def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = None,
-             n_mem=None) -> np.ndarray:
+             n_mem=None, t_mem=None) -> np.ndarray:
     """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
     on requantised activations ``y`` (``... x channels``, channels last; ``channels`` are
-    the layer channels they are, for the per-channel parameters in ``n_mem``)."""
+    the layer channels they are, for the per-channel parameters in ``n_mem``; ``t_mem`` is
+    the lookup table's image)."""
     y = np.asarray(y, np.int64)
     for op in cfg.post_ops:
         if op == "leaky_relu" and args.leaky_relu:
@@ -350,6 +397,10 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
                 raise CallError("memory image n_mem is missing: the call enables bn")
             mult, bias = unpack_bn(n_mem, cfg, channels)
             y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg))
+        if op == "table" and args.table:
+            if t_mem is None:
+                raise CallError("memory image t_mem is missing: the call enables table")
+            y = table_lookup(y, unpack_table(t_mem, cfg))
     return y
 
 
@@ -357,7 +408,7 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
 
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                 b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
-                n_mem: np.ndarray | None = None) -> np.ndarray:
+                n_mem: np.ndarray | None = None, t_mem: np.ndarray | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
     ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
@@ -409,7 +460,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
-    y = post_ops(y, cfg, args, channels, n_mem)
+    y = post_ops(y, cfg, args, channels, n_mem, t_mem)
     y = pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool)
 
     out = out_mem.reshape(-1)

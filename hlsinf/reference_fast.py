@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call
+from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call, post_ops, unpack_table
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -202,8 +202,10 @@ def _single_threaded_blas():
 
 def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                      b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
-                     prepared: PreparedWeights | None = None) -> np.ndarray:
-    """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit.
+                     prepared: PreparedWeights | None = None, n_mem: np.ndarray | None = None,
+                     t_mem: np.ndarray | None = None) -> np.ndarray:
+    """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit
+    (post-operations included: ``n_mem``, ``t_mem``).
 
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
     have been made from the weights ``w_mem`` holds now.
@@ -223,7 +225,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, t_mem)
 
     x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
     x = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi, args.rows, args.W, cpi)
@@ -239,7 +241,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     rounding = (1 << (shift - 1)) if shift > 0 else 0
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, t_mem)
     if saturate:
         offset = None
     elif mult is not None:
@@ -247,6 +249,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     else:
         offset = bias + rounding
     lo, hi = args.clip_bounds(cfg)
+    # Enabled post-operations run on the requantised values, so max pooling (which commutes with
+    # the monotone requantisation only) waits until after them.
+    post = bool(args.leaky_relu or args.bn or args.table)
+    if args.bn and (n_mem is None or np.asarray(n_mem).size < args.go(cfg) * 2 * cpo):
+        raise CallError("memory image n_mem is missing or too small: the call enables bn")
+    if args.table:
+        unpack_table(t_mem if t_mem is not None else np.zeros(0, np.uint8), cfg)    # names t_mem if short
 
     # Zero-padded input tile, rows_p x cols_p x channels, in the products' type (int8 as x + 128).
     dtype = prepared.dtype
@@ -299,7 +308,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if sums is None:                                 # no input channel has a weight
             sums = np.zeros((m, n1 - n0), dtype)
         sums = sums.reshape(r1 - r0, wo, n1 - n0)
-        if pool == POOL_MAX:
+        if pool == POOL_MAX and not post:
             q = sums[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             sums = np.maximum(np.maximum(q[:, 0, :, 0], q[:, 0, :, 1]), np.maximum(q[:, 1, :, 0], q[:, 1, :, 1]))
         acc = sums.astype(np.int64)
@@ -317,9 +326,12 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if shift:
             acc >>= shift
         np.clip(acc, lo, hi, out=acc)
-        if pool == POOL_AVG:
+        if post:
+            first_channel = groups.start * cpo
+            acc = post_ops(acc, cfg, args, slice(first_channel + n0, first_channel + n1), n_mem, t_mem)
+        if pool == POOL_AVG or (pool == POOL_MAX and post):
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
-            acc = (q.sum(axis=(1, 3)) + 2) >> 2
+            acc = (q.sum(axis=(1, 3)) + 2) >> 2 if pool == POOL_AVG else q.max(axis=(1, 3))
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)
         first = args.write_offset + r0 // step * wp
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y

@@ -85,12 +85,17 @@ POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("bn_clip_lo", True, "post-op: batch-norm lower saturation bound"),
         ("bn_clip_hi", True, "post-op: batch-norm upper saturation bound"),
     ),
+    "table": (
+        ("table", False, "post-op: 1: y = t[y & (2**act_bits - 1)], the lookup table at t"),
+    ),
 }
 
 #: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
 POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "bn": (("n", "gmem_w", "post-op: batch-norm parameters, [GO][2][CPO] int32 words: "
                            "CPO multipliers (low 16 bits, signed), then CPO biases"),),
+    "table": (("t", "gmem_w", "post-op: lookup table, 2**act_bits entries of act_bits: entry i is the "
+                              "output for the input whose bit pattern is i"),),
 }
 
 

@@ -40,6 +40,8 @@ def element_types(cfg: KernelConfig) -> dict[str, str]:
              "y": np.dtype(act_dtype(cfg)).name}
     if "bn" in cfg.post_ops:
         types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+    if "table" in cfg.post_ops:
+        types["t"] = np.dtype(act_dtype(cfg)).name   # post-op table, 2**act_bits entries
     return types
 
 
@@ -57,6 +59,7 @@ _POST_OP_FORMULAS = {
                   "amin, amax), leaky_alpha_shift = 0: clip(v * leaky_alpha_num, amin, amax); needs relu = 0",
     "bn": "clip((v * m[c] + b[c] + 2**(bn_shift - 1)) >> bn_shift, bn_clip_lo, bn_clip_hi), bn_shift = 0: "
           "clip(v * m[c] + b[c], bn_clip_lo, bn_clip_hi); m[c] int16, b[c] int32 from n",
+    "table": "t[v & (2**act_bits - 1)]: the entry of v's bit pattern in the 2**act_bits-entry table at t",
 }
 
 
@@ -129,6 +132,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
                        "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
                if "bn" in cfg.post_ops else {}),
+            **({"table": {"name": "2**act_bits", "address": "v & (2**act_bits - 1)",
+                          "note": "entry i: the output for the input of bit pattern i, an activation"}}
+               if "table" in cfg.post_ops else {}),
         },
         "formats": {
             "pointers": element_types(cfg),

@@ -22,6 +22,7 @@ from hlsinf.gateware.stages.cvt import Cvt
 from hlsinf.gateware.stages.input_cache import InputCache
 from hlsinf.gateware.stages.leaky_relu import LeakyRelu
 from hlsinf.gateware.stages.batch_norm import BatchNorm
+from hlsinf.gateware.stages.table import Table
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
@@ -38,7 +39,7 @@ __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CAC
 
 #: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
 #: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
-POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm}
+POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm, "table": Table}
 
 #: Module name of the generated Verilog (the RTL kernel's name in Vitis).
 TOP_NAME = "hlsinf_kernel"
@@ -274,6 +275,9 @@ class Kernel(wiring.Component):
                            **{field: getattr(g, field) for field in getattr(stage, "GEOMETRY_PARAMS", ())})
             if name == "bn":
                 wiring.connect(m, loader.bn, stage.item)
+            if name == "table":     # the call's table, loaded once after each start
+                wiring.connect(m, loader.table, stage.entries)
+                m.d.comb += stage.start.eq(control.start)
             wiring.connect(m, activations, stage.i)
             activations = stage.o
         wiring.connect(m, activations, pool.i)

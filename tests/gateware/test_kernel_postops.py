@@ -146,3 +146,39 @@ def test_post_op_order_is_the_configured_one():
     second = ref.leaky_relu(ref.batch_norm(y, mult, bias, 6, -128, 127), 26, 8, -128, 127)
     np.testing.assert_array_equal(outs[("bn", "leaky_relu")], second.reshape(-1))
     assert not np.array_equal(first, second)
+
+
+TABLE = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("leaky_relu", "table"))
+
+
+def test_table_in_the_kernel():
+    """Post-op table after leaky_relu: calls with the table on (two different random tables,
+    one at an unaligned address) and off, pooling after it; the table is read once per call
+    from t on gmem_w before the first group's bias."""
+    cfg = TABLE
+    rng = np.random.default_rng(9)
+    H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
+    layer = make_layer(cfg, rng, H, W, I, O)
+    tables = [rng.integers(-128, 128, 256).astype(np.int8) for _ in range(2)]
+    base = {"x": 0x1000 - 5, "w": 0x8000 + 3, "b": 0x9000 - 1, "m": 0xA000 + 2, "y": 0x2000 - 8}
+    at = [0xB000, 0xC000 + 7]
+    leaky = dict(leaky_relu=True, leaky_alpha_num=26, leaky_alpha_shift=8)
+    calls = [
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                  table=True, **leaky), 0),
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, shift=10, use_mult=True, pool=POOL_MAX, table=True), 1),
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=9, o_first=1, **leaky), 1),
+        (CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=17, use_mult=True, read_offset=W,
+                  o_first=1, pool=POOL_AVG, write_offset=2, out_plane=12, table=True), 0),
+    ]
+    sim = KernelSim(cfg, stall=0.3, seed=4, input_cache_pixels=80)
+    place(sim, layer, base)
+    for address, table in zip(at, tables):
+        sim.mem["gmem_w"][address: address + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, {**base, "t": at[k]}) for args, k in calls])
+    for args, k in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo
+        out = expected[base["y"]: base["y"] + size].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], t_mem=tables[k])
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
