@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
+from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, table_entries, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
 from hlsinf.registers import encode_call, register_map
 
@@ -38,10 +38,11 @@ class DeviceError(RuntimeError):
     """A device operation failed; the message names the buffer, address or register."""
 
 
-def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
-    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers)."""
+def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers);
+    with ``cfg``, its post-operations' registers too."""
     values, pointers = {}, {}
-    for reg in register_map():
+    for reg in register_map(cfg):
         if reg.offset not in words:
             raise DeviceError(f"register {reg.name} (offset 0x{reg.offset:02x}) was not written")
         lo = words[reg.offset]
@@ -49,7 +50,7 @@ def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
             pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
         else:
             values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
-    flags = {"relu", "use_mult"}
+    flags = {"relu", "use_mult", "leaky_relu", "bn", "table"}
     args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
     return args, pointers
 
@@ -168,7 +169,7 @@ class ReferenceDevice(FlatMemoryDevice):
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:
             raise DeviceError("start while the previous call has not been waited for")
-        args, ptr = decode_call(registers)
+        args, ptr = decode_call(registers, self.cfg)
         self._pending = (args, ptr)
 
     def wait(self) -> int | None:
@@ -180,8 +181,10 @@ class ReferenceDevice(FlatMemoryDevice):
         x, w, b, y = (self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
                       self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)))
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
+        n = self.view(ptr["n"], np.int32) if args.bn else None
+        t = self.view(ptr["t"], act_dtype(cfg), table_entries(cfg)) if args.table else None
         if self.oracle:
-            kernel_call(cfg, args, x, w, b, y, m)
+            kernel_call(cfg, args, x, w, b, y, m, n, t)
         else:
             gi, go = args.gi(cfg), args.go(cfg)
             groups = args.groups(cfg)
@@ -192,7 +195,7 @@ class ReferenceDevice(FlatMemoryDevice):
                 if w.nbytes >= nbytes:          # else kernel_call_fast reports the short memory image
                     entry = (ptr["w"], ptr["w"] + nbytes, prepare_weights(cfg, args, w))
                     self._prepared[key] = entry
-            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2])
+            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2], n_mem=n, t_mem=t)
             self._forget(ptr["y"], y.nbytes)      # the call may have written over cached weights
         self.calls += 1
         return None

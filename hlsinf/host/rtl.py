@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
+from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, table_entries, weight_dtype
 from hlsinf.registers import decode_status, register_map
 from hlsinf.host.device import DeviceError, FlatMemoryDevice, decode_call
 
@@ -152,7 +152,7 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words)
+        args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         asz = np.dtype(act_dtype(cfg)).itemsize
         sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
@@ -163,7 +163,14 @@ class RtlDevice(FlatMemoryDevice):
         rebased = {"x": _BASE, "y": _BASE, "w": _BASE}
         rebased["b"] = _align(_BASE + sizes["w"])
         rebased["m"] = _align(rebased["b"] + sizes["b"])
-        need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"])
+        w_regions = ["w", "b", "m"]
+        last = "m"
+        if args.table:                   # post-op table, read once per call on gmem_w
+            sizes["t"] = table_entries(cfg) * asz
+            rebased["t"] = _align(rebased["m"] + sizes["m"])
+            w_regions.append("t")
+            last = "t"
+        need = max(_BASE + sizes["x"], rebased[last] + sizes[last], _BASE + sizes["y"])
         if self._sock is None:
             raise DeviceError("the simulation is closed")
         if need > self.ram_bytes:
@@ -171,13 +178,14 @@ class RtlDevice(FlatMemoryDevice):
                               "(RtlDevice(ram_bytes=...))")
         region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
         regions = {"gmem_in": [(rebased["x"], region("x"))],
-                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m")],
+                   "gmem_w": [(rebased[k], region(k)) for k in w_regions],
                    "gmem_out": [(rebased["y"], region("y"))]}
         out_words = dict(words)
-        for reg in register_map():
+        for reg in register_map(cfg):
             if reg.kind == "pointer":
-                out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
-                out_words[reg.offset + 4] = rebased[reg.name] >> 32
+                address = rebased.get(reg.name, 0)      # a post-op's pointer this call does not use
+                out_words[reg.offset] = address & 0xFFFF_FFFF
+                out_words[reg.offset + 4] = address >> 32
         timeout = 50 * args.ideal_cycles(cfg) + 20000
         try:
             fail, self._fail = sorted(self._fail), set()
