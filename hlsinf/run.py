@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wmax", type=int, help="kernel's largest input width (default from KernelConfig)")
     p.add_argument("--hmax", type=int, help="kernel's largest rows per call")
     p.add_argument("--imax", type=int, help="kernel's largest input channel count")
+    p.add_argument("--post-ops", help="kernel's post-operations, comma-separated (e.g. table: activations "
+                                      "such as Sigmoid/SiLU/Mish after a conv run in its call)")
     p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
     p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
     p.add_argument("--cpu-fallback", action="store_true", default=True,
@@ -60,6 +62,8 @@ def _kernel(args):
             if value <= 0:
                 raise ValueError(f"--{name} {value}: must be a positive whole number")
             fields[name] = value
+    if args.post_ops:
+        fields["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
     KernelConfig(**fields)                   # a bad value is an error here, before the model is read
     return fields                            # without act_signed: to_fpga takes the model's format
 

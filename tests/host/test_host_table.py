@@ -58,6 +58,24 @@ def test_quantize_static_activation_in_the_conv_call(tmp_path, act):
     rng = np.random.default_rng(1)
     calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
     qdq = _quantize_static(model, calib, tmp_path, **_per_channel_symmetric())
+    _check_layers(act, qdq, rng)
+
+
+@pytest.mark.parametrize("act", ["silu", "sigmoid", "hardswish"])
+def test_quantize_static_defaults_with_zero_points(tmp_path, act):
+    """quantize_static's defaults: asymmetric int8 activations (zero points on both sides of the
+    table), per-tensor weights; the table maps codes through both zero points."""
+    model = torch_cnn(act, seed=4)
+    rng = np.random.default_rng(4)
+    calib = rng.uniform(-1, 1, (8, 3, 12, 12)).astype(np.float32)
+    qdq = _quantize_static(model, calib, tmp_path)
+    zero_points = [int(np.asarray(onnx.numpy_helper.to_array(i)).reshape(-1)[0]) for i in qdq.graph.initializer
+                   if i.name.endswith("zero_point") and i.data_type == onnx.TensorProto.INT8]
+    assert any(zero_points)
+    _check_layers(act, qdq, rng)
+
+
+def _check_layers(act, qdq, rng):
     plan = to_fpga(qdq, KERNEL)
     convs = sum(n.op_type == "Conv" for n in qdq.graph.node)
     tables = [layer for layer in plan.fpga_layers if layer.table is not None]
@@ -122,3 +140,16 @@ def test_silu_network_on_the_rtl_device_matches_the_reference_device():
     for name in fetch + plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     print(f"rtl: {device.calls} calls, cycles {device.cycles}")
+
+
+def test_cli_post_ops_table(tmp_path, capsys):
+    """``python -m hlsinf.run --post-ops table``: the PTQ plan fuses the activations."""
+    from hlsinf.run import main
+    rng = np.random.default_rng(5)
+    onnx.save(torch_cnn("mish", size=8, seed=5), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "cal.npy", rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32))
+    rc = main([str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy"), "--calibration",
+               str(tmp_path / "cal.npy"), "--cpi", "4", "--cpo", "4", "--act-signed", "--post-ops", "table"])
+    assert rc == 0
+    assert capsys.readouterr().out.count("activation table") == 3
