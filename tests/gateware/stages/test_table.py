@@ -131,3 +131,19 @@ def test_load_time():
     check(calls, results)
     # collect counts from its first call (start + 1) to the last result: load + N + latency.
     assert results[0][1] == table_items(cfg) + 10 + Table.latency
+
+
+def test_refusals_name_the_parameter():
+    """A table needs 8-bit activations and a kernel built with it; a call enabling it needs t."""
+    from hlsinf.config import ConfigError
+    with pytest.raises(ConfigError, match="post_ops.*'table' only with act_bits = 8"):
+        KernelConfig(act_bits=16, weight_bits=16, acc_bits=48, act_signed=True, post_ops=("table",))
+    args = ref.CallArgs(H=4, W=4, rows=4, I=2, O=2, table=True)
+    with pytest.raises(ref.CallError, match="kernel argument table = True.*not built"):
+        args.validate(KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8))
+    cfg = CONFIGS["int8"]
+    x, w = np.zeros(32, np.int8), np.zeros(2 * 2 * 9, np.int8)
+    with pytest.raises(ref.CallError, match="t_mem is missing"):
+        ref.kernel_call(cfg, args, x, w, np.zeros(2, np.int32), np.zeros(32, np.int8))
+    with pytest.raises(ref.CallError, match="t_mem holds 100 bytes"):
+        ref.kernel_call(cfg, args, x, w, np.zeros(2, np.int32), np.zeros(32, np.int8), t_mem=np.zeros(100, np.int8))
