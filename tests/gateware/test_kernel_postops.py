@@ -182,3 +182,33 @@ def test_table_in_the_kernel():
         out = expected[base["y"]: base["y"] + size].view(ref.act_dtype(cfg))
         ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], t_mem=tables[k])
     np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+def test_bn_and_table_in_the_kernel():
+    """bn (gmem_w kind 3) and the table (kind 4) in one kernel: the 3-bit kinds route the
+    table, the bn items and the weights apart; calls with either, both or none."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("bn", "table"))
+    rng = np.random.default_rng(10)
+    H, W, I, O = 5, 6, cfg.cpi + 1, 2 * cfg.cpo
+    layer = make_layer(cfg, rng, H, W, I, O)
+    _, _, n_mem = bn_layer(cfg, O, rng)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    pointers = {"x": 0x1000, "w": 0x8000 + 1, "b": 0x9000, "m": 0xA000, "n": 0xB000 + 2, "t": 0xC000 + 3,
+                "y": 0x2000}
+    bn = dict(bn=True, bn_shift=7, bn_clip_lo=-100, bn_clip_hi=120)
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                      table=True, **bn),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=9, use_mult=True, table=True, pool=POOL_MAX),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, shift=10, o_first=1, **bn),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=8)]
+    sim = KernelSim(cfg, stall=0.3, seed=6, input_cache_pixels=80)
+    place(sim, layer, pointers)
+    sim.mem["gmem_w"][pointers["n"]: pointers["n"] + n_mem.nbytes] = n_mem.view(np.uint8)
+    sim.mem["gmem_w"][pointers["t"]: pointers["t"] + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    for args in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo
+        out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], n_mem, table)
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)

@@ -12,8 +12,8 @@ pytest.importorskip("cocotbext.axi")
 
 from hlsinf.sim import runner  # noqa: E402
 
-#: A 4x4 int8 kernel with the table only, and one with it after bn (the loader's 3-bit kinds
-#: with bn's kind 3 beside the table's 4).
+#: A 4x4 int8 kernel with the table (bn's kind 3 beside the table's 4 in the loader's 3-bit
+#: kinds is covered in Amaranth's simulator: tests/gateware/test_kernel_postops.py).
 CONFIGS = {
     "table": KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("table",)),
 }
