@@ -39,8 +39,10 @@ class DeviceError(RuntimeError):
 
 
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
-    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers);
-    with ``cfg``, its post-operations' registers too."""
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers).
+
+    With ``cfg``, the registers of the post-operations and later stages it is built with are
+    decoded too (a device must pass its own: without them a post-op's enable would be lost)."""
     values, pointers = {}, {}
     for reg in register_map(cfg):
         if reg.offset not in words:
