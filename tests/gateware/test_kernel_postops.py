@@ -212,3 +212,26 @@ def test_bn_and_table_in_the_kernel():
         out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
         ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], n_mem, table)
     np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+def test_table_then_pool_then_upsize_in_the_kernel():
+    """The table before a max pool (a non-monotone table: the order matters) and the nearest
+    upsampling after it, in one call."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("table",), max_upsize=2)
+    rng = np.random.default_rng(12)
+    H, W, I, O = 6, 6, cfg.cpi, cfg.cpo
+    layer = make_layer(cfg, rng, H, W, I, O)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    pointers = {"x": 0x1000, "w": 0x8000, "b": 0x9000, "m": 0xA000, "t": 0xB000, "y": 0x2000}
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                      table=True, pool=POOL_MAX, upsize=2)]
+    sim = KernelSim(cfg, stall=0.3, seed=7, input_cache_pixels=80)
+    place(sim, layer, pointers)
+    sim.mem["gmem_w"][pointers["t"]: pointers["t"] + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    args = calls[0]
+    size = args.go(cfg) * args.plane_out() * cfg.cpo
+    out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
+    ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], t_mem=table)
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
