@@ -28,7 +28,7 @@ MAX_PAD = 2
 #: Element-wise post-operations a kernel can be built with (``KernelConfig.post_ops``), in
 #: the order of issue 10. They run on the requantised activations, between the relu stage
 #: and the pool stage, in the order the configuration lists them (docs/stages/post.md).
-POST_OPS = ("leaky_relu", "bn", "residual_add")
+POST_OPS = ("leaky_relu", "bn", "residual_add", "table")
 
 #: Number formats of the datapath (``KernelConfig.number_format``, docs/numbers.md):
 #: ``int``: integers of act_bits / weight_bits with a per-layer scale handled by the host;
@@ -101,6 +101,10 @@ class KernelConfig:
         for p in post_ops:
             _check("post_ops", post_ops, f"names from {POST_OPS} ({p!r} is not one)", p in POST_OPS)
         _check("post_ops", post_ops, "each name at most once", len(set(post_ops)) == len(post_ops))
+        if "table" in post_ops:
+            # 2**act_bits entries in CPO LUTRAM copies: 256 bytes each at 8 bits, 128 KiB at 16.
+            _check("post_ops", post_ops, f"'table' only with act_bits = 8 (a 2**act_bits-entry lookup table; "
+                   f"act_bits is {self.act_bits})", self.act_bits == 8)
         for name in ("cpi", "cpo"):
             v = getattr(self, name)
             _check(name, v, "a power of two from 1 to 64", isinstance(v, int) and v in _POWERS_OF_TWO)

@@ -31,6 +31,7 @@ __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "residual_add", "residual_operand", "post_ops",
+    "table_lookup", "make_table", "pack_table", "unpack_table", "table_entries",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
@@ -127,6 +128,7 @@ class CallArgs:
     r_clip_hi: int | None = None      #: None: the largest activation value
     r_offset: int | None = None       #: pixels into each operand plane; None: as the output's (see residual_geometry)
     r_plane: int | None = None        #: pixels per operand plane; None: as the output's (see residual_geometry)
+    table: bool = False               #: y = t[y]: the 2**act_bits-entry lookup table at t
     upsize: int = 1                   #: nearest upsampling factor after pooling (KernelConfig.max_upsize)
     # Design-time options (only in a kernel built with them).
     depthwise: bool = False           #: depthwise 3x3: output channel c uses input channel c only (I = O)
@@ -282,6 +284,8 @@ class CallArgs:
         need("r_offset", r_offset >= 0, ">= 0")
         need("r_plane", r_offset + self.conv_rows * self.conv_cols <= r_plane,
              f">= r_offset + {self.conv_rows * self.conv_cols} operand pixels (the convolution output, before pooling)")
+        need("table", not self.table or "table" in cfg.post_ops,
+             "the lookup table is not built into this kernel (KernelConfig.post_ops)")
         need("upsize", self.upsize in (1, 2, 4) and self.upsize <= cfg.max_upsize,
              f"1 (none) or a factor built into this kernel: 1 to max_upsize = {cfg.max_upsize}, a power of two")
         need("write_offset", 0 <= self.write_offset, ">= 0")
@@ -434,12 +438,55 @@ def residual_operand(r_mem, cfg: KernelConfig, args: "CallArgs") -> np.ndarray:
     return planes.transpose(1, 0, 2).reshape(pixels, len(groups) * cfg.cpo).astype(np.int64)
 
 
+def table_entries(cfg: KernelConfig) -> int:
+    """Entries of a post-op ``table``: one per activation bit pattern."""
+    return 1 << cfg.act_bits
+
+
+def table_lookup(v, table) -> np.ndarray:
+    """Post-op ``table``: ``table[v & (len(table) - 1)]``, the entry of ``v``'s two's-complement
+    bit pattern (``table`` as :func:`unpack_table` returns it)."""
+    table = np.asarray(table, np.int64)
+    return table[np.asarray(v, np.int64) & (table.size - 1)]
+
+
+def unpack_table(t_mem, cfg: KernelConfig) -> np.ndarray:
+    """The ``2**act_bits`` entries of a ``t`` image as activation values (int64), by input bit pattern."""
+    n = table_entries(cfg)
+    raw = np.asarray(t_mem).reshape(-1)
+    if raw.size * raw.itemsize < n * cfg.act_bits // 8:
+        raise CallError(f"memory image t_mem holds {raw.size * raw.itemsize} bytes, the table needs "
+                        f"{n * cfg.act_bits // 8}")
+    return np.frombuffer(raw.tobytes(), act_dtype(cfg), count=n).astype(np.int64)
+
+
+def pack_table(outputs, cfg: KernelConfig) -> np.ndarray:
+    """The ``t`` image (``act_dtype`` entries, by input bit pattern) of ``outputs[k]``, the output
+    for input value ``amin + k`` (the activations in increasing order)."""
+    amin, amax = cfg.act_range
+    outputs = np.asarray(outputs, np.int64).reshape(-1)
+    if outputs.size != amax - amin + 1:
+        raise ValueError(f"pack_table: {outputs.size} outputs, the table needs {amax - amin + 1}")
+    if outputs.min() < amin or outputs.max() > amax:
+        raise ValueError(f"pack_table: outputs must lie in [{amin}, {amax}]")
+    table = np.zeros(table_entries(cfg), np.int64)
+    table[np.arange(amin, amax + 1) & (table.size - 1)] = outputs
+    return table.astype(act_dtype(cfg))
+
+
+def make_table(fn, cfg: KernelConfig) -> np.ndarray:
+    """The ``t`` image of an integer function ``fn`` (vectorised over an int64 array of inputs)."""
+    amin, amax = cfg.act_range
+    return pack_table(fn(np.arange(amin, amax + 1, dtype=np.int64)), cfg)
+
+
 def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = None,
-             n_mem=None, r=None) -> np.ndarray:
+             n_mem=None, r=None, t_mem=None) -> np.ndarray:
     """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
     on requantised activations ``y`` (``... x channels``, channels last; ``channels`` are
     the layer channels they are, for the per-channel parameters in ``n_mem``; ``r`` the
-    residual operand of the same shape as ``y``, see :func:`residual_operand`)."""
+    residual operand of the same shape as ``y``, see :func:`residual_operand`; ``t_mem`` is
+    the lookup table's image)."""
     y = np.asarray(y, np.int64)
     for op in cfg.post_ops:
         if op == "leaky_relu" and args.leaky_relu:
@@ -454,6 +501,10 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
                 raise CallError("memory image r_mem is missing: the call enables residual_add")
             y = residual_add(y, np.asarray(r).reshape(y.shape), args.r_mult, args.r_shift, args.r_relu,
                              *args.r_bounds(cfg))
+        if op == "table" and args.table:
+            if t_mem is None:
+                raise CallError("memory image t_mem is missing: the call enables table")
+            y = table_lookup(y, unpack_table(t_mem, cfg))
     return y
 
 
@@ -461,7 +512,8 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
 
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                 b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
-                n_mem: np.ndarray | None = None, r_mem: np.ndarray | None = None) -> np.ndarray:
+                n_mem: np.ndarray | None = None, *, r_mem: np.ndarray | None = None,
+                t_mem: np.ndarray | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
     ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
@@ -521,7 +573,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
     r = residual_operand(r_mem, cfg, args) if args.residual_add else None
-    y = post_ops(y, cfg, args, channels, n_mem, r)
+    y = post_ops(y, cfg, args, channels, n_mem, r, t_mem)
     y = upsize(pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool), args.upsize)
 
     out = out_mem.reshape(-1)

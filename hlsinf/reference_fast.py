@@ -41,7 +41,7 @@ import numpy as np
 
 from hlsinf.config import KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, pool2x2, post_ops,
-                               requantize, residual_add, residual_operand, upsize)
+                               requantize, residual_operand, unpack_table, upsize)
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -206,16 +206,15 @@ def _single_threaded_blas():
 def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                      b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
                      prepared: PreparedWeights | None = None, *, n_mem: np.ndarray | None = None,
-                     r_mem: np.ndarray | None = None) -> np.ndarray:
-    """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit.
+                     r_mem: np.ndarray | None = None, t_mem: np.ndarray | None = None) -> np.ndarray:
+    """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit
+    (post-operations included: ``n_mem``, ``r_mem``, ``t_mem``).
 
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
     have been made from the weights ``w_mem`` holds now. The post-op residual_add (operand
     ``r_mem``) runs here, vectorised; calls with the other post-ops go to the oracle.
     """
     args.validate(cfg)
-    if args.leaky_relu or args.bn:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
     residual = residual_operand(r_mem, cfg, args) if args.residual_add else None
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -230,11 +229,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
             raise CallError(f"memory image {name} holds {0 if arr is None else arr.size} elements, "
                             f"the call needs {size}")
     if args.depthwise:
+        if args.leaky_relu or args.bn or args.table or args.residual_add:     # the oracle has them
+            return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
         return _depthwise_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
 
     x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
     x = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi, args.rows, args.W, cpi)
@@ -250,7 +251,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     rounding = (1 << (shift - 1)) if shift > 0 else 0
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem)
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
     if saturate:
         offset = None
     elif mult is not None:
@@ -258,6 +259,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     else:
         offset = bias + rounding
     lo, hi = args.clip_bounds(cfg)
+    # Enabled post-operations run on the requantised values, so max pooling (which commutes with
+    # the monotone requantisation only) waits until after them.
+    post = bool(args.leaky_relu or args.bn or args.table or args.residual_add)
+    if args.bn and (n_mem is None or np.asarray(n_mem).size < args.go(cfg) * 2 * cpo):
+        raise CallError("memory image n_mem is missing or too small: the call enables bn")
+    if args.table:
+        unpack_table(t_mem if t_mem is not None else np.zeros(0, np.uint8), cfg)    # names t_mem if short
 
     # Zero-padded input tile, rows_p x cols_p x channels, in the products' type (int8 as x + 128).
     dtype = prepared.dtype
@@ -279,7 +287,6 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     pool = args.pool
     if residual is not None:
         residual = residual.reshape(ho, wo, n)
-        r_bounds = args.r_bounds(cfg)
     step = 2 if pool else 1
     rows_used = ho // step * step
     wp = wo // step
@@ -313,7 +320,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if sums is None:                                 # no input channel has a weight
             sums = np.zeros((m, n1 - n0), dtype)
         sums = sums.reshape(r1 - r0, wo, n1 - n0)
-        if pool == POOL_MAX and residual is None:      # max commutes with requantisation, not with the add
+        if pool == POOL_MAX and not post:
             q = sums[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             sums = np.maximum(np.maximum(q[:, 0, :, 0], q[:, 0, :, 1]), np.maximum(q[:, 1, :, 0], q[:, 1, :, 1]))
         acc = sums.astype(np.int64)
@@ -331,14 +338,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if shift:
             acc >>= shift
         np.clip(acc, lo, hi, out=acc)
-        if residual is not None:
-            acc = residual_add(acc, residual[r0:r1, :, n0:n1], args.r_mult, args.r_shift, args.r_relu, *r_bounds)
-            if pool == POOL_MAX:
-                q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
-                acc = q.max(axis=(1, 3))
-        if pool == POOL_AVG:
+        if post:
+            first_channel = groups.start * cpo
+            acc = post_ops(acc, cfg, args, slice(first_channel + n0, first_channel + n1), n_mem,
+                           None if residual is None else residual[r0:r1, :, n0:n1], t_mem)
+        if pool == POOL_AVG or (pool == POOL_MAX and post):
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
-            acc = (q.sum(axis=(1, 3)) + 2) >> 2
+            acc = (q.sum(axis=(1, 3)) + 2) >> 2 if pool == POOL_AVG else q.max(axis=(1, 3))
         if args.upsize > 1:
             acc = np.repeat(np.repeat(acc, args.upsize, axis=0), args.upsize, axis=1)
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)

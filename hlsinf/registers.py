@@ -96,6 +96,9 @@ POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("r_offset", False, "post-op: first operand pixel within each operand plane"),
         ("r_plane", False, "post-op: pixels per operand plane (GOHWCPO, convolution output shape)"),
     ),
+    "table": (
+        ("table", False, "post-op: 1: y = t[y & (2**act_bits - 1)], the lookup table at t"),
+    ),
 }
 
 #: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
@@ -110,6 +113,8 @@ POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
                            "CPO multipliers (low 16 bits, signed), then CPO biases"),),
     "residual_add": (("r", "gmem_in", "post-op: residual operand, GOHWCPO activations of the "
                                       "convolution output's shape"),),
+    "table": (("t", "gmem_w", "post-op: lookup table, 2**act_bits entries of act_bits: entry i is the "
+                              "output for the input whose bit pattern is i"),),
 }
 
 

@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hmax", type=int, help="kernel's largest rows per call")
     p.add_argument("--imax", type=int, help="kernel's largest input channel count")
     p.add_argument("--post-ops", help="post-operations of the in-process kernel, comma-separated (e.g. "
-                                      "residual_add: ResNet's Add(+Relu) in the convolution's call)")
+                                      "residual_add: ResNet's Add(+Relu) in the convolution's call; table: "
+                                      "activations such as Sigmoid/SiLU/Mish after a conv run in its call)")
     p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
     p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
     p.add_argument("--cpu-fallback", action="store_true", default=True,
@@ -63,7 +64,7 @@ def _kernel(args):
                 raise ValueError(f"--{name} {value}: must be a positive whole number")
             fields[name] = value
     if args.post_ops:
-        fields["post_ops"] = args.post_ops
+        fields["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
     KernelConfig(**fields)                   # a bad value is an error here, before the model is read
     return fields                            # without act_signed: to_fpga takes the model's format
 

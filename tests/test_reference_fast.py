@@ -179,3 +179,61 @@ def test_fast_residual_add_equals_the_oracle(k, monkeypatch):
         kernel_call_fast(cfg, args, x, w, b, got, mm, r_mem=r)
         np.testing.assert_array_equal(got, want, err_msg=f"{cfg} {args}")
         done += 1
+
+
+POST_CONFIGS = [
+    KernelConfig(cpi=4, cpo=4, act_signed=True, post_ops=("leaky_relu", "bn", "table")),
+    KernelConfig(cpi=8, cpo=4, post_ops=("table", "bn")),
+]
+
+
+@pytest.mark.parametrize("k", range(len(POST_CONFIGS)))
+def test_fast_post_ops_equal_the_oracle(k, monkeypatch):
+    """Post-ops (a non-monotone random table among them) before max / average pooling: the
+    fast path pools after them, as the kernel does."""
+    cfg = POST_CONFIGS[k]
+    rng = np.random.default_rng(300 + k)
+    amin, amax = cfg.act_range
+    done = 0
+    while done < 30:
+        case = _random_call(rng, cfg)
+        if case is None:
+            continue
+        args, x, w, b, m, out_size = case
+        args.table = bool(rng.integers(0, 4))
+        args.bn = bool(rng.integers(0, 2))
+        args.bn_shift = int(rng.integers(0, 10))
+        if "leaky_relu" in cfg.post_ops and not args.relu:
+            args.leaky_relu, args.leaky_alpha_num, args.leaky_alpha_shift = bool(rng.integers(0, 2)), 26, 8
+        t_mem = rng.integers(amin, amax + 1, 256).astype(ref.act_dtype(cfg))
+        n_mem = ref.pack_bn(rng.integers(-300, 300, args.go(cfg) * cfg.cpo),
+                            rng.integers(-5000, 5000, args.go(cfg) * cfg.cpo), cfg.cpo)
+        want = np.zeros(out_size, ref.act_dtype(cfg))
+        got = want.copy()
+        mm = m if args.use_mult else None
+        ref.kernel_call(cfg, args, x, w, b, want, mm, n_mem, t_mem=t_mem)
+        monkeypatch.setattr(reference_fast, "_PARALLEL_MACS", int(rng.choice([0, 1 << 25])))
+        kernel_call_fast(cfg, args, x, w, b, got, mm, n_mem=n_mem, t_mem=t_mem)
+        np.testing.assert_array_equal(got, want, err_msg=f"{cfg} {args}")
+        done += 1
+
+
+def test_table_lookup_by_loops():
+    """kernel_call with the table equals the call without it looked up entry by entry."""
+    cfg = POST_CONFIGS[0]
+    rng = np.random.default_rng(5)
+    case = None
+    while case is None:
+        case = _random_call(rng, cfg)
+    args, x, w, b, m, out_size = case
+    args.pool = 0
+    table = rng.integers(-128, 128, 256)
+    t_mem = ref.make_table(lambda v: table[v + 128], cfg)
+    plain = np.zeros(out_size, np.int8)
+    ref.kernel_call(cfg, args, x, w, b, plain, m if args.use_mult else None)
+    args.table = True
+    looked = np.zeros(out_size, np.int8)
+    ref.kernel_call(cfg, args, x, w, b, looked, m if args.use_mult else None, t_mem=t_mem)
+    for i in range(out_size):
+        if looked[i] != plain[i] or plain[i] != 0:
+            assert looked[i] == table[int(plain[i]) + 128]

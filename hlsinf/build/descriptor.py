@@ -43,6 +43,8 @@ def element_types(cfg: KernelConfig) -> dict[str, str]:
         types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
     if "residual_add" in cfg.post_ops:
         types["r"] = types["y"]       # post-op residual_add operand, GOHWCPO activations
+    if "table" in cfg.post_ops:
+        types["t"] = np.dtype(act_dtype(cfg)).name   # post-op table, 2**act_bits entries
     return types
 
 
@@ -63,6 +65,7 @@ _POST_OP_FORMULAS = {
     "residual_add": "t = clip(v + ((r * r_mult + 2**(r_shift - 1)) >> r_shift), r_clip_lo, r_clip_hi) "
                     "(r_shift = 0: no rounding term); r_relu: max(t, 0); r the operand pixel at the same "
                     "position of the convolution output (before pooling)",
+    "table": "t[v & (2**act_bits - 1)]: the entry of v's bit pattern in the 2**act_bits-entry table at t",
 }
 
 
@@ -148,6 +151,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                                                            "* CPO + o % CPO",
                              "note": "the convolution output's shape (before pooling); on gmem_in"}}
                if "residual_add" in cfg.post_ops else {}),
+            **({"table": {"name": "2**act_bits", "address": "v & (2**act_bits - 1)",
+                          "note": "entry i: the output for the input of bit pattern i, an activation"}}
+               if "table" in cfg.post_ops else {}),
         },
         "formats": {
             "pointers": element_types(cfg),

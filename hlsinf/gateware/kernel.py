@@ -23,6 +23,7 @@ from hlsinf.gateware.stages.input_cache import InputCache
 from hlsinf.gateware.stages.leaky_relu import LeakyRelu
 from hlsinf.gateware.stages.batch_norm import BatchNorm
 from hlsinf.gateware.stages.residual_add import ResidualAdd
+from hlsinf.gateware.stages.table import Table
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
@@ -41,7 +42,7 @@ __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CAC
 
 #: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
 #: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
-POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm, "residual_add": ResidualAdd}
+POST_OP_STAGES = {"leaky_relu": LeakyRelu, "bn": BatchNorm, "residual_add": ResidualAdd, "table": Table}
 
 #: The residual operand's reader on ``gmem_in`` (post-op ``residual_add``): bursts in flight
 #: and receive FIFO beats. It needs CPO bytes per output pixel at most, so a few bursts of
@@ -306,6 +307,9 @@ class Kernel(wiring.Component):
                 wiring.connect(m, loader.bn, stage.item)
             if name == "residual_add":
                 wiring.connect(m, r_reader.o, stage.operand)
+            if name == "table":     # the call's table, loaded once after each start
+                wiring.connect(m, loader.table, stage.entries)
+                m.d.comb += stage.start.eq(control.start)
             wiring.connect(m, activations, stage.i)
             activations = stage.o
         wiring.connect(m, activations, pool.i)

@@ -48,8 +48,8 @@ from hlsinf.gateware.memory.axi import ADDR_WIDTH, LENGTH_WIDTH, CommandLayout
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.gateware.lib.serial_multiplier import SerialMultiplier
 
-__all__ = ["WeightKind", "geometry_layout", "command_layout", "weight_command_layout",
-           "Sequencer", "weight_set_bytes", "depthwise_set_bytes"]
+__all__ = ["WeightKind", "BN_KIND", "TABLE_KIND", "weight_kind_shape", "geometry_layout", "command_layout",
+           "weight_command_layout", "Sequencer", "weight_set_bytes", "depthwise_set_bytes"]
 
 ADDRESS_BITS = ADDR_WIDTH
 LENGTH_BITS = LENGTH_WIDTH
@@ -66,6 +66,16 @@ class WeightKind(amaranth_enum.Enum, shape=2):
 #: enum's free value rather than a member, so that a kernel without it keeps its Verilog
 #: (Amaranth writes every member's name into it).
 BN_KIND = 3
+#: The ``gmem_w`` kind of the post-op ``table`` (its lookup table, read once per call). The
+#: 2-bit field is full, so a kernel built with the table has a 3-bit kind (and only then:
+#: the others keep their Verilog).
+TABLE_KIND = 4
+
+
+def weight_kind_shape(cfg: KernelConfig | None = None):
+    """Shape of a ``gmem_w`` read's kind: :class:`WeightKind` (2 bits), or 3 bits in a kernel
+    built with the post-op ``table`` (:data:`TABLE_KIND`)."""
+    return unsigned(3) if cfg is not None and "table" in cfg.post_ops else WeightKind
 
 
 def command_layout() -> data.StructLayout:
@@ -73,9 +83,9 @@ def command_layout() -> data.StructLayout:
     return CommandLayout(ADDRESS_BITS, LENGTH_BITS)
 
 
-def weight_command_layout() -> data.StructLayout:
+def weight_command_layout(cfg: KernelConfig | None = None) -> data.StructLayout:
     return data.StructLayout({"addr": unsigned(ADDRESS_BITS), "length": unsigned(LENGTH_BITS),
-                              "kind": WeightKind})
+                              "kind": weight_kind_shape(cfg)})
 
 
 def weight_set_bytes(cfg: KernelConfig) -> int:
@@ -168,8 +178,9 @@ class Sequencer(wiring.Component):
         Derived per-call values, registered; they change only at ``start``.
     in_cmd, out_cmd : Out(stream.Signature(command_layout()))
         Input frame reads on ``gmem_in``; output group writes on ``gmem_out``.
-    w_cmd : Out(stream.Signature(weight_command_layout()))
-        Reads on ``gmem_w``, per output group: bias, multipliers (when ``use_mult``),
+    w_cmd : Out(stream.Signature(weight_command_layout(cfg)))
+        Reads on ``gmem_w``: first the lookup table (post-op ``table``, when on), then per
+        output group: bias, multipliers (when ``use_mult``), bn parameters (when ``bn``),
         then its GI weight sets as one transfer.
     out_ack : In(1)
         One pulse per write command whose every byte is acknowledged (``BRESP`` seen).
@@ -191,7 +202,7 @@ class Sequencer(wiring.Component):
             "done": Out(1),
             "geometry": Out(geometry_layout(cfg)),
             "in_cmd": Out(stream.Signature(command_layout())),
-            "w_cmd": Out(stream.Signature(weight_command_layout())),
+            "w_cmd": Out(stream.Signature(weight_command_layout(cfg))),
             "out_cmd": Out(stream.Signature(command_layout())),
             "out_ack": In(1),
             "in_taken": In(1),
@@ -284,7 +295,8 @@ class Sequencer(wiring.Component):
         in_addr = Signal(ADDRESS_BITS)
         w_active = Signal()
         w_groups_left = Signal(count_bits)
-        w_kind = Signal(WeightKind)
+        w_kind = Signal(weight_kind_shape(cfg))
+        with_table = "table" in cfg.post_ops
         b_addr = Signal(ADDRESS_BITS)
         m_addr = Signal(ADDRESS_BITS)
         w_addr = Signal(ADDRESS_BITS)
@@ -393,7 +405,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += [
                     in_active.eq(o_count != 0), in_groups_left.eq(o_count), in_frames_left.eq(g.groups_in),
                     in_addr.eq(in_base),
-                    w_active.eq(o_count != 0), w_groups_left.eq(o_count), w_kind.eq(WeightKind.BIAS),
+                    w_active.eq(o_count != 0), w_groups_left.eq(o_count),
+                    w_kind.eq(Mux(self.args.table != 0, TABLE_KIND, WeightKind.BIAS.value) if with_table
+                              else WeightKind.BIAS),
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
                     *([n_addr.eq(n_base)] if with_bn else []),
                     out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
@@ -440,6 +454,10 @@ class Sequencer(wiring.Component):
                 with m.Case(BN_KIND):
                     m.d.comb += [self.w_cmd.payload.addr.eq(n_addr),
                                  self.w_cmd.payload.length.eq(cfg.cpo * 8)]
+            if with_table:
+                with m.Case(TABLE_KIND):
+                    m.d.comb += [self.w_cmd.payload.addr.eq(self.args.t),
+                                 self.w_cmd.payload.length.eq((1 << cfg.act_bits) * cfg.act_bits // 8)]
             with m.Default():
                 m.d.comb += [self.w_cmd.payload.addr.eq(w_addr),
                              self.w_cmd.payload.length.eq(w_group_bytes)]
@@ -455,6 +473,9 @@ class Sequencer(wiring.Component):
                 if with_bn:
                     with m.Case(BN_KIND):
                         m.d.sync += [n_addr.eq(n_addr + (1 << bn_group_log)), w_kind.eq(WeightKind.WEIGHTS)]
+                if with_table:
+                    with m.Case(TABLE_KIND):       # once per call, before the first group
+                        m.d.sync += w_kind.eq(WeightKind.BIAS)
                 with m.Default():
                     m.d.sync += [w_addr.eq(w_addr + w_group_bytes), w_kind.eq(WeightKind.BIAS),
                                  w_groups_left.eq(w_groups_left - 1)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, weight_dtype
+from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, table_entries, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
 from hlsinf.registers import encode_call, register_map
 
@@ -39,7 +39,7 @@ class DeviceError(RuntimeError):
 
 
 #: Registers that hold a CallArgs flag (decoded as bool).
-_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise"}
+_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise", "table"}
 
 
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
@@ -188,10 +188,11 @@ class ReferenceDevice(FlatMemoryDevice):
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
         n = self.view(ptr["n"], np.int32) if args.bn else None
         r = self.view(ptr["r"], act_dtype(cfg)) if args.residual_add else None
+        t = self.view(ptr["t"], act_dtype(cfg), table_entries(cfg)) if args.table else None
         if self.oracle:
-            kernel_call(cfg, args, x, w, b, y, m, n, r)
+            kernel_call(cfg, args, x, w, b, y, m, n, r_mem=r, t_mem=t)
         elif args.depthwise:                     # nothing to prepare: nine multiply-adds per tap
-            kernel_call_fast(cfg, args, x, w, b, y, m, n_mem=n, r_mem=r)
+            kernel_call_fast(cfg, args, x, w, b, y, m, n_mem=n, r_mem=r, t_mem=t)
         else:
             gi, go = args.gi(cfg), args.go(cfg)
             groups = args.groups(cfg)
@@ -202,7 +203,8 @@ class ReferenceDevice(FlatMemoryDevice):
                 if w.nbytes >= nbytes:          # else kernel_call_fast reports the short memory image
                     entry = (ptr["w"], ptr["w"] + nbytes, prepare_weights(cfg, args, w))
                     self._prepared[key] = entry
-            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2], n_mem=n, r_mem=r)
+            kernel_call_fast(cfg, args, x, w, b, y, m, prepared=None if entry is None else entry[2], n_mem=n,
+                             r_mem=r, t_mem=t)
             self._forget(ptr["y"], y.nbytes)      # the call may have written over cached weights
         self.calls += 1
         return None

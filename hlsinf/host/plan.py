@@ -36,7 +36,8 @@ import numpy as np
 
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
-                         pack_channels, pack_depthwise_weights, pack_weights, weight_dtype)
+                         pack_channels, pack_depthwise_weights, pack_table, pack_weights, weight_dtype)
+from hlsinf.host.activation import activation_region, table_codes
 from hlsinf.host.cpu import make_partitions, run_node
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError, Node, fold_batchnorm, through_identity
@@ -220,6 +221,9 @@ class FpgaLayer:
     #: post-op residual_add: the device tensor (CPO lanes, produced by an earlier layer) added
     #: before the pooling; "" when the layer has no fused Add
     residual: str = ""
+    #: post-op table image (``reference.pack_table``: device output code by device input bit
+    #: pattern) of the activation fused after the convolution; None: no table
+    table: np.ndarray | None = None
     device = "accelerator"
 
     def __post_init__(self):
@@ -238,7 +242,8 @@ class FpgaLayer:
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
                 + f"{self.group_splits} group range(s)), "
-                f"shift {self.shift}" + (f", + {self.residual}" if self.residual else "") + self._zero_points())
+                f"shift {self.shift}" + (f", + {self.residual}" if self.residual else "")
+                + (", activation table" if self.table is not None else "") + self._zero_points())
 
     def _zero_points(self) -> str:
         text = ""
@@ -441,6 +446,10 @@ class _Match:
     upsize: int = 1                           # nearest upsampling factor after the pool (Resize)
     depthwise: bool = False                   # group = input = output channels: weights C x 1 x k x k
     residual: "_Residual | None" = None       # a fused Add(other) after the convolution
+    #: activation fused as the post-op table: its output code for each code of the convolution's
+    #: output type (from the type's minimum on), and the output's type and zero point
+    table: np.ndarray | None = None
+    z_type: tuple[np.dtype, int] | None = None
 
 
 @dataclass
@@ -596,52 +605,79 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
             s_y, z_y, t_y = _scalar_qparams(graph, q, "output")
             out = q.outputs[0]
 
-    # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
-    # exact on the integers; a max pool commutes with it, so a Relu after a max pool is
-    # still the kernel's clip before its pool; an average pool must come last.
-    pool, upsize = POOL_NONE, 1
-    while True:
-        dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
-        nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool", "Resize"))
-        q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
-        if not q2:
-            break
-        try:       # same scale, zero point and type: the step is exact on the integers
-            same = _scalar_qparams(graph, dq2, "input") == _scalar_qparams(graph, q2, "output") == (s_y, z_y, t_y)
-        except _NoMatch:
-            same = False
-        if not same:
-            break
-        if nxt.op in ("Relu", "Clip"):
-            if pool == POOL_AVG:
+    # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool|nearest Resize -> Q.
+    # Clipping is exact on the integers; a max pool commutes with it, so a Relu after a max
+    # pool is still the kernel's clip before its pool; an average pool must come last; the
+    # upsampling is the kernel's last step.
+    def absorb(out, qparams, pool, upsize, clip, allow_clip):
+        while True:
+            dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
+            nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool", "Resize"))
+            q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
+            if not q2:
                 break
-            try:
-                lo, hi = _clip_bounds(graph, nxt)
+            try:       # same scale, zero point and type: the step is exact on the integers
+                same = _scalar_qparams(graph, dq2, "input") == _scalar_qparams(graph, q2, "output") == qparams
             except _NoMatch:
+                same = False
+            if not same:
                 break
-            clip = (lo if clip[0] is None else clip[0] if lo is None else max(lo, clip[0]),
-                    hi if clip[1] is None else clip[1] if hi is None else min(hi, clip[1]))
-        elif nxt.op == "Resize":
-            # Nearest upsampling commutes with the clip; it is the kernel's last step.
-            factor = _nearest_factor(graph, nxt)
-            if upsize > 1 or factor is None or factor > cfg.max_upsize or graph.shapes[x_dq.inputs[0]][3] > cfg.wmax:
-                break
-            upsize = factor
-        else:
-            mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
-            built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
-            if pool or upsize > 1 or not built or not _is_pool2x2(nxt):
-                break
-            pool = mode
-        nodes += [dq2, nxt, q2]
-        out = q2.outputs[0]
+            if nxt.op in ("Relu", "Clip"):
+                if pool == POOL_AVG or not allow_clip:
+                    break
+                try:
+                    lo, hi = _clip_bounds(graph, nxt)
+                except _NoMatch:
+                    break
+                clip = (lo if clip[0] is None else clip[0] if lo is None else max(lo, clip[0]),
+                        hi if clip[1] is None else clip[1] if hi is None else min(hi, clip[1]))
+            elif nxt.op == "Resize":
+                # Nearest upsampling commutes with the clip; it is the kernel's last step.
+                factor = _nearest_factor(graph, nxt)
+                if (upsize > 1 or factor is None or factor > cfg.max_upsize
+                        or graph.shapes[x_dq.inputs[0]][3] > cfg.wmax):
+                    break
+                upsize = factor
+            else:
+                mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
+                built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
+                if pool or upsize > 1 or not built or not _is_pool2x2(nxt):
+                    break
+                pool = mode
+            nodes.extend([dq2, nxt, q2])
+            out = q2.outputs[0]
+        return out, pool, upsize, clip
+
+    out, pool, upsize, clip = absorb(out, (s_y, z_y, t_y), POOL_NONE, 1, clip, True)
+    # An element-wise activation next (Sigmoid, SiLU, ...): the kernel's post-op table, which
+    # runs after the clip and before the pool; pools (and the upsampling) at the activation's
+    # output scale follow.
+    table = z_type = None
+    table_after_add = residual is None or cfg.post_ops.index("residual_add") < cfg.post_ops.index("table") \
+        if "table" in cfg.post_ops else False
+    if "table" in cfg.post_ops and pool == POOL_NONE and upsize == 1 and table_after_add:
+        region = activation_region(graph, out, quantized=True)
+        if region is not None:
+            rnodes, z_out = region
+            try:
+                _, z_z, t_z = _scalar_qparams(graph, rnodes[-1], "activation output")
+            except _NoMatch:
+                rnodes = None
+            if rnodes and np.iinfo(t_z).bits == cfg.act_bits:
+                info = np.iinfo(t_y)
+                table = table_codes(graph, rnodes, out, np.arange(info.min, info.max + 1))
+                z_type = (t_z, z_z)
+                nodes.extend(rnodes)
+                s_z = _scalar_qparams(graph, rnodes[-1], "activation output")
+                out, pool, upsize, _ = absorb(z_out, s_z, POOL_NONE, 1, (None, None), False)
     # Relu/Clip in the model's integers: real 0 is z_y, so a ReLU's lower bound is the zero point
     tmin, tmax = int(np.iinfo(t_y).min), int(np.iinfo(t_y).max)
     lo, hi = clip
     q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
     q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
-                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=group != 1, residual=residual)
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=group != 1, residual=residual,
+                  table=table, z_type=z_type)
 
 
 def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[float, int, np.dtype]):
@@ -773,7 +809,7 @@ def _fold_constant(c: float, mult: np.ndarray, shift: int) -> tuple[np.ndarray, 
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
                  max_out_groups: int | None, max_cols: int | None = None, *,
                  x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None,
-                 r_enc: ActEncoding | None = None) -> FpgaLayer:
+                 r_enc: ActEncoding | None = None, table: np.ndarray | None = None) -> FpgaLayer:
     x_enc = x_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     y_enc = y_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     conv = next(n for n in m.nodes if n.op == "Conv")
@@ -911,7 +947,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                                 o_count=None if len(group_ranges) == 1 else count, relu=relu,
                                 clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
                                 pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * up * tout,
-                                out_plane=out_rows * tout, upsize=up, depthwise=m.depthwise, **residual_args)
+                                out_plane=out_rows * tout, upsize=up, depthwise=m.depthwise,
+                                table=table is not None, **residual_args)
                 if residual_args:        # the operand has the convolution output's shape (before pooling)
                     args.r_offset, args.r_plane = r0 * conv_cols, conv_rows * conv_cols
                 try:
@@ -932,7 +969,22 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
         columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin,
         out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
-        residual=res.operand if res is not None else "")
+        residual=res.operand if res is not None else "", table=table)
+
+
+def _device_table(m: _Match, y_enc: ActEncoding, cfg: KernelConfig) -> tuple[ActEncoding, np.ndarray]:
+    """The activation's output encoding and the post-op table in device values: entry of each
+    device code the requantisation can give (the convolution's output, clipped) -> the device
+    code of the activation's output."""
+    t_y, _ = m.y_type
+    t_z, z_z = m.z_type
+    tmin = int(np.iinfo(t_y).min)
+    lo, hi = m.q_clip
+    used = m.table[lo - tmin: hi - tmin + 1]
+    z_enc = _encoding(t_z, z_z, (int(used.min()), int(used.max())), cfg, "activation output")
+    amin, amax = cfg.act_range
+    codes = np.clip(np.arange(amin, amax + 1) - y_enc.offset, lo, hi)   # other codes never occur
+    return z_enc, pack_table(m.table[codes - tmin] + z_enc.offset, cfg)
 
 
 def _padded_name(tensor: str, zin: InputZeroPoint) -> str:
@@ -992,6 +1044,16 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             t_x, z_x = m.x_type
             x_enc = encodings.get(m.x_q) or _encoding(t_x, z_x, None, cfg, "input")
             layer = None
+
+            def build(m, **kw):
+                t_y, z_y = m.y_type
+                y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+                out_enc, table = y_enc, None
+                if m.table is not None:
+                    out_enc, table = _device_table(m, y_enc, cfg)
+                return _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc,
+                                    y_enc=y_enc, table=table, **kw), out_enc
+
             if m.residual is not None:
                 # the fused Add needs its operand on the device already, from an earlier layer
                 add = next(n for n in m.nodes if n.op == "Add")
@@ -1004,18 +1066,13 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                                          f"differs from what its producer wrote")
                 else:
                     try:
-                        t_y, z_y = m.y_type
-                        y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
-                        layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols,
-                                             x_enc=x_enc, y_enc=y_enc, r_enc=r_enc)
+                        layer, out_enc = build(m, r_enc=r_enc)
                     except _NoMatch as e:
                         reasons[add.name] = f"residual add not fused into {node.name!r}: {e}"
                 if layer is None:          # the Add stays on the CPU
                     m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if layer is None:
-                t_y, z_y = m.y_type
-                y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
-                layer = _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc, y_enc=y_enc)
+                layer, out_enc = build(m)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue
@@ -1038,7 +1095,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         fused[m.nodes[-1].name] = layer
         produced.add(layer.output)
         encodings.setdefault(m.x_q, x_enc)
-        encodings[m.out] = y_enc
+        encodings[m.out] = out_enc
 
     # Liveness: keep CPU nodes whose outputs something needs.
     needed = set(graph.outputs)

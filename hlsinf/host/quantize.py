@@ -130,11 +130,18 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     are representable with zero point 0 (for uint8: never negative in calibration); others
     stay float and run on the CPU. Depthwise convolutions (group = channels) are quantised only
     for a ``kernel`` built with depthwise. 2-D max/average pools of a quantised tensor keep its scale.
+    The output of an element-wise activation after a quantised convolution (Sigmoid, Tanh,
+    SiLU, HardSwish, Mish, ...: :func:`hlsinf.host.activation.activation_region`) is quantised
+    at its calibrated range when ``kernel`` has the post-op ``table``, so the planner
+    fuses it into the convolution's call as a lookup table.
     The result runs in onnxruntime and goes to :func:`hlsinf.host.plan.to_fpga` as is.
     """
     from hlsinf.ir import Node, fold_batchnorm, to_onnx
 
+    from hlsinf.host.activation import activation_region
+
     signed = act_signed if act_signed is not None else (kernel.act_signed if kernel is not None else False)
+    with_table = kernel is not None and "table" in kernel.post_ops
     graph = model if isinstance(model, Graph) else load_model(model)
     graph = fold_batchnorm(graph)
     ranges = calibrate_ranges(graph, calibration)
@@ -159,6 +166,11 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
                 scales.setdefault(x, _act_scale(*ranges[x], signed))
                 scales[out] = _act_scale(*ranges[out], signed)
                 conv_input[node.name] = x
+                # An element-wise activation next (Sigmoid, SiLU, ...) becomes the kernel's
+                # post-op table: its output gets a scale of its own (the table's output codes).
+                region = activation_region(graph, out, quantized=False) if with_table else None
+                if region is not None and representable(region[1]):
+                    scales[region[1]] = _act_scale(*ranges[region[1]], signed)
         elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]
         elif node.op == "Resize" and node.attrs.get("mode", "nearest") == "nearest" and node.inputs[0] in scales:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, weight_dtype
+from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, table_entries, weight_dtype
 from hlsinf.registers import decode_status, register_map
 from hlsinf.host.device import DeviceError, FlatMemoryDevice, decode_call
 
@@ -176,8 +176,12 @@ class RtlDevice(FlatMemoryDevice):
             sizes["n"] = go * 2 * cfg.cpo * 4
         if args.residual_add:          # the operand shares gmem_in with x
             sizes["r"] = args.groups(cfg).stop * args.residual_geometry()[1] * cfg.cpo * asz
+        rebased["t"] = _align(rebased["n"] + sizes.get("n", 0))
+        if args.table:                   # post-op table, read once per call on gmem_w
+            sizes["t"] = table_entries(cfg) * asz
         need = max(_BASE + sizes["x"], rebased["m"] + sizes["m"], _BASE + sizes["y"],
-                   rebased["n"] + sizes.get("n", 0), rebased["r"] + sizes.get("r", 0))
+                   rebased["n"] + sizes.get("n", 0), rebased["r"] + sizes.get("r", 0),
+                   rebased["t"] + sizes.get("t", 0))
         if self._sock is None:
             raise DeviceError("the simulation is closed")
         if need > self.ram_bytes:
@@ -185,13 +189,14 @@ class RtlDevice(FlatMemoryDevice):
                               "(RtlDevice(ram_bytes=...))")
         region = lambda k: self.memory[self._span(ptr[k], sizes[k])].tobytes()  # noqa: E731
         regions = {"gmem_in": [(rebased[k], region(k)) for k in ("x", "r") if k in sizes],
-                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m", "n") if k in sizes],
+                   "gmem_w": [(rebased[k], region(k)) for k in ("w", "b", "m", "n", "t") if k in sizes],
                    "gmem_out": [(rebased["y"], region("y"))]}
         out_words = dict(words)
         for reg in register_map(cfg):
             if reg.kind == "pointer":
-                out_words[reg.offset] = rebased[reg.name] & 0xFFFF_FFFF
-                out_words[reg.offset + 4] = rebased[reg.name] >> 32
+                address = rebased.get(reg.name, 0)      # a post-op's pointer this call does not use
+                out_words[reg.offset] = address & 0xFFFF_FFFF
+                out_words[reg.offset + 4] = address >> 32
         timeout = 50 * args.ideal_cycles(cfg) + 20000
         try:
             fail, self._fail = sorted(self._fail), set()

@@ -120,6 +120,9 @@ class Session:
                 data = np.asarray(arr, dt)
                 p[arg] = dev.allocate(data.nbytes, f"{layer.name}.{arg}")
                 dev.write(p[arg], data)
+            if layer.table is not None:      # the fused activation's post-op table
+                p["t"] = dev.allocate(layer.table.nbytes, f"{layer.name}.t")
+                dev.write(p["t"], layer.table)
             self.params[layer.name] = p
             if layer.columns:          # strip buffers of the widest column tile
                 c, h, _ = layer.in_shape
@@ -235,7 +238,7 @@ class Session:
             else:
                 p = self.params[step.name]
                 ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)],
-                        "w": p["w"], "b": p["b"], "m": p["m"]}
+                        "w": p["w"], "b": p["b"], "m": p["m"], **({"t": p["t"]} if "t" in p else {})}
                 if step.residual:          # post-op residual_add: the operand, an earlier layer's output
                     ptrs["r"] = self.buffers[(step.residual, cfg.cpo)]
                 if step.columns:

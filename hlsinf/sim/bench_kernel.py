@@ -168,6 +168,9 @@ class Layer:
         # 2 * H * W pixels (the calls choose r_offset and r_plane inside it).
         self.r_mem = rng.integers(amin, amax + 1, -(-O // cfg.cpo) * 2 * H * W * cfg.cpo).astype(ref.act_dtype(cfg)) \
             if "residual_add" in cfg.post_ops else None
+        # Post-op table: a random table (the scenario may replace it between calls).
+        self.t_mem = rng.integers(0, 256, 1 << cfg.act_bits).astype(np.uint8).view(ref.act_dtype(cfg)) \
+            if "table" in cfg.post_ops else None
 
 
 class Buffers:
@@ -188,6 +191,8 @@ class Buffers:
             mem["gmem_w"].write(pointers["n"], layer.n_mem.tobytes())
         if layer.r_mem is not None:
             mem["gmem_in"].write(pointers["r"], layer.r_mem.tobytes())
+        if layer.t_mem is not None:
+            mem["gmem_w"].write(pointers["t"], layer.t_mem.tobytes())
         # Random bytes everywhere: a write outside the call's pixels shows as a difference.
         size = max(args.go(cfg) * args.plane_out() * cfg.cpo for args in calls) * (cfg.act_bits // 8)
         self.out_raw = rng.integers(0, 256, size + 2 * self.GUARD, dtype=np.uint8)   # guard, output, guard
@@ -200,7 +205,8 @@ class Buffers:
         expected = self.out_raw.copy()
         out = expected[g: len(expected) - g].view(dtype)
         ref.kernel_call(cfg, args, self.layer.x_mem, self.layer.w_mem, self.layer.b_mem, out,
-                        self.layer.m_mem, self.layer.n_mem, self.layer.r_mem)
+                        self.layer.m_mem, self.layer.n_mem, r_mem=self.layer.r_mem,
+                        t_mem=self.layer.t_mem)
         self.out_raw = expected
         return expected
 
@@ -216,7 +222,8 @@ class Buffers:
                 f"expected {expected[bad[:8]].tolist()} for {args}")
 
 
-POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000, "n": 0x32000, "r": 0x8000 + 5}
+POINTERS = {"x": 0x1000, "w": 0x10000, "b": 0x30000, "m": 0x31000, "y": 0x20000, "n": 0x32000, "r": 0x8000 + 5,
+            "t": 0x33000}
 
 
 def record_cycles(name: str, cfg: KernelConfig, args: CallArgs, cycles: int):
@@ -339,6 +346,40 @@ async def residual(dut):
     ]
     await run_case(dut, "residual", calls, H=H, W=W, I=I, O=O, seed=13, mult_bits=min(cfg.mult_bits, 12),
                    pause=True, wait=["poll", "interrupt"])
+
+
+@cocotb.test()
+async def table(dut):
+    """Post-op table: calls with it on and off, a new random table before each call (so a
+    stale table shows), several output groups, pooling after it, random AXI pauses; also
+    the table's read at an unaligned address. Nothing to do in a kernel built without it."""
+    cfg = kernel_config()
+    if "table" not in cfg.post_ops:
+        return
+    H, W, I, O = 6, 7, 2 * cfg.cpi + 1, 3 * cfg.cpo - 1
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1,
+                      shift=9, table=True),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=10, pool=POOL_MAX, table=True),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_left=1, shift=9, o_first=1),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_left=1, shift=20, use_mult=True,
+                      pool=POOL_AVG, o_first=1, table=True),
+             CallArgs(H=H, W=W, rows=5, I=I, O=O, pad_bottom=1, stride=2, shift=8, relu=True, table=True)]
+    host = Host(dut, cfg)
+    await host.start()
+    for seed, pause, t in ((13, False, POINTERS["t"]), (14, True, POINTERS["t"] + 0x1C3)):
+        pointers = {**POINTERS, "t": t}
+        if pause:
+            host.pause_everything(seed)
+        rng = np.random.default_rng(seed)
+        layer = Layer(cfg, rng, H=H, W=W, I=I, O=O, mult_bits=min(cfg.mult_bits, 12))
+        buffers = Buffers(host, layer, calls, pointers, rng)
+        for k, args in enumerate(calls):
+            layer.t_mem = rng.integers(0, 256, 1 << cfg.act_bits).astype(np.uint8).view(ref.act_dtype(cfg))
+            host.mem["gmem_w"].write(pointers["t"], layer.t_mem.tobytes())
+            cycles = await host.call(args, pointers)
+            buffers.check(args)
+            record_cycles(f"table[{k}]", cfg, args, cycles)
+            dut._log.info(f"table[{k}] (pauses {pause}): {cycles} cycles, ideal {args.ideal_cycles(cfg)}")
 
 
 @cocotb.test()

@@ -146,3 +146,92 @@ def test_post_op_order_is_the_configured_one():
     second = ref.leaky_relu(ref.batch_norm(y, mult, bias, 6, -128, 127), 26, 8, -128, 127)
     np.testing.assert_array_equal(outs[("bn", "leaky_relu")], second.reshape(-1))
     assert not np.array_equal(first, second)
+
+
+TABLE = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("leaky_relu", "table"))
+
+
+def test_table_in_the_kernel():
+    """Post-op table after leaky_relu: calls with the table on (two different random tables,
+    one at an unaligned address) and off, pooling after it; the table is read once per call
+    from t on gmem_w before the first group's bias."""
+    cfg = TABLE
+    rng = np.random.default_rng(9)
+    H, W, I, O = 5, 6, 2 * cfg.cpi + 1, 2 * cfg.cpo - 1
+    layer = make_layer(cfg, rng, H, W, I, O)
+    tables = [rng.integers(-128, 128, 256).astype(np.int8) for _ in range(2)]
+    base = {"x": 0x1000 - 5, "w": 0x8000 + 3, "b": 0x9000 - 1, "m": 0xA000 + 2, "y": 0x2000 - 8}
+    at = [0xB000, 0xC000 + 7]
+    leaky = dict(leaky_relu=True, leaky_alpha_num=26, leaky_alpha_shift=8)
+    calls = [
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                  table=True, **leaky), 0),
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, shift=10, use_mult=True, pool=POOL_MAX, table=True), 1),
+        (CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=9, o_first=1, **leaky), 1),
+        (CallArgs(H=H, W=W, rows=4, I=I, O=O, pad_top=1, pad_left=1, stride=2, shift=17, use_mult=True, read_offset=W,
+                  o_first=1, pool=POOL_AVG, write_offset=2, out_plane=12, table=True), 0),
+    ]
+    sim = KernelSim(cfg, stall=0.3, seed=4, input_cache_pixels=80)
+    place(sim, layer, base)
+    for address, table in zip(at, tables):
+        sim.mem["gmem_w"][address: address + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, {**base, "t": at[k]}) for args, k in calls])
+    for args, k in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo
+        out = expected[base["y"]: base["y"] + size].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], t_mem=tables[k])
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+def test_bn_and_table_in_the_kernel():
+    """bn (gmem_w kind 3) and the table (kind 4) in one kernel: the 3-bit kinds route the
+    table, the bn items and the weights apart; calls with either, both or none."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("bn", "table"))
+    rng = np.random.default_rng(10)
+    H, W, I, O = 5, 6, cfg.cpi + 1, 2 * cfg.cpo
+    layer = make_layer(cfg, rng, H, W, I, O)
+    _, _, n_mem = bn_layer(cfg, O, rng)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    pointers = {"x": 0x1000, "w": 0x8000 + 1, "b": 0x9000, "m": 0xA000, "n": 0xB000 + 2, "t": 0xC000 + 3,
+                "y": 0x2000}
+    bn = dict(bn=True, bn_shift=7, bn_clip_lo=-100, bn_clip_hi=120)
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                      table=True, **bn),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=9, use_mult=True, table=True, pool=POOL_MAX),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, shift=10, o_first=1, **bn),
+             CallArgs(H=H, W=W, rows=H, I=I, O=O, shift=8)]
+    sim = KernelSim(cfg, stall=0.3, seed=6, input_cache_pixels=80)
+    place(sim, layer, pointers)
+    sim.mem["gmem_w"][pointers["n"]: pointers["n"] + n_mem.nbytes] = n_mem.view(np.uint8)
+    sim.mem["gmem_w"][pointers["t"]: pointers["t"] + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    for args in calls:
+        size = args.go(cfg) * args.plane_out() * cfg.cpo
+        out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
+        ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], n_mem, t_mem=table)
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)
+
+
+def test_table_then_pool_then_upsize_in_the_kernel():
+    """The table before a max pool (a non-monotone table: the order matters) and the nearest
+    upsampling after it, in one call."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("table",), max_upsize=2)
+    rng = np.random.default_rng(12)
+    H, W, I, O = 6, 6, cfg.cpi, cfg.cpo
+    layer = make_layer(cfg, rng, H, W, I, O)
+    table = rng.integers(-128, 128, 256).astype(np.int8)
+    pointers = {"x": 0x1000, "w": 0x8000, "b": 0x9000, "m": 0xA000, "t": 0xB000, "y": 0x2000}
+    calls = [CallArgs(H=H, W=W, rows=H, I=I, O=O, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=9,
+                      table=True, pool=POOL_MAX, upsize=2)]
+    sim = KernelSim(cfg, stall=0.3, seed=7, input_cache_pixels=80)
+    place(sim, layer, pointers)
+    sim.mem["gmem_w"][pointers["t"]: pointers["t"] + 256] = table.view(np.uint8)
+    expected = sim.mem["gmem_out"].copy()
+    sim.run([(args, pointers) for args in calls])
+    args = calls[0]
+    size = args.go(cfg) * args.plane_out() * cfg.cpo
+    out = expected[pointers["y"]: pointers["y"] + size].view(ref.act_dtype(cfg))
+    ref.kernel_call(cfg, args, layer["x"], layer["w"], layer["b"], out, layer["m"], t_mem=table)
+    np.testing.assert_array_equal(sim.mem["gmem_out"], expected)

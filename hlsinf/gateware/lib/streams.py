@@ -44,6 +44,7 @@ __all__ = [
     "acc_layout", "mult_layout",
     "pixel_signature", "window_signature", "weight_set_signature", "partial_signature",
     "bias_signature", "acc_signature", "mult_signature", "bn_layout", "bn_signature",
+    "TABLE_BANKS", "table_layout", "table_signature", "table_items",
     "fifo_on_stream", "frame_counter",
 ]
 
@@ -104,6 +105,21 @@ def bn_layout(cfg: KernelConfig) -> data.StructLayout:
                               "bias": data.ArrayLayout(signed(32), cfg.cpo)})
 
 
+#: Entries of the post-op lookup table per loader item: the stage writes them into that many
+#: banks in one cycle, so a 256-entry table loads in 64 cycles.
+TABLE_BANKS = 4
+
+
+def table_layout(cfg: KernelConfig) -> data.ArrayLayout:
+    """``TABLE_BANKS`` consecutive entries of the post-op ``table``, as in memory."""
+    return data.ArrayLayout(act_shape(cfg), TABLE_BANKS)
+
+
+def table_items(cfg: KernelConfig) -> int:
+    """Items of :func:`table_layout` in one table of ``2**act_bits`` entries."""
+    return (1 << cfg.act_bits) // TABLE_BANKS
+
+
 # Stream signatures (as seen by the producer: ``Out(...)`` on it, ``In(...)`` on the consumer)
 
 def pixel_signature(cfg: KernelConfig, lanes: int) -> stream.Signature:
@@ -138,6 +154,10 @@ def mult_signature(cfg: KernelConfig):
 
 def bn_signature(cfg: KernelConfig):
     return stream_signature(bn_layout(cfg))
+
+
+def table_signature(cfg: KernelConfig):
+    return stream_signature(table_layout(cfg))
 
 
 # A FIFO on a stream ------------------------------------------------------------------------

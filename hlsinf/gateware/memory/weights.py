@@ -27,16 +27,16 @@ weights zero its lane ``o`` sums lane ``o`` of the window times its 9 weights.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.gateware.memory.axi import ADDR_WIDTH, DATA_WIDTH
 from hlsinf.config import KernelConfig
-from hlsinf.gateware.sequencer import BN_KIND, WeightKind, weight_command_layout
+from hlsinf.gateware.sequencer import BN_KIND, TABLE_KIND, WeightKind, weight_command_layout, weight_kind_shape
 from hlsinf.gateware.memory.read import BytesToItems, ReadMaster
 from hlsinf.gateware.lib.streams import (bias_layout, bias_signature, bn_layout, bn_signature, mult_layout, mult_signature,
-                                         weight_set_layout, weight_set_signature)
+                                         table_layout, table_signature, weight_set_layout, weight_set_signature)
 from hlsinf.gateware.lib.wide_stream import WideSignature, payload_width, stream_signature
 
 __all__ = ["ParameterLoader"]
@@ -115,7 +115,7 @@ class ParameterLoader(wiring.Component):
         self.cfg, self.depth = cfg, depth
         self.master = ReadMaster(data_width=data_width, addr_width=addr_width, max_outstanding=max_outstanding)
         members = {
-            "cmd": In(stream.Signature(weight_command_layout())),
+            "cmd": In(stream.Signature(weight_command_layout(cfg))),
             "weights": Out(weight_set_signature(cfg)),
             "bias": Out(bias_signature(cfg)),
             "mult": Out(mult_signature(cfg)),
@@ -124,6 +124,8 @@ class ParameterLoader(wiring.Component):
             members["depthwise"] = In(1)
         if "bn" in cfg.post_ops:     # post-op bn: its per-group parameters
             members["bn"] = Out(bn_signature(cfg))
+        if "table" in cfg.post_ops:  # post-op table: its entries, once per call
+            members["table"] = Out(table_signature(cfg))
         members.update({
             "axi": Out(self.master.axi.signature),
             "error": Out(1),
@@ -139,7 +141,8 @@ class ParameterLoader(wiring.Component):
         m.submodules.master = master = self.master
         # The kind FIFO is wired by hand: it is written together with the master's command
         # (a fork of ``cmd``) and read on each command's last beat, not item by item.
-        m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(width=WeightKind.as_shape().width,
+        kind_shape = weight_kind_shape(cfg)
+        m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(width=Shape.cast(kind_shape).width,
                                                            depth=self.COMMANDS_IN_FLIGHT)
         word_layout = data.ArrayLayout(unsigned(32), cfg.cpo)
         converters = {
@@ -159,10 +162,13 @@ class ParameterLoader(wiring.Component):
         if cfg.with_depthwise:
             dw_layout = data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), 9), cfg.cpo)
             m.submodules.convert_depthwise = dw_convert = BytesToItems(dw_layout, data_width=self.data_width)
+        if "table" in cfg.post_ops:     # no item FIFO: the stage takes every item at once
+            converters[TABLE_KIND] = BytesToItems(table_layout(cfg), data_width=self.data_width)
         for kind in converters:
-            label = kind.name.lower() if isinstance(kind, WeightKind) else "bn"
+            label = kind.name.lower() if isinstance(kind, WeightKind) else {BN_KIND: "bn", TABLE_KIND: "table"}[kind]
             m.submodules[f"convert_{label}"] = converters[kind]
-            m.submodules[f"buffer_{label}"] = buffers[kind]
+            if kind in buffers:
+                m.submodules[f"buffer_{label}"] = buffers[kind]
 
         # Commands go to the master and their kinds to the FIFO, together.
         cmd = self.cmd
@@ -180,7 +186,10 @@ class ParameterLoader(wiring.Component):
         m.d.comb += kind.eq(kinds.r_data)
         beat = master.o
         for k, converter in converters.items():
-            is_k = (kind == k) if isinstance(k, WeightKind) else (kinds.r_data == k)
+            if kind_shape is WeightKind:
+                is_k = (kind == k) if isinstance(k, WeightKind) else (kinds.r_data == k)
+            else:      # 3-bit kinds: compare all bits (``kind`` holds the low two)
+                is_k = kinds.r_data == (k.value if isinstance(k, WeightKind) else k)
             if k == WeightKind.WEIGHTS and dw_convert is not None:
                 is_dw = is_k & self.depthwise
                 m.d.comb += [dw_convert.i.payload.eq(beat.payload),
@@ -221,6 +230,8 @@ class ParameterLoader(wiring.Component):
         if BN_KIND in converters:
             wiring.connect(m, converters[BN_KIND].o, buffers[BN_KIND].i)
             wiring.connect(m, buffers[BN_KIND].o, wiring.flipped(self.bn))
+        if TABLE_KIND in converters:
+            wiring.connect(m, converters[TABLE_KIND].o, wiring.flipped(self.table))
         wiring.connect(m, master.axi, wiring.flipped(self.axi))
         m.d.comb += [self.error.eq(master.error), self.resp.eq(master.resp), master.clear.eq(self.clear)]
         return m
