@@ -27,7 +27,8 @@ from hlsinf.config import MAX_PAD, KernelConfig
 
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
-    "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
+    "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate", "wrap",
+    "shift_round", "Modes",
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
@@ -201,6 +202,11 @@ class CallArgs:
         need("relu", not self.relu or cfg.with_relu, "ReLU is not built into this kernel")
         need("use_mult", not self.use_mult or cfg.with_multiplier, "the multiplier is not built into this kernel")
         need("shift", 0 <= self.shift <= cfg.max_shift, f"0 to max_shift = {cfg.max_shift}")
+        if cfg.number_format == "fixed":
+            # fixed<W,I> in, fixed<W,I> out: products carry 2F fractional bits, the output F.
+            need("shift", self.shift == cfg.frac_bits,
+                 f"{cfg.frac_bits} (the fractional bits F of {cfg.format_name}: products have 2F, outputs F)")
+            need("use_mult", not self.use_mult, f"0 with {cfg.format_name} (the requantisation is the shift by F)")
         amin, amax = cfg.act_range
         if self.clip_lo is not None:
             need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
@@ -268,8 +274,53 @@ def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
     return saturate(np.asarray(sum_of_partials, np.int64) + np.asarray(bias, np.int64), lo, hi)
 
 
-def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
-    """Stage ``relu``: ``clip((acc * M + 2**(shift-1)) >> shift, lo, hi)``; round half up, saturate."""
+@dataclass(frozen=True)
+class Modes:
+    """How a requantising right shift rounds and how its result fits the activation format
+    (``KernelConfig.rounding`` / ``overflow``; docs/numbers.md). The defaults are round half
+    up and saturate. ``bits``/``signed`` are the activation format, used by ``wrap``."""
+
+    rounding: str = "round"
+    overflow: str = "sat"
+    bits: int = 8
+    signed: bool = True
+
+    @classmethod
+    def of(cls, cfg: KernelConfig) -> "Modes":
+        return cls(cfg.rounding, cfg.overflow, cfg.act_bits, cfg.act_signed)
+
+    def fit(self, v, lo: int, hi: int) -> np.ndarray:
+        """Saturate ``v`` to ``[lo, hi]``, or with ``overflow='wrap'`` keep its low ``bits`` bits
+        in the activation format and then clip that to ``[lo, hi]`` (explicit clip or ReLU
+        bounds still apply to the wrapped value)."""
+        if self.overflow == "wrap":
+            v = wrap(v, self.bits, self.signed)
+        return np.clip(v, lo, hi).astype(np.int64)
+
+
+DEFAULT_MODES = Modes()
+
+
+def wrap(v, bits: int, signed: bool) -> np.ndarray:
+    """The low ``bits`` bits of ``v``, read as two's complement (``signed``) or unsigned: AP_WRAP."""
+    v = np.asarray(v)
+    low = (v & ((1 << bits) - 1)).astype(np.int64)
+    if signed:
+        low = low - ((low >> (bits - 1)) << bits)
+    return low
+
+
+def shift_round(x, shift: int, rounding: str = "round"):
+    """``x >> shift`` (arithmetic) after adding ``2**(shift-1)`` for ``rounding='round'`` (half
+    up, AP_RND; no term for ``shift = 0``), floor for ``'trunc'`` (AP_TRN)."""
+    if rounding == "round" and shift > 0:
+        x = x + (1 << (shift - 1))
+    return x >> shift
+
+
+def requantize(acc, mult, shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
+    """Stage ``relu``: ``fit((acc * M + 2**(shift-1)) >> shift, lo, hi)``; by default round half
+    up and saturate (:class:`Modes` for truncation and wrap-around)."""
     acc = np.asarray(acc, np.int64)
     mult = np.asarray(mult, np.int64)
     rounding = (1 << (shift - 1)) if shift > 0 else 0
@@ -278,7 +329,7 @@ def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
         # acc_bits + mult_bits can exceed 63 (48 + 24): use exact Python integers.
         acc, mult = acc.astype(object), mult.astype(object)
     product = acc * mult
-    return np.clip((product + rounding) >> shift, lo, hi).astype(np.int64)
+    return modes.fit(shift_round(product, shift, modes.rounding), lo, hi)
 
 
 def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
@@ -298,23 +349,23 @@ def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
     raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
 
 
-def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int) -> np.ndarray:
+def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
     """Post-op ``leaky_relu``: ``v`` if ``v >= 0``, else
-    ``clip((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
-    for ``alpha_shift = 0``): round half up, saturate to the activation range ``[lo, hi]``."""
+    ``fit((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
+    for ``alpha_shift = 0``): by default round half up, saturate to the activation range
+    ``[lo, hi]`` (:class:`Modes` for truncation and wrap-around)."""
     v = np.asarray(v, np.int64)
-    rounding = (1 << (alpha_shift - 1)) if alpha_shift > 0 else 0
-    scaled = np.clip((v * int(alpha_num) + rounding) >> alpha_shift, lo, hi)
+    scaled = modes.fit(shift_round(v * int(alpha_num), alpha_shift, modes.rounding), lo, hi)
     return np.where(v >= 0, v, scaled).astype(np.int64)
 
 
-def batch_norm(v, mult, bias, shift: int, lo: int, hi: int) -> np.ndarray:
-    """Post-op ``bn``: ``clip((v * mult + bias + 2**(shift-1)) >> shift, lo, hi)`` per channel
-    (channels last; no rounding term for ``shift = 0``): round half up, saturate."""
+def batch_norm(v, mult, bias, shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
+    """Post-op ``bn``: ``fit((v * mult + bias + 2**(shift-1)) >> shift, lo, hi)`` per channel
+    (channels last; no rounding term for ``shift = 0``): by default round half up, saturate
+    (:class:`Modes` for truncation and wrap-around)."""
     v = np.asarray(v, np.int64)
-    rounding = (1 << (shift - 1)) if shift > 0 else 0
-    x = v * np.asarray(mult, np.int64) + np.asarray(bias, np.int64) + rounding
-    return np.clip(x >> shift, lo, hi).astype(np.int64)
+    x = v * np.asarray(mult, np.int64) + np.asarray(bias, np.int64)
+    return modes.fit(shift_round(x, shift, modes.rounding), lo, hi)
 
 
 def unpack_bn(n_mem, cfg: KernelConfig, channels: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -344,12 +395,12 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
     y = np.asarray(y, np.int64)
     for op in cfg.post_ops:
         if op == "leaky_relu" and args.leaky_relu:
-            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range)
+            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range, Modes.of(cfg))
         if op == "bn" and args.bn:
             if n_mem is None:
                 raise CallError("memory image n_mem is missing: the call enables bn")
             mult, bias = unpack_bn(n_mem, cfg, channels)
-            y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg))
+            y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg), Modes.of(cfg))
     return y
 
 
@@ -368,9 +419,8 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     if cfg.is_float:
         raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
                         "for number_format='fp32'")
-    if cfg.act_bits == 4 or cfg.weight_bits == 4 or cfg.rounding != "round" or cfg.overflow != "sat":
-        raise CallError(f"reference.kernel_call does not model {cfg.format_name} with rounding={cfg.rounding!r}, "
-                        f"overflow={cfg.overflow!r} yet")
+    if cfg.act_bits == 4 or cfg.weight_bits == 4:
+        raise CallError(f"reference.kernel_call does not model {cfg.format_name} (4-bit lanes) yet")
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -406,7 +456,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     channels = slice(groups.start * cpo, groups.stop * cpo)
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
     mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
-    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg), Modes.of(cfg))
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
     y = post_ops(y, cfg, args, channels, n_mem)

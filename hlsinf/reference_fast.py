@@ -17,8 +17,10 @@ on random calls of every kind). What makes it faster:
   an 8-lane group) are left out of the products: they add nothing.
 * **Max pooling before requantisation.** Bias add with saturation, ``(acc * M + r) >> s``
   with ``M >= 0`` and the clip are all non-decreasing in ``acc``, so the maximum of four
-  requantised values is the requantised maximum of the four sums. Average pooling is done
-  after requantisation, as in the kernel.
+  requantised values is the requantised maximum of the four sums (with ``overflow='wrap'``,
+  which is not monotonic, max pooling waits for the requantised values). Average pooling is
+  done after requantisation, as in the kernel. Truncation (``rounding='trunc'``) only drops
+  the rounding term.
 * **Blocks.** Output rows are cut into blocks whose im2col matrix is a few MiB; each block
   goes from im2col through the product, pooling and requantisation to the output memory
   while it is in cache. Blocks (or, for small images, ranges of output groups) run on a
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call
+from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call, wrap
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -208,6 +210,8 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
     have been made from the weights ``w_mem`` holds now.
     """
+    if cfg.is_float or 4 in (cfg.act_bits, cfg.weight_bits):
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)   # its error names the format
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -236,7 +240,8 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     bound = xmax * prepared.abs_sum + int(np.abs(bias).max(initial=0))
     saturate = bound > min(-amin, amax)
     shift = args.shift
-    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    rounding = (1 << (shift - 1)) if shift > 0 and cfg.rounding == "round" else 0
+    wrapping = cfg.overflow == "wrap"
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
         return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
@@ -266,6 +271,8 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     ho, wo = (rows_p - 3) // s + 1, (cols_p - 3) // s + 1
     n = len(groups) * cpo
     pool = args.pool
+    # Wrap-around is not monotonic: max pooling then waits for the requantised values.
+    max_first = pool == POOL_MAX and not wrapping
     step = 2 if pool else 1
     rows_used = ho // step * step
     wp = wo // step
@@ -299,7 +306,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if sums is None:                                 # no input channel has a weight
             sums = np.zeros((m, n1 - n0), dtype)
         sums = sums.reshape(r1 - r0, wo, n1 - n0)
-        if pool == POOL_MAX:
+        if max_first:
             q = sums[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             sums = np.maximum(np.maximum(q[:, 0, :, 0], q[:, 0, :, 1]), np.maximum(q[:, 1, :, 0], q[:, 1, :, 1]))
         acc = sums.astype(np.int64)
@@ -316,10 +323,15 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
             acc += offset[n0:n1]
         if shift:
             acc >>= shift
+        if wrapping:
+            acc = wrap(acc, cfg.act_bits, cfg.act_signed)
         np.clip(acc, lo, hi, out=acc)
         if pool == POOL_AVG:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             acc = (q.sum(axis=(1, 3)) + 2) >> 2
+        elif pool == POOL_MAX and not max_first:
+            q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
+            acc = q.max(axis=(1, 3))
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)
         first = args.write_offset + r0 // step * wp
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y
