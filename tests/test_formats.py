@@ -114,3 +114,11 @@ def test_fp32_call_rejects_requantisation():
     with pytest.raises(ValueError, match="shift"):
         rf.kernel_call(cfg, args, np.zeros(64, np.float32), np.zeros(144, np.float32), np.zeros(4, np.float32),
                        np.zeros(64, np.float32))
+
+
+def test_the_generator_builds_the_modes_and_still_refuses_int4():
+    """trunc/wrap and fixed<W,I> build; 4-bit lanes are refused by name until they are built."""
+    from hlsinf.gateware.kernel import unsupported_features
+    assert unsupported_features(KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, rounding="trunc",
+                                                         overflow="wrap")) == ""
+    assert "4-bit" in unsupported_features(KernelConfig.from_format("int4", cpi=4, cpo=4))

