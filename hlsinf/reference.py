@@ -33,6 +33,7 @@ __all__ = [
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
+    "pack_nibbles", "unpack_nibbles", "with_nibbles", "kernel_call_elements",
 ]
 
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
@@ -50,12 +51,13 @@ class CallError(ValueError):
 # Memory element types ---------------------------------------------------------------------
 
 def act_dtype(cfg: KernelConfig):
-    return {(8, False): np.uint8, (8, True): np.int8,
+    """numpy type of an activation memory image: 4-bit lanes are bytes of two lanes each."""
+    return {(4, False): np.uint8, (4, True): np.uint8, (8, False): np.uint8, (8, True): np.int8,
             (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
 
 
 def weight_dtype(cfg: KernelConfig):
-    return {8: np.int8, 16: np.int16}[cfg.weight_bits]
+    return {4: np.uint8, 8: np.int8, 16: np.int16}[cfg.weight_bits]
 
 
 def bias_dtype(cfg: KernelConfig):
@@ -420,7 +422,15 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
         raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
                         "for number_format='fp32'")
     if cfg.act_bits == 4 or cfg.weight_bits == 4:
-        raise CallError(f"reference.kernel_call does not model {cfg.format_name} (4-bit lanes) yet")
+        return with_nibbles(kernel_call_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem=n_mem)
+    return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem)
+
+
+def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
+                         b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
+                         n_mem: np.ndarray | None = None) -> np.ndarray:
+    """:func:`kernel_call` on images of one array element per activation and weight (what
+    every format but the 4-bit ones stores; :func:`with_nibbles` unpacks those)."""
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -471,10 +481,50 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     return out_mem
 
 
+def with_nibbles(call, cfg: KernelConfig, args: CallArgs, x_mem, w_mem, b_mem, out_mem, m_mem=None, **kw):
+    """``call`` (a model taking element images) on the lanes of 4-bit memory images (bytes of
+    two lanes, docs/memory.md): unpacked to one int64 per lane, the output packed back into
+    ``out_mem``."""
+    args.validate(cfg)
+    x = unpack_nibbles(x_mem, cfg.act_signed) if cfg.act_bits == 4 else x_mem
+    w = unpack_nibbles(w_mem, True) if cfg.weight_bits == 4 else w_mem
+    out = unpack_nibbles(out_mem, cfg.act_signed) if cfg.act_bits == 4 else out_mem
+    call(cfg, args, x, w, b_mem, out, m_mem, **kw)
+    if cfg.act_bits == 4:
+        out_mem.reshape(-1).view(np.uint8)[:] = pack_nibbles(out)
+    return out_mem
+
+
 # Packing between NCHW arrays and the kernel layouts ---------------------------------------------
 
-def pack_activations(x: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
-    """``C x H x W`` -> flat GIHWCPI image with ``lanes`` channels per group (zero-padded)."""
+def pack_nibbles(values) -> np.ndarray:
+    """4-bit lanes, two per byte: element ``2j`` in the low nibble of byte ``j``, ``2j + 1``
+    in the high nibble (little end first, docs/memory.md); two's complement for negative
+    values. An odd count is padded with a zero nibble."""
+    v = np.asarray(values).reshape(-1).astype(np.int64)
+    if v.size and (v.min() < -8 or v.max() > 15):
+        raise ValueError(f"pack_nibbles: values must lie in [-8, 15] (int4 or uint4), got [{v.min()}, {v.max()}]")
+    v = v & 0xF
+    if v.size % 2:
+        v = np.append(v, 0)
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_nibbles(mem, signed: bool) -> np.ndarray:
+    """Bytes of two 4-bit lanes (see :func:`pack_nibbles`) -> one int64 per lane."""
+    b = np.asarray(mem).reshape(-1).view(np.uint8).astype(np.int64)
+    v = np.empty(2 * b.size, np.int64)
+    v[0::2], v[1::2] = b & 0xF, b >> 4
+    if signed:
+        v -= (v >> 3) << 4
+    return v
+
+
+def pack_activations(x: np.ndarray, lanes: int, dtype=None, bits: int = 8) -> np.ndarray:
+    """``C x H x W`` -> flat GIHWCPI image with ``lanes`` channels per group (zero-padded);
+    ``bits=4``: bytes of two lanes (:func:`pack_nibbles`)."""
+    if bits == 4:
+        return pack_nibbles(pack_activations(x, lanes, np.int64))
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"pack_activations expects a C x H x W array, got shape {x.shape}")
@@ -486,16 +536,22 @@ def pack_activations(x: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
 
 
 def unpack_activations(mem: np.ndarray, channels: int, h: int, w: int, lanes: int,
-                       plane: int | None = None) -> np.ndarray:
-    """Flat GIHWCPI image (planes of ``plane`` pixels, default ``h * w``) -> ``channels x h x w``."""
+                       plane: int | None = None, bits: int = 8, signed: bool = True) -> np.ndarray:
+    """Flat GIHWCPI image (planes of ``plane`` pixels, default ``h * w``) -> ``channels x h x w``;
+    ``bits=4``: from bytes of two lanes, ``signed`` or not."""
+    if bits == 4:
+        mem = unpack_nibbles(mem, signed)
     plane = h * w if plane is None else plane
     g = math.ceil(channels / lanes)
     planes = np.asarray(mem).reshape(-1)[: g * plane * lanes].reshape(g, plane, lanes)[:, : h * w]
     return planes.reshape(g, h, w, lanes).transpose(0, 3, 1, 2).reshape(g * lanes, h, w)[:channels]
 
 
-def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
-    """``O x I x 3 x 3`` -> flat ``[GO][GI][CPO][CPI][3][3]`` (zero-padded)."""
+def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None, bits: int = 8) -> np.ndarray:
+    """``O x I x 3 x 3`` -> flat ``[GO][GI][CPO][CPI][3][3]`` (zero-padded); ``bits=4``: bytes
+    of two weights (:func:`pack_nibbles`)."""
+    if bits == 4:
+        return pack_nibbles(pack_weights(w, cpi, cpo, np.int64))
     w = np.asarray(w)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
         raise ValueError(f"pack_weights expects an O x I x 3 x 3 array, got shape {w.shape}")
@@ -506,7 +562,9 @@ def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
     return padded.reshape(go, cpo, gi, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5).reshape(-1)
 
 
-def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int) -> np.ndarray:
+def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int, bits: int = 8) -> np.ndarray:
+    if bits == 4:
+        mem = unpack_nibbles(mem, True)
     go, gi = math.ceil(o / cpo), math.ceil(i / cpi)
     w = np.asarray(mem).reshape(go, gi, cpo, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
     return w.reshape(go * cpo, gi * cpi, 3, 3)[:o, :i]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call, wrap
+from hlsinf.reference import POOL_AVG, POOL_MAX, CallArgs, CallError, kernel_call, kernel_call_elements, with_nibbles, wrap
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -210,8 +210,16 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
     have been made from the weights ``w_mem`` holds now.
     """
-    if cfg.is_float or 4 in (cfg.act_bits, cfg.weight_bits):
+    if cfg.is_float:
         return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)   # its error names the format
+    if 4 in (cfg.act_bits, cfg.weight_bits):
+        # Bytes of two 4-bit lanes: unpacked to int64 elements (the float path), packed back.
+        return with_nibbles(_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+    return _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, prepared)
+
+
+def _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem=None, prepared=None):
+    """:func:`kernel_call_fast` on element images (one array element per lane)."""
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -227,7 +235,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
 
     x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
     x = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi, args.rows, args.W, cpi)
@@ -244,7 +252,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     wrapping = cfg.overflow == "wrap"
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
+        return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
     if saturate:
         offset = None
     elif mult is not None:

@@ -113,6 +113,39 @@ def test_rounding_and_overflow_modes_match_naive_convolution(fmt, rounding, over
     assert seen_wrap or overflow == "sat"
 
 
+@pytest.mark.parametrize("fmt,rounding,overflow", [("int4", "round", "sat"), ("uint4", "round", "sat"),
+                                                    ("int4", "trunc", "wrap"), ("uint4", "trunc", "wrap")])
+def test_4bit_images_match_naive_convolution(fmt, rounding, overflow):
+    """4-bit lanes, two per byte, through kernel_call and the fast path, against the loops."""
+    from hlsinf.reference_fast import kernel_call_fast
+    cfg = KernelConfig.from_format(fmt, cpi=2, cpo=4, imax=64, wmax=16, hmax=16, rounding=rounding,
+                                   overflow=overflow)
+    rng = np.random.default_rng(len(fmt) + 3 * len(rounding) + len(overflow))
+    for _ in range(10):
+        args, x, w, b, m = random_case(rng, cfg)
+        args.shift = int(rng.integers(0, 6))
+        want = naive_layer(x, w, b, m, args, cfg)
+        xm = ref.pack_activations(x, cfg.cpi, bits=4)
+        wm = ref.pack_weights(w, cfg.cpi, cfg.cpo, bits=4)
+        assert xm.dtype == np.uint8 and xm.size == args.gi(cfg) * cfg.cpi * x.shape[1] * x.shape[2] // 2
+        for call in (ref.kernel_call, kernel_call_fast):
+            out = np.full(args.go(cfg) * cfg.cpo * args.out_rows * args.out_cols // 2, 0x5A, np.uint8)
+            call(cfg, args, xm, wm, ref.pack_channels(b, cfg.cpo, np.int32), out,
+                 ref.pack_channels(m, cfg.cpo, np.uint32))
+            got = ref.unpack_activations(out, args.O, args.out_rows, args.out_cols, cfg.cpo, bits=4,
+                                         signed=cfg.act_signed)
+            np.testing.assert_array_equal(got, want, err_msg=f"{call.__name__} {args}")
+
+
+def test_nibble_order_is_little_end_first():
+    assert list(ref.pack_nibbles([1, 2, -1, 7, -8])) == [0x21, 0x7F, 0x08]
+    np.testing.assert_array_equal(ref.unpack_nibbles(np.array([0x21, 0x7F, 0x08], np.uint8), True),
+                                  [1, 2, -1, 7, -8, 0])
+    np.testing.assert_array_equal(ref.unpack_nibbles(np.array([0xF1], np.uint8), False), [1, 15])
+    with pytest.raises(ValueError, match="pack_nibbles"):
+        ref.pack_nibbles([16])
+
+
 def test_trunc_is_floor_and_wrap_keeps_the_low_bits():
     modes = ref.Modes("trunc", "wrap", 8, True)
     assert list(ref.requantize([5, -5, 7, -7], 1, 1, -128, 127, modes)) == [2, -3, 3, -4]

@@ -123,8 +123,6 @@ def unsupported_features(cfg: KernelConfig) -> str:
     missing = []
     if cfg.is_float:
         missing.append("number_format='fp32'")
-    if 4 in (cfg.act_bits, cfg.weight_bits):
-        missing.append("4-bit activations or weights")
     return ", ".join(missing)
 
 

@@ -1,7 +1,8 @@
 """Whole kernels of the integer number formats in the C++ Verilator harness, bit-exact against
 hlsinf.reference.kernel_call: a fixed<8,4> build that truncates and wraps
-(``rounding='trunc'``, ``overflow='wrap'``), several calls on one kernel (padding, stride 2,
-max and average pooling, ReLU, clip bounds, several output groups)."""
+(``rounding='trunc'``, ``overflow='wrap'``) and an int4 build (4-bit lanes, two per byte,
+three products per multiplier), several calls on one kernel each (padding, stride 2, max and
+average pooling, ReLU, clip bounds, several output groups, row tiles)."""
 
 import pytest
 
@@ -13,6 +14,7 @@ from hlsinf.sim import harness                           # noqa: E402
 
 FIXED = KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, imax=64, wmax=32, hmax=32,
                                  rounding="trunc", overflow="wrap")
+INT4 = KernelConfig.from_format("int4", cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
 KERNEL_ARGS = {"input_cache_pixels": 64}
 
 
@@ -60,3 +62,28 @@ def test_the_calls_wrap_and_truncate(tmp_path):
         differs["sat"] += int((outs["sat"] != outs["want"]).sum())
         differs["round"] += int((outs["round"] != outs["want"]).sum())
     assert differs["sat"] > 0 and differs["round"] > 0, differs
+
+
+def int4_calls():
+    return [
+        CallArgs(H=6, W=7, rows=6, I=5, O=9, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=2),
+        CallArgs(H=9, W=8, rows=9, I=8, O=4, pad_top=1, pad_left=2, stride=2, shift=3, relu=True),
+        CallArgs(H=8, W=8, rows=8, I=3, O=6, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, shift=2,
+                 pool=POOL_MAX),
+        CallArgs(H=7, W=9, rows=6, I=6, O=8, pad_bottom=2, pad_right=1, shift=3, pool=POOL_AVG, read_offset=9,
+                 clip_lo=-5, clip_hi=6, o_first=1, write_offset=2, out_plane=40),
+        CallArgs(H=10, W=6, rows=10, I=12, O=5, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, stride=2,
+                 shift=4, pool=POOL_MAX, relu=True, use_mult=True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def int4_exe():
+    return harness.build(INT4, kernel_args=KERNEL_ARGS)[0]
+
+
+def test_int4_calls(int4_exe, tmp_path):
+    with harness.Server(int4_exe, INT4) as server:
+        for k, args in enumerate(int4_calls()):
+            server.run(args, seed=k, workdir=tmp_path / f"call{k}", label=f"int4 call {k}")
+        assert server.starts == 1
