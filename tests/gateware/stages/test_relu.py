@@ -124,6 +124,9 @@ CONFIGS = {
     "uint8_wrap": KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8, overflow="wrap"),
     "fixed_trunc_wrap": KernelConfig.from_format("fixed<8,4>", cpi=2, cpo=2, imax=16, wmax=8, hmax=8,
                                                  rounding="trunc", overflow="wrap"),
+    "int4": KernelConfig.from_format("int4", cpi=2, cpo=2, imax=16, wmax=8, hmax=8),
+    "uint4_trunc_wrap": KernelConfig.from_format("uint4", cpi=2, cpo=2, imax=16, wmax=8, hmax=8, rounding="trunc",
+                                                 overflow="wrap"),
 }
 
 
