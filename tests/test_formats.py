@@ -116,9 +116,10 @@ def test_fp32_call_rejects_requantisation():
                        np.zeros(64, np.float32))
 
 
-def test_the_generator_builds_the_modes_and_still_refuses_int4():
-    """trunc/wrap and fixed<W,I> build; 4-bit lanes are refused by name until they are built."""
+def test_the_generator_builds_the_integer_formats_and_still_refuses_fp32():
+    """trunc/wrap, fixed<W,I> and 4-bit lanes build; fp32 is refused by name until it is built."""
     from hlsinf.gateware.kernel import unsupported_features
     assert unsupported_features(KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, rounding="trunc",
                                                          overflow="wrap")) == ""
-    assert "4-bit" in unsupported_features(KernelConfig.from_format("int4", cpi=4, cpo=4))
+    assert unsupported_features(KernelConfig.from_format("int4", cpi=4, cpo=4)) == ""
+    assert "fp32" in unsupported_features(KernelConfig.from_format("fp32", cpi=4, cpo=4))
