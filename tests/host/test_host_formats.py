@@ -57,3 +57,16 @@ def test_reference_device(name, oracle):
         want = expected(cfg, args, data)
         assert want.any()
         np.testing.assert_array_equal(run_on(device, cfg, args, data), want, err_msg=f"{name} {args}")
+
+
+@pytest.mark.parametrize("fmt,modes", [("int4", {}), ("fixed<8,4>", {}), ("int8", {"rounding": "trunc"}),
+                                       ("uint8", {"overflow": "wrap"})])
+def test_the_planner_leaves_other_formats_on_the_cpu_and_says_why(fmt, modes):
+    """Not a silent wrong answer: every convolution stays on the CPU with the reason."""
+    from hlsinf.host import to_fpga
+    from hlsinf.host.models import small_cnn
+    cfg = KernelConfig.from_format(fmt, cpi=4, cpo=4, imax=64, wmax=32, hmax=32, **modes)
+    rng = np.random.default_rng(0)
+    plan = to_fpga(small_cnn(10, 10, seed=1), cfg, calibration=rng.uniform(0, 1, (2, 3, 10, 10)).astype(np.float32))
+    assert not plan.fpga_layers
+    assert "only, not onto this" in plan.summary()
