@@ -87,3 +87,13 @@ def test_int4_calls(int4_exe, tmp_path):
         for k, args in enumerate(int4_calls()):
             server.run(args, seed=k, workdir=tmp_path / f"call{k}", label=f"int4 call {k}")
         assert server.starts == 1
+
+
+@pytest.mark.parametrize("name", ["fixed", "int4"])
+def test_lint(name):
+    """``verilator --lint-only -Wall`` passes on both builds with the documented waivers."""
+    from hlsinf.gateware.kernel import TOP_NAME
+    from hlsinf.sim import runner
+    cfg = {"fixed": FIXED, "int4": INT4}[name]
+    code, output = runner.lint(runner.kernel_source(cfg, kernel_args=KERNEL_ARGS).read_text(), TOP_NAME)
+    assert code == 0, output
