@@ -294,3 +294,19 @@ def test_bn_call_arguments_are_validated():
     for field, value in [("bn_shift", 32), ("bn_clip_lo", -129), ("bn_clip_hi", 128), ("bn_clip_hi", -4)]:
         with _pytest.raises(CallError, match=field):
             CallArgs(**{**args.to_dict(), field: value}).validate(bn)
+
+
+def test_modes_on_products_beyond_int64():
+    """48-bit accumulators times 24-bit multipliers (Python integers inside requantize): trunc
+    and wrap against plain Python arithmetic."""
+    rng = np.random.default_rng(9)
+    acc = [int(v) for v in rng.integers(-(1 << 47), 1 << 47, 50)] + [-(1 << 47), (1 << 47) - 1]
+    mult = [int(v) for v in rng.integers(0, 1 << 24, 52)]
+    for rounding in ("round", "trunc"):
+        for shift in (0, 1, 17, 47):
+            modes = ref.Modes(rounding, "wrap", 16, True)
+            got = ref.requantize(np.array(acc), np.array(mult), shift, -(1 << 15), (1 << 15) - 1, modes)
+            for a, m, g in zip(acc, mult, got):
+                v = (a * m + ((1 << (shift - 1)) if rounding == "round" and shift else 0)) >> shift
+                v = (v + (1 << 15)) % (1 << 16) - (1 << 15)
+                assert g == v, (a, m, shift, rounding)
