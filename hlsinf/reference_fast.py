@@ -340,8 +340,10 @@ def _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem=None, prepared=None
         elif pool == POOL_MAX and not max_first:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             acc = q.max(axis=(1, 3))
+        if args.upsize > 1:
+            acc = np.repeat(np.repeat(acc, args.upsize, axis=0), args.upsize, axis=1)
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)
-        first = args.write_offset + r0 // step * wp
+        first = args.write_offset + r0 // step * args.upsize * wp * args.upsize
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y
 
     # Blocks of output rows (an even number when pooling); on the float path output-group ranges

@@ -152,7 +152,7 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words)
+        args, ptr = decode_call(words, self.cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         # Bytes from bits: 4-bit lanes are two per byte (docs/memory.md).
         sizes = {"x": gi * args.H * args.W * cfg.cpi * cfg.act_bits // 8,
