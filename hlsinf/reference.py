@@ -29,13 +29,15 @@ from hlsinf.config import MAX_PAD, KernelConfig
 
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
-    "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate",
+    "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate", "wrap",
+    "shift_round", "Modes",
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "residual_add", "residual_operand", "post_ops",
     "table_lookup", "make_table", "pack_table", "unpack_table", "table_entries",
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
+    "pack_nibbles", "unpack_nibbles", "with_nibbles", "kernel_call_elements",
 ]
 
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
@@ -55,12 +57,13 @@ class CallError(ValueError):
 # Memory element types ---------------------------------------------------------------------
 
 def act_dtype(cfg: KernelConfig):
-    return {(8, False): np.uint8, (8, True): np.int8,
+    """numpy type of an activation memory image: 4-bit lanes are bytes of two lanes each."""
+    return {(4, False): np.uint8, (4, True): np.uint8, (8, False): np.uint8, (8, True): np.int8,
             (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
 
 
 def weight_dtype(cfg: KernelConfig):
-    return {8: np.int8, 16: np.int16}[cfg.weight_bits]
+    return {4: np.uint8, 8: np.int8, 16: np.int16}[cfg.weight_bits]
 
 
 def bias_dtype(cfg: KernelConfig):
@@ -243,6 +246,11 @@ class CallArgs:
         need("relu", not self.relu or cfg.with_relu, "ReLU is not built into this kernel")
         need("use_mult", not self.use_mult or cfg.with_multiplier, "the multiplier is not built into this kernel")
         need("shift", 0 <= self.shift <= cfg.max_shift, f"0 to max_shift = {cfg.max_shift}")
+        if cfg.number_format == "fixed":
+            # fixed<W,I> in, fixed<W,I> out: products carry 2F fractional bits, the output F.
+            need("shift", self.shift == cfg.frac_bits,
+                 f"{cfg.frac_bits} (the fractional bits F of {cfg.format_name}: products have 2F, outputs F)")
+            need("use_mult", not self.use_mult, f"0 with {cfg.format_name} (the requantisation is the shift by F)")
         amin, amax = cfg.act_range
         if self.clip_lo is not None:
             need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
@@ -338,8 +346,53 @@ def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
     return saturate(np.asarray(sum_of_partials, np.int64) + np.asarray(bias, np.int64), lo, hi)
 
 
-def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
-    """Stage ``relu``: ``clip((acc * M + 2**(shift-1)) >> shift, lo, hi)``; round half up, saturate."""
+@dataclass(frozen=True)
+class Modes:
+    """How a requantising right shift rounds and how its result fits the activation format
+    (``KernelConfig.rounding`` / ``overflow``; docs/numbers.md). The defaults are round half
+    up and saturate. ``bits``/``signed`` are the activation format, used by ``wrap``."""
+
+    rounding: str = "round"
+    overflow: str = "sat"
+    bits: int = 8
+    signed: bool = True
+
+    @classmethod
+    def of(cls, cfg: KernelConfig) -> "Modes":
+        return cls(cfg.rounding, cfg.overflow, cfg.act_bits, cfg.act_signed)
+
+    def fit(self, v, lo: int, hi: int) -> np.ndarray:
+        """Saturate ``v`` to ``[lo, hi]``, or with ``overflow='wrap'`` keep its low ``bits`` bits
+        in the activation format and then clip that to ``[lo, hi]`` (explicit clip or ReLU
+        bounds still apply to the wrapped value)."""
+        if self.overflow == "wrap":
+            v = wrap(v, self.bits, self.signed)
+        return np.clip(v, lo, hi).astype(np.int64)
+
+
+DEFAULT_MODES = Modes()
+
+
+def wrap(v, bits: int, signed: bool) -> np.ndarray:
+    """The low ``bits`` bits of ``v``, read as two's complement (``signed``) or unsigned: AP_WRAP."""
+    v = np.asarray(v)
+    low = (v & ((1 << bits) - 1)).astype(np.int64)
+    if signed:
+        low = low - ((low >> (bits - 1)) << bits)
+    return low
+
+
+def shift_round(x, shift: int, rounding: str = "round"):
+    """``x >> shift`` (arithmetic) after adding ``2**(shift-1)`` for ``rounding='round'`` (half
+    up, AP_RND; no term for ``shift = 0``), floor for ``'trunc'`` (AP_TRN)."""
+    if rounding == "round" and shift > 0:
+        x = x + (1 << (shift - 1))
+    return x >> shift
+
+
+def requantize(acc, mult, shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
+    """Stage ``relu``: ``fit((acc * M + 2**(shift-1)) >> shift, lo, hi)``; by default round half
+    up and saturate (:class:`Modes` for truncation and wrap-around)."""
     acc = np.asarray(acc, np.int64)
     mult = np.asarray(mult, np.int64)
     rounding = (1 << (shift - 1)) if shift > 0 else 0
@@ -348,7 +401,7 @@ def requantize(acc, mult, shift: int, lo: int, hi: int) -> np.ndarray:
         # acc_bits + mult_bits can exceed 63 (48 + 24): use exact Python integers.
         acc, mult = acc.astype(object), mult.astype(object)
     product = acc * mult
-    return np.clip((product + rounding) >> shift, lo, hi).astype(np.int64)
+    return modes.fit(shift_round(product, shift, modes.rounding), lo, hi)
 
 
 def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
@@ -376,23 +429,23 @@ def upsize(y: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(y, factor, axis=0), factor, axis=1)
 
 
-def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int) -> np.ndarray:
+def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
     """Post-op ``leaky_relu``: ``v`` if ``v >= 0``, else
-    ``clip((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
-    for ``alpha_shift = 0``): round half up, saturate to the activation range ``[lo, hi]``."""
+    ``fit((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, lo, hi)`` (no rounding term
+    for ``alpha_shift = 0``): by default round half up, saturate to the activation range
+    ``[lo, hi]`` (:class:`Modes` for truncation and wrap-around)."""
     v = np.asarray(v, np.int64)
-    rounding = (1 << (alpha_shift - 1)) if alpha_shift > 0 else 0
-    scaled = np.clip((v * int(alpha_num) + rounding) >> alpha_shift, lo, hi)
+    scaled = modes.fit(shift_round(v * int(alpha_num), alpha_shift, modes.rounding), lo, hi)
     return np.where(v >= 0, v, scaled).astype(np.int64)
 
 
-def batch_norm(v, mult, bias, shift: int, lo: int, hi: int) -> np.ndarray:
-    """Post-op ``bn``: ``clip((v * mult + bias + 2**(shift-1)) >> shift, lo, hi)`` per channel
-    (channels last; no rounding term for ``shift = 0``): round half up, saturate."""
+def batch_norm(v, mult, bias, shift: int, lo: int, hi: int, modes: Modes = DEFAULT_MODES) -> np.ndarray:
+    """Post-op ``bn``: ``fit((v * mult + bias + 2**(shift-1)) >> shift, lo, hi)`` per channel
+    (channels last; no rounding term for ``shift = 0``): by default round half up, saturate
+    (:class:`Modes` for truncation and wrap-around)."""
     v = np.asarray(v, np.int64)
-    rounding = (1 << (shift - 1)) if shift > 0 else 0
-    x = v * np.asarray(mult, np.int64) + np.asarray(bias, np.int64) + rounding
-    return np.clip(x >> shift, lo, hi).astype(np.int64)
+    x = v * np.asarray(mult, np.int64) + np.asarray(bias, np.int64)
+    return modes.fit(shift_round(x, shift, modes.rounding), lo, hi)
 
 
 def unpack_bn(n_mem, cfg: KernelConfig, channels: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -490,12 +543,12 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
     y = np.asarray(y, np.int64)
     for op in cfg.post_ops:
         if op == "leaky_relu" and args.leaky_relu:
-            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range)
+            y = leaky_relu(y, args.leaky_alpha_num, args.leaky_alpha_shift, *cfg.act_range, Modes.of(cfg))
         if op == "bn" and args.bn:
             if n_mem is None:
                 raise CallError("memory image n_mem is missing: the call enables bn")
             mult, bias = unpack_bn(n_mem, cfg, channels)
-            y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg))
+            y = batch_norm(y, mult, bias, args.bn_shift, *args.bn_bounds(cfg), Modes.of(cfg))
         if op == "residual_add" and args.residual_add:
             if r is None:
                 raise CallError("memory image r_mem is missing: the call enables residual_add")
@@ -525,9 +578,19 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     if cfg.is_float:
         raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
                         "for number_format='fp32'")
-    if cfg.act_bits == 4 or cfg.weight_bits == 4 or cfg.rounding != "round" or cfg.overflow != "sat":
-        raise CallError(f"reference.kernel_call does not model {cfg.format_name} with rounding={cfg.rounding!r}, "
-                        f"overflow={cfg.overflow!r} yet")
+    if cfg.act_bits == 4 or cfg.weight_bits == 4:
+        if args.residual_add or args.table:
+            raise CallError("the residual add and the table are not modelled for 4-bit activations or weights")
+        return with_nibbles(kernel_call_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem=n_mem)
+    return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+
+
+def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
+                         b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
+                         n_mem: np.ndarray | None = None, *, r_mem: np.ndarray | None = None,
+                         t_mem: np.ndarray | None = None) -> np.ndarray:
+    """:func:`kernel_call` on images of one array element per activation and weight (what
+    every format but the 4-bit ones stores; :func:`with_nibbles` unpacks those)."""
     args.validate(cfg)
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -569,7 +632,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     channels = slice(groups.start * cpo, groups.stop * cpo)
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)
     mult = np.asarray(m_mem).reshape(-1)[channels] if args.use_mult else 1
-    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg))
+    y = requantize(acc, mult, args.shift, *args.clip_bounds(cfg), Modes.of(cfg))
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
     r = residual_operand(r_mem, cfg, args) if args.residual_add else None
@@ -585,10 +648,50 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     return out_mem
 
 
+def with_nibbles(call, cfg: KernelConfig, args: CallArgs, x_mem, w_mem, b_mem, out_mem, m_mem=None, **kw):
+    """``call`` (a model taking element images) on the lanes of 4-bit memory images (bytes of
+    two lanes, docs/memory.md): unpacked to one int64 per lane, the output packed back into
+    ``out_mem``."""
+    args.validate(cfg)
+    x = unpack_nibbles(x_mem, cfg.act_signed) if cfg.act_bits == 4 else x_mem
+    w = unpack_nibbles(w_mem, True) if cfg.weight_bits == 4 else w_mem
+    out = unpack_nibbles(out_mem, cfg.act_signed) if cfg.act_bits == 4 else out_mem
+    call(cfg, args, x, w, b_mem, out, m_mem, **kw)
+    if cfg.act_bits == 4:
+        out_mem.reshape(-1).view(np.uint8)[:] = pack_nibbles(out)
+    return out_mem
+
+
 # Packing between NCHW arrays and the kernel layouts ---------------------------------------------
 
-def pack_activations(x: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
-    """``C x H x W`` -> flat GIHWCPI image with ``lanes`` channels per group (zero-padded)."""
+def pack_nibbles(values) -> np.ndarray:
+    """4-bit lanes, two per byte: element ``2j`` in the low nibble of byte ``j``, ``2j + 1``
+    in the high nibble (little end first, docs/memory.md); two's complement for negative
+    values. An odd count is padded with a zero nibble."""
+    v = np.asarray(values).reshape(-1).astype(np.int64)
+    if v.size and (v.min() < -8 or v.max() > 15):
+        raise ValueError(f"pack_nibbles: values must lie in [-8, 15] (int4 or uint4), got [{v.min()}, {v.max()}]")
+    v = v & 0xF
+    if v.size % 2:
+        v = np.append(v, 0)
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_nibbles(mem, signed: bool) -> np.ndarray:
+    """Bytes of two 4-bit lanes (see :func:`pack_nibbles`) -> one int64 per lane."""
+    b = np.asarray(mem).reshape(-1).view(np.uint8).astype(np.int64)
+    v = np.empty(2 * b.size, np.int64)
+    v[0::2], v[1::2] = b & 0xF, b >> 4
+    if signed:
+        v -= (v >> 3) << 4
+    return v
+
+
+def pack_activations(x: np.ndarray, lanes: int, dtype=None, bits: int = 8) -> np.ndarray:
+    """``C x H x W`` -> flat GIHWCPI image with ``lanes`` channels per group (zero-padded);
+    ``bits=4``: bytes of two lanes (:func:`pack_nibbles`)."""
+    if bits == 4:
+        return pack_nibbles(pack_activations(x, lanes, np.int64))
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"pack_activations expects a C x H x W array, got shape {x.shape}")
@@ -600,16 +703,22 @@ def pack_activations(x: np.ndarray, lanes: int, dtype=None) -> np.ndarray:
 
 
 def unpack_activations(mem: np.ndarray, channels: int, h: int, w: int, lanes: int,
-                       plane: int | None = None) -> np.ndarray:
-    """Flat GIHWCPI image (planes of ``plane`` pixels, default ``h * w``) -> ``channels x h x w``."""
+                       plane: int | None = None, bits: int = 8, signed: bool = True) -> np.ndarray:
+    """Flat GIHWCPI image (planes of ``plane`` pixels, default ``h * w``) -> ``channels x h x w``;
+    ``bits=4``: from bytes of two lanes, ``signed`` or not."""
+    if bits == 4:
+        mem = unpack_nibbles(mem, signed)
     plane = h * w if plane is None else plane
     g = math.ceil(channels / lanes)
     planes = np.asarray(mem).reshape(-1)[: g * plane * lanes].reshape(g, plane, lanes)[:, : h * w]
     return planes.reshape(g, h, w, lanes).transpose(0, 3, 1, 2).reshape(g * lanes, h, w)[:channels]
 
 
-def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
-    """``O x I x 3 x 3`` -> flat ``[GO][GI][CPO][CPI][3][3]`` (zero-padded)."""
+def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None, bits: int = 8) -> np.ndarray:
+    """``O x I x 3 x 3`` -> flat ``[GO][GI][CPO][CPI][3][3]`` (zero-padded); ``bits=4``: bytes
+    of two weights (:func:`pack_nibbles`)."""
+    if bits == 4:
+        return pack_nibbles(pack_weights(w, cpi, cpo, np.int64))
     w = np.asarray(w)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
         raise ValueError(f"pack_weights expects an O x I x 3 x 3 array, got shape {w.shape}")
@@ -620,7 +729,9 @@ def pack_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
     return padded.reshape(go, cpo, gi, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5).reshape(-1)
 
 
-def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int) -> np.ndarray:
+def unpack_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int, bits: int = 8) -> np.ndarray:
+    if bits == 4:
+        mem = unpack_nibbles(mem, True)
     go, gi = math.ceil(o / cpo), math.ceil(i / cpi)
     w = np.asarray(mem).reshape(go, gi, cpo, cpi, 3, 3).transpose(0, 2, 1, 3, 4, 5)
     return w.reshape(go * cpo, gi * cpi, 3, 3)[:o, :i]

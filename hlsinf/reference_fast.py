@@ -17,8 +17,10 @@ on random calls of every kind). What makes it faster:
   an 8-lane group) are left out of the products: they add nothing.
 * **Max pooling before requantisation.** Bias add with saturation, ``(acc * M + r) >> s``
   with ``M >= 0`` and the clip are all non-decreasing in ``acc``, so the maximum of four
-  requantised values is the requantised maximum of the four sums. Average pooling is done
-  after requantisation, as in the kernel.
+  requantised values is the requantised maximum of the four sums (with ``overflow='wrap'``,
+  which is not monotonic, max pooling waits for the requantised values). Average pooling is
+  done after requantisation, as in the kernel. Truncation (``rounding='trunc'``) only drops
+  the rounding term.
 * **Blocks.** Output rows are cut into blocks whose im2col matrix is a few MiB; each block
   goes from im2col through the product, pooling and requantisation to the output memory
   while it is in cache. Blocks (or, for small images, ranges of output groups) run on a
@@ -40,8 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, pool2x2, post_ops,
-                               requantize, residual_operand, unpack_table, upsize)
+from hlsinf.reference import (POOL_AVG, POOL_MAX, CallArgs, CallError, add_bias, kernel_call, kernel_call_elements,
+                               pool2x2, post_ops, requantize, residual_operand, unpack_table, upsize, with_nibbles,
+                               wrap)
 
 __all__ = ["PreparedWeights", "prepare_weights", "kernel_call_fast"]
 
@@ -211,9 +214,22 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     (post-operations included: ``n_mem``, ``r_mem``, ``t_mem``).
 
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
-    have been made from the weights ``w_mem`` holds now. The post-op residual_add (operand
-    ``r_mem``) runs here, vectorised; calls with the other post-ops go to the oracle.
+    have been made from the weights ``w_mem`` holds now. Every post-op runs here, vectorised,
+    before the pooling as in the kernel.
     """
+    if cfg.is_float:
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)   # its error names the format
+    if 4 in (cfg.act_bits, cfg.weight_bits):
+        if args.residual_add or args.table:
+            return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+        # Bytes of two 4-bit lanes: unpacked to int64 elements (the float path), packed back.
+        return with_nibbles(_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem=n_mem)
+    return _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, prepared, n_mem=n_mem, r_mem=r_mem, t_mem=t_mem)
+
+
+def _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem=None, prepared=None, *, n_mem=None, r_mem=None,
+              t_mem=None):
+    """:func:`kernel_call_fast` on element images (one array element per lane)."""
     args.validate(cfg)
     residual = residual_operand(r_mem, cfg, args) if args.residual_add else None
     cpi, cpo = cfg.cpi, cfg.cpo
@@ -230,12 +246,13 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
                             f"the call needs {size}")
     if args.depthwise:
         if args.leaky_relu or args.bn or args.table or args.residual_add:     # the oracle has them
-            return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+            return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem,
+                                        t_mem=t_mem)
         return _depthwise_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)
     if prepared is None or prepared.key != _weights_key(cfg, args):
         prepared = prepare_weights(cfg, args, w_mem)
     if prepared.chunks is None:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+        return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
 
     x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
     x = x[:, args.read_offset: args.read_offset + args.rows * args.W].reshape(gi, args.rows, args.W, cpi)
@@ -248,10 +265,11 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     bound = xmax * prepared.abs_sum + int(np.abs(bias).max(initial=0))
     saturate = bound > min(-amin, amax)
     shift = args.shift
-    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    rounding = (1 << (shift - 1)) if shift > 0 and cfg.rounding == "round" else 0
+    wrapping = cfg.overflow == "wrap"
     mult = np.asarray(m_mem).reshape(-1)[channels].astype(np.int64) if args.use_mult else None
     if mult is not None and min(bound, max(-amin, amax)) * int(mult.max(initial=0)) + rounding >= 1 << 62:
-        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+        return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
     if saturate:
         offset = None
     elif mult is not None:
@@ -287,6 +305,9 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     pool = args.pool
     if residual is not None:
         residual = residual.reshape(ho, wo, n)
+    # Max pooling commutes with the monotone requantisation only: wrap-around and the
+    # post-operations make it wait for the requantised (and post-processed) values.
+    max_first = pool == POOL_MAX and not wrapping and not post
     step = 2 if pool else 1
     rows_used = ho // step * step
     wp = wo // step
@@ -320,7 +341,7 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if sums is None:                                 # no input channel has a weight
             sums = np.zeros((m, n1 - n0), dtype)
         sums = sums.reshape(r1 - r0, wo, n1 - n0)
-        if pool == POOL_MAX and not post:
+        if max_first:
             q = sums[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             sums = np.maximum(np.maximum(q[:, 0, :, 0], q[:, 0, :, 1]), np.maximum(q[:, 1, :, 0], q[:, 1, :, 1]))
         acc = sums.astype(np.int64)
@@ -337,14 +358,19 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
             acc += offset[n0:n1]
         if shift:
             acc >>= shift
+        if wrapping:
+            acc = wrap(acc, cfg.act_bits, cfg.act_signed)
         np.clip(acc, lo, hi, out=acc)
         if post:
             first_channel = groups.start * cpo
             acc = post_ops(acc, cfg, args, slice(first_channel + n0, first_channel + n1), n_mem,
                            None if residual is None else residual[r0:r1, :, n0:n1], t_mem)
-        if pool == POOL_AVG or (pool == POOL_MAX and post):
+        if pool == POOL_AVG:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
-            acc = (q.sum(axis=(1, 3)) + 2) >> 2 if pool == POOL_AVG else q.max(axis=(1, 3))
+            acc = (q.sum(axis=(1, 3)) + 2) >> 2
+        elif pool == POOL_MAX and not max_first:
+            q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
+            acc = q.max(axis=(1, 3))
         if args.upsize > 1:
             acc = np.repeat(np.repeat(acc, args.upsize, axis=0), args.upsize, axis=1)
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)

@@ -114,3 +114,12 @@ def test_fp32_call_rejects_requantisation():
     with pytest.raises(ValueError, match="shift"):
         rf.kernel_call(cfg, args, np.zeros(64, np.float32), np.zeros(144, np.float32), np.zeros(4, np.float32),
                        np.zeros(64, np.float32))
+
+
+def test_the_generator_builds_the_integer_formats_and_still_refuses_fp32():
+    """trunc/wrap, fixed<W,I> and 4-bit lanes build; fp32 is refused by name until it is built."""
+    from hlsinf.gateware.kernel import unsupported_features
+    assert unsupported_features(KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, rounding="trunc",
+                                                         overflow="wrap")) == ""
+    assert unsupported_features(KernelConfig.from_format("int4", cpi=4, cpo=4)) == ""
+    assert "fp32" in unsupported_features(KernelConfig.from_format("fp32", cpi=4, cpo=4))

@@ -32,7 +32,12 @@ def naive_layer(x, w, b, m, args: CallArgs, cfg: KernelConfig):
                 mult = int(m[o]) if args.use_mult else 1
                 v = acc * mult
                 if args.shift:
-                    v = (v + (1 << (args.shift - 1))) >> args.shift
+                    half = (1 << (args.shift - 1)) if cfg.rounding == "round" else 0
+                    v = (v + half) // (1 << args.shift)
+                if cfg.overflow == "wrap":        # the low act_bits bits, as the activation type
+                    v %= 1 << cfg.act_bits
+                    if cfg.act_signed and v >= 1 << (cfg.act_bits - 1):
+                        v -= 1 << cfg.act_bits
                 y[o, r, c] = min(max(v, lo), hi)
     if args.pool == ref.POOL_NONE:
         return y
@@ -86,6 +91,80 @@ def test_kernel_call_matches_naive_convolution(cpi, cpo, signed):
         got = run_packed(cfg, args, x, w, b, m)
         want = naive_layer(x, w, b, m, args, cfg)
         np.testing.assert_array_equal(got, want, err_msg=str(args))
+
+
+@pytest.mark.parametrize("fmt,rounding,overflow", [("int8", "trunc", "sat"), ("uint8", "round", "wrap"),
+                                                    ("int8", "trunc", "wrap"), ("fixed<8,4>", "trunc", "wrap"),
+                                                    ("fixed<8,3>", "round", "sat"), ("fixed<16,6>", "trunc", "wrap")])
+def test_rounding_and_overflow_modes_match_naive_convolution(fmt, rounding, overflow):
+    cfg = KernelConfig.from_format(fmt, cpi=2, cpo=4, imax=64, wmax=16, hmax=16, rounding=rounding,
+                                   overflow=overflow)
+    rng = np.random.default_rng(len(fmt) * 7 + len(rounding) + len(overflow))
+    seen_wrap = 0
+    for _ in range(12):
+        args, x, w, b, m = random_case(rng, cfg)
+        if cfg.number_format == "fixed":
+            args.shift, args.use_mult = cfg.frac_bits, False
+            b = b * (1 << cfg.frac_bits)      # bias has 2F fractional bits
+        got = run_packed(cfg, args, x, w, b, m)
+        want = naive_layer(x, w, b, m, args, cfg)
+        np.testing.assert_array_equal(got, want, err_msg=str(args))
+        seen_wrap += overflow == "wrap" and args.pool == 0 and not args.relu
+    assert seen_wrap or overflow == "sat"
+
+
+@pytest.mark.parametrize("fmt,rounding,overflow", [("int4", "round", "sat"), ("uint4", "round", "sat"),
+                                                    ("int4", "trunc", "wrap"), ("uint4", "trunc", "wrap")])
+def test_4bit_images_match_naive_convolution(fmt, rounding, overflow):
+    """4-bit lanes, two per byte, through kernel_call and the fast path, against the loops."""
+    from hlsinf.reference_fast import kernel_call_fast
+    cfg = KernelConfig.from_format(fmt, cpi=2, cpo=4, imax=64, wmax=16, hmax=16, rounding=rounding,
+                                   overflow=overflow)
+    rng = np.random.default_rng(len(fmt) + 3 * len(rounding) + len(overflow))
+    for _ in range(10):
+        args, x, w, b, m = random_case(rng, cfg)
+        args.shift = int(rng.integers(0, 6))
+        want = naive_layer(x, w, b, m, args, cfg)
+        xm = ref.pack_activations(x, cfg.cpi, bits=4)
+        wm = ref.pack_weights(w, cfg.cpi, cfg.cpo, bits=4)
+        assert xm.dtype == np.uint8 and xm.size == args.gi(cfg) * cfg.cpi * x.shape[1] * x.shape[2] // 2
+        for call in (ref.kernel_call, kernel_call_fast):
+            out = np.full(args.go(cfg) * cfg.cpo * args.out_rows * args.out_cols // 2, 0x5A, np.uint8)
+            call(cfg, args, xm, wm, ref.pack_channels(b, cfg.cpo, np.int32), out,
+                 ref.pack_channels(m, cfg.cpo, np.uint32))
+            got = ref.unpack_activations(out, args.O, args.out_rows, args.out_cols, cfg.cpo, bits=4,
+                                         signed=cfg.act_signed)
+            np.testing.assert_array_equal(got, want, err_msg=f"{call.__name__} {args}")
+
+
+def test_nibble_order_is_little_end_first():
+    assert list(ref.pack_nibbles([1, 2, -1, 7, -8])) == [0x21, 0x7F, 0x08]
+    np.testing.assert_array_equal(ref.unpack_nibbles(np.array([0x21, 0x7F, 0x08], np.uint8), True),
+                                  [1, 2, -1, 7, -8, 0])
+    np.testing.assert_array_equal(ref.unpack_nibbles(np.array([0xF1], np.uint8), False), [1, 15])
+    with pytest.raises(ValueError, match="pack_nibbles"):
+        ref.pack_nibbles([16])
+
+
+def test_trunc_is_floor_and_wrap_keeps_the_low_bits():
+    modes = ref.Modes("trunc", "wrap", 8, True)
+    assert list(ref.requantize([5, -5, 7, -7], 1, 1, -128, 127, modes)) == [2, -3, 3, -4]
+    assert list(ref.requantize([300, -300, 128], 1, 0, -128, 127, modes)) == [44, -44, -128]
+    assert list(ref.requantize([300, -300], 1, 0, 0, 127, modes)) == [44, 0]      # relu after the wrap
+    unsigned = ref.Modes("round", "wrap", 8, False)
+    assert list(ref.requantize([300, -1], 1, 0, 0, 255, unsigned)) == [44, 255]
+    assert list(ref.leaky_relu([-100], 26, 8, -128, 127, ref.Modes("trunc"))) == [-11]   # -10.16 -> -11
+    assert list(ref.batch_norm([100], [3], [10], 0, -128, 127, modes)) == [54]           # 310 -> 54
+
+
+def test_fixed_calls_use_the_fractional_shift():
+    cfg = KernelConfig.from_format("fixed<8,4>", cpi=2, cpo=2, imax=4, wmax=8, hmax=8)
+    assert cfg.frac_bits == 4
+    with pytest.raises(CallError, match="shift"):
+        CallArgs(H=3, W=3, rows=3, I=2, O=2, shift=3).validate(cfg)
+    with pytest.raises(CallError, match="use_mult"):
+        CallArgs(H=3, W=3, rows=3, I=2, O=2, shift=4, use_mult=True).validate(cfg)
+    CallArgs(H=3, W=3, rows=3, I=2, O=2, shift=4).validate(cfg)
 
 
 def test_row_tiles_with_offsets_assemble_the_whole_layer():
@@ -255,3 +334,19 @@ def test_residual_add_in_the_call_is_the_add_before_the_pool():
         CallArgs(**{**plain.to_dict(), "residual_add": True, "r_offset": 1}).validate(cfg)
     with _pytest.raises(CallError, match="residual_add"):
         CallArgs(**{**plain.to_dict(), "residual_add": True}).validate(KernelConfig(cpi=2, cpo=2))
+
+
+def test_modes_on_products_beyond_int64():
+    """48-bit accumulators times 24-bit multipliers (Python integers inside requantize): trunc
+    and wrap against plain Python arithmetic."""
+    rng = np.random.default_rng(9)
+    acc = [int(v) for v in rng.integers(-(1 << 47), 1 << 47, 50)] + [-(1 << 47), (1 << 47) - 1]
+    mult = [int(v) for v in rng.integers(0, 1 << 24, 52)]
+    for rounding in ("round", "trunc"):
+        for shift in (0, 1, 17, 47):
+            modes = ref.Modes(rounding, "wrap", 16, True)
+            got = ref.requantize(np.array(acc), np.array(mult), shift, -(1 << 15), (1 << 15) - 1, modes)
+            for a, m, g in zip(acc, mult, got):
+                v = (a * m + ((1 << (shift - 1)) if rounding == "round" and shift else 0)) >> shift
+                v = (v + (1 << 15)) % (1 << 16) - (1 << 15)
+                assert g == v, (a, m, shift, rounding)

@@ -52,6 +52,8 @@ def _random_call(rng, cfg):
     extra = int(rng.integers(0, 2)) * int(rng.integers(1, 20))
     args.write_offset = int(rng.integers(0, 5))
     args.out_plane = args.write_offset + args.out_rows * args.out_cols + extra
+    if cfg.number_format == "fixed":
+        args.shift, args.use_mult = cfg.frac_bits, False
     args.validate(cfg)
     x = rng.integers(amin, amax + 1, args.gi(cfg) * cfg.cpi * H * W)
     if rng.integers(0, 4) == 0:          # extremes: every product at its largest magnitude
@@ -80,6 +82,11 @@ CONFIGS = [
     KernelConfig(cpi=1, cpo=1),
     KernelConfig(cpi=4, cpo=4, act_bits=16, weight_bits=16, acc_bits=48, mult_bits=24, max_shift=47),
     KernelConfig(cpi=4, cpo=8, act_bits=16, act_signed=True, weight_bits=8, acc_bits=40),
+    KernelConfig(cpi=4, cpo=4, rounding="trunc"),
+    KernelConfig(cpi=2, cpo=4, act_signed=True, rounding="trunc", overflow="wrap"),
+    KernelConfig(cpi=4, cpo=2, overflow="wrap"),
+    KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, rounding="trunc", overflow="wrap"),
+    KernelConfig.from_format("fixed<16,8>", cpi=2, cpo=2, overflow="wrap"),
 ]
 
 

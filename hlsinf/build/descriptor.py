@@ -34,6 +34,21 @@ class DescriptorError(ValueError):
     """A descriptor file is malformed or does not describe a kernel this host can drive."""
 
 
+
+def _requantize_formula(cfg) -> str:
+    """The requantisation of this build in words (docs/numbers.md): rounding and overflow modes."""
+    if cfg.rounding == "round":
+        v = "(acc * M + 2**(s - 1)) >> s"
+    else:
+        v = "(acc * M) >> s"
+    if cfg.overflow == "wrap":
+        sign = "signed" if cfg.act_signed else "unsigned"
+        return f"clip(wrap(v, {cfg.act_bits} bits, {sign}), lo, hi), v = {v}" + (
+            ", s = 0: v = acc * M" if cfg.rounding == "round" else "")
+    if cfg.rounding == "round":
+        return "clip((acc * M + 2**(s - 1)) >> s, lo, hi), s = 0: clip(acc * M, lo, hi)"
+    return "clip((acc * M) >> s, lo, hi)"
+
 def element_types(cfg: KernelConfig) -> dict[str, str]:
     """numpy name of the element each pointer argument points at."""
     types = {"x": np.dtype(act_dtype(cfg)).name, "w": np.dtype(weight_dtype(cfg)).name,
@@ -117,7 +132,7 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "multiplier": cfg.with_multiplier,
             "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2,
                      "avg_rounding": "(a + b + c + d + 2) >> 2"},
-            "requantize": {"formula": "clip((acc * M + 2**(s - 1)) >> s, lo, hi), s = 0: clip(acc * M, lo, hi)",
+            "requantize": {"formula": _requantize_formula(cfg), "rounding": cfg.rounding, "overflow": cfg.overflow,
                            "max_shift": cfg.max_shift, "clip_range": [amin, amax]},
             "limits": {"imax": cfg.imax, "wmax": cfg.wmax, "hmax": cfg.hmax},
             # Element-wise post-operations, in the order the kernel applies them (between the

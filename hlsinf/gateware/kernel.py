@@ -132,12 +132,6 @@ def unsupported_features(cfg: KernelConfig) -> str:
     missing = []
     if cfg.is_float:
         missing.append("number_format='fp32'")
-    if 4 in (cfg.act_bits, cfg.weight_bits):
-        missing.append("4-bit activations or weights")
-    if cfg.rounding != "round":
-        missing.append(f"rounding={cfg.rounding!r}")
-    if cfg.overflow != "sat":
-        missing.append(f"overflow={cfg.overflow!r}")
     return ", ".join(missing)
 
 

@@ -218,8 +218,9 @@ class Sequencer(wiring.Component):
         cfg = self.cfg
         a, g = self.args, self.geometry
         # Bytes per input / output pixel are powers of two: multiplying by them is a shift.
-        act_bytes = cfg.act_bits // 8
-        cpi_log, cpo_log = exact_log2(cfg.cpi * act_bytes), exact_log2(cfg.cpo * act_bytes)
+        # (4-bit lanes: two per byte, CPI and CPO >= 2 by KernelConfig.)
+        cpi_log = exact_log2(cfg.cpi * cfg.act_bits // 8)
+        cpo_log = exact_log2(cfg.cpo * cfg.act_bits // 8)
         bias_group_log = exact_log2(cfg.cpo * cfg.bias_bits // 8)
         mult_group_log = exact_log2(cfg.cpo * 4)
 

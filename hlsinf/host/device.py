@@ -198,7 +198,7 @@ class ReferenceDevice(FlatMemoryDevice):
             groups = args.groups(cfg)
             key = (ptr["w"], go, gi, groups.start, groups.stop)
             entry = self._prepared.get(key)
-            if entry is None:
+            if entry is None and 4 not in (cfg.act_bits, cfg.weight_bits):   # 4-bit: unpacked per call
                 nbytes = go * gi * cfg.cpo * cfg.cpi * 9 * w.itemsize
                 if w.nbytes >= nbytes:          # else kernel_call_fast reports the short memory image
                     entry = (ptr["w"], ptr["w"] + nbytes, prepare_weights(cfg, args, w))

@@ -512,6 +512,13 @@ def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | No
 
 
 def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse_residual: bool = True) -> _Match:
+    if (4 in (cfg.act_bits, cfg.weight_bits) or cfg.number_format == "fixed" or cfg.overflow != "sat"
+            or cfg.rounding != "round"):
+        # The planner maps int8/uint8 QDQ layers (round half up, saturate, any shift); these
+        # kernels are run through the device API (reference.kernel_call semantics, docs/numbers.md).
+        raise _NoMatch(f"the planner maps QDQ layers onto int8/uint8 kernels with rounding='round', "
+                       f"overflow='sat' only, not onto this {cfg.format_name} kernel "
+                       f"(rounding={cfg.rounding!r}, overflow={cfg.overflow!r})")
     a = conv.attrs
     group = a.get("group", 1)
     if group != 1 and not cfg.with_depthwise:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import act_dtype, bias_dtype, mult_dtype, table_entries, weight_dtype
+from hlsinf.reference import bias_dtype, mult_dtype, table_entries
 from hlsinf.registers import decode_status, register_map
 from hlsinf.host.device import DeviceError, FlatMemoryDevice, decode_call
 
@@ -160,13 +160,14 @@ class RtlDevice(FlatMemoryDevice):
         cfg = self.cfg
         args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
-        asz = np.dtype(act_dtype(cfg)).itemsize
-        sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
+        # Bytes from bits: 4-bit lanes are two per byte (docs/memory.md).
+        asz = max(1, cfg.act_bits // 8)          # residual operand and table entries: 8 bits and up
+        sizes = {"x": gi * args.H * args.W * cfg.cpi * cfg.act_bits // 8,
                  "w": (go * cfg.cpo * 9 if args.depthwise else go * gi * cfg.cpo * cfg.cpi * 9)
-                 * np.dtype(weight_dtype(cfg)).itemsize,
+                 * cfg.weight_bits // 8,
                  "b": go * cfg.cpo * np.dtype(bias_dtype(cfg)).itemsize,
                  "m": go * cfg.cpo * np.dtype(mult_dtype(cfg)).itemsize,
-                 "y": args.groups(cfg).stop * args.plane_out() * cfg.cpo * asz}
+                 "y": args.groups(cfg).stop * args.plane_out() * cfg.cpo * cfg.act_bits // 8}
         rebased = {"x": _BASE, "y": _BASE, "w": _BASE}
         rebased["b"] = _align(_BASE + sizes["w"])
         rebased["m"] = _align(rebased["b"] + sizes["b"])

@@ -157,8 +157,8 @@ class Layer:
         self.w = rng.integers(wmin, wmax + 1, (O, I, 3, 3))
         self.b = rng.integers(-3000, 3000, O)
         self.m = rng.integers(0, 1 << (mult_bits or cfg.mult_bits), O)
-        self.x_mem = ref.pack_activations(self.x, cfg.cpi, ref.act_dtype(cfg))
-        self.w_mem = ref.pack_weights(self.w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg))
+        self.x_mem = ref.pack_activations(self.x, cfg.cpi, ref.act_dtype(cfg), bits=cfg.act_bits)
+        self.w_mem = ref.pack_weights(self.w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg), bits=cfg.weight_bits)
         self.b_mem = ref.pack_channels(self.b, cfg.cpo, ref.bias_dtype(cfg))
         self.m_mem = ref.pack_channels(self.m, cfg.cpo, ref.mult_dtype(cfg))
         # Post-op bn parameters (written only for a kernel built with bn).
@@ -194,7 +194,7 @@ class Buffers:
         if layer.t_mem is not None:
             mem["gmem_w"].write(pointers["t"], layer.t_mem.tobytes())
         # Random bytes everywhere: a write outside the call's pixels shows as a difference.
-        size = max(args.go(cfg) * args.plane_out() * cfg.cpo for args in calls) * (cfg.act_bits // 8)
+        size = max(args.go(cfg) * args.plane_out() * cfg.cpo for args in calls) * cfg.act_bits // 8
         self.out_raw = rng.integers(0, 256, size + 2 * self.GUARD, dtype=np.uint8)   # guard, output, guard
         mem["gmem_out"].write(pointers["y"] - self.GUARD, self.out_raw.tobytes())
 
@@ -466,13 +466,13 @@ async def benchmark_calls(dut):
 def packed_pointers(cfg: KernelConfig, args: CallArgs, align: int = 4096) -> dict[str, int]:
     """Buffers of one call one after the other (4 KiB aligned, past a guard band): big
     layers do not fit the fixed :data:`POINTERS`."""
-    act, gi, go = cfg.act_bits // 8, args.gi(cfg), args.go(cfg)
-    sizes = {"x": gi * args.H * args.W * cfg.cpi * act,
+    gi, go = args.gi(cfg), args.go(cfg)
+    sizes = {"x": gi * args.H * args.W * cfg.cpi * cfg.act_bits // 8,
              "w": go * gi * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8,
              "b": go * cfg.cpo * cfg.bias_bits // 8, "m": go * cfg.cpo * 4,
-             "y": go * args.plane_out() * cfg.cpo * act}
+             "y": go * args.plane_out() * cfg.cpo * cfg.act_bits // 8}
     if "residual_add" in cfg.post_ops:             # the operand image of Layer (planes of 2 * H * W)
-        sizes["r"] = go * 2 * args.H * args.W * cfg.cpo * act
+        sizes["r"] = go * 2 * args.H * args.W * cfg.cpo * cfg.act_bits // 8
     pointers, at = {}, align
     for name, size in sizes.items():
         pointers[name] = at

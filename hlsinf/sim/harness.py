@@ -89,11 +89,11 @@ def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator
     wmin, wmax = cfg.weight_range
     return {
         "x": ref.pack_activations(rng.integers(amin, amax + 1, (args.I, args.H, args.W)), cfg.cpi,
-                                  ref.act_dtype(cfg)),
+                                  ref.act_dtype(cfg), bits=cfg.act_bits),
         "w": (ref.pack_depthwise_weights(rng.integers(wmin, wmax + 1, (args.O, 1, 3, 3)), cfg.cpo,
                                          ref.weight_dtype(cfg)) if args.depthwise else
               ref.pack_weights(rng.integers(wmin, wmax + 1, (args.O, args.I, 3, 3)), cfg.cpi, cfg.cpo,
-                               ref.weight_dtype(cfg))),
+                               ref.weight_dtype(cfg), bits=cfg.weight_bits)),
         "b": ref.pack_channels(rng.integers(-3000, 3000, args.O), cfg.cpo, ref.bias_dtype(cfg)),
         "m": ref.pack_channels(rng.integers(0, 1 << cfg.mult_bits, args.O), cfg.cpo, ref.mult_dtype(cfg)),
     }

@@ -7,7 +7,9 @@ Per lane ``c``, on a requantised activation ``v`` (``reference.batch_norm``)::
 with ``m[c]`` a signed 16-bit multiplier and ``b[c]`` a signed 32-bit bias, one item of CPO
 of each per output group from the ``n`` pointer (loaded on ``gmem_w`` like the bias and the
 requantisation multipliers), and run-time ``bn_shift`` (0..31), ``bn_clip_lo``, ``bn_clip_hi``.
-Disabled (``bn = 0``) the stage takes no items and passes ``v``.
+Disabled (``bn = 0``) the stage takes no items and passes ``v``. Built with
+``rounding='trunc'`` there is no rounding term (floor); with ``overflow='wrap'`` the low
+``act_bits`` bits of ``x >> s`` (as the activation type) are clipped instead of ``x >> s``.
 
 The product is formed in the fabric (:class:`FabricMultiplier`, no DSP48E2), which wants an
 unsigned multiplier: ``m = mu - 2**15`` with ``mu = m ^ 0x8000`` unsigned, so
@@ -34,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
-from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
+from hlsinf.gateware.lib.shift import shift_bits, shift_bytes, wrap_to
 from hlsinf.gateware.lib.streams import (act_shape, bn_signature, fifo_on_stream, frame_counter,
                                          frame_pixels_shape, pixel_layout, pixel_signature)
 from hlsinf.reference import BN_MULT_BITS, BN_SHIFT_MAX
@@ -119,7 +121,8 @@ class BatchNorm(wiring.Component):
         mu = Signal(data.ArrayLayout(unsigned(BN_MULT_BITS), cpo))
         bias_r = Signal(data.ArrayLayout(signed(34), cpo))
         rounding = Signal(unsigned(BN_SHIFT_MAX))
-        m.d.comb += rounding.eq((Const(1, BN_SHIFT_MAX + 1) << p.bn_shift) >> 1)
+        if cfg.rounding == "round":
+            m.d.comb += rounding.eq((Const(1, BN_SHIFT_MAX + 1) << p.bn_shift) >> 1)
         with m.If(advance):
             m.d.sync += [s1[0].eq(take), s1[2].eq(pixels.payload)]
             m.d.sync += [d.eq(s) for d, s in zip(s1[3], (p.bn_shift, p.bn_clip_lo, p.bn_clip_hi, p.bn))]
@@ -169,5 +172,7 @@ class BatchNorm(wiring.Component):
             _, lo, hi, on = fine[3]
             for k in range(cpo):
                 x = fine[1][k]
+                if cfg.overflow == "wrap":
+                    x = wrap_to(x, cfg.act_bits, cfg.act_signed)
                 m.d.sync += self.o.payload[k].eq(Mux(on, Mux(x < lo, lo, Mux(x > hi, hi, x)), fine[2][k]))
         return m

@@ -6,7 +6,8 @@ Per lane, on a requantised activation ``v`` (``reference.leaky_relu``)::
     clip((v * alpha_num + 2**(alpha_shift-1)) >> alpha_shift, amin, amax)   otherwise
 
 rounding half up (no rounding term for ``alpha_shift = 0``) and saturating to the
-activation range. ``alpha_num`` is 16 bits unsigned, ``alpha_shift`` 0 to 31; both are
+activation range; built with ``rounding='trunc'`` it floors, with ``overflow='wrap'`` it
+keeps the low ``act_bits`` bits instead of saturating (``reference.Modes``). ``alpha_num`` is 16 bits unsigned, ``alpha_shift`` 0 to 31; both are
 run-time, as is the enable. With uint activations no value is negative and the stage
 passes everything (it is still a valid build).
 
@@ -35,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
-from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
+from hlsinf.gateware.lib.shift import halve, shift_bits, shift_bytes, wrap_to
 from hlsinf.gateware.lib.streams import act_shape, fifo_on_stream, pixel_layout, pixel_signature
 from hlsinf.reference import LEAKY_ALPHA_NUM_MAX, LEAKY_ALPHA_SHIFT_MAX
 
@@ -143,19 +144,22 @@ class LeakyRelu(wiring.Component):
             for k in range(cpo):
                 shift_bits(m, fine[1][k], coarse[1][k], coarse[3])
 
-        # L+4: round half up.
+        # L+4: round half up (or floor: KernelConfig.rounding).
         rounded = step("rounded", wide_layout)
         with m.If(advance):
             move(rounded, fine)
             for k in range(cpo):
-                m.d.sync += rounded[1][k].eq((fine[1][k] + 1) >> 1)
+                m.d.sync += rounded[1][k].eq(halve(fine[1][k], cfg.rounding))
 
         # L+5: select and saturate into the output register.
         with m.If(advance):
             m.d.sync += self.o.valid.eq(rounded[0])
             for k in range(cpo):
                 v, r = rounded[2][k], rounded[1][k]
-                clipped = Mux(r < amin, amin, Mux(r > amax, amax, r))
+                if cfg.overflow == "wrap":
+                    clipped = wrap_to(r, cfg.act_bits, cfg.act_signed)
+                else:
+                    clipped = Mux(r < amin, amin, Mux(r > amax, amax, r))
                 negative = (v < 0) if cfg.act_signed else Const(0)
                 m.d.sync += self.o.payload[k].eq(Mux(rounded[4] & negative, clipped, v))
         return m

@@ -17,14 +17,15 @@ register is empty or being read)::
                             the last tree register drives ``o``
 
 With 8-bit activations and weights, two products that share an activation come out of one
-multiplier (:func:`multiply`), so a DSP48E2 does two multiplies.
+multiplier (:func:`multiply`), so a DSP48E2 does two multiplies; with 4-bit activations and
+weights three (CPO = 4: one multiplier for three products, the fourth in the fabric).
 """
 
 from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +34,7 @@ from hlsinf.gateware.lib.streams import (frame_counter, frame_pixels_shape, part
                                          weight_set_layout, weight_set_signature, window_layout,
                                          window_signature)
 
-__all__ = ["Mul", "mul_params_layout", "multiply", "product_registers", "PACK_SHIFT"]
+__all__ = ["Mul", "mul_params_layout", "multiply", "product_registers", "PACK_SHIFT", "PACK_SHIFT_4"]
 
 
 #: Bit position of the second product of a packed multiply. The low field holds a 16-bit
@@ -51,12 +52,17 @@ def mul_params_layout(cfg: KernelConfig) -> data.StructLayout:
     return data.StructLayout({"frame_pixels": frame_pixels_shape(cfg)})
 
 
-def product_registers(pack: bool) -> int:
+def product_registers(pack) -> int:
     """Registers between the operand registers and the products :func:`multiply` returns."""
     return 2 if pack else 1
 
 
-def multiply(activation, weights, register, *, pack: bool) -> list:
+#: Bit position of the second and third products of a triple-packed multiply (4-bit
+#: operands): the 8-bit product plus one bit (see :func:`multiply`).
+PACK_SHIFT_4 = 9
+
+
+def multiply(activation, weights, register, *, pack) -> list:
     """The products of one activation with the weights that share it, one per weight, each
     after ``product_registers(pack)`` pipeline registers.
 
@@ -65,8 +71,8 @@ def multiply(activation, weights, register, *, pack: bool) -> list:
     value zero-extends the unsigned one, so uint8 activations need no special case, and
     every product has the shape of ``activation * weight``.
 
-    With ``pack``, weights are taken in pairs ``(w0, w1)`` and each pair costs one
-    multiplier (one DSP48E2)::
+    With ``pack`` (``True`` or ``2``), weights are taken in pairs ``(w0, w1)`` and each pair
+    costs one multiplier (one DSP48E2)::
 
         M = activation * ((w1 << 18) + w0)     pre-adder, 27 x 18 multiply, M register
         P = M + 2**17                          post-adder, P register
@@ -80,7 +86,34 @@ def multiply(activation, weights, register, *, pack: bool) -> list:
     correcting that needs an adder after the multiplier; the offset is a constant on the
     DSP48E2's C input instead. Packing needs an even number of weights (CPO is a power of
     two, and CPO = 1 is not packed).
+
+    With ``pack=3`` (4-bit activations and weights), three weights share one multiplier,
+    fields of ``S = 9`` bits (``PACK_SHIFT_4``)::
+
+        M = activation * ((w2 << 18) + (w1 << 9) + w0)       27 x 18 multiply
+        P = M + 2**8 + 2**17                                 C input, post-adder
+          = activation * w2 * 2**18 + (activation * w1 + 2**8) * 2**9 + (activation * w0 + 2**8)
+
+    The product of a 4-bit activation (int4, or uint4 zero-extended to 5 bits) and an int4
+    weight has the shape ``signed(8)``, and its value lies in ``[-120, 105]`` (uint4) or
+    ``[-56, 64]`` (int4), so ``activation * wk + 2**8`` lies in ``[136, 376]``, inside
+    ``[0, 2**9)``: neither low field borrows from (or carries into) the next, so bits
+    ``[0, 9)`` are ``activation * w0 + 2**8``, bits ``[9, 18)`` are ``activation * w1 + 2**8``
+    and ``P >> 18`` is exactly ``activation * w2``. Each low field modulo ``2**8`` is the
+    product modulo ``2**8``, so its low 8 bits read as signed are the product, as in the
+    pair. The packed weight operand is at most 22 bits signed (A input: 27) and the
+    activation 5 (B input: 18). Three is the most one DSP48E2 takes: the products need
+    fields of at least 8 bits (``|product| <= 120 < 2**7``, offset ``2**7``), so a fourth
+    field would start at bit 24 at the earliest, and an int4 weight there needs 28 bits
+    signed, beyond the 27-bit A input (and its pre-adder). ``S = 9`` (8-bit products plus the
+    offset bit, as the pair's 18 is 16 plus two) costs nothing: the operand still fits.
+    When the weights are not a multiple of three, two left over share one multiplier as a
+    pair with the same 9-bit fields, and one left over is multiplied in the fabric (four
+    shifted and added copies of the weight, no ``$mul``: a DSP48E2 for one 4 x 4 product
+    would waste it); all with the same two registers.
     """
+    if pack == 3:
+        return _multiply_4bit(activation, weights, register)
     if not pack:
         return [register(activation * weight, f"product{k}") for k, weight in enumerate(weights)]
     if len(weights) % 2:
@@ -98,6 +131,43 @@ def multiply(activation, weights, register, *, pack: bool) -> list:
     return products
 
 
+def _multiply_4bit(activation, weights, register) -> list:
+    """``multiply(..., pack=3)``: triples, then a pair or a fabric product (see there)."""
+    if activation.shape().width != 4 or any(w.shape() != signed(4) for w in weights):
+        raise ValueError("multiply: pack=3 takes a 4-bit activation and int4 weights")
+    shape = (activation * weights[0]).shape()
+    assert shape == signed(8), shape
+    s = PACK_SHIFT_4
+    products = []
+    k = 0
+    while k < len(weights):
+        group = weights[k:k + 3]
+        if len(group) == 1:
+            # The fabric: sum of the weight shifted by each set activation bit (the sign bit
+            # of a signed activation weighs -8).
+            a, w = activation, group[0]
+            top = len(a) - 1
+            terms = [Mux(a[i], w.as_signed().shift_left(i), 0) for i in range(top)]
+            last = w.as_signed().shift_left(top)
+            terms.append(Mux(a[top], -last if a.shape().signed else last, 0))
+            total = terms[0]
+            for t in terms[1:]:
+                total = total + t
+            product = register(total, f"single{k}_m")
+            products.append(register(product[:shape.width].as_signed(), f"single{k}_p"))
+            break
+        operand = group[0]
+        offset = 0
+        for j, w in enumerate(group[1:], start=1):
+            operand = w.shift_left(j * s) + operand
+            offset += 1 << (j * s - 1)
+        product = register(activation * operand, f"pack{k}_m")
+        packed = register(product + offset, f"pack{k}_p")
+        products += [packed[j * s: j * s + shape.width].as_signed() for j in range(len(group))]
+        k += 3
+    return products
+
+
 class Mul(wiring.Component):
     """Window x weight set -> CPO partial sums, one window per cycle.
 
@@ -110,8 +180,9 @@ class Mul(wiring.Component):
         stay well under the ~6 LUT levels allowed at 300 MHz and save half the registers.
     pack_dsp : bool
         Two products per multiplier (:func:`multiply`) where possible: 8-bit activations
-        and weights and CPO >= 2. ``packs_dsp`` says whether this build does. Off keeps
-        one product per multiplier, to compare the two structures.
+        and weights and CPO >= 2; three with 4-bit activations and weights. ``packs_dsp``
+        says whether this build does, ``products_per_multiplier`` how many. Off keeps one
+        product per multiplier, to compare the structures.
 
     Members
     -------
@@ -133,8 +204,17 @@ class Mul(wiring.Component):
             raise ValueError(f"Mul: levels_per_register = {levels_per_register!r} is out of range: 1 or 2")
         self._cfg = cfg
         self._levels_per_register = levels_per_register
-        #: whether two products share each multiplier in this build
-        self.packs_dsp = bool(pack_dsp) and cfg.act_bits == 8 and cfg.weight_bits == 8 and cfg.cpo >= 2
+        #: products per multiplier: 2 (8-bit operands, CPO >= 2), 3 (4-bit operands), else 1
+        if not pack_dsp:
+            self.products_per_multiplier = 1
+        elif cfg.act_bits == 4 and cfg.weight_bits == 4:
+            self.products_per_multiplier = 3
+        elif cfg.act_bits == 8 and cfg.weight_bits == 8 and cfg.cpo >= 2:
+            self.products_per_multiplier = 2
+        else:
+            self.products_per_multiplier = 1
+        #: whether products share multipliers in this build
+        self.packs_dsp = self.products_per_multiplier > 1
         self.window_layout = window_layout(cfg)
         self.weights_layout = weight_set_layout(cfg)
         self.partial_layout = partial_layout(cfg)
@@ -190,7 +270,8 @@ class Mul(wiring.Component):
         for c in range(cfg.cpi):
             for tap in range(9):
                 shared = multiply(window[c][tap], [weight_set[o][c][tap] for o in range(cfg.cpo)],
-                                  _pipeline_register(m, advance, f"c{c}_tap{tap}"), pack=self.packs_dsp)
+                                  _pipeline_register(m, advance, f"c{c}_tap{tap}"),
+                                  pack=3 if self.products_per_multiplier == 3 else self.packs_dsp)
                 for o, product in enumerate(shared):
                     nodes[o].append(product)
         for k in range(product_registers(self.packs_dsp)):

@@ -1,7 +1,9 @@
 """Stage ``relu``: requantise the accumulators to activations.
 
-``y = clip((acc * M + 2**(s-1)) >> s, lo, hi)`` per lane, rounding half up and saturating,
-never wrapping (``reference.requantize``). ``M`` is the frame's per-output-channel
+``y = clip((acc * M + 2**(s-1)) >> s, lo, hi)`` per lane, rounding half up and saturating
+(``reference.requantize``); built with ``rounding='trunc'`` the rounding term is left out
+(floor), built with ``overflow='wrap'`` the value keeps its low ``act_bits`` bits (as the
+activation type) before the clip instead of saturating. ``M`` is the frame's per-output-channel
 multiplier when ``use_mult`` is set, else 1; ReLU raises ``lo`` to 0.
 
 The arithmetic is a pipeline of short steps so that no path between registers is longer
@@ -25,6 +27,9 @@ L+4        ``(q + 1) >> 1`` saturated to ``act_bits + 2`` bits (an increment of
 L+5        value clipped to ``[lo, hi]``: the output register
 =========  ====================================================================
 
+With ``rounding='trunc'`` step L+4 is ``q >> 1`` (floor); with ``overflow='wrap'`` it is the
+low ``act_bits`` bits of the rounded value, taken from ``q``'s low ``act_bits + 1`` bits.
+
 Rounding after the shift: ``floor((q + 1) / 2)`` is ``floor((x + 2**(s-1)) / 2**s)`` for
 ``x = acc * M`` and ``s >= 1``, and ``x`` for ``s = 0``, so the rounding add is a short
 increment of ``q``'s low ``act_bits + 2`` bits rather than an adder as wide as the product.
@@ -42,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.fabric_mul import FabricMultiplier
-from hlsinf.gateware.lib.shift import shift_bits, shift_bytes
+from hlsinf.gateware.lib.shift import halve, shift_bits, shift_bytes, wrap_to
 from hlsinf.gateware.lib.streams import (acc_layout, acc_signature, act_shape, fifo_on_stream,
                                          frame_pixels_shape, mult_layout, mult_signature, pixel_signature)
 
@@ -230,9 +235,19 @@ class Relu(wiring.Component):
             move(saturated, fine[0], fine[2:])
             for k in range(cpo):
                 q = fine[1][k]
+                if cfg.overflow == "wrap":
+                    # The low act_bits bits of the rounded value only depend on q's low
+                    # act_bits + 1 bits: a short increment, no saturation.
+                    low = q[:cfg.act_bits + 1]
+                    value = halve(Cat(low, Const(0, 1)), cfg.rounding)
+                    m.d.sync += saturated[1][k].eq(wrap_to(value, cfg.act_bits, cfg.act_signed))
+                    continue
                 top = q[narrow_bits - 1:]                          # must all equal the sign
                 fits = (top == 0) | (top == (1 << len(top)) - 1)
-                rounded = (q[:narrow_bits].as_signed() + 1)[1:].as_signed()
+                if cfg.rounding == "round":
+                    rounded = (q[:narrow_bits].as_signed() + 1)[1:].as_signed()
+                else:
+                    rounded = q[1:narrow_bits].as_signed()         # floor: drop the extra bit
                 m.d.sync += saturated[1][k].eq(Mux(fits, rounded, Mux(q[-1], nmin, nmax)))
 
         # L+5: clip into the output register.

@@ -11,6 +11,7 @@ from amaranth import unsigned
 from hlsinf.sim.axi_memory import AXIMemory, run
 from hlsinf.sim.streams import collect, feed
 from hlsinf.gateware.memory.axi import BurstSplitter
+from hlsinf import reference as ref
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.memory.read import ActivationReader, ItemReader, ReadMaster
 
@@ -180,9 +181,11 @@ def test_item_reader_rate():
         assert got["cycles"] <= ideal + 12
 
 
-@pytest.mark.parametrize("act_bits, signed, dtype", [(8, True, np.int8), (16, False, np.uint16)])
+@pytest.mark.parametrize("act_bits, signed, dtype", [(8, True, np.int8), (16, False, np.uint16), (4, True, None),
+                                                     (4, False, None)])
 def test_activation_reader_pixels(act_bits, signed, dtype):
-    cfg = KernelConfig(cpi=4, cpo=4, act_bits=act_bits, act_signed=signed, acc_bits=48)
+    """Pixels of 4 lanes from byte ranges; 4-bit lanes two per byte, low nibble first."""
+    cfg = KernelConfig(cpi=4, cpo=4, act_bits=act_bits, weight_bits=min(8, act_bits), act_signed=signed, acc_bits=48)
     px = 4 * act_bits // 8
     rng = np.random.default_rng(11)
     mem = rng.integers(0, 256, 0x4000, dtype=np.uint8)
@@ -199,7 +202,11 @@ def test_activation_reader_pixels(act_bits, signed, dtype):
         got["px"], _ = await collect(ctx, dut.o, total, stall=0.3, convert=lambda p: [int(v) for v in p])
 
     run(dut, [commands, output], [(model, dut.axi)])
-    expect = np.concatenate([mem[a - BASE: a - BASE + n].view(dtype) for a, n in frames]).reshape(-1, 4)
+    if act_bits == 4:
+        expect = np.concatenate([ref.unpack_nibbles(mem[a - BASE: a - BASE + n], signed)
+                                 for a, n in frames]).reshape(-1, 4)
+    else:
+        expect = np.concatenate([mem[a - BASE: a - BASE + n].view(dtype) for a, n in frames]).reshape(-1, 4)
     assert np.array_equal(np.array(got["px"]), expect)
 
 

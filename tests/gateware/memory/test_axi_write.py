@@ -26,7 +26,7 @@ def random_commands(rng, count, item_bytes, chunk, max_items, span=0x3800):
 
 
 def write_and_check(dut, cmds, *, latency=0, stall=0.0, in_stall=0.0, cmd_stall=0.0, seed=0,
-                    mem_bytes=0x4000, lanes=0):
+                    mem_bytes=0x4000, lanes=0, lane_bits=8, lane_signed=False):
     """Write random items for ``cmds`` (in order; later commands may overwrite earlier ones)
     and compare the whole memory with numpy."""
     rng = np.random.default_rng(seed)
@@ -36,8 +36,11 @@ def write_and_check(dut, cmds, *, latency=0, stall=0.0, in_stall=0.0, cmd_stall=
                       stall=stall, seed=seed)
     payloads = [rng.integers(0, 256, n, dtype=np.uint8) for _, n in cmds]
     items = [int.from_bytes(p[k:k + item].tobytes(), "little") for p in payloads for k in range(0, len(p), item)]
-    if lanes:   # an ArrayLayout payload of byte lanes
-        items = [[(v >> (8 * j)) & 0xFF for j in range(lanes)] for v in items]
+    if lanes:   # an ArrayLayout payload of lanes (bytes, or 4-bit lanes low nibble first)
+        mask, top = (1 << lane_bits) - 1, 1 << (lane_bits - 1)
+        items = [[(v >> (lane_bits * j)) & mask for j in range(lanes)] for v in items]
+        if lane_signed:
+            items = [[x - 2 * top if x & top else x for x in item] for item in items]
     done_cycles = []
 
     async def commands(ctx):
@@ -96,6 +99,18 @@ def test_pixels_random_with_stalls(seed):
     model = write_and_check(dut, cmds, latency=int(rng.integers(0, 10)), stall=0.3, in_stall=0.3,
                             cmd_stall=0.3, seed=seed, lanes=4)
     assert max(b.beats for b in model.writes) <= 64
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint4"])
+def test_4bit_pixels_random_with_stalls(fmt):
+    """4-bit lanes: a 4-lane pixel is 2 bytes, lane 0 in the low nibble of the first byte."""
+    cfg = KernelConfig.from_format(fmt, cpi=4, cpo=4)
+    dut = PixelWriter(cfg, max_outstanding=4, fifo_beats=64)
+    assert dut.item_bytes == 2
+    rng = np.random.default_rng(len(fmt))
+    cmds = random_commands(rng, 10, 2, 2, 120)
+    write_and_check(dut, cmds, latency=3, stall=0.3, in_stall=0.3, cmd_stall=0.3, seed=5, lanes=4, lane_bits=4,
+                    lane_signed=cfg.act_signed)
 
 
 @pytest.mark.parametrize("item_bytes", [1, 3, 12, 144, 128])

@@ -19,7 +19,7 @@ def layer_images(cfg, rng, O, I):
     w = rng.integers(*cfg.weight_range, (O, I, 3, 3), endpoint=True)
     b = rng.integers(*cfg.bias_range, O, endpoint=True)
     mlt = rng.integers(0, 1 << 32, O, dtype=np.uint64).astype(np.uint32)
-    return (ref.pack_weights(w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg)),
+    return (ref.pack_weights(w, cfg.cpi, cfg.cpo, ref.weight_dtype(cfg), bits=cfg.weight_bits),
             ref.pack_channels(b, cfg.cpo, ref.bias_dtype(cfg)),
             ref.pack_channels(mlt, cfg.cpo, np.uint32))
 
@@ -28,6 +28,8 @@ def layer_images(cfg, rng, O, I):
     (KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16), True, 0.3),
     (KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16), False, 0.0),
     (KernelConfig(cpi=8, cpo=2, bias_bits=16, mult_bits=9, imax=64, wmax=16, hmax=16), True, 0.3),
+    (KernelConfig.from_format("int4", cpi=4, cpo=4, imax=64, wmax=16, hmax=16), True, 0.3),
+    (KernelConfig.from_format("uint4", cpi=2, cpo=2, imax=64, wmax=16, hmax=16), False, 0.3),
 ])
 def test_items_match_memory(cfg, use_mult, stall):
     rng = np.random.default_rng(5)
@@ -51,7 +53,8 @@ def test_items_match_memory(cfg, use_mult, stall):
         commands.append({"addr": base["w"] + og * gi * set_bytes, "length": gi * set_bytes,
                          "kind": WeightKind.WEIGHTS})
 
-    sets = w_mem.reshape(go, gi, cfg.cpo, cfg.cpi, 9)
+    w_el = ref.unpack_nibbles(w_mem, True) if cfg.weight_bits == 4 else w_mem   # 4-bit: low nibble first
+    sets = w_el.reshape(go, gi, cfg.cpo, cfg.cpi, 9)
     want_w = [sets[og, g].tolist() for og in groups for g in range(gi)]
     want_b = [b_mem.reshape(go, cfg.cpo)[og].tolist() for og in groups]
     want_m = [(m_mem.reshape(go, cfg.cpo)[og] & ((1 << cfg.mult_bits) - 1)).tolist() for og in groups] if use_mult else []

@@ -18,6 +18,9 @@ CONFIGS = {
     "uint8": KernelConfig(cpi=2, cpo=4, imax=16, wmax=8, hmax=8, post_ops=("bn",)),
     "int16": KernelConfig(cpi=2, cpo=1, act_signed=True, act_bits=16, acc_bits=48, imax=16, wmax=8, hmax=8,
                           post_ops=("bn",)),
+    "int8_trunc_wrap": KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8, post_ops=("bn",),
+                                    rounding="trunc", overflow="wrap"),
+    "uint8_wrap": KernelConfig(cpi=2, cpo=4, imax=16, wmax=8, hmax=8, post_ops=("bn",), overflow="wrap"),
 }
 MMIN, MMAX = -(1 << 15), (1 << 15) - 1
 
@@ -43,7 +46,7 @@ def random_call(rng, cfg, frames, frame_pixels, *, enable=None, shift=None):
         v = rng.integers(amin, amax + 1, (frame_pixels, cfg.cpo))
         data.append(v)
         items.append((mult, bias))
-        expected.append(ref.batch_norm(v, mult, bias, shift, lo, hi) if enable else v)
+        expected.append(ref.batch_norm(v, mult, bias, shift, lo, hi, ref.Modes.of(cfg)) if enable else v)
     return params, data, items, expected
 
 
@@ -93,9 +96,10 @@ def test_random_calls_with_stalls(name):
     check(calls, run_calls(cfg, calls, stall=0.3))
 
 
-def test_extremes():
+@pytest.mark.parametrize("name", ["int8", "int8_trunc_wrap"])
+def test_extremes(name):
     """m at both int16 ends, biases at both int32 ends, shifts 0, 1, 31."""
-    cfg = CONFIGS["int8"]
+    cfg = CONFIGS[name]
     v = np.array([[-128, 127], [127, -128], [-1, 1], [0, 0]])
     calls = []
     for shift in (0, 1, 15, 31):
@@ -103,7 +107,8 @@ def test_extremes():
                            ((1, -1), (0, 0)), ((3, 5), ((1 << shift) >> 1, -((1 << shift) >> 1)))]:
             mult, bias = np.array(mult), np.array(bias)
             params = dict(frame_pixels=4, bn=1, bn_shift=shift, bn_clip_lo=-128, bn_clip_hi=127)
-            calls.append((params, [v], [(mult, bias)], [ref.batch_norm(v, mult, bias, shift, -128, 127)]))
+            calls.append((params, [v], [(mult, bias)], [ref.batch_norm(v, mult, bias, shift, -128, 127,
+                                                                           ref.Modes.of(cfg))]))
     check(calls, run_calls(cfg, calls, stall=0.3, seed=5))
 
 

@@ -12,17 +12,18 @@ from hlsinf.sim.streams import collect, feed, run_stage
 CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16)
 
 
-def run_calls(calls, *, stall, capacity=40, seed=4):
+def run_calls(calls, *, stall, capacity=40, seed=4, cfg=CFG):
     """``calls``: (enable, tile, passes) each; returns the cycles each call's output took.
 
     Without ``enable`` the input carries every pass (as the reader does without a cache).
     Calls do not overlap: parameters change only after the previous call's last output.
     """
-    dut = InputCache(CFG, capacity)
+    dut = InputCache(cfg, capacity)
+    lo, hi = cfg.act_range
     rng = random.Random(seed)
     plans = []
     for enable, tile, passes in calls:
-        data = [[rng.randrange(256) for _ in range(CFG.cpi)] for _ in range(tile)]
+        data = [[rng.randint(lo, hi) for _ in range(cfg.cpi)] for _ in range(tile)]
         plans.append((enable, tile, passes, data if enable else data * passes, data * passes))
     finished, timings = [], []
 
@@ -51,6 +52,13 @@ def run_calls(calls, *, stall, capacity=40, seed=4):
 @pytest.mark.parametrize("stall", [0.0, 0.3])
 def test_calls_back_to_back(stall):
     run_calls([(1, 7, 3), (0, 5, 2), (1, 40, 2), (1, 1, 4), (1, 9, 1), (0, 3, 1), (1, 12, 2)], stall=stall)
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint4"])
+def test_4bit_lanes(fmt):
+    """Pixels of 4-bit lanes (8 bits at CPI = 2) go through and are replayed unchanged."""
+    cfg = KernelConfig.from_format(fmt, cpi=2, cpo=2, imax=64, wmax=16, hmax=16)
+    run_calls([(1, 7, 3), (0, 5, 2), (1, 40, 2)], stall=0.3, cfg=cfg)
 
 
 def test_one_pixel_per_cycle():

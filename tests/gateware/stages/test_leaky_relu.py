@@ -18,6 +18,10 @@ CONFIGS = {
     "uint8": KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8, post_ops=("leaky_relu",)),
     "int16": KernelConfig(cpi=2, cpo=1, act_signed=True, act_bits=16, acc_bits=48, imax=16, wmax=8, hmax=8,
                           post_ops=("leaky_relu",)),
+    "int8_trunc_wrap": KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8, post_ops=("leaky_relu",),
+                                    rounding="trunc", overflow="wrap"),
+    "int8_trunc": KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8, post_ops=("leaky_relu",),
+                               rounding="trunc"),
 }
 
 
@@ -34,7 +38,7 @@ def random_call(rng, cfg, n, *, enable=None, alpha_num=None, alpha_shift=None):
     v[rng.random((n, cfg.cpo)) < 0.05] = amin
     v[rng.random((n, cfg.cpo)) < 0.05] = amax
     params = dict(leaky_relu=int(enable), leaky_alpha_num=alpha_num, leaky_alpha_shift=shift)
-    expected = ref.leaky_relu(v, alpha_num, shift, amin, amax) if enable else v
+    expected = ref.leaky_relu(v, alpha_num, shift, amin, amax, ref.Modes.of(cfg)) if enable else v
     return params, v, expected
 
 
@@ -77,15 +81,16 @@ def test_random_calls_with_stalls(name):
     check(calls, run_calls(cfg, calls, stall=0.3))
 
 
-def test_rounding_and_saturation():
+@pytest.mark.parametrize("name", ["int8", "int8_trunc_wrap", "int8_trunc"])
+def test_rounding_and_saturation(name):
     """Every int8 value at slopes where rounding ties, saturation and shift 0 matter."""
-    cfg = CONFIGS["int8"]
+    cfg = CONFIGS[name]
     v = np.arange(-128, 128).reshape(-1, 2)
     calls = []
     for num, shift in [(1, 1), (3, 2), (5, 3), (1, 0), (2, 0), (65535, 0), (65535, 16), (13, 31), (0, 0),
                        (26, 8), (128, 8), (255, 8)]:
         params = dict(leaky_relu=1, leaky_alpha_num=num, leaky_alpha_shift=shift)
-        calls.append((params, v, ref.leaky_relu(v, num, shift, -128, 127)))
+        calls.append((params, v, ref.leaky_relu(v, num, shift, -128, 127, ref.Modes.of(cfg))))
     assert {-1, -64, -128}.issubset(set(np.concatenate([c[2].ravel() for c in calls]).tolist()))
     check(calls, run_calls(cfg, calls, stall=0.3, seed=4))
 

@@ -278,3 +278,113 @@ def test_packed_multiply_exhaustive(act_signed):
         np.testing.assert_array_equal(values, activations * weights, err_msg=f"weight {w}")
         checked += values.size
     assert checked == 256 * 256 * n
+
+
+# The triple-packed 4-bit multiply: every activation with every (w0, w1, w2) triple of int4
+# weights, plus every pair (two weights left over) and every single weight (the fabric
+# product), against numpy.
+
+class Packed4(Elaboratable):
+    """All 16 activations at once, each times ``TRIPLES`` weight triples (set per cycle), one
+    pair and one single: the three shapes a 4-bit weight list is cut into."""
+
+    TRIPLES = 16
+
+    def __init__(self, act_shape):
+        self.activations = [Signal(act_shape, name=f"a{v}") for v in range(16)]
+        self.triples = [[Signal(signed(4), name=f"t{t}_{j}") for j in range(3)] for t in range(self.TRIPLES)]
+        self.pair = [Signal(signed(4), name=f"p{j}") for j in range(2)]
+        self.single = Signal(signed(4))
+        self.products = []
+
+    def elaborate(self, platform):
+        m = Module()
+
+        def register(value, name):
+            reg = Signal(value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        for a in self.activations:
+            row = []
+            for triple in self.triples:
+                row += multiply(a, triple, register, pack=3)
+            row += multiply(a, self.pair, register, pack=3)
+            row += multiply(a, [self.single], register, pack=3)
+            self.products.append(row)
+        return m
+
+
+@pytest.mark.parametrize("act_signed", [False, True], ids=["uint4", "int4"])
+def test_triple_packed_multiply_exhaustive(act_signed):
+    """16 x 16**3 triples (every 4-bit activation, every int4 w0, w1, w2), 16 x 16**2 pairs
+    and 16 x 16 single products, each equal to numpy's product."""
+    dut = Packed4(signed(4) if act_signed else unsigned(4))
+    acts = np.arange(-8, 8) if act_signed else np.arange(16)
+    triples = np.array(np.meshgrid(*[np.arange(-8, 8)] * 3, indexing="ij")).reshape(3, -1).T   # 4096 x 3
+    steps = len(triples) // dut.TRIPLES
+    assert steps >= 256
+    # After the tick that takes step k's weights, the outputs hold step k - (registers - 1).
+    delay = product_registers(3) - 1
+    results = []
+
+    async def bench(ctx):
+        for v, a in zip(acts, dut.activations):
+            ctx.set(a, int(v))
+        for step in range(steps + delay):
+            if step < steps:
+                for t, triple in enumerate(dut.triples):
+                    for j in range(3):
+                        ctx.set(triple[j], int(triples[step * dut.TRIPLES + t, j]))
+                pair = divmod(step, 16)
+                ctx.set(dut.pair[0], pair[0] - 8)
+                ctx.set(dut.pair[1], pair[1] - 8)
+                ctx.set(dut.single, step % 16 - 8)
+            await ctx.tick()
+            if step >= delay:
+                results.append(np.array([[ctx.get(p) for p in row] for row in dut.products]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+    n = 3 * dut.TRIPLES
+    for step, got in enumerate(results):
+        w = triples[step * dut.TRIPLES: (step + 1) * dut.TRIPLES].reshape(-1)
+        pair = np.array(divmod(step, 16)) - 8
+        single = step % 16 - 8
+        want = acts[:, None] * np.concatenate([w, pair, [single]])[None, :]
+        np.testing.assert_array_equal(got, want, err_msg=f"step {step}")
+        assert got.shape[1] == n + 3
+    assert len(results) * dut.TRIPLES == 16 ** 3
+
+
+def test_4bit_multipliers_take_three_products():
+    """4x4 int4: CPI x 9 multipliers for CPO = 4 (a triple each, the fourth product in the
+    fabric), each fitting a DSP48E2 (27-bit packed weights, 5-bit activation)."""
+    for cpo, per_tap in [(4, 1), (8, 3), (2, 1)]:
+        cfg = KernelConfig.from_format("uint4", cpi=2, cpo=cpo, wmax=4, hmax=2, imax=64)
+        dut = Mul(cfg)
+        assert dut.products_per_multiplier == 3
+        found = multipliers(dut)
+        assert len(found) == 2 * 9 * per_tap, (cpo, found)
+        for a_width, b_width, both_signed in found:
+            narrow, wide = sorted([a_width, b_width])
+            assert both_signed and narrow <= 18 and wide <= 27, (a_width, b_width)
+
+
+@pytest.mark.parametrize("fmt,cpi,cpo,frame_pixels", [("int4", 2, 4, 3), ("uint4", 4, 4, 2), ("uint4", 2, 8, 1),
+                                                      ("int4", 2, 2, 4)])
+def test_4bit_frames_with_stalls_and_throughput(fmt, cpi, cpo, frame_pixels):
+    """4-bit lanes (three products per multiplier) against reference.mul_partial under random
+    stalls, then N windows in N + latency cycles without stalls."""
+    cfg = KernelConfig.from_format(fmt, cpi=cpi, cpo=cpo, wmax=4, hmax=2, imax=64)
+    rng = np.random.default_rng(cpi * 10 + cpo + frame_pixels)
+    windows, weights = make_frames(cfg, frame_pixels, frames=8, rng=rng)
+    got, _, dut = simulate(cfg, windows, weights, stall=0.3, seed=frame_pixels)
+    assert dut.products_per_multiplier == 3
+    np.testing.assert_array_equal(got, expected_partials(windows, weights))
+    got, cycles, dut = simulate(cfg, windows, weights, stall=0.0)
+    np.testing.assert_array_equal(got, expected_partials(windows, weights))
+    assert cycles == windows.shape[0] * windows.shape[1] + dut.latency

@@ -15,6 +15,8 @@ from hlsinf.sim.streams import collect, feed, run_stage
 CONFIGS = {
     "uint8": KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8),
     "int8": KernelConfig(cpi=2, cpo=4, act_signed=True, imax=16, wmax=8, hmax=8),
+    "int4": KernelConfig.from_format("int4", cpi=2, cpo=2, imax=16, wmax=8, hmax=8),
+    "uint4": KernelConfig.from_format("uint4", cpi=2, cpo=4, imax=16, wmax=8, hmax=8),
 }
 
 

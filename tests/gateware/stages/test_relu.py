@@ -62,7 +62,7 @@ def random_call(rng, cfg, frames, frame_pixels, *, shift=None, extreme_mult=Fals
         acc = random_accumulators(rng, cfg, frame_pixels, shift, m_eff)
         data.append(acc)
         mults.append(mult)
-        expected.append(ref.requantize(acc, m_eff, shift, lo, hi))
+        expected.append(ref.requantize(acc, m_eff, shift, lo, hi, ref.Modes.of(cfg)))
     params = dict(frame_pixels=frame_pixels, shift=shift, clip_lo=clip_lo, clip_hi=clip_hi,
                   relu=int(relu), use_mult=int(use_mult))
     return params, data, mults, expected
@@ -120,6 +120,13 @@ def check(cfg, calls, results):
 CONFIGS = {
     "uint8": KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8),
     "int8": KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8),
+    "int8_trunc": KernelConfig(cpi=2, cpo=2, act_signed=True, imax=16, wmax=8, hmax=8, rounding="trunc"),
+    "uint8_wrap": KernelConfig(cpi=2, cpo=2, imax=16, wmax=8, hmax=8, overflow="wrap"),
+    "fixed_trunc_wrap": KernelConfig.from_format("fixed<8,4>", cpi=2, cpo=2, imax=16, wmax=8, hmax=8,
+                                                 rounding="trunc", overflow="wrap"),
+    "int4": KernelConfig.from_format("int4", cpi=2, cpo=2, imax=16, wmax=8, hmax=8),
+    "uint4_trunc_wrap": KernelConfig.from_format("uint4", cpi=2, cpo=2, imax=16, wmax=8, hmax=8, rounding="trunc",
+                                                 overflow="wrap"),
 }
 
 
@@ -143,10 +150,10 @@ def test_saturation_extremes(name):
         params.update(use_mult=1, relu=0, clip_lo=cfg.act_range[0], clip_hi=cfg.act_range[1])
         data = [np.array([[amin, amax], [amax, amin], [amin + 1, amax - 1], [-1, 1]], np.int64)[:, :cfg.cpo]
                 for _ in data]
-        expected = [ref.requantize(acc, mult, shift, *cfg.act_range) for acc, mult in zip(data, mults)]
+        expected = [ref.requantize(acc, mult, shift, *cfg.act_range, ref.Modes.of(cfg)) for acc, mult in zip(data, mults)]
         calls.append((params, data, mults, expected))
     # The unclipped values really do span past the activation range at both ends.
-    raw = ref.requantize(calls[0][1][0], calls[0][2][0], 0, -(1 << 80), 1 << 80)
+    raw = ref.requantize(calls[0][1][0], calls[0][2][0], 0, -(1 << 80), 1 << 80, ref.Modes(cfg.rounding))
     assert raw.min() < cfg.act_range[0] and raw.max() > cfg.act_range[1]
     check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=3))
 
@@ -178,8 +185,20 @@ def test_rounding_and_saturation_boundaries(name):
         acc = np.clip(np.array(values, np.int64), *cfg.acc_range)
         acc = acc[: len(acc) // cfg.cpo * cfg.cpo].reshape(-1, cfg.cpo)
         params = {"frame_pixels": len(acc), "shift": shift, "clip_lo": lo, "clip_hi": hi, "relu": 0, "use_mult": 0}
-        calls.append((params, [acc], [np.ones(cfg.cpo, np.int64)], [ref.requantize(acc, 1, shift, lo, hi)]))
+        calls.append((params, [acc], [np.ones(cfg.cpo, np.int64)],
+                      [ref.requantize(acc, 1, shift, lo, hi, ref.Modes.of(cfg))]))
     check(cfg, calls, run_calls(cfg, calls, stall=0.3, seed=17))
+
+
+def test_modes_differ_from_the_default():
+    """The trunc and wrap references really give other values on the same accumulators
+    (so the tests above could catch a stage that ignores its mode)."""
+    acc = np.array([5, -5, 300, -300, 1000], np.int64)
+    base = ref.requantize(acc, 1, 1, -128, 127)
+    for name in ("int8_trunc", "fixed_trunc_wrap"):
+        assert (ref.requantize(acc, 1, 1, -128, 127, ref.Modes.of(CONFIGS[name])) != base).any()
+    assert (ref.requantize(acc, 1, 1, 0, 255, ref.Modes.of(CONFIGS["uint8_wrap"]))
+            != ref.requantize(acc, 1, 1, 0, 255)).any()
 
 
 def test_without_multiplier():
@@ -202,17 +221,18 @@ def test_relu_bit_applies_on_its_own():
     check(cfg, calls, run_calls(cfg, calls, stall=0.0))
 
 
-@pytest.mark.parametrize("frame_pixels,use_mult", [(1, 1), (5, 1), (7, 0)])
-def test_throughput(frame_pixels, use_mult):
+@pytest.mark.parametrize("frame_pixels,use_mult,name", [(1, 1, "uint8"), (5, 1, "uint8"), (7, 0, "uint8"),
+                                                       (5, 1, "fixed_trunc_wrap")])
+def test_throughput(frame_pixels, use_mult, name):
     """Unstalled, N items take N + latency cycles, even with a new multiplier every cycle."""
-    cfg = CONFIGS["uint8"]
+    cfg = CONFIGS[name]
     rng = np.random.default_rng(frame_pixels)
     frames = 24 // frame_pixels
     params, data, mults, _ = random_call(rng, cfg, frames=frames, frame_pixels=frame_pixels)
     params["use_mult"] = use_mult
     m_eff = mults if use_mult else [np.ones(cfg.cpo, np.int64)] * frames
     lo, hi = clip_bounds(cfg, params["clip_lo"], params["clip_hi"], params["relu"])
-    expected = [ref.requantize(acc, m, params["shift"], lo, hi) for acc, m in zip(data, m_eff)]
+    expected = [ref.requantize(acc, m, params["shift"], lo, hi, ref.Modes.of(cfg)) for acc, m in zip(data, m_eff)]
     calls = [(params, data, mults, expected)]
     dut = Relu(cfg)
     results = run_calls(cfg, calls, stall=0.0, dut=dut)
