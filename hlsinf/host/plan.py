@@ -122,6 +122,23 @@ class InputZeroPoint:
     host_pads: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
+#: Largest kernel side planned as a 3x3 convolution over shifted copies of its input
+#: (:func:`stacked_copies`); 7x7 (ResNet, GoogLeNet stems) and 5x5 (Inception) need 9 and 4 copies.
+MAX_STACKED_KERNEL = 11
+
+
+def stacked_copies(kh: int, kw: int) -> tuple[tuple[int, int], ...]:
+    """The shifts ``(dy, dx)`` of the input copies that turn a ``kh x kw`` convolution into a
+    3x3 one: a copy per 3x3 block of the kernel, in block-row order.
+
+    Block ``(i, j)`` covers kernel rows ``3i .. 3i+2`` and columns ``3j .. 3j+2``. Its copy is
+    the (padded) input moved up by ``3i`` and left by ``3j``, so a 3x3 window of the copy at the
+    output's position reads exactly the pixels that block multiplies, for any stride. Stacked
+    as input channels (copy-major), one 3x3 call sums every block, and the weights beyond the
+    kernel's edge are zero."""
+    return tuple((3 * i, 3 * j) for i in range(-(-kh // 3)) for j in range(-(-kw // 3)))
+
+
 def realise_input_zero_point(z: int, pads: tuple[int, int, int, int], caps: "_Caps") -> InputZeroPoint:
     """The one place that decides how a non-zero input zero point ``z`` is realised.
 
@@ -224,6 +241,8 @@ class FpgaLayer:
     #: post-op table image (``reference.pack_table``: device output code by device input bit
     #: pattern) of the activation fused after the convolution; None: no table
     table: np.ndarray | None = None
+    #: a kernel above 3x3: the host's shifted copies of the padded input (stacked_copies)
+    input_copies: tuple[tuple[int, int], ...] = ()
     device = "accelerator"
 
     def __post_init__(self):
@@ -286,6 +305,9 @@ class Transfer:
     buffer: str = ""                    #: device buffer name (default: the tensor's)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)   #: to_device: top, bottom, left, right filled with the
                                         #: encoding's device zero point (the real 0)
+    #: to_device: shifted copies of the padded image stacked as channels (stacked_copies),
+    #: each cut to the buffer's H x W (beyond the image: the zero point)
+    copies: tuple[tuple[int, int], ...] = ()
     device = "transfer"
 
     def __post_init__(self):
@@ -304,6 +326,8 @@ class Transfer:
             text += f", {np.dtype(enc.dtype).name} {'+' if enc.offset > 0 else '-'} {abs(enc.offset)}"
         if any(self.pads):
             text += f", padded {','.join(map(str, self.pads))} with {enc.device_zero_point if enc else 0}"
+        if self.copies:
+            text += f", {len(self.copies)} shifted copies stacked"
         return text
 
     def device_image(self, img: np.ndarray, act) -> np.ndarray:
@@ -318,10 +342,16 @@ class Transfer:
                 d = self.encoding.to_device(img, act)
             except GraphError as e:
                 raise GraphError(f"tensor {self.tensor!r}: {e}") from None
+        fill = self.encoding.device_zero_point if self.encoding else 0
         if any(self.pads):
             t, b, l, r = self.pads
-            fill = self.encoding.device_zero_point if self.encoding else 0
             d = np.pad(d, ((0, 0), (t, b), (l, r)), constant_values=fill)
+        if self.copies:
+            _, h, w = self.shape
+            dy_max, dx_max = max(dy for dy, _ in self.copies), max(dx for _, dx in self.copies)
+            d = np.pad(d, ((0, 0), (0, max(0, h + dy_max - d.shape[1])), (0, max(0, w + dx_max - d.shape[2]))),
+                       constant_values=fill)
+            d = np.concatenate([d[:, dy:dy + h, dx:dx + w] for dy, dx in self.copies])
         return d
 
     def host_image(self, d: np.ndarray) -> np.ndarray:
@@ -562,8 +592,11 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
     elif s_w.size != o or w_dq.attrs.get("axis", 1) % 4 != 0:
         raise _NoMatch("weights are quantised per channel along an axis other than the output channels")
     kh, kw = w_q.shape[2:]
-    if kh > 3 or kw > 3:
-        raise _NoMatch(f"kernel {kh}x{kw} is larger than 3x3")
+    if max(kh, kw) > MAX_STACKED_KERNEL:
+        raise _NoMatch(f"kernel {kh}x{kw} is larger than {MAX_STACKED_KERNEL}x{MAX_STACKED_KERNEL} "
+                       f"(kernels above 3x3 run as 3x3 over shifted copies of the input)")
+    if group != 1 and max(kh, kw) > 3:
+        raise _NoMatch(f"depthwise kernel {kh}x{kw}: the kernel's depthwise mode is 3x3 (no shifted copies)")
     strides = a.get("strides", [1, 1])
     if strides[0] != strides[1] or strides[0] not in caps.strides:
         raise _NoMatch(f"strides {strides} (the kernel does {' or '.join(map(str, caps.strides))} in both directions)")
@@ -827,20 +860,42 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     pads = list(a.get("pads", [0, 0, 0, 0])) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0, 0, 0, 0]
     stride = a.get("strides", [1, 1])[0]
     where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
-    # A non-zero input zero point: its padding may come from the host (the image grows)
-    zin = realise_input_zero_point(x_enc.device_zero_point, (pads[0], pads[2], pads[1], pads[3]), caps)
-    ht, hb, hl, hr = zin.host_pads
-    pads = [pads[0] - ht, pads[1] - hl, pads[2] - hb, pads[3] - hr]
-    h, w = h + ht + hb, w + hl + hr
-    # 1x1 and 2x2 kernels in the 3x3 slot: centre them (offset (3-k)//2) and pad the rest
-    oy, ox = (3 - kh) // 2, (3 - kw) // 2
-    w3 = np.zeros((o, m.w_q.shape[1], 3, 3), m.w_q.dtype)
-    w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
-    pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
+    copies = ()
+    if max(kh, kw) > 3:
+        # Above 3x3: the host pads the input (with its zero point) and stacks shifted copies of
+        # it as channels; the call is a 3x3 convolution without padding (stacked_copies).
+        copies = stacked_copies(kh, kw)
+        zin = InputZeroPoint(int(x_enc.device_zero_point), (pads[0], pads[2], pads[1], pads[3]))
+        hp, wp = h + pads[0] + pads[2], w + pads[1] + pads[3]
+        if hp < kh or wp < kw:
+            raise PlanError(f"{where}: the output would be empty")
+        h = ((hp - kh) // stride) * stride + 3
+        w = ((wp - kw) // stride) * stride + 3
+        w3 = np.zeros((o, len(copies), c, 3, 3), m.w_q.dtype)
+        for k, (dy, dx) in enumerate(copies):
+            block = m.w_q[:, :, dy:dy + 3, dx:dx + 3]
+            w3[:, k, :, :block.shape[2], :block.shape[3]] = block
+        w3 = w3.reshape(o, len(copies) * c, 3, 3)
+        c = len(copies) * c
+        pt = pl = pb = pr = 0
+    else:
+        # A non-zero input zero point: its padding may come from the host (the image grows)
+        zin = realise_input_zero_point(x_enc.device_zero_point, (pads[0], pads[2], pads[1], pads[3]), caps)
+        ht, hb, hl, hr = zin.host_pads
+        pads = [pads[0] - ht, pads[1] - hl, pads[2] - hb, pads[3] - hr]
+        h, w = h + ht + hb, w + hl + hr
+        # 1x1 and 2x2 kernels in the 3x3 slot: centre them (offset (3-k)//2) and pad the rest
+        oy, ox = (3 - kh) // 2, (3 - kw) // 2
+        w3 = np.zeros((o, m.w_q.shape[1], 3, 3), m.w_q.dtype)
+        w3[:, :, oy:oy + kh, ox:ox + kw] = m.w_q
+        pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
     if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
     if c > cfg.imax and not m.depthwise:         # a depthwise output sums one channel's products
+        if copies:
+            raise _NoMatch(f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels, "
+                           f"more than the kernel's imax = {cfg.imax}")
         raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
                         "no tiling splits input channels")
     try:
@@ -966,7 +1021,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                 calls.append(args)
         columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
     return FpgaLayer(
-        name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin), output=m.out,
+        name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin, copies, (h, w)), output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
         pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
         weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
@@ -974,7 +1029,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
-        columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin,
+        columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
         out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
         residual=res.operand if res is not None else "", table=table)
 
@@ -994,11 +1049,16 @@ def _device_table(m: _Match, y_enc: ActEncoding, cfg: KernelConfig) -> tuple[Act
     return z_enc, pack_table(m.table[codes - tmin] + z_enc.offset, cfg)
 
 
-def _padded_name(tensor: str, zin: InputZeroPoint) -> str:
-    """The device buffer of ``tensor`` padded by the host (the tensor's own name without padding)."""
-    if not any(zin.host_pads):
+def _padded_name(tensor: str, zin: InputZeroPoint, copies=(), size=None) -> str:
+    """The device buffer of ``tensor`` padded (and stacked in shifted copies) by the host
+    (the tensor's own name when the host does neither)."""
+    if not any(zin.host_pads) and not copies:
         return tensor
-    return f"{tensor}[padded {','.join(map(str, zin.host_pads))} with {zin.value}]"
+    name = f"{tensor}[padded {','.join(map(str, zin.host_pads))} with {zin.value}"
+    if copies:
+        name += f", {len(copies)} copies shifted by {' '.join(f'{dy}/{dx}' for dy, dx in copies)} " \
+                f"cut to {size[0]}x{size[1]}"
+    return name + "]"
 
 
 # The planner ------------------------------------------------------------------------------------
@@ -1151,7 +1211,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                 if (layer.input, cfg.cpi) not in device_tensors:
                     to_host(t)
                     steps.append(Transfer(t, "to_device", layer.in_shape, cfg.cpi, encodings[t], layer.input,
-                                          layer.in_zero_point.host_pads))
+                                          layer.in_zero_point.host_pads, layer.input_copies))
                     device_tensors[(layer.input, cfg.cpi)] = layer.in_shape
             elif on_device.get(t) != cfg.cpi:
                 to_host(t)
