@@ -4,13 +4,11 @@ accelerator as one 3x3 call over shifted copies of the input stacked as channels
 convolution."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
+from hlsinf.host import Session, quantize, to_fpga
 from hlsinf.host.plan import Transfer, stacked_copies
-from tests.host.ort_reference import ort_run
 from tests.host.test_host_qdq import _layer_by_layer, _lsb, _quantize_static
 
 
