@@ -49,15 +49,21 @@ class CallError(ValueError):
 # Memory element types ---------------------------------------------------------------------
 
 def act_dtype(cfg: KernelConfig):
+    if cfg.is_float:                 # fp32: activations, weights and bias are binary32 words
+        return np.float32
     return {(8, False): np.uint8, (8, True): np.int8,
             (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
 
 
 def weight_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {8: np.int8, 16: np.int16}[cfg.weight_bits]
 
 
 def bias_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {16: np.int16, 32: np.int32}[cfg.bias_bits]
 
 
@@ -147,7 +153,16 @@ class CallArgs:
         return self.out_rows * self.out_cols if self.out_plane is None else self.out_plane
 
     def clip_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        """The clip bounds the registers hold (ReLU folded into the lower one).
+
+        fp32: binary32 bits as signed 32-bit integers. No bound is the lowest and highest
+        pattern in the kernel's float order (``reference_float.max_key``): ``0xFFFFFFFF``
+        (-1) and ``0x7FFFFFFF``, so the clip passes everything; ReLU makes the lower bound
+        ``+0`` (bits 0), which clamps exactly the values with the sign bit set, as ReLU does.
+        """
         amin, amax = cfg.act_range
+        if cfg.is_float:
+            amin, amax = -1, 0x7FFFFFFF
         lo = amin if self.clip_lo is None else self.clip_lo
         hi = amax if self.clip_hi is None else self.clip_hi
         if self.relu:
@@ -207,7 +222,11 @@ class CallArgs:
         if self.clip_hi is not None:
             need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
         lo, hi = self.clip_bounds(cfg)
-        need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
+        if cfg.is_float:            # bits: compare in the kernel's float order
+            need("clip_hi", _float_order(hi) >= _float_order(lo),
+                 f">= the lower clip bound (bits {lo & 0xFFFFFFFF:#010x}) in float order")
+        else:
+            need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
         need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
              f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
         need("leaky_relu", not self.leaky_relu or "leaky_relu" in cfg.post_ops,
@@ -230,6 +249,13 @@ class CallArgs:
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
              f">= write_offset + {self.out_rows * self.out_cols} output pixels")
         return self
+
+
+def _float_order(bits: int) -> int:
+    """An integer that orders binary32 register bits as the fp32 kernel compares them
+    (``reference_float.max_key`` of one value, without importing it)."""
+    signed = (int(bits) & 0xFFFFFFFF) - ((int(bits) & 0x80000000) << 1)
+    return signed ^ 0x7FFFFFFF if signed < 0 else signed
 
 
 # One function per stage ---------------------------------------------------------------------
