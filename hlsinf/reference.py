@@ -74,6 +74,24 @@ def conv_output_size(size: int, pad_before: int, pad_after: int, stride: int) ->
     return 0 if padded < 3 else (padded - 3) // stride + 1
 
 
+#: ``clip_lo`` / ``clip_hi`` bits of an fp32 call that clip nothing: the smallest and the
+#: largest key of ``reference_float.max_key`` (a NaN with the sign set, a NaN without).
+FLOAT_NO_LOWER_BOUND = 0xFFFFFFFF
+FLOAT_NO_UPPER_BOUND = 0x7FFFFFFF
+
+
+def _int32(bits: int) -> int:
+    """A 32-bit register word as a signed integer."""
+    bits = int(bits) & 0xFFFFFFFF
+    return bits - (1 << 32) if bits >> 31 else bits
+
+
+def _float_key(bits: int) -> int:
+    """``reference_float.max_key`` of binary32 bits, on a plain int."""
+    signed = _int32(bits)
+    return signed ^ 0x7FFFFFFF if signed < 0 else signed
+
+
 @dataclass
 class CallArgs:
     """The scalar arguments of one kernel call, as written to the register map.
@@ -147,6 +165,15 @@ class CallArgs:
         return self.out_rows * self.out_cols if self.out_plane is None else self.out_plane
 
     def clip_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        """The ``clip_lo`` / ``clip_hi`` register values. Integer kernels: bounds in activation
+        units, ReLU raising the lower one to 0. fp32 kernels: binary32 bits as signed 32-bit
+        words, ``None`` written as the two ends of ``reference_float.max_key``'s order
+        (``0xFFFFFFFF``, ``0x7FFFFFFF``), which clip nothing; ReLU is applied before the clip by
+        its own flag (docs/numbers.md, "fp32")."""
+        if cfg.is_float:
+            lo = FLOAT_NO_LOWER_BOUND if self.clip_lo is None else self.clip_lo
+            hi = FLOAT_NO_UPPER_BOUND if self.clip_hi is None else self.clip_hi
+            return _int32(lo), _int32(hi)
         amin, amax = cfg.act_range
         lo = amin if self.clip_lo is None else self.clip_lo
         hi = amax if self.clip_hi is None else self.clip_hi
@@ -202,12 +229,22 @@ class CallArgs:
         need("use_mult", not self.use_mult or cfg.with_multiplier, "the multiplier is not built into this kernel")
         need("shift", 0 <= self.shift <= cfg.max_shift, f"0 to max_shift = {cfg.max_shift}")
         amin, amax = cfg.act_range
-        if self.clip_lo is not None:
-            need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
-        if self.clip_hi is not None:
-            need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
-        lo, hi = self.clip_bounds(cfg)
-        need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
+        if cfg.is_float:
+            need("shift", self.shift == 0, "0 on an fp32 kernel (no requantisation)")
+            for name in ("clip_lo", "clip_hi"):
+                value = getattr(self, name)
+                need(name, value is None or (isinstance(value, (int, np.integer)) and -(1 << 31) <= value < 1 << 32),
+                     "None or the 32 bits of a binary32 value (reference_float.float_bits)")
+            lo, hi = self.clip_bounds(cfg)
+            need("clip_hi", _float_key(hi) >= _float_key(lo),
+                 f">= the lower clip bound (binary32 bits {lo & 0xFFFFFFFF:#010x}) in max_key order")
+        else:
+            if self.clip_lo is not None:
+                need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
+            if self.clip_hi is not None:
+                need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
+            lo, hi = self.clip_bounds(cfg)
+            need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
         need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
              f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
         need("leaky_relu", not self.leaky_relu or "leaky_relu" in cfg.post_ops,

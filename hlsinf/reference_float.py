@@ -225,7 +225,8 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
 
     Per output value: the ``CPI x 9`` products of each input group summed by :func:`dot_tree`,
     the groups accumulated in order (:func:`accumulate`), the bias added last; then ReLU
-    (:func:`relu`), the clip bounds ``clip_lo`` / ``clip_hi`` (binary32 bits; None: none),
+    (:func:`relu`), the clip bounds ``clip_lo`` / ``clip_hi`` (binary32 bits; None: none,
+    written to the registers as ``CallArgs.clip_bounds`` encodes it),
     and pooling (:func:`pool2x2`). ``shift`` and ``use_mult`` must be 0: there is no
     requantisation. Bit-exact with the fp32 kernel (compare with :func:`to_bits`,
     ``canonical=True``).
@@ -237,12 +238,10 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
         raise CallError("kernel arguments shift and use_mult must be 0 on an fp32 kernel (no requantisation)")
     if args.leaky_relu or args.bn:
         raise CallError("the fp32 reference models no post-operations yet (leaky_relu, bn)")
-    lo_bits, hi_bits = args.clip_lo, args.clip_hi
-    args = args.__class__(**{**args.to_dict(), "clip_lo": None, "clip_hi": None})
     args.validate(cfg)
-    for name, bits in (("clip_lo", lo_bits), ("clip_hi", hi_bits)):
-        if bits is not None and not -(1 << 31) <= bits < 1 << 32:
-            raise CallError(f"kernel argument {name} = {bits!r} is out of range: the 32 bits of a binary32 value")
+    # The register values, as the kernel sees them: None is the no-bound encoding, which
+    # clips nothing (CallArgs.clip_bounds).
+    lo_bits, hi_bits = args.clip_bounds(cfg)
     sub = cfg.fp32_subnormals
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)

@@ -25,13 +25,10 @@ from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.streams import acc_signature, fifo_on_stream, pixel_signature
+from hlsinf.reference import FLOAT_NO_LOWER_BOUND, FLOAT_NO_UPPER_BOUND
 
 __all__ = ["FloatRelu", "float_relu_params_layout", "float_key", "FLOAT_NO_LOWER_BOUND", "FLOAT_NO_UPPER_BOUND"]
 
-#: ``clip_lo`` bits that clip nothing (the smallest key).
-FLOAT_NO_LOWER_BOUND = 0xFFFFFFFF
-#: ``clip_hi`` bits that clip nothing (the largest key).
-FLOAT_NO_UPPER_BOUND = 0x7FFFFFFF
 
 
 def float_key(bits) -> Value:
