@@ -49,15 +49,21 @@ class CallError(ValueError):
 # Memory element types ---------------------------------------------------------------------
 
 def act_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32       # fp32 kernels: activations, weights and biases are binary32
     return {(8, False): np.uint8, (8, True): np.int8,
             (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
 
 
 def weight_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {8: np.int8, 16: np.int16}[cfg.weight_bits]
 
 
 def bias_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {16: np.int16, 32: np.int32}[cfg.bias_bits]
 
 
