@@ -257,10 +257,22 @@ class CallArgs:
              "leaky ReLU is not built into this kernel (KernelConfig.post_ops)")
         if self.leaky_relu:
             need("relu", not self.relu, "0 when leaky_relu is on (leaky ReLU needs the negative values)")
-        need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX, f"0 to {LEAKY_ALPHA_NUM_MAX}")
-        need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
-             f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
+        if cfg.is_float:
+            # fp32: the slope is a binary32 value, its 32 bits in the leaky_alpha_num register.
+            need("leaky_alpha_num", -(1 << 31) <= self.leaky_alpha_num < 1 << 32,
+                 "the 32 bits of a binary32 slope on an fp32 kernel (reference_float.float_bits)")
+            need("leaky_alpha_shift", self.leaky_alpha_shift == 0,
+                 "0 on an fp32 kernel (the slope is the binary32 value in leaky_alpha_num)")
+        else:
+            need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX,
+                 f"0 to {LEAKY_ALPHA_NUM_MAX} (a 32-bit binary32 slope only on an fp32 kernel)")
+            need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
+                 f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
         need("bn", not self.bn or "bn" in cfg.post_ops, "batch-norm is not built into this kernel (KernelConfig.post_ops)")
+        if cfg.is_float:
+            need("bn_shift", self.bn_shift == 0, "0 on an fp32 kernel (its bn is fadd(fmul(y, m), b): no shift)")
+            need("bn_clip_lo", self.bn_clip_lo is None, "None on an fp32 kernel (its bn does not clip)")
+            need("bn_clip_hi", self.bn_clip_hi is None, "None on an fp32 kernel (its bn does not clip)")
         need("bn_shift", 0 <= self.bn_shift <= BN_SHIFT_MAX, f"0 to {BN_SHIFT_MAX}")
         if self.bn_clip_lo is not None:
             need("bn_clip_lo", amin <= self.bn_clip_lo <= amax, f"{amin} to {amax}")

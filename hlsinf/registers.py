@@ -66,6 +66,7 @@ SCALARS: tuple[tuple[str, bool, str], ...] = (
 FLOAT_SCALARS: dict[str, str] = {
     "clip_lo": "binary32 bits of the lower clip bound, compared in max_key order; 0xFFFFFFFF: none",
     "clip_hi": "binary32 bits of the upper clip bound, compared in max_key order; 0x7FFFFFFF: none",
+    "leaky_alpha_num": "post-op: binary32 bits of the leaky ReLU slope (leaky_alpha_shift must be 0)",
 }
 
 #: Pointer arguments: name, AXI bundle, what they point at.
@@ -122,7 +123,11 @@ def register_map(cfg=None) -> list[Register]:
     post_ops = cfg.post_ops if cfg is not None else ()
     for op in post_ops:
         for name, signed, doc in POST_OP_SCALARS[op]:
-            regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+            if is_float and name in FLOAT_SCALARS:
+                regs.append(Register(name, offset, 32, "scalar", signed=False, doc=FLOAT_SCALARS[name],
+                                     binary32=True))
+            else:
+                regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
             offset += 4
     offset = (offset + 7) // 8 * 8
     for op in post_ops:

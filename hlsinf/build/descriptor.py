@@ -40,7 +40,7 @@ def element_types(cfg: KernelConfig) -> dict[str, str]:
              "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
              "y": np.dtype(act_dtype(cfg)).name}
     if "bn" in cfg.post_ops:
-        types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+        types["n"] = "float32" if cfg.is_float else "int32"     # post-op bn parameters, [GO][2][CPO]
     return types
 
 
@@ -58,6 +58,13 @@ _POST_OP_FORMULAS = {
                   "amin, amax), leaky_alpha_shift = 0: clip(v * leaky_alpha_num, amin, amax); needs relu = 0",
     "bn": "clip((v * m[c] + b[c] + 2**(bn_shift - 1)) >> bn_shift, bn_clip_lo, bn_clip_hi), bn_shift = 0: "
           "clip(v * m[c] + b[c], bn_clip_lo, bn_clip_hi); m[c] int16, b[c] int32 from n",
+}
+
+
+_FLOAT_POST_OP_FORMULAS = {
+    "leaky_relu": "sign bit clear: v; else fmul(v, alpha), alpha the binary32 bits in leaky_alpha_num; "
+                  "needs relu = 0",
+    "bn": "fadd(fmul(v, m[c]), b[c]), m[c] and b[c] binary32 from n; no clip",
 }
 
 
@@ -154,7 +161,8 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             # requantisation and the pooling); each with its registers (the first: enable).
             "post_ops": [{"name": op, "registers": [name for name, _, _ in POST_OP_SCALARS[op]]
                           + [name for name, _, _ in POST_OP_POINTERS.get(op, ())],
-                          "formula": _POST_OP_FORMULAS[op]} for op in cfg.post_ops],
+                          "formula": (_FLOAT_POST_OP_FORMULAS if cfg.is_float else _POST_OP_FORMULAS)[op]}
+                         for op in cfg.post_ops],
         },
         "layouts": {
             "activations": {"name": "GIHWCPI", "group": cfg.cpi,
@@ -169,7 +177,8 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
-                       "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
+                       "note": "binary32 words; k = 0: multiplier, k = 1: bias" if cfg.is_float else
+                               "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
                if "bn" in cfg.post_ops else {}),
         },
         "formats": {"pointers": element_types(cfg), **formats},

