@@ -19,7 +19,7 @@ module changes is only how much numpy does per operation:
 
 Every product and sum is still one float32 operation of numpy (or ``ftz_mul``/``ftz_add``
 for a kernel that flushes subnormals), in the same tree positions, so the result is
-bit-identical; ReLU, the clip and pooling are the oracle's own functions.
+bit-identical; ReLU, the clip, the post-operations and pooling are the oracle's own functions.
 ``tests/test_reference_float_fast.py`` compares the two bit for bit (NaN, infinities and
 subnormals included).
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.reference import CallError, windows
-from hlsinf.reference_float import clip, fadd, fmul, pool2x2, relu
+from hlsinf.reference_float import clip, fadd, fmul, pool2x2, post_ops, relu
 
 __all__ = ["kernel_call_fast", "tree_sum"]
 
@@ -56,15 +56,8 @@ def kernel_call_fast(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.
         raise CallError(f"reference_float_fast models number_format='fp32', not {cfg.number_format!r}")
     if args.shift or args.use_mult:
         raise CallError("kernel arguments shift and use_mult must be 0 on an fp32 kernel (no requantisation)")
-    if args.leaky_relu or args.bn:
-        raise CallError("the fp32 reference models no post-operations yet (leaky_relu, bn)")
-    lo_bits, hi_bits = args.clip_lo, args.clip_hi
-    plain = args.__class__(**{**args.to_dict(), "clip_lo": None, "clip_hi": None})
-    plain.validate(cfg)
-    for name, bits in (("clip_lo", lo_bits), ("clip_hi", hi_bits)):
-        if bits is not None and not -(1 << 31) <= bits < 1 << 32:
-            raise CallError(f"kernel argument {name} = {bits!r} is out of range: the 32 bits of a binary32 value")
-    args = plain
+    args.validate(cfg)
+    lo_bits, hi_bits = args.clip_bounds(cfg)         # the register values (None: clips nothing)
     sub = cfg.fp32_subnormals
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -112,6 +105,7 @@ def kernel_call_fast(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.
                 acc[start:start + len(a)] = fadd(a, bias, subnormals=sub)
             y = relu(acc) if args.relu else acc
             y = clip(y, lo_bits, hi_bits)
+            y = post_ops(y, cfg, args, range(g, g + 1), n_mem)
             y = pool2x2(y.reshape(ho, wo, cpo), args.pool, subnormals=sub)
             base = (g * plane_out + args.write_offset) * cpo
             out_view[base: base + y.size] = y.reshape(-1)

@@ -70,6 +70,29 @@ def test_fast_call_is_bit_exact_with_the_oracle(cpi, cpo, subnormals):
                                       err_msg=f"trial {trial}: {args}")
 
 
+def test_post_operations_are_the_oracles():
+    """leaky_relu and bn (an fp32 kernel built with them) after the clip, before the pool."""
+    from hlsinf.reference_float import pack_bn
+    cfg = KernelConfig.from_format("fp32", cpi=4, cpo=4, imax=64, wmax=16, hmax=16, post_ops=("leaky_relu", "bn"))
+    rng = np.random.default_rng(21)
+    for trial in range(10):
+        args = _random_call(rng, cfg)
+        args.relu = False
+        args.leaky_relu = bool(trial % 2)
+        args.leaky_alpha_num = float_bits(rng.uniform(0, 0.5))
+        args.bn = trial % 3 != 0
+        gi, go = args.gi(cfg), args.go(cfg)
+        x = _values(rng, gi * args.H * args.W * cfg.cpi, 0.02)
+        w = _values(rng, go * gi * cfg.cpo * cfg.cpi * 9, 0.0)
+        b = _values(rng, go * cfg.cpo, 0.0)
+        n = pack_bn(_values(rng, go * cfg.cpo, 0.0), _values(rng, go * cfg.cpo, 0.0), cfg.cpo)
+        size = go * args.plane_out() * cfg.cpo
+        want = kernel_call(cfg, args, x, w, b, np.zeros(size, np.float32), None, n)
+        got = kernel_call_fast(cfg, args, x, w, b, np.zeros(size, np.float32), None, n)
+        np.testing.assert_array_equal(to_bits(got, canonical=True), to_bits(want, canonical=True),
+                                      err_msg=f"trial {trial}: {args}")
+
+
 def test_large_call_blocks_and_groups():
     """A call with many input groups and more pixels than one block holds."""
     cfg = KernelConfig.from_format("fp32", cpi=4, cpo=4, imax=512, wmax=64, hmax=64)

@@ -187,7 +187,8 @@ class ReferenceDevice(FlatMemoryDevice):
                       self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)))
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
         if cfg.is_float:            # binary32 data: the fp32 oracle, or its bit-identical fast form
-            (kernel_call_float if self.oracle else kernel_call_float_fast)(cfg, args, x, w, b, y)
+            n = self.view(ptr["n"], np.float32) if args.bn and ptr.get("n") else None
+            (kernel_call_float if self.oracle else kernel_call_float_fast)(cfg, args, x, w, b, y, None, n)
         elif self.oracle:
             kernel_call(cfg, args, x, w, b, y, m)
         else:

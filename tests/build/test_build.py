@@ -270,6 +270,31 @@ def test_descriptor_round_trips_into_the_same_config(tmp_path, cfg):
     assert data["formats"]["activation"]["range"] == list(cfg.act_range)
 
 
+def test_fp32_descriptor_states_the_number_format(tmp_path):
+    """An fp32 kernel's descriptor names its format, the subnormal mode and the registers that
+    hold binary32 bits, with the no-bound encoding CallArgs.clip_bounds writes."""
+    from hlsinf.reference import CallArgs
+    for subnormals in (True, False):
+        cfg = KernelConfig.from_format("fp32", cpi=4, cpo=4, fp32_subnormals=subnormals)
+        path = tmp_path / "descriptor.json"
+        write_descriptor(path, cfg)
+        loaded, data = load_descriptor(path)
+        assert loaded == cfg
+        number = data["formats"]["number"]
+        assert (number["format_name"], number["number_format"], number["fp32_subnormals"]) == ("fp32", "fp32", subnormals)
+        assert number["binary32_registers"] == ["clip_lo", "clip_hi"]
+        assert [r["name"] for r in data["registers"] if r["binary32"]] == ["clip_lo", "clip_hi"]
+        assert data["formats"]["pointers"] == {"x": "float32", "w": "float32", "b": "float32", "m": "uint32",
+                                               "y": "float32"}
+        assert data["operations"]["requantize"] is None and not data["operations"]["multiplier"]
+        no_bound = data["operations"]["clip"]["no_bound"]
+        lo, hi = CallArgs(H=4, W=4, rows=4, I=4, O=4).clip_bounds(cfg)
+        assert (no_bound["clip_lo"], no_bound["clip_hi"]) == (lo & 0xFFFFFFFF, hi)
+    int_data = build_descriptor(KernelConfig(cpi=2, cpo=2))
+    assert int_data["formats"]["number"]["binary32_registers"] == []
+    assert int_data["formats"]["number"]["format_name"] == "uint8"
+
+
 def test_built_descriptor_has_the_interface_widths(standin_build):
     out, _ = standin_build
     cfg, data = load_descriptor(out / "descriptor.json")
