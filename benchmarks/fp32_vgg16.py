@@ -88,11 +88,13 @@ def conv_channels(graph) -> int:
 
 
 def resources(cfg: KernelConfig) -> dict:
-    """The MAC array's fp32 units counted and priced by the units' Yosys figures: CPI*CPO*9
-    FMul, per output lane an FDotTree(CPI*9) (CPI*9 - 1 FAdd) and 2 FAdd (group accumulation
-    and bias). An estimate, not a synthesis of the kernel."""
-    fmul = cfg.cpi * cfg.cpo * 9
-    fadd = cfg.cpo * (cfg.cpi * 9 - 1) + 2 * cfg.cpo
+    """The fp32 units of the kernel (hlsinf/gateware/stages/float_*.py) counted and priced by
+    the units' Yosys figures: CPI*CPO*9 FMul and per output lane an FDotTree(CPI*9)
+    (CPI*9 - 1 FAdd) in FloatMul; per lane the accumulation and bias FAdd in FloatAdd and
+    2 FAdd + 1 FMul (pair, quad, x0.25) in FloatPool. An estimate of the float arithmetic
+    only, not a synthesis of the kernel (the rest: control, memories, line buffers)."""
+    fmul = cfg.cpi * cfg.cpo * 9 + cfg.cpo
+    fadd = cfg.cpo * (cfg.cpi * 9 - 1) + 2 * cfg.cpo + 2 * cfg.cpo
     lut = fmul * FMUL_LUT + fadd * FADD_LUT
     return dict(fmul=fmul, fadd=fadd, dsp=fmul * FMUL_DSP, lut=lut, lut_share=lut / U200_LUT,
                 dsp_share=fmul * FMUL_DSP / U200_DSP)
