@@ -198,13 +198,20 @@ def write_call(cfg: KernelConfig, args: CallArgs, seed: int, workdir: Path, *, l
     groups = args.groups(cfg)
     y_bytes = groups.stop * args.plane_out() * cfg.cpo * cfg.act_bits // 8
     w, b, m = data["w"], data["b"], data["m"]
-    # gmem_w holds weights, bias and multipliers one after the other, each on its own pages.
+    # gmem_w holds weights, bias, multipliers (and batch-norm parameters n, when ``data`` has
+    # them) one after the other, each on its own pages.
     pointers = {"x": PAGE, "w": PAGE, "b": PAGE + _pages(w.nbytes),
                 "m": PAGE + _pages(w.nbytes) + _pages(b.nbytes), "y": PAGE}
+    w_end = pointers["m"] + _pages(m.nbytes)
+    if "n" in data:
+        pointers["n"] = w_end
+        w_end += _pages(data["n"].nbytes)
     images = {"gmem_in": np.zeros(pointers["x"] + _pages(data["x"].nbytes), np.uint8),
-              "gmem_w": np.zeros(pointers["m"] + _pages(m.nbytes), np.uint8),
+              "gmem_w": np.zeros(w_end, np.uint8),
               "gmem_out": np.zeros(pointers["y"] + _pages(y_bytes), np.uint8)}
-    for bundle, name in (("gmem_in", "x"), ("gmem_w", "w"), ("gmem_w", "b"), ("gmem_w", "m")):
+    for bundle, name in (("gmem_in", "x"), ("gmem_w", "w"), ("gmem_w", "b"), ("gmem_w", "m"), ("gmem_w", "n")):
+        if name not in data:
+            continue
         raw = data[name].view(np.uint8).ravel()
         images[bundle][pointers[name]: pointers[name] + raw.size] = raw
     workdir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +261,7 @@ def check_call(cfg: KernelConfig, args: CallArgs, layout: dict, workdir: Path, *
         if cfg.is_float:
             # bit-exact, with every NaN read as the canonical one (numpy may keep a payload)
             out = expected[pointers["y"]: pointers["y"] + y_bytes].view(np.uint32)
-            reference_float.kernel_call(cfg, args, data["x"], data["w"], data["b"], out)
+            reference_float.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, n_mem=data.get("n"))
             out[:] = reference_float.to_bits(out.view(np.float32), canonical=True)
             if got.size == expected.size:
                 got = got.copy()
@@ -262,7 +269,7 @@ def check_call(cfg: KernelConfig, args: CallArgs, layout: dict, workdir: Path, *
                 got_y[:] = reference_float.to_bits(got_y.view(np.float32), canonical=True)
         else:
             out = expected[pointers["y"]: pointers["y"] + y_bytes].view(ref.act_dtype(cfg))
-            ref.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, data["m"])
+            ref.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, data["m"], data.get("n"))
         if not np.array_equal(got, expected):
             wrong = np.flatnonzero(got != expected) if got.size == expected.size else None
             where = (f"{wrong.size} bytes, the first at byte {int(wrong[0]) - pointers['y']} of the output"

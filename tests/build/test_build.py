@@ -206,6 +206,17 @@ def test_kernel_xml_args_equal_the_register_map(standin_build):
     assert "STATUS at 0x090" in (out / "kernel.xml").read_text()     # a comment, not an argument
 
 
+def test_fp32_packaging_names_float_pointers(tmp_path, standin_verilog):
+    """An fp32 build's kernel.xml has float* activations, weights and bias, and the descriptor
+    next to it states the number format."""
+    cfg = KernelConfig.from_format("fp32", cpi=2, cpo=2)
+    build(cfg, tmp_path, quiet=True, verilog=standin_verilog)
+    args = {a.get("name"): a.get("type") for a in ET.parse(tmp_path / "kernel.xml").getroot().iter("arg")}
+    assert [args[k] for k in ("x", "w", "b", "y", "m")] == ["float*"] * 4 + ["unsigned int*"]
+    _, data = load_descriptor(tmp_path / "descriptor.json")
+    assert data["formats"]["number"]["format_name"] == "fp32"
+
+
 def test_package_tcl_names_every_argument_and_bundle(standin_build):
     out, _ = standin_build
     tcl = (out / "package.tcl").read_text()

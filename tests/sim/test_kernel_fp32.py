@@ -3,7 +3,7 @@
 
 Two harness builds (hlsinf/sim/harness.py, the C++ bench: one Verilator build each, every call
 of a build on one served kernel, no reset between calls): CPI = CPO = 4 with subnormals, and
-CPI = CPO = 2 with flush to zero. Each call draws its own data, normal values with a share of
+CPI = CPO = 2 with flush to zero and both post-operations (leaky_relu, then bn). Each call draws its own data, normal values with a share of
 signed zeros, subnormals, infinities and NaNs; the harness compares the whole output memory,
 every NaN read as the canonical ``0x7FC00000``.
 """
@@ -20,7 +20,8 @@ from hlsinf.sim import harness                           # noqa: E402
 
 #: Small line buffers keep the Verilog (and its compile) small.
 CFG = KernelConfig.from_format("fp32", cpi=4, cpo=4, imax=64, wmax=32, hmax=32)
-CFG_FTZ = KernelConfig.from_format("fp32", cpi=2, cpo=2, imax=32, wmax=16, hmax=16, fp32_subnormals=False)
+CFG_FTZ = KernelConfig.from_format("fp32", cpi=2, cpo=2, imax=32, wmax=16, hmax=16, fp32_subnormals=False,
+                                   post_ops=("leaky_relu", "bn"))
 KERNEL_ARGS = {"input_cache_pixels": 64}
 
 _PAD1 = dict(pad_top=1, pad_bottom=1, pad_left=1, pad_right=1)
@@ -56,7 +57,10 @@ def server():
 
 
 def _run(server, cfg, name, args, specials, seed, workdir, **kwargs):
-    data = harness.random_float_data(cfg, args, np.random.default_rng(seed), specials=specials)
+    rng = np.random.default_rng(seed)
+    data = harness.random_float_data(cfg, args, rng, specials=specials)
+    if args.bn:
+        data["n"] = rf.pack_bn(rng.standard_normal(args.O), rng.standard_normal(args.O), cfg.cpo)
     return server.run(args, seed, workdir, data=data, label=name, **kwargs)
 
 
@@ -114,3 +118,21 @@ def test_call_flush_to_zero(server_ftz, tmp_path, name):
     args, specials = CALLS[name]
     args = CallArgs(**{**args.to_dict(), "O": min(args.O, 4)})
     _run(server_ftz, CFG_FTZ, name, args, specials, seed=50 + list(CALLS).index(name), workdir=tmp_path / name)
+
+
+#: Post-operation calls on the flush-to-zero build: leaky ReLU (slope 0.1) and batch-norm,
+#: each alone and both, with pooling after them.
+POST_CALLS = {
+    "leaky_relu": CallArgs(H=6, W=6, rows=6, I=3, O=4, leaky_relu=True, leaky_alpha_num=rf.float_bits(0.1),
+                           clip_hi=rf.float_bits(3.0), **_PAD1),
+    "bn_maxpool": CallArgs(H=6, W=7, rows=6, I=4, O=3, bn=True, pool=POOL_MAX, **_PAD1),
+    "leaky_bn_avgpool": CallArgs(H=7, W=6, rows=7, I=5, O=4, leaky_relu=True,
+                                 leaky_alpha_num=rf.float_bits(-0.375), bn=True, pool=POOL_AVG, stride=1,
+                                 pad_top=1, pad_left=2),
+}
+
+
+@pytest.mark.parametrize("name", POST_CALLS)
+def test_post_ops_flush_to_zero(server_ftz, tmp_path, name):
+    _run(server_ftz, CFG_FTZ, name, POST_CALLS[name], 0.1, seed=80 + list(POST_CALLS).index(name),
+         workdir=tmp_path / name)
