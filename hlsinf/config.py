@@ -86,6 +86,7 @@ class KernelConfig:
     rounding: str = "round"      #: requantisation rounding of int/fixed: round (half up) or trunc (floor)
     overflow: str = "sat"        #: requantisation overflow of int/fixed: sat (saturate) or wrap
     fp32_subnormals: bool = True #: fp32 only: keep subnormals (IEEE, as numpy) or flush them to zero
+    max_upsize: int = 1          #: largest nearest-upsize factor after pooling (1: not built, 2 or 4)
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -103,6 +104,7 @@ class KernelConfig:
             v = getattr(self, name)
             _check(name, v, "a power of two from 1 to 64", isinstance(v, int) and v in _POWERS_OF_TWO)
         _check("number_format", self.number_format, f"one of {NUMBER_FORMATS}", self.number_format in NUMBER_FORMATS)
+        _check("max_upsize", self.max_upsize, "1 (not built), 2 or 4", self.max_upsize in (1, 2, 4))
         _check("rounding", self.rounding, f"one of {ROUNDING_MODES}", self.rounding in ROUNDING_MODES)
         _check("overflow", self.overflow, f"one of {OVERFLOW_MODES}", self.overflow in OVERFLOW_MODES)
         if self.is_float:

@@ -138,6 +138,7 @@ class CallArgs:
     bn_shift: int = 0
     bn_clip_lo: int | None = None     #: None: the smallest activation value
     bn_clip_hi: int | None = None     #: None: the largest activation value
+    upsize: int = 1                   #: nearest upsampling factor after pooling (KernelConfig.max_upsize)
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -161,11 +162,12 @@ class CallArgs:
 
     @property
     def out_rows(self) -> int:
-        return self.conv_rows // 2 if self.pool else self.conv_rows
+        """Rows written per output group: after pooling, times the upsize factor."""
+        return (self.conv_rows // 2 if self.pool else self.conv_rows) * self.upsize
 
     @property
     def out_cols(self) -> int:
-        return self.conv_cols // 2 if self.pool else self.conv_cols
+        return (self.conv_cols // 2 if self.pool else self.conv_cols) * self.upsize
 
     def plane_out(self) -> int:
         return self.out_rows * self.out_cols if self.out_plane is None else self.out_plane
@@ -280,6 +282,8 @@ class CallArgs:
             need("bn_clip_hi", amin <= self.bn_clip_hi <= amax, f"{amin} to {amax}")
         blo, bhi = self.bn_bounds(cfg)
         need("bn_clip_hi", blo <= bhi, f">= the lower bound {blo}")
+        need("upsize", self.upsize in (1, 2, 4) and self.upsize <= cfg.max_upsize,
+             f"1 (none) or a factor built into this kernel: 1 to max_upsize = {cfg.max_upsize}, a power of two")
         need("write_offset", 0 <= self.write_offset, ">= 0")
         need("out_plane", self.out_plane is None or
              self.write_offset + self.out_rows * self.out_cols <= self.out_plane,
@@ -351,6 +355,14 @@ def pool2x2(y: np.ndarray, mode: int) -> np.ndarray:
     if mode == POOL_AVG:
         return (quads.sum(axis=(1, 3)) + 2) >> 2
     raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
+
+
+def upsize(y: np.ndarray, factor: int) -> np.ndarray:
+    """Stage ``upsize``: nearest upsampling of a ``rows x cols x lanes`` frame by ``factor``
+    (every pixel ``factor`` times along a row, every row ``factor`` times)."""
+    if factor == 1:
+        return y
+    return np.repeat(np.repeat(y, factor, axis=0), factor, axis=1)
 
 
 def leaky_relu(v, alpha_num: int, alpha_shift: int, lo: int, hi: int) -> np.ndarray:
@@ -465,7 +477,7 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     if args.bn:
         need_size("n_mem", n_mem, go * 2 * cpo)
     y = post_ops(y, cfg, args, channels, n_mem)
-    y = pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool)
+    y = upsize(pool2x2(y.reshape(ho, wo, len(groups) * cpo), args.pool), args.upsize)
 
     out = out_mem.reshape(-1)
     hp, wp = y.shape[:2]

@@ -320,8 +320,10 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
         if pool == POOL_AVG:
             q = acc[:, : wp * 2].reshape((r1 - r0) // 2, 2, wp, 2, n1 - n0)
             acc = (q.sum(axis=(1, 3)) + 2) >> 2
+        if args.upsize > 1:
+            acc = np.repeat(np.repeat(acc, args.upsize, axis=0), args.upsize, axis=1)
         y = acc.astype(out.dtype).reshape(-1, (n1 - n0) // cpo, cpo).transpose(1, 0, 2)
-        first = args.write_offset + r0 // step * wp
+        first = args.write_offset + r0 // step * args.upsize * wp * args.upsize
         out[n0 // cpo: n1 // cpo, first: first + y.shape[1]] = y
 
     # Blocks of output rows (an even number when pooling); on the float path output-group ranges

@@ -13,7 +13,8 @@ from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
-           "RESP_NAMES", "decode_status", "FLOAT_SCALARS", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE"]
+           "RESP_NAMES", "decode_status", "FLOAT_SCALARS", "post_op_groups", "POST_OP_SCALARS", "POST_OP_POINTERS",
+           "POST_BASE"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -96,10 +97,24 @@ POST_OP_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
 }
 
 #: Pointer arguments of the post-operations (after their scalars, 8-byte aligned).
+#: Registers of the design-time stages after pooling (present when built): the same area as
+#: the post-operations, after theirs.
+POST_OP_SCALARS["upsize"] = (
+    ("upsize", False, "nearest upsampling factor after pooling: 1 (none), 2 or 4 (up to max_upsize)"),
+)
+
 POST_OP_POINTERS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "bn": (("n", "gmem_w", "post-op: batch-norm parameters, [GO][2][CPO] int32 words: "
                            "CPO multipliers (low 16 bits, signed), then CPO biases"),),
 }
+
+
+def post_op_groups(cfg=None) -> tuple[str, ...]:
+    """The keys of :data:`POST_OP_SCALARS` a kernel built with ``cfg`` has, in register order:
+    its post-operations in their order, then the stages after pooling it is built with."""
+    if cfg is None:
+        return ()
+    return tuple(cfg.post_ops) + (("upsize",) if cfg.max_upsize > 1 else ())
 
 
 def register_map(cfg=None) -> list[Register]:
@@ -120,7 +135,7 @@ def register_map(cfg=None) -> list[Register]:
         offset += 8
     assert offset <= STATUS, "the argument registers run into the status register"
     offset = POST_BASE
-    post_ops = cfg.post_ops if cfg is not None else ()
+    post_ops = post_op_groups(cfg)
     for op in post_ops:
         for name, signed, doc in POST_OP_SCALARS[op]:
             if is_float and name in FLOAT_SCALARS:

@@ -20,7 +20,7 @@ from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
 from hlsinf.reference_float import CANONICAL_NAN
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
 from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, POINTERS, POST_OP_POINTERS, POST_OP_SCALARS, SCALARS, STATUS,
-                        STATUS_BITS, STATUS_RESP_SHIFT, register_map)
+                        STATUS_BITS, STATUS_RESP_SHIFT, post_op_groups, register_map)
 
 __all__ = ["DESCRIPTOR_FORMAT", "DESCRIPTOR_VERSION", "DescriptorError", "element_types",
            "build_descriptor", "write_descriptor", "load_descriptor"]
@@ -163,6 +163,9 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                           + [name for name, _, _ in POST_OP_POINTERS.get(op, ())],
                           "formula": (_FLOAT_POST_OP_FORMULAS if cfg.is_float else _POST_OP_FORMULAS)[op]}
                          for op in cfg.post_ops],
+            # Nearest upsampling after pooling: register "upsize" holds the factor.
+            "upsize": {"factors": [f for f in (1, 2, 4) if f <= cfg.max_upsize], "mode": "nearest",
+                       "after": "pool", "register": "upsize" if cfg.max_upsize > 1 else None},
         },
         "layouts": {
             "activations": {"name": "GIHWCPI", "group": cfg.cpi,
@@ -232,8 +235,8 @@ def load_descriptor(path) -> tuple[KernelConfig, dict]:
     _need(path, isinstance(regs, list) and regs, "'registers' is missing or empty")
     base = data.get("control", {}).get("args_base", ARGS_BASE)
     expected = {name: "scalar" for name, _, _ in SCALARS} | {name: "pointer" for name, _, _ in POINTERS}
-    expected |= {name: "scalar" for op in cfg.post_ops for name, _, _ in POST_OP_SCALARS[op]}
-    expected |= {name: "pointer" for op in cfg.post_ops for name, _, _ in POST_OP_POINTERS.get(op, ())}
+    expected |= {name: "scalar" for op in post_op_groups(cfg) for name, _, _ in POST_OP_SCALARS[op]}
+    expected |= {name: "pointer" for op in post_op_groups(cfg) for name, _, _ in POST_OP_POINTERS.get(op, ())}
     seen = {}
     for i, reg in enumerate(regs):
         _need(path, isinstance(reg, dict) and {"name", "offset", "bits", "kind"} <= set(reg),

@@ -9,7 +9,7 @@ leaf of the AXI signatures becomes one member named ``<prefix>_<leaf>``, and
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.hdl import ClockDomain, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,6 +27,7 @@ from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
 from hlsinf.gateware.memory.read import ActivationReader
 from hlsinf.gateware.stages.relu import Relu
+from hlsinf.gateware.stages.upsize import Upsize
 from hlsinf.gateware.memory.weights import ParameterLoader
 from hlsinf.gateware.stages.window import Window
 from hlsinf.gateware.memory.write import PixelWriter
@@ -298,7 +299,16 @@ class Kernel(wiring.Component):
             wiring.connect(m, activations, stage.i)
             activations = stage.o
         wiring.connect(m, activations, pool.i)
-        wiring.connect(m, pool.o, writer.i)
+        pooled = pool.o
+        if cfg.max_upsize > 1:
+            # Nearest upsampling of the pooled frame: the writer's lengths are already f*f larger.
+            m.submodules.upsize = upsize = Upsize(cfg)
+            connect_params(m, upsize.params, g, cols=Mux(g.pool != 0, g.conv_cols >> 1, g.conv_cols),
+                           factor_log=g.upsize_log)
+            wiring.connect(m, pooled, upsize.i)
+            pooled = upsize.o
+            post["upsize"] = upsize
+        wiring.connect(m, pooled, writer.i)
 
         #: The sub-components of the last elaboration, by name (for simulation probes).
         self.parts = dict(control=control, sequencer=seq, reader=reader, loader=loader, writer=writer,

@@ -82,7 +82,12 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
     rows = unsigned(bits_for(cfg.max_padded_rows))
     cols = unsigned(bits_for(cfg.max_padded_cols))
     pixels = unsigned(bits_for(cfg.max_frame_pixels))
-    return data.StructLayout({
+    # Written rows, columns and pixels grow by the upsize factor (KernelConfig.max_upsize).
+    up_log = cfg.max_upsize.bit_length() - 1
+    out_rows_shape = unsigned(bits_for(cfg.max_padded_rows) + up_log)
+    out_cols_shape = unsigned(bits_for(cfg.max_padded_cols) + up_log)
+    out_pixels_shape = unsigned(bits_for(cfg.max_frame_pixels) + 2 * up_log)
+    fields = {
         "groups_in": unsigned(bits_for(math.ceil(cfg.imax / cfg.cpi))),
         "rows": rows,                    # input rows of a frame
         "cols": cols,                    # input columns of a frame (W)
@@ -97,9 +102,9 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
         "conv_cols": cols,
         "frame_pixels": pixels,          # convolution outputs of a frame
         "pool": unsigned(2),
-        "out_rows": rows,
-        "out_cols": cols,
-        "out_pixels": pixels,            # pixels written per output group
+        "out_rows": out_rows_shape,
+        "out_cols": out_cols_shape,
+        "out_pixels": out_pixels_shape,  # pixels written per output group
         "shift": unsigned(bits_for(cfg.max_shift)),
         # Signed and one bit wider than an activation: both uint8 and int8 bounds fit.
         "clip_lo": signed(cfg.act_bits + 1),
@@ -110,7 +115,10 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
         "tile_pixels": unsigned(32),     # GI * rows * W
         "passes": unsigned(32),          # output groups of the call (o_count)
         "cached": 1,
-    })
+    }
+    if cfg.max_upsize > 1:
+        fields["upsize_log"] = unsigned(2)   # log2 of the nearest-upsize factor (0: none)
+    return data.StructLayout(fields)
 
 
 def _times_set_bytes(value, cfg: KernelConfig):
@@ -208,6 +216,8 @@ class Sequencer(wiring.Component):
         pooled = g.pool != 0
         out_rows = Mux(pooled, g.conv_rows >> 1, g.conv_rows)
         out_cols = Mux(pooled, g.conv_cols >> 1, g.conv_cols)
+        if cfg.max_upsize > 1:
+            out_rows, out_cols = out_rows << g.upsize_log, out_cols << g.upsize_log
         frame = product("frame", g.conv_rows, g.conv_cols)
         out_pixels = product("out_px", out_rows, out_cols)
         started_in_conv = [plane_in, tile_in, w_first, out_first, frames, gi_rows]
@@ -280,6 +290,8 @@ class Sequencer(wiring.Component):
                         m_base.eq(a.m + (a.o_first << mult_group_log)),
                         out_step.eq(a.out_plane << cpo_log),
                     ]
+                    if cfg.max_upsize > 1:
+                        m.d.sync += g.upsize_log.eq(Mux(a.upsize == 4, 2, Mux(a.upsize == 2, 1, 0)))
                     if with_bn:
                         m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(a.bn != 0)]
                     m.next = "CONV"

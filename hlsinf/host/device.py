@@ -41,10 +41,13 @@ class DeviceError(RuntimeError):
     """A device operation failed; the message names the buffer, address or register."""
 
 
-def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
-    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers)."""
+def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
+    """Inverse of :func:`~hlsinf.registers.encode_call`: register words -> (CallArgs, pointers).
+
+    With ``cfg``, the registers of the post-operations and later stages it is built with are
+    decoded too (a device must pass its own: without them a post-op's enable would be lost)."""
     values, pointers = {}, {}
-    for reg in register_map():
+    for reg in register_map(cfg):
         if reg.offset not in words:
             raise DeviceError(f"register {reg.name} (offset 0x{reg.offset:02x}) was not written")
         lo = words[reg.offset]
@@ -52,7 +55,7 @@ def decode_call(words: dict[int, int]) -> tuple[CallArgs, dict[str, int]]:
             pointers[reg.name] = lo | (words.get(reg.offset + 4, 0) << 32)
         else:
             values[reg.name] = lo - (1 << 32) if reg.signed and lo & 0x8000_0000 else lo
-    flags = {"relu", "use_mult"}
+    flags = {"relu", "use_mult", "leaky_relu", "bn"}
     args = CallArgs(**{k: bool(v) if k in flags else v for k, v in values.items()})
     return args, pointers
 
@@ -174,7 +177,7 @@ class ReferenceDevice(FlatMemoryDevice):
     def start(self, registers: dict[int, int]) -> None:
         if self._pending is not None:
             raise DeviceError("start while the previous call has not been waited for")
-        args, ptr = decode_call(registers)
+        args, ptr = decode_call(registers, self.cfg)
         self._pending = (args, ptr)
 
     def wait(self) -> int | None:

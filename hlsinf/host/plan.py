@@ -433,6 +433,7 @@ class _Match:
     x_type: tuple[np.dtype, int]              # the model's input type and zero point
     y_type: tuple[np.dtype, int]              # the model's output type and zero point
     q_clip: tuple[int, int]                   # output bounds in the model's integers (type range, Relu/Clip)
+    upsize: int = 1                           # nearest upsampling factor after the pool (Resize)
 
 
 class _NoMatch(Exception):
@@ -564,10 +565,10 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     # Absorb what follows at the same scale: DQ -> Relu|Clip|2x2 pool -> Q. Clipping is
     # exact on the integers; a max pool commutes with it, so a Relu after a max pool is
     # still the kernel's clip before its pool; an average pool must come last.
-    pool = POOL_NONE
+    pool, upsize = POOL_NONE, 1
     while True:
         dq2 = _only_consumer(graph, out, ("DequantizeLinear",))
-        nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool"))
+        nxt = dq2 and _only_consumer(graph, dq2.outputs[0], ("Relu", "Clip", "MaxPool", "AveragePool", "Resize"))
         q2 = nxt and _only_consumer(graph, nxt.outputs[0], ("QuantizeLinear",))
         if not q2:
             break
@@ -586,10 +587,16 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
                 break
             clip = (lo if clip[0] is None else clip[0] if lo is None else max(lo, clip[0]),
                     hi if clip[1] is None else clip[1] if hi is None else min(hi, clip[1]))
+        elif nxt.op == "Resize":
+            # Nearest upsampling commutes with the clip; it is the kernel's last step.
+            factor = _nearest_factor(graph, nxt)
+            if upsize > 1 or factor is None or factor > cfg.max_upsize or graph.shapes[x_dq.inputs[0]][3] > cfg.wmax:
+                break
+            upsize = factor
         else:
             mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
             built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
-            if pool or not built or not _is_pool2x2(nxt):
+            if pool or upsize > 1 or not built or not _is_pool2x2(nxt):
                 break
             pool = mode
         nodes += [dq2, nxt, q2]
@@ -600,7 +607,38 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _
     q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
     q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
-                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi))
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize)
+
+
+def _nearest_factor(graph: Graph, node: Node) -> int | None:
+    """The factor of a Resize that repeats every pixel f x f times (nearest, the same integer
+    factor on H and W, N and C unchanged), or None for any other Resize.
+
+    With ``asymmetric`` coordinates the source pixel is ``x / f``, a repetition only when
+    rounded down (``nearest_mode = floor``); with ``half_pixel`` it is ``(x + 0.5) / f - 0.5``,
+    which never lies halfway between two pixels for an even f, so every rounding gives the
+    repetition."""
+    a = node.attrs
+    if a.get("mode", "nearest") != "nearest" or a.get("antialias", 0) or a.get("keep_aspect_ratio_policy",
+                                                                              "stretch") != "stretch":
+        return None
+    shape_in, shape_out = graph.shapes.get(node.inputs[0]), graph.shapes.get(node.outputs[0])
+    if not shape_in or not shape_out or len(shape_in) != 4 or len(shape_out) != 4:
+        return None
+    if any(not isinstance(v, int) for v in (*shape_in, *shape_out)) or shape_in[:2] != shape_out[:2]:
+        return None
+    if shape_out[2] % shape_in[2] or shape_out[3] % shape_in[3]:
+        return None
+    factor = shape_out[2] // shape_in[2]
+    if factor != shape_out[3] // shape_in[3] or factor not in (2, 4):
+        return None
+    ctm = a.get("coordinate_transformation_mode", "half_pixel")
+    nearest_mode = a.get("nearest_mode", "round_prefer_floor")
+    if ctm == "asymmetric" and nearest_mode == "floor":
+        return factor
+    if ctm in ("half_pixel", "pytorch_half_pixel"):
+        return factor
+    return None
 
 
 def _clip_bounds(graph: Graph, act: Node) -> tuple[float | None, float | None]:
@@ -679,7 +717,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
 
     calls, columns, row_tiles, group_splits, (out_rows, out_cols) = _tile_calls(
         cfg, where, (c, h, w), o, (pt, pb, pl, pr), stride, m.pool, max_rows, max_out_groups, max_cols,
-        relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier)
+        upsize=m.upsize, relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier)
     return FpgaLayer(
         name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin), output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
@@ -694,13 +732,14 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
 
 def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o: int,
                 pads: tuple[int, int, int, int], stride: int, pool: int, max_rows: int | None,
-                max_out_groups: int | None, max_cols: int | None, **fields):
+                max_out_groups: int | None, max_cols: int | None, upsize: int = 1, **fields):
     """The calls of one layer (integer or fp32): row tiles, column tiles and output-group ranges.
 
     ``in_shape`` is the device input (C, H, W), ``pads`` (top, bottom, left, right) what the
-    calls pad in the 3x3 slot, ``fields`` the per-layer call arguments (relu, clip, shift, ...).
-    Returns ``(calls, columns, row tiles, group ranges, (output rows, output columns))``;
-    ``columns`` is empty when the calls read the whole width."""
+    calls pad in the 3x3 slot, ``upsize`` the nearest upsampling after the pool, ``fields``
+    the per-layer call arguments (relu, clip, shift, ...). Returns ``(calls, columns, row
+    tiles, group ranges, (output rows, output columns))``; ``columns`` is empty when the calls
+    read the whole width."""
     c, h, w = in_shape
     pt, pb, pl, pr = pads
     conv_rows = (h + pt + pb - 3) // stride + 1
@@ -708,8 +747,9 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     if conv_rows < 1 or conv_cols < 1:
         raise PlanError(f"{where}: the output would be empty")
     pool_div = 2 if pool else 1
+    up = upsize
     rows_used = conv_rows // pool_div * pool_div
-    out_rows, out_cols = conv_rows // pool_div, conv_cols // pool_div
+    out_rows, out_cols = conv_rows // pool_div * up, conv_cols // pool_div * up
     if pool and (out_rows < 1 or out_cols < 1):
         raise _NoMatch("pooling of a single row or column")
     tile = (cfg.hmax - 3) // stride + 1
@@ -723,6 +763,9 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     # Column tiles only when the image is wider than the line buffers: each reads its own
     # narrower copy of the input (halo columns included) and writes its own output strip.
     whole_width = w <= cfg.wmax and max_cols is None
+    if up > 1 and not whole_width:
+        raise PlanError(f"{where}: an upsampled layer must be written in whole rows (width {w} <= wmax = "
+                        f"{cfg.wmax}, no column tiles)")
     if whole_width:
         col_tiles = [(0, conv_cols // pool_div * pool_div)]
     else:
@@ -757,9 +800,9 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
             for g0, count in group_ranges:
                 args = CallArgs(H=h, W=tw, rows=stop - start + 1, I=c, O=o, pad_top=top, pad_bottom=bottom,
                                 pad_left=left, pad_right=right, stride=stride, o_first=g0,
-                                o_count=None if len(group_ranges) == 1 else count,
-                                pool=pool, **fields, read_offset=start * tw, write_offset=(r0 // pool_div) * tout,
-                                out_plane=out_rows * tout)
+                                o_count=None if len(group_ranges) == 1 else count, pool=pool, **fields,
+                                read_offset=start * tw, write_offset=(r0 // pool_div) * up * tout,
+                                out_plane=out_rows * tout, upsize=up)
                 try:
                     args.validate(cfg)
                 except ValueError as e:

@@ -148,6 +148,8 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
                 conv_input[node.name] = x
         elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]
+        elif node.op == "Resize" and node.attrs.get("mode", "nearest") == "nearest" and node.inputs[0] in scales:
+            scales[node.outputs[0]] = scales[node.inputs[0]]      # nearest copies values: same scale
 
     zp_dtype = np.int8 if signed else np.uint8
     inits = dict(graph.initializers)

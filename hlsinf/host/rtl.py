@@ -152,7 +152,7 @@ class RtlDevice(FlatMemoryDevice):
             raise DeviceError("wait without a started call")
         words, self._pending = self._pending, None
         cfg = self.cfg
-        args, ptr = decode_call(words)
+        args, ptr = decode_call(words, self.cfg)
         gi, go = args.gi(cfg), args.go(cfg)
         asz = np.dtype(act_dtype(cfg)).itemsize
         sizes = {"x": gi * args.H * args.W * cfg.cpi * asz,
