@@ -22,6 +22,11 @@ What the planner does, in order:
 Anything else runs on the CPU, in onnxruntime: each run of CPU steps between accelerator
 layers is one ONNX subgraph (:mod:`hlsinf.host.cpu`); a convolution on the CPU carries the
 reason.
+
+An fp32 kernel (``number_format='fp32'``) takes the float model as it is instead: steps 2-3
+become :func:`_match_float_conv` / :func:`_build_float_layer` (``Conv [-> Relu|Clip]
+[-> 2x2 pool]`` with float32 weights and bias, no scales), the tiling and the transfers are
+the same; a quantised model or a calibration batch is a :class:`PlanError` there.
 """
 
 from __future__ import annotations
@@ -975,6 +980,10 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     columns of a column tile (column tiles are made anyway when an input is wider than
     ``wmax``) and ``max_out_groups`` the output groups of one call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
     :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
+
+    On an fp32 kernel the float model is planned as it is (float32 weights and bias, Relu/Clip
+    and 2x2 pools fused, the same tiling); a QDQ model or a ``calibration`` batch is a
+    :class:`PlanError`, since either would change the model the kernel computes.
     """
     cfg, descriptor = load_kernel(kernel)
     caps = _Caps.of(descriptor)
