@@ -81,6 +81,7 @@ def test_an_axi_error_is_a_device_error_and_the_next_call_is_clean():
         device.close()
 
 
+@pytest.mark.slow      # its own fp32 Verilator build: minutes (tests/sim/test_kernel_fp32.py covers the RTL in CI)
 def test_fp32_calls_on_the_rtl_device_match_reference_float():
     """An fp32 kernel on the RTL device: memory images are binary32 bit patterns, the
     clip registers hold binary32 bits; two calls (ReLU + clip, then average pooling) give

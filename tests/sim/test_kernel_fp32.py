@@ -2,7 +2,8 @@
 ``hlsinf.reference_float.kernel_call``.
 
 Two harness builds (hlsinf/sim/harness.py, the C++ bench: one Verilator build each, every call
-of a build on one served kernel, no reset between calls): CPI = CPO = 4 with subnormals, and
+of a build on one served kernel, no reset between calls): CPI = CPO = 4 with subnormals
+(``-m slow``: its Verilog and compile take tens of minutes on 2 shared cores), and, in CI,
 CPI = CPO = 2 with flush to zero and both post-operations (leaky_relu, then bn). Each call draws its own data, normal values with a share of
 signed zeros, subnormals, infinities and NaNs; the harness compares the whole output memory,
 every NaN read as the canonical ``0x7FC00000``.
@@ -79,21 +80,29 @@ def test_data_has_special_values():
     assert ((products != 0) & (np.abs(products) < np.float32(2.0 ** -126))).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CALLS)
 def test_call(server, tmp_path, name):
     args, specials = CALLS[name]
     _run(server, CFG, name, args, specials, seed=list(CALLS).index(name), workdir=tmp_path / name)
 
 
-def test_calls_under_axi_pauses(server, tmp_path):
-    """Random pauses on every AXI channel and random latencies: the same results."""
+def _calls_under_axi_pauses(server, cfg, tmp_path):
     for k, name in enumerate(("padding_relu", "avgpool_clip")):
         args, specials = CALLS[name]
+        args = CallArgs(**{**args.to_dict(), "O": min(args.O, 4 * cfg.cpo)})
         options = harness.AxiOptions(seed=k, read_latency=(5, 60), write_latency=(5, 60), pause_ar=0.2,
                                      pause_r=0.3, pause_aw=0.2, pause_w=0.3, pause_b=0.2, pause_host=0.2)
-        _run(server, CFG, name, args, specials, seed=100 + k, workdir=tmp_path / name, options=options)
+        _run(server, cfg, name, args, specials, seed=100 + k, workdir=tmp_path / name, options=options)
 
 
+@pytest.mark.slow
+def test_calls_under_axi_pauses(server, tmp_path):
+    """Random pauses on every AXI channel and random latencies: the same results."""
+    _calls_under_axi_pauses(server, CFG, tmp_path)
+
+
+@pytest.mark.slow
 def test_cycles_against_ideal(server, tmp_path):
     """One 16 x 16 call with 16 input channels and two output groups: its cycles against the
     ideal (one CPI pixel per cycle per output group, CallArgs.ideal_cycles); figure in
@@ -113,11 +122,16 @@ def server_ftz():
         yield srv
 
 
-@pytest.mark.parametrize("name", ["padding_relu", "specials_avgpool", "stride2_maxpool"])
+@pytest.mark.parametrize("name", CALLS)
 def test_call_flush_to_zero(server_ftz, tmp_path, name):
+    """Every call of CALLS on the 2x2 build (at most four output groups)."""
     args, specials = CALLS[name]
-    args = CallArgs(**{**args.to_dict(), "O": min(args.O, 4)})
+    args = CallArgs(**{**args.to_dict(), "O": min(args.O, 4 * CFG_FTZ.cpo)})
     _run(server_ftz, CFG_FTZ, name, args, specials, seed=50 + list(CALLS).index(name), workdir=tmp_path / name)
+
+
+def test_calls_under_axi_pauses_flush_to_zero(server_ftz, tmp_path):
+    _calls_under_axi_pauses(server_ftz, CFG_FTZ, tmp_path)
 
 
 #: Post-operation calls on the flush-to-zero build: leaky ReLU (slope 0.1) and batch-norm,
