@@ -21,8 +21,8 @@ pytest.importorskip("cocotbext.axi")
 
 from tests.host.test_host_fp32 import SmallFloatCNN, export  # noqa: E402
 
-#: The 2x2 fp32 build test_host_rtl.py uses too: one Verilator build (cached by its Verilog)
-#: serves both, and a 4x4 fp32 kernel takes many minutes to elaborate and compile here.
+#: The 2x2 fp32 build test_host_rtl.py's fp32 test uses too: one Verilator build (cached by
+#: its Verilog) serves both; a 4x4 fp32 kernel takes many minutes to elaborate and compile.
 CFG = KernelConfig.from_format("fp32", cpi=2, cpo=2, imax=16, wmax=16, hmax=16)
 MISSING = unsupported_features(CFG)
 
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.skipif(
                           "(the fp32 MAC array and kernel of branch fp32-kernel)")
 
 
+@pytest.mark.slow      # its own fp32 Verilator build: 7 min here (tests/sim/test_kernel_fp32.py covers the RTL in CI)
 def test_small_float_cnn_on_the_rtl_device_matches_the_reference_device():
     from hlsinf.host.rtl import RtlDevice
     torch.manual_seed(0)
