@@ -191,9 +191,9 @@ def network(name: str, model, cfg: KernelConfig, x: np.ndarray, repeats: int, ru
     return r
 
 
-def table(results: list[dict], cfg: KernelConfig) -> str:
+def table(results: list[dict], cfg: KernelConfig, resolution: int = 224) -> str:
     f = CLOCK_MHZ
-    lines = [f"| network (224x224 float, fp32 {cfg.cpi}x{cfg.cpo}) | conv channels | params | MACs | on accelerator "
+    lines = [f"| network ({resolution}x{resolution} float, fp32 {cfg.cpi}x{cfg.cpo}) | conv channels | params | MACs | on accelerator "
              f"(conv) | calls | ideal Mcycles | efficiency | accelerator ms at {f} MHz (200 / 300) | CPU layers ms "
              f"| transfers ms | **total ms** | paper fp32 ms | onnxruntime float ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
                resources_estimate=res, paper_cpu_ms=PAPER_CPU_MS, networks=results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-    print(table(results, cfg))
+    print(table(results, cfg, args.resolution))
     print()
     print(f"fp32 MAC array estimate ({cfg.cpi}x{cfg.cpo}): {res['fmul']} FMul + {res['fadd']} FAdd = "
           f"{res['dsp']} DSP48E2 ({100 * res['dsp_share']:.1f} % of the U200), {res['lut']:,} LUT "
