@@ -15,8 +15,11 @@ sums; docs/numbers.md ("fp32") states it in words:
 
 ``subnormals=False`` selects the flush-to-zero arithmetic of the units built that way
 (:func:`ftz_mul`, :func:`ftz_add`); by default subnormals are kept, as numpy keeps them.
-NaN results of the hardware are always ``0x7FC00000``; numpy may return another NaN, so
-compare through :func:`to_bits` with ``canonical=True`` (or compare NaN as NaN).
+NaN results of the hardware are always ``0x7FC00000``, and so are those of :func:`fmul` and
+:func:`fadd` (numpy may return another NaN, with the sign set: :func:`canonical_nan`), since
+ReLU, clip, max pooling and leaky ReLU look at the sign bit of what the units return. NaN
+inputs pass through ReLU/clip/pooling unchanged only where no unit touches them; compare
+through :func:`to_bits` with ``canonical=True`` where that does not matter.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "CANONICAL_NAN", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
+    "CANONICAL_NAN", "canonical_nan", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
     "dot_tree", "mul_partial", "accumulate", "float_bits", "bits_float", "relu", "clip", "max_key",
     "pool2x2", "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops", "kernel_call",
 ]
@@ -87,22 +90,35 @@ def ftz_add(a, b) -> np.ndarray:
         return flush_subnormals(a + b)
 
 
+_NAN = np.asarray(CANONICAL_NAN, np.uint32).view(np.float32)
+
+
+def canonical_nan(x) -> np.ndarray:
+    """``x`` with every NaN replaced by ``0x7FC00000``, the NaN the units return. numpy keeps
+    an operand's NaN sign and payload; what follows a unit (ReLU, clip, max pooling, leaky
+    ReLU) looks at the sign bit, so the model must carry the hardware's NaN."""
+    x = np.asarray(x, np.float32)
+    return np.where(np.isnan(x), _NAN, x).astype(np.float32)
+
+
 def fmul(a, b, *, subnormals: bool = True) -> np.ndarray:
-    """The product :class:`~hlsinf.gateware.lib.float32.FMul` computes, as float32."""
+    """The product :class:`~hlsinf.gateware.lib.float32.FMul` computes, as float32 (a NaN
+    result is ``0x7FC00000``)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if not subnormals:
-        return ftz_mul(a, b)
+        return canonical_nan(ftz_mul(a, b))
     with np.errstate(all="ignore"):
-        return np.multiply(a, b, dtype=np.float32)
+        return canonical_nan(np.multiply(a, b, dtype=np.float32))
 
 
 def fadd(a, b, *, subnormals: bool = True) -> np.ndarray:
-    """The sum :class:`~hlsinf.gateware.lib.float32.FAdd` computes, as float32."""
+    """The sum :class:`~hlsinf.gateware.lib.float32.FAdd` computes, as float32 (a NaN result
+    is ``0x7FC00000``)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if not subnormals:
-        return ftz_add(a, b)
+        return canonical_nan(ftz_add(a, b))
     with np.errstate(all="ignore"):
-        return np.add(a, b, dtype=np.float32)
+        return canonical_nan(np.add(a, b, dtype=np.float32))
 
 
 def dot_tree(values, *, subnormals: bool = True) -> np.ndarray:

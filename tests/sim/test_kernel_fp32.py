@@ -150,3 +150,13 @@ POST_CALLS = {
 def test_post_ops_flush_to_zero(server_ftz, tmp_path, name):
     _run(server_ftz, CFG_FTZ, name, POST_CALLS[name], 0.1, seed=80 + list(POST_CALLS).index(name),
          workdir=tmp_path / name)
+
+
+def test_cycles_against_ideal_flush_to_zero(server_ftz, tmp_path):
+    """16 x 16, 16 input channels, four output groups on the 2x2 build: bit-exact, and within
+    10 % of the ideal cycles (docs/performance.md has the figure)."""
+    args = CallArgs(H=16, W=16, rows=16, I=16, O=8, relu=True, **_PAD1)
+    got = _run(server_ftz, CFG_FTZ, "cycles", args, 0.0, seed=7, workdir=tmp_path / "cycles")
+    efficiency = got["ideal"] / got["cycles"]
+    print(f"fp32 2x2: {got['cycles']} cycles, ideal {got['ideal']}, efficiency {efficiency:.3f}")
+    assert efficiency > 0.9

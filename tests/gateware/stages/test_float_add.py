@@ -180,3 +180,24 @@ def test_calls_with_different_params_back_to_back():
 def test_rejects_integer_config():
     with pytest.raises(ValueError, match="allowed 'fp32'"):
         FloatAdd(KernelConfig(cpi=1, cpo=1, wmax=4, hmax=2, imax=16))
+
+
+@pytest.mark.parametrize("cpo", [1, 4])
+def test_float_stages_connect(cpo):
+    """mul -> add -> post-ops of an fp32 cfg connect with ``wiring.connect`` (the same binary32
+    lane shape on every stream) and stay 32 bits a lane."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+
+    from hlsinf.gateware.stages.float_mul import FloatMul
+    from hlsinf.gateware.stages.float_post import FloatBatchNorm, FloatLeakyRelu
+
+    cfg = KernelConfig.from_format("fp32", cpi=2, cpo=cpo, wmax=6, hmax=4, imax=16, post_ops=("leaky_relu", "bn"))
+    mul, add, leaky, bn = FloatMul(cfg), FloatAdd(cfg), FloatLeakyRelu(cfg), FloatBatchNorm(cfg)
+    m = Module()
+    wiring.connect(m, mul.o, add.i)
+    wiring.connect(m, add.o, leaky.i)
+    wiring.connect(m, leaky.o, bn.i)
+    for layout in (add.partial_layout, add.bias_layout, add.acc_layout):
+        assert layout.size == 32 * cpo
+    assert bn.signature.members["item"].signature.members["payload"].shape.size == 2 * 32 * cpo
