@@ -57,16 +57,23 @@ class CallError(ValueError):
 # Memory element types ---------------------------------------------------------------------
 
 def act_dtype(cfg: KernelConfig):
-    """numpy type of an activation memory image: 4-bit lanes are bytes of two lanes each."""
+    """numpy type of an activation memory image: 4-bit lanes are bytes of two lanes each;
+    fp32 kernels: activations, weights and biases are binary32."""
+    if cfg.is_float:
+        return np.float32
     return {(4, False): np.uint8, (4, True): np.uint8, (8, False): np.uint8, (8, True): np.int8,
             (16, False): np.uint16, (16, True): np.int16}[cfg.act_bits, cfg.act_signed]
 
 
 def weight_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {4: np.uint8, 8: np.int8, 16: np.int16}[cfg.weight_bits]
 
 
 def bias_dtype(cfg: KernelConfig):
+    if cfg.is_float:
+        return np.float32
     return {16: np.int16, 32: np.int32}[cfg.bias_bits]
 
 
@@ -81,6 +88,24 @@ def conv_output_size(size: int, pad_before: int, pad_after: int, stride: int) ->
     """Outputs of a 3-tap convolution along one axis (0 if the padded input is too short)."""
     padded = size + pad_before + pad_after
     return 0 if padded < 3 else (padded - 3) // stride + 1
+
+
+#: ``clip_lo`` / ``clip_hi`` bits of an fp32 call that clip nothing: the smallest and the
+#: largest key of ``reference_float.max_key`` (a NaN with the sign set, a NaN without).
+FLOAT_NO_LOWER_BOUND = 0xFFFFFFFF
+FLOAT_NO_UPPER_BOUND = 0x7FFFFFFF
+
+
+def _int32(bits: int) -> int:
+    """A 32-bit register word as a signed integer."""
+    bits = int(bits) & 0xFFFFFFFF
+    return bits - (1 << 32) if bits >> 31 else bits
+
+
+def _float_key(bits: int) -> int:
+    """``reference_float.max_key`` of binary32 bits, on a plain int."""
+    signed = _int32(bits)
+    return signed ^ 0x7FFFFFFF if signed < 0 else signed
 
 
 @dataclass
@@ -169,6 +194,15 @@ class CallArgs:
         return self.out_rows * self.out_cols if self.out_plane is None else self.out_plane
 
     def clip_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
+        """The ``clip_lo`` / ``clip_hi`` register values. Integer kernels: bounds in activation
+        units, ReLU raising the lower one to 0. fp32 kernels: binary32 bits as signed 32-bit
+        words, ``None`` written as the two ends of ``reference_float.max_key``'s order
+        (``0xFFFFFFFF``, ``0x7FFFFFFF``), which clip nothing; ReLU is applied before the clip by
+        its own flag (docs/numbers.md, "fp32")."""
+        if cfg.is_float:
+            lo = FLOAT_NO_LOWER_BOUND if self.clip_lo is None else self.clip_lo
+            hi = FLOAT_NO_UPPER_BOUND if self.clip_hi is None else self.clip_hi
+            return _int32(lo), _int32(hi)
         amin, amax = cfg.act_range
         lo = amin if self.clip_lo is None else self.clip_lo
         hi = amax if self.clip_hi is None else self.clip_hi
@@ -252,22 +286,44 @@ class CallArgs:
                  f"{cfg.frac_bits} (the fractional bits F of {cfg.format_name}: products have 2F, outputs F)")
             need("use_mult", not self.use_mult, f"0 with {cfg.format_name} (the requantisation is the shift by F)")
         amin, amax = cfg.act_range
-        if self.clip_lo is not None:
-            need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
-        if self.clip_hi is not None:
-            need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
-        lo, hi = self.clip_bounds(cfg)
-        need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
+        if cfg.is_float:
+            need("shift", self.shift == 0, "0 on an fp32 kernel (no requantisation)")
+            for name in ("clip_lo", "clip_hi"):
+                value = getattr(self, name)
+                need(name, value is None or (isinstance(value, (int, np.integer)) and -(1 << 31) <= value < 1 << 32),
+                     "None or the 32 bits of a binary32 value (reference_float.float_bits)")
+            lo, hi = self.clip_bounds(cfg)
+            need("clip_hi", _float_key(hi) >= _float_key(lo),
+                 f">= the lower clip bound (binary32 bits {lo & 0xFFFFFFFF:#010x}) in max_key order")
+        else:
+            if self.clip_lo is not None:
+                need("clip_lo", amin <= self.clip_lo <= amax, f"{amin} to {amax}")
+            if self.clip_hi is not None:
+                need("clip_hi", amin <= self.clip_hi <= amax, f"{amin} to {amax}")
+            lo, hi = self.clip_bounds(cfg)
+            need("clip_hi", lo <= hi, f">= the lower clip bound {lo}")
         need("read_offset", 0 <= self.read_offset and self.read_offset + self.rows * self.W <= self.H * self.W,
              f"0 to {self.H * self.W - self.rows * self.W} (rows x W must lie inside the H x W plane)")
         need("leaky_relu", not self.leaky_relu or "leaky_relu" in cfg.post_ops,
              "leaky ReLU is not built into this kernel (KernelConfig.post_ops)")
         if self.leaky_relu:
             need("relu", not self.relu, "0 when leaky_relu is on (leaky ReLU needs the negative values)")
-        need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX, f"0 to {LEAKY_ALPHA_NUM_MAX}")
-        need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
-             f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
+        if cfg.is_float:
+            # fp32: the slope is a binary32 value, its 32 bits in the leaky_alpha_num register.
+            need("leaky_alpha_num", -(1 << 31) <= self.leaky_alpha_num < 1 << 32,
+                 "the 32 bits of a binary32 slope on an fp32 kernel (reference_float.float_bits)")
+            need("leaky_alpha_shift", self.leaky_alpha_shift == 0,
+                 "0 on an fp32 kernel (the slope is the binary32 value in leaky_alpha_num)")
+        else:
+            need("leaky_alpha_num", 0 <= self.leaky_alpha_num <= LEAKY_ALPHA_NUM_MAX,
+                 f"0 to {LEAKY_ALPHA_NUM_MAX} (a 32-bit binary32 slope only on an fp32 kernel)")
+            need("leaky_alpha_shift", 0 <= self.leaky_alpha_shift <= LEAKY_ALPHA_SHIFT_MAX,
+                 f"0 to {LEAKY_ALPHA_SHIFT_MAX}")
         need("bn", not self.bn or "bn" in cfg.post_ops, "batch-norm is not built into this kernel (KernelConfig.post_ops)")
+        if cfg.is_float:
+            need("bn_shift", self.bn_shift == 0, "0 on an fp32 kernel (its bn is fadd(fmul(y, m), b): no shift)")
+            need("bn_clip_lo", self.bn_clip_lo is None, "None on an fp32 kernel (its bn does not clip)")
+            need("bn_clip_hi", self.bn_clip_hi is None, "None on an fp32 kernel (its bn does not clip)")
         need("bn_shift", 0 <= self.bn_shift <= BN_SHIFT_MAX, f"0 to {BN_SHIFT_MAX}")
         if self.bn_clip_lo is not None:
             need("bn_clip_lo", amin <= self.bn_clip_lo <= amax, f"{amin} to {amax}")

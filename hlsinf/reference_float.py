@@ -15,8 +15,11 @@ sums; docs/numbers.md ("fp32") states it in words:
 
 ``subnormals=False`` selects the flush-to-zero arithmetic of the units built that way
 (:func:`ftz_mul`, :func:`ftz_add`); by default subnormals are kept, as numpy keeps them.
-NaN results of the hardware are always ``0x7FC00000``; numpy may return another NaN, so
-compare through :func:`to_bits` with ``canonical=True`` (or compare NaN as NaN).
+NaN results of the hardware are always ``0x7FC00000``, and so are those of :func:`fmul` and
+:func:`fadd` (numpy may return another NaN, with the sign set: :func:`canonical_nan`), since
+ReLU, clip, max pooling and leaky ReLU look at the sign bit of what the units return. NaN
+inputs pass through ReLU/clip/pooling unchanged only where no unit touches them; compare
+through :func:`to_bits` with ``canonical=True`` where that does not matter.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "CANONICAL_NAN", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
+    "CANONICAL_NAN", "canonical_nan", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
     "dot_tree", "mul_partial", "accumulate", "float_bits", "bits_float", "relu", "clip", "max_key",
-    "pool2x2", "kernel_call",
+    "pool2x2", "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops", "kernel_call",
 ]
 
 #: The NaN the hardware returns.
@@ -87,22 +90,35 @@ def ftz_add(a, b) -> np.ndarray:
         return flush_subnormals(a + b)
 
 
+_NAN = np.asarray(CANONICAL_NAN, np.uint32).view(np.float32)
+
+
+def canonical_nan(x) -> np.ndarray:
+    """``x`` with every NaN replaced by ``0x7FC00000``, the NaN the units return. numpy keeps
+    an operand's NaN sign and payload; what follows a unit (ReLU, clip, max pooling, leaky
+    ReLU) looks at the sign bit, so the model must carry the hardware's NaN."""
+    x = np.asarray(x, np.float32)
+    return np.where(np.isnan(x), _NAN, x).astype(np.float32)
+
+
 def fmul(a, b, *, subnormals: bool = True) -> np.ndarray:
-    """The product :class:`~hlsinf.gateware.lib.float32.FMul` computes, as float32."""
+    """The product :class:`~hlsinf.gateware.lib.float32.FMul` computes, as float32 (a NaN
+    result is ``0x7FC00000``)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if not subnormals:
-        return ftz_mul(a, b)
+        return canonical_nan(ftz_mul(a, b))
     with np.errstate(all="ignore"):
-        return np.multiply(a, b, dtype=np.float32)
+        return canonical_nan(np.multiply(a, b, dtype=np.float32))
 
 
 def fadd(a, b, *, subnormals: bool = True) -> np.ndarray:
-    """The sum :class:`~hlsinf.gateware.lib.float32.FAdd` computes, as float32."""
+    """The sum :class:`~hlsinf.gateware.lib.float32.FAdd` computes, as float32 (a NaN result
+    is ``0x7FC00000``)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if not subnormals:
-        return ftz_add(a, b)
+        return canonical_nan(ftz_add(a, b))
     with np.errstate(all="ignore"):
-        return np.add(a, b, dtype=np.float32)
+        return canonical_nan(np.add(a, b, dtype=np.float32))
 
 
 def dot_tree(values, *, subnormals: bool = True) -> np.ndarray:
@@ -214,6 +230,66 @@ def pool2x2(y, mode: int, *, subnormals: bool = True) -> np.ndarray:
     raise CallError(f"kernel argument pool = {mode!r} is out of range: 0 (none), 1 (max) or 2 (avg)")
 
 
+def leaky_relu(y, alpha_bits: int, *, subnormals: bool = True) -> np.ndarray:
+    """fp32 post-op ``leaky_relu``: ``y`` where the sign bit is clear, else ``fmul(y, alpha)``
+    with ``alpha`` the binary32 value of the 32-bit register word ``alpha_bits``. The test is
+    the sign bit, so ``-0`` and a NaN with the sign set go through the multiplier (giving
+    ``-0 * alpha`` and the canonical NaN) and a positive subnormal passes unflushed."""
+    y = np.asarray(y, np.float32)
+    return np.where(np.signbit(y), fmul(y, bits_float(alpha_bits), subnormals=subnormals), y).astype(np.float32)
+
+
+def batch_norm(y, m, b, *, subnormals: bool = True) -> np.ndarray:
+    """fp32 post-op ``bn``: ``fadd(fmul(y, m), b)`` per channel (channels last), the product
+    and the sum each rounded (no fused multiply-add, no clip)."""
+    y = np.asarray(y, np.float32)
+    return fadd(fmul(y, np.asarray(m, np.float32), subnormals=subnormals), np.asarray(b, np.float32),
+                subnormals=subnormals)
+
+
+def pack_bn(mult, bias, cpo: int) -> np.ndarray:
+    """Per-channel float batch-norm multipliers and biases -> the ``n`` image, ``[GO][2][CPO]``
+    binary32 words as uint32 (channels zero-padded to whole groups)."""
+    mult, bias = np.asarray(mult, np.float32).reshape(-1), np.asarray(bias, np.float32).reshape(-1)
+    if mult.shape != bias.shape:
+        raise ValueError(f"pack_bn: {mult.size} multipliers but {bias.size} biases")
+    groups = -(-mult.size // cpo)
+    padded = np.zeros((2, groups * cpo), np.float32)
+    padded[0, :mult.size], padded[1, :bias.size] = mult, bias
+    return to_bits(padded.reshape(2, groups, cpo).transpose(1, 0, 2).reshape(-1))
+
+
+def unpack_bn(n_mem, cpo: int, groups: range) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 batch-norm multipliers and biases of output groups ``groups`` from an ``n``
+    image laid out ``[GO][2][CPO]`` binary32 words (CPO multipliers, then CPO biases), each
+    ``len(groups) * CPO`` long."""
+    from hlsinf.reference import CallError
+    arr = np.asarray(n_mem).reshape(-1)
+    need = groups.stop * 2 * cpo
+    if arr.size < need:
+        raise CallError(f"memory image n_mem holds {arr.size} elements, the call needs {need}")
+    words = arr[:need].view(np.float32) if arr.dtype in (np.uint32, np.int32) else arr[:need].astype(np.float32)
+    words = words.reshape(-1, 2, cpo)[groups.start:groups.stop]
+    return words[:, 0].reshape(-1), words[:, 1].reshape(-1)
+
+
+def post_ops(y, cfg, args, groups: range, n_mem=None) -> np.ndarray:
+    """The post-operations of ``cfg.post_ops`` that ``args`` enables, in the configured order,
+    on fp32 values ``y`` (``... x channels``, the channels of output groups ``groups``)."""
+    from hlsinf.reference import CallError
+    y = np.asarray(y, np.float32)
+    sub = cfg.fp32_subnormals
+    for op in cfg.post_ops:
+        if op == "leaky_relu" and args.leaky_relu:
+            y = leaky_relu(y, args.leaky_alpha_num, subnormals=sub)
+        if op == "bn" and args.bn:
+            if n_mem is None:
+                raise CallError("memory image n_mem is missing: the call enables bn")
+            m, b = unpack_bn(n_mem, cfg.cpo, groups)
+            y = batch_norm(y, m, b, subnormals=sub)
+    return y
+
+
 #: Output pixels whose products one step of :func:`kernel_call` forms at once (memory bound).
 _PIXELS_PER_STEP = 256
 
@@ -225,8 +301,11 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
 
     Per output value: the ``CPI x 9`` products of each input group summed by :func:`dot_tree`,
     the groups accumulated in order (:func:`accumulate`), the bias added last; then ReLU
-    (:func:`relu`), the clip bounds ``clip_lo`` / ``clip_hi`` (binary32 bits; None: none),
-    and pooling (:func:`pool2x2`). ``shift`` and ``use_mult`` must be 0: there is no
+    (:func:`relu`), the clip bounds ``clip_lo`` / ``clip_hi`` (binary32 bits; None: none,
+    written to the registers as ``CallArgs.clip_bounds`` encodes it),
+    the post-operations ``cfg.post_ops`` the call enables, in that order (:func:`post_ops`:
+    ``leaky_relu`` with ``leaky_alpha_num`` the slope's binary32 bits, ``bn`` with float32
+    parameters in ``n_mem``), and pooling (:func:`pool2x2`). ``shift`` and ``use_mult`` must be 0: there is no
     requantisation. Bit-exact with the fp32 kernel (compare with :func:`to_bits`,
     ``canonical=True``).
     """
@@ -235,14 +314,10 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
         raise CallError(f"reference_float.kernel_call models number_format='fp32', not {cfg.number_format!r}")
     if args.shift or args.use_mult:
         raise CallError("kernel arguments shift and use_mult must be 0 on an fp32 kernel (no requantisation)")
-    if args.leaky_relu or args.bn:
-        raise CallError("the fp32 reference models no post-operations yet (leaky_relu, bn)")
-    lo_bits, hi_bits = args.clip_lo, args.clip_hi
-    args = args.__class__(**{**args.to_dict(), "clip_lo": None, "clip_hi": None})
     args.validate(cfg)
-    for name, bits in (("clip_lo", lo_bits), ("clip_hi", hi_bits)):
-        if bits is not None and not -(1 << 31) <= bits < 1 << 32:
-            raise CallError(f"kernel argument {name} = {bits!r} is out of range: the 32 bits of a binary32 value")
+    # The register values, as the kernel sees them: None is the no-bound encoding, which
+    # clips nothing (CallArgs.clip_bounds).
+    lo_bits, hi_bits = args.clip_bounds(cfg)
     sub = cfg.fp32_subnormals
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)
@@ -281,6 +356,7 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
             acc[start:start + len(part)] = accumulate(partials, b[g * cpo:(g + 1) * cpo], subnormals=sub)
         y = relu(acc) if args.relu else acc
         y = clip(y, lo_bits, hi_bits)
+        y = post_ops(y, cfg, args, range(g, g + 1), n_mem)
         y = pool2x2(y.reshape(ho, wo, cpo), args.pool, subnormals=sub)
         base = (g * plane_out + args.write_offset) * cpo
         out_view[base: base + y.size] = y.reshape(-1)

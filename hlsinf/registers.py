@@ -13,8 +13,8 @@ from hlsinf.reference import CallArgs
 
 __all__ = ["Register", "CONTROL", "GIE", "IER", "ISR", "ARGS_BASE", "SCALARS", "POINTERS",
            "register_map", "encode_call", "CONTROL_BITS", "STATUS", "STATUS_BITS", "STATUS_RESP_SHIFT",
-           "RESP_NAMES", "decode_status", "post_op_groups", "POST_OP_SCALARS", "POST_OP_POINTERS", "POST_BASE",
-           "OPTION_SCALARS"]
+           "RESP_NAMES", "decode_status", "FLOAT_SCALARS", "post_op_groups", "POST_OP_SCALARS", "POST_OP_POINTERS",
+           "POST_BASE", "OPTION_SCALARS"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 ARGS_BASE = 0x10
@@ -31,10 +31,11 @@ class Register:
     signed: bool = False
     bundle: str | None = None #: AXI master bundle of a pointer (port prefix m_axi_<bundle>_)
     doc: str = ""
+    binary32: bool = False    #: the word holds the bits of a binary32 value (fp32 kernels' clip bounds)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "offset": self.offset, "bits": self.bits, "kind": self.kind,
-                "signed": self.signed, "bundle": self.bundle, "doc": self.doc}
+                "signed": self.signed, "bundle": self.bundle, "doc": self.doc, "binary32": self.binary32}
 
 
 #: Scalar arguments, in register order; names are CallArgs fields.
@@ -61,6 +62,13 @@ SCALARS: tuple[tuple[str, bool, str], ...] = (
     ("write_offset", False, "first output pixel within each output plane"),
     ("out_plane", False, "pixels per output plane"),
 )
+
+#: Scalars that hold binary32 bits in an fp32 kernel, with their meaning there.
+FLOAT_SCALARS: dict[str, str] = {
+    "clip_lo": "binary32 bits of the lower clip bound, compared in max_key order; 0xFFFFFFFF: none",
+    "clip_hi": "binary32 bits of the upper clip bound, compared in max_key order; 0x7FFFFFFF: none",
+    "leaky_alpha_num": "post-op: binary32 bits of the leaky ReLU slope (leaky_alpha_shift must be 0)",
+}
 
 #: Pointer arguments: name, AXI bundle, what they point at.
 POINTERS: tuple[tuple[str, str, str], ...] = (
@@ -142,8 +150,12 @@ def register_map(cfg=None) -> list[Register]:
     on, in the order of ``cfg.post_ops`` (so every other offset is the same for every build);
     then the registers of the design-time options it is built with (:data:`OPTION_SCALARS`)."""
     regs, offset = [], ARGS_BASE
+    is_float = cfg is not None and cfg.is_float
     for name, signed, doc in SCALARS:
-        regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+        if is_float and name in FLOAT_SCALARS:
+            regs.append(Register(name, offset, 32, "scalar", signed=False, doc=FLOAT_SCALARS[name], binary32=True))
+        else:
+            regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
         offset += 4
     offset = (offset + 7) // 8 * 8
     for name, bundle, doc in POINTERS:
@@ -154,7 +166,11 @@ def register_map(cfg=None) -> list[Register]:
     post_ops = post_op_groups(cfg)
     for op in post_ops:
         for name, signed, doc in POST_OP_SCALARS[op]:
-            regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
+            if is_float and name in FLOAT_SCALARS:
+                regs.append(Register(name, offset, 32, "scalar", signed=False, doc=FLOAT_SCALARS[name],
+                                     binary32=True))
+            else:
+                regs.append(Register(name, offset, 32, "scalar", signed=signed, doc=doc))
             offset += 4
     offset = (offset + 7) // 8 * 8
     for op in post_ops:

@@ -19,11 +19,14 @@ import numpy as np
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hlsinf.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="ONNX model: float (give --calibration) or QDQ-quantised")
+    p.add_argument("model", help="ONNX model: float (give --calibration for an integer kernel; as it is on an "
+                                 "fp32 kernel) or QDQ-quantised")
     p.add_argument("--input", required=True, help=".npy input batch, N x C x H x W (or C x H x W)")
     p.add_argument("--calibration", help=".npy float batch for post-training quantisation of a float model")
     p.add_argument("--device", choices=("reference", "rtl"), default="reference")
     p.add_argument("--kernel", help="kernel build folder or its descriptor.json")
+    p.add_argument("--format", help="number format of an in-process configuration: int8, uint8, fixed<W,I>, "
+                                    "fp32 ... (as python -m hlsinf.build --format; default uint8/int8 from the model)")
     p.add_argument("--cpi", type=int, help="input channels per cycle (builds a configuration in-process)")
     p.add_argument("--cpo", type=int, help="output channels per cycle")
     p.add_argument("--act-signed", action=argparse.BooleanOptionalAction, default=None,
@@ -50,12 +53,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kernel(args):
     from hlsinf.config import KernelConfig
-    if args.kernel and (args.cpi or args.cpo or args.post_ops):
-        raise ValueError("give either --kernel or --cpi/--cpo/--post-ops, not both")
+    if args.kernel and (args.cpi or args.cpo or args.post_ops or args.format):
+        raise ValueError("give either --kernel or --cpi/--cpo/--post-ops/--format, not both")
     if args.kernel:
         return args.kernel
     fields = {"cpi": 8, "cpo": 8}
     if args.act_signed is not None:
+        if args.format:
+            raise ValueError("give either --format or --act-signed/--no-act-signed, not both")
         fields["act_signed"] = args.act_signed
     for name in ("cpi", "cpo", "wmax", "hmax", "imax"):
         value = getattr(args, name)
@@ -65,6 +70,12 @@ def _kernel(args):
             fields[name] = value
     if args.post_ops:
         fields["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
+    if args.format:                          # a format fixes the activation type (and fp32 everything)
+        from hlsinf.config import ConfigError
+        try:
+            return KernelConfig.from_format(args.format, **fields).to_dict()
+        except ConfigError as e:
+            raise ValueError(f"--format {args.format}: {e}") from None
     KernelConfig(**fields)                   # a bad value is an error here, before the model is read
     return fields                            # without act_signed: to_fpga takes the model's format
 

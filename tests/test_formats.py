@@ -116,10 +116,48 @@ def test_fp32_call_rejects_requantisation():
                        np.zeros(64, np.float32))
 
 
-def test_the_generator_builds_the_integer_formats_and_still_refuses_fp32():
-    """trunc/wrap, fixed<W,I> and 4-bit lanes build; fp32 is refused by name until it is built."""
+def test_the_generator_builds_every_format():
+    """trunc/wrap, fixed<W,I>, 4-bit lanes and fp32 all build."""
     from hlsinf.gateware.kernel import unsupported_features
     assert unsupported_features(KernelConfig.from_format("fixed<8,4>", cpi=4, cpo=4, rounding="trunc",
                                                          overflow="wrap")) == ""
     assert unsupported_features(KernelConfig.from_format("int4", cpi=4, cpo=4)) == ""
-    assert "fp32" in unsupported_features(KernelConfig.from_format("fp32", cpi=4, cpo=4))
+    assert unsupported_features(KernelConfig.from_format("fp32", cpi=4, cpo=4)) == ""
+
+
+def test_fp32_clip_registers():
+    """fp32 clip bounds are binary32 bits: None is written as bits that clip nothing, the
+    reference applies exactly the register values, and bounds are ordered by max_key."""
+    from hlsinf.reference import CallError
+    from hlsinf.registers import encode_call, register_map
+    cfg = KernelConfig.from_format("fp32", cpi=4, cpo=4)
+    offsets = {reg.name: reg.offset for reg in register_map(cfg)}
+    pointers = dict(x=0, w=0, b=0, m=0, y=0)
+    words = encode_call(CallArgs(H=4, W=4, rows=4, I=4, O=4), cfg, pointers)
+    assert (words[offsets["clip_lo"]], words[offsets["clip_hi"]]) == (0xFFFFFFFF, 0x7FFFFFFF)
+    # signed (float_bits) and unsigned spellings of the same bits are the same register word
+    lo, hi = rf.float_bits(-1.5), rf.float_bits(np.inf)
+    for lo_arg in (lo, lo & 0xFFFFFFFF):
+        words = encode_call(CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=lo_arg, clip_hi=hi), cfg, pointers)
+        assert (words[offsets["clip_lo"]], words[offsets["clip_hi"]]) == (lo & 0xFFFFFFFF, hi)
+    # -1.0 < +0.5 by value although its bits, as an integer, are larger unsigned and smaller signed
+    CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=rf.float_bits(-1.0) & 0xFFFFFFFF,
+             clip_hi=rf.float_bits(0.5)).validate(cfg)
+    with pytest.raises(CallError, match="clip_hi"):
+        CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=rf.float_bits(-1.0), clip_hi=rf.float_bits(-2.0)).validate(cfg)
+    with pytest.raises(CallError, match="clip_lo"):
+        CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=1 << 32).validate(cfg)
+    with pytest.raises(CallError, match="clip_lo"):
+        CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=0.5).validate(cfg)
+    # the reference call with None bounds equals the one with the encoded bounds
+    rng = np.random.default_rng(3)
+    x, wt, b = _float_layer(rng, 4, 4, 4, 4)
+    x[0, 0, 0], b[0] = np.inf, np.nan
+    outs = []
+    for clip in ((None, None), (0xFFFFFFFF, 0x7FFFFFFF)):
+        args = CallArgs(H=4, W=4, rows=4, I=4, O=4, clip_lo=clip[0], clip_hi=clip[1])
+        out = np.zeros(args.plane_out() * 4, np.float32)
+        rf.kernel_call(cfg, args, pack_activations(x, 4, np.float32), pack_weights(wt, 4, 4, np.float32),
+                       pack_channels(b, 4, np.float32), out)
+        outs.append(rf.to_bits(out))
+    assert (outs[0] == outs[1]).all() and np.isnan(rf.from_bits(outs[0])).any()

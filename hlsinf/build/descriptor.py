@@ -17,6 +17,7 @@ import numpy as np
 
 from hlsinf import __version__
 from hlsinf.config import MAX_PAD, ConfigError, KernelConfig
+from hlsinf.reference_float import CANONICAL_NAN
 from hlsinf.reference import POOL_AVG, POOL_MAX, POOL_NONE, act_dtype, bias_dtype, mult_dtype, weight_dtype
 from hlsinf.registers import (ARGS_BASE, CONTROL, CONTROL_BITS, GIE, IER, ISR, OPTION_SCALARS, POINTERS,
                         POST_OP_POINTERS, POST_OP_SCALARS, SCALARS, STATUS, STATUS_BITS, STATUS_RESP_SHIFT,
@@ -55,7 +56,7 @@ def element_types(cfg: KernelConfig) -> dict[str, str]:
              "b": np.dtype(bias_dtype(cfg)).name, "m": np.dtype(mult_dtype(cfg)).name,
              "y": np.dtype(act_dtype(cfg)).name}
     if "bn" in cfg.post_ops:
-        types["n"] = "int32"          # post-op bn parameters, [GO][2][CPO]
+        types["n"] = "float32" if cfg.is_float else "int32"     # post-op bn parameters, [GO][2][CPO]
     if "residual_add" in cfg.post_ops:
         types["r"] = types["y"]       # post-op residual_add operand, GOHWCPO activations
     if "table" in cfg.post_ops:
@@ -84,6 +85,56 @@ _POST_OP_FORMULAS = {
 }
 
 
+_FLOAT_POST_OP_FORMULAS = {
+    "leaky_relu": "sign bit clear: v; else fmul(v, alpha), alpha the binary32 bits in leaky_alpha_num; "
+                  "needs relu = 0",
+    "bn": "fadd(fmul(v, m[c]), b[c]), m[c] and b[c] binary32 from n; no clip",
+}
+
+
+def _format_sections(cfg: KernelConfig, regs) -> tuple[dict, dict]:
+    """The operations that depend on the number format (the pool's arithmetic, the
+    requantisation or the fp32 clip) and the ``formats`` entries: the number format, which
+    registers hold binary32 bits, and each element's encoding."""
+    number = {"format_name": cfg.format_name, "number_format": cfg.number_format,
+              "fp32_subnormals": cfg.fp32_subnormals if cfg.is_float else None,
+              "binary32_registers": [reg.name for reg in regs if reg.binary32]}
+    if cfg.is_float:
+        operations = {
+            "pool": {"max_order": "reference_float.max_key: by value, -0 < +0, a NaN without the sign above +inf",
+                     "avg_rounding": "((y00 + y01) + (y10 + y11)) * 0.25, each step rounded to binary32"},
+            "requantize": None,
+            "clip": {"formula": "relu (sign bit set -> +0) if relu; then y < clip_lo -> clip_lo; then y > clip_hi "
+                                "-> clip_hi, in max_key order",
+                     "registers": "binary32 bits", "no_bound": {"clip_lo": 0xFFFFFFFF, "clip_hi": 0x7FFFFFFF}},
+            "arithmetic": {"rounding": "nearest, ties to even, every product and sum (no fused multiply-add)",
+                           "order": "CPI*9 products of a group by the fixed adder tree (reference_float.dot_tree), "
+                                    "input groups accumulated in order, then the bias",
+                           "subnormals": "kept (IEEE)" if cfg.fp32_subnormals else "flushed to zero (operands "
+                                         "and results)",
+                           "nan": f"every NaN result is 0x{CANONICAL_NAN:08X}"},
+        }
+        element = {"bits": 32, "encoding": "IEEE-754 binary32"}
+        formats = {"number": number, "activation": element, "weight": element, "bias": element,
+                   "accumulator": dict(element, bias_add="rounded binary32 add")}
+        return operations, formats
+    amin, amax = cfg.act_range
+    operations = {
+        "pool": {"avg_rounding": "(a + b + c + d + 2) >> 2"},
+        "requantize": {"formula": _requantize_formula(cfg), "rounding": cfg.rounding, "overflow": cfg.overflow,
+                       "max_shift": cfg.max_shift, "clip_range": [amin, amax]},
+    }
+    formats = {
+        "number": number,
+        "activation": {"bits": cfg.act_bits, "signed": cfg.act_signed, "range": [amin, amax]},
+        "weight": {"bits": cfg.weight_bits, "signed": True, "range": list(cfg.weight_range)},
+        "bias": {"bits": cfg.bias_bits, "signed": True},
+        "accumulator": {"bits": cfg.acc_bits, "signed": True, "bias_add": "saturating"},
+        "multiplier": {"bits": cfg.mult_bits, "signed": False},
+    }
+    return operations, formats
+
+
 def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", platform=None,
                      interface=None) -> dict:
     """The descriptor of a kernel built from ``cfg`` as a plain dict (JSON-ready).
@@ -92,7 +143,6 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
     ``interface`` (a :class:`~hlsinf.build.platforms.vitis.KernelInterface`) add the part, clock,
     DDR banks and AXI widths when known.
     """
-    amin, amax = cfg.act_range
     regs = register_map(cfg)
     bundles = {}
     for reg in regs:
@@ -103,6 +153,7 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                 entry.update(interface.master(reg.bundle))
             if platform is not None:
                 entry["bank"] = platform.bank_of(reg.bundle)       # v++ sp= tag, e.g. DDR[0:1]
+    operations, formats = _format_sections(cfg, regs)
     descriptor = {
         "format": DESCRIPTOR_FORMAT,
         "format_version": DESCRIPTOR_VERSION,
@@ -130,16 +181,15 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                if cfg.with_depthwise else {}),
             "relu": cfg.with_relu,
             "multiplier": cfg.with_multiplier,
-            "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2,
-                     "avg_rounding": "(a + b + c + d + 2) >> 2"},
-            "requantize": {"formula": _requantize_formula(cfg), "rounding": cfg.rounding, "overflow": cfg.overflow,
-                           "max_shift": cfg.max_shift, "clip_range": [amin, amax]},
+            "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2, **operations.pop("pool")},
+            **operations,
             "limits": {"imax": cfg.imax, "wmax": cfg.wmax, "hmax": cfg.hmax},
             # Element-wise post-operations, in the order the kernel applies them (between the
             # requantisation and the pooling); each with its registers (the first: enable).
             "post_ops": [{"name": op, "registers": [name for name, _, _ in POST_OP_SCALARS[op]]
                           + [name for name, _, _ in POST_OP_POINTERS.get(op, ())],
-                          "formula": _POST_OP_FORMULAS[op]} for op in cfg.post_ops],
+                          "formula": (_FLOAT_POST_OP_FORMULAS if cfg.is_float else _POST_OP_FORMULAS)[op]}
+                         for op in cfg.post_ops],
             # Nearest upsampling after pooling: register "upsize" holds the factor.
             "upsize": {"factors": [f for f in (1, 2, 4) if f <= cfg.max_upsize], "mode": "nearest",
                        "after": "pool", "register": "upsize" if cfg.max_upsize > 1 else None},
@@ -160,7 +210,8 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",
-                       "note": "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
+                       "note": "binary32 words; k = 0: multiplier, k = 1: bias" if cfg.is_float else
+                               "int32 words; k = 0: multiplier (low 16 bits, signed), k = 1: bias"}}
                if "bn" in cfg.post_ops else {}),
             **({"residual": {"name": "GOHWCPO", "address": "((o // CPO) * r_plane + r_offset + h * conv_cols + w) "
                                                            "* CPO + o % CPO",
@@ -170,14 +221,7 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                           "note": "entry i: the output for the input of bit pattern i, an activation"}}
                if "table" in cfg.post_ops else {}),
         },
-        "formats": {
-            "pointers": element_types(cfg),
-            "activation": {"bits": cfg.act_bits, "signed": cfg.act_signed, "range": [amin, amax]},
-            "weight": {"bits": cfg.weight_bits, "signed": True, "range": list(cfg.weight_range)},
-            "bias": {"bits": cfg.bias_bits, "signed": True},
-            "accumulator": {"bits": cfg.acc_bits, "signed": True, "bias_add": "saturating"},
-            "multiplier": {"bits": cfg.mult_bits, "signed": False},
-        },
+        "formats": {"pointers": element_types(cfg), **formats},
     }
     if platform is not None:
         descriptor["platform"] = {"board": type(platform).__name__, "part": platform.part,

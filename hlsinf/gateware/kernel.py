@@ -38,7 +38,8 @@ from hlsinf.registers import POINTERS, STATUS_BITS, STATUS_RESP_SHIFT
 from hlsinf.gateware.sequencer import Sequencer
 
 __all__ = ["Kernel", "kernel_verilog", "TOP_NAME", "BUNDLES", "DEFAULT_INPUT_CACHE_PIXELS",
-           "flat_members", "connect_flat", "connect_params", "vitis_clock_domain", "POST_OP_STAGES"]
+           "flat_members", "connect_flat", "connect_params", "vitis_clock_domain", "POST_OP_STAGES",
+           "stage_classes"]
 
 #: The stage of each post-operation (``KernelConfig.post_ops``); its ``params`` are named
 #: after the call's registers (``hlsinf.registers.POST_OP_SCALARS``).
@@ -130,9 +131,24 @@ def connect_params(m: Module, sink, source, **renamed) -> None:
 def unsupported_features(cfg: KernelConfig) -> str:
     """The configured features the gateware cannot build (yet), in words; empty if none."""
     missing = []
-    if cfg.is_float:
-        missing.append("number_format='fp32'")
     return ", ".join(missing)
+
+
+def stage_classes(cfg: KernelConfig) -> dict:
+    """The stage class of each role (``mul``, ``add``, ``relu``, ``pool`` and the post-ops
+    of :data:`POST_OP_STAGES`) for ``cfg``'s number format: the integer stages, or the
+    binary32 ones of an fp32 ``cfg`` (imported here, so that an integer build needs none of them)."""
+    if not cfg.is_float:
+        return dict(mul=Mul, add=Add, relu=Relu, pool=Pool, **POST_OP_STAGES)
+    from hlsinf.gateware.stages.float_add import FloatAdd
+    from hlsinf.gateware.stages.float_mul import FloatMul
+    from hlsinf.gateware.stages.float_pool import FloatPool
+    from hlsinf.gateware.stages.float_relu import FloatRelu
+    classes = dict(mul=FloatMul, add=FloatAdd, relu=FloatRelu, pool=FloatPool)
+    if cfg.post_ops:
+        from hlsinf.gateware.stages.float_post import FloatBatchNorm, FloatLeakyRelu
+        classes.update(leaky_relu=FloatLeakyRelu, bn=FloatBatchNorm)
+    return classes
 
 
 class Kernel(wiring.Component):
@@ -151,6 +167,10 @@ class Kernel(wiring.Component):
     With post-op ``residual_add`` the sequencer's ``r_cmd`` drives a second reader of
     CPO-lane pixels that shares ``gmem_in`` with the input reader (``ReadArbiter``), and
     its pixels are the residual stage's operand (docs/memory.md).
+
+    An fp32 ``cfg`` builds the binary32 stages in the same places (:func:`stage_classes`):
+    lanes are 32 bits wide everywhere (a CPI = 4 pixel is 128 bits), the bias words are
+    binary32, and there is no multiplier stream (``with_multiplier`` is False).
 
     The ports are flat, with the names Vitis expects: ``ap_clk``, ``ap_rst_n``, ``interrupt``,
     ``s_axi_control_<member>`` and ``m_axi_<bundle>_<member>`` for the bundles of
@@ -202,10 +222,11 @@ class Kernel(wiring.Component):
         m.submodules.reader = reader = ActivationReader(cfg, data_width=self.data_width)
         m.submodules.loader = loader = ParameterLoader(cfg, depth=self.param_depth, data_width=self.data_width)
         m.submodules.writer = writer = PixelWriter(cfg, data_width=self.data_width)
-        m.submodules.mul = mul = Mul(cfg)
-        m.submodules.add = add = Add(cfg)
-        m.submodules.relu = relu = Relu(cfg)
-        m.submodules.pool = pool = Pool(cfg)
+        stages = stage_classes(cfg)
+        m.submodules.mul = mul = stages["mul"](cfg)
+        m.submodules.add = add = stages["add"](cfg)
+        m.submodules.relu = relu = stages["relu"](cfg)
+        m.submodules.pool = pool = stages["pool"](cfg)
 
         # Host side: control registers in, interrupt out.
         connect_flat(m, self, "s_axi_control", control.s_axi_control)
@@ -292,7 +313,7 @@ class Kernel(wiring.Component):
         activations = relu.o
         post = {}
         for name in cfg.post_ops:
-            stage = POST_OP_STAGES[name](cfg)
+            stage = stages[name](cfg)
             m.submodules[name] = post[name] = stage
             # Fields the stage takes from the call geometry (frame_pixels), the rest from its registers.
             connect_params(m, stage.params, control.args,

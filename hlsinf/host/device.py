@@ -9,7 +9,8 @@ whether a call ran in numpy, in Verilator or on an FPGA.
 * :class:`ReferenceDevice` decodes the register words back into a call and runs it on views
   of its memory, so the register encoding is exercised on every call: with
   :func:`hlsinf.reference_fast.kernel_call_fast` (bit-exact with the oracle
-  :func:`hlsinf.reference.kernel_call`, and much faster), or the oracle itself.
+  :func:`hlsinf.reference.kernel_call`, and much faster), or the oracle itself; an fp32
+  kernel with :mod:`hlsinf.reference_float_fast` or :func:`hlsinf.reference_float.kernel_call`.
 * An RTL device (Verilator) implements the same five methods against the simulated
   kernel's AXI memory model and AXI4-Lite port; see docs/host.md.
 * An XRT device would map ``allocate`` to ``pyxrt.bo(device, nbytes, flags, kernel.group_id(arg))``
@@ -26,6 +27,8 @@ import numpy as np
 from hlsinf.config import KernelConfig
 from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, table_entries, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
+from hlsinf.reference_float import kernel_call as kernel_call_float
+from hlsinf.reference_float_fast import kernel_call_fast as kernel_call_float_fast
 from hlsinf.registers import encode_call, register_map
 
 __all__ = ["Device", "DeviceError", "FlatMemoryDevice", "ReferenceDevice", "decode_call", "ALIGNMENT"]
@@ -151,7 +154,10 @@ class ReferenceDevice(FlatMemoryDevice):
     ``oracle=True`` runs every call with :func:`hlsinf.reference.kernel_call` (slow, the
     readable definition); by default :func:`hlsinf.reference_fast.kernel_call_fast` runs
     them, with the weight matrix of each call prepared once and kept until its weight
-    memory is written again.
+    memory is written again. An fp32 kernel (``cfg.is_float``) runs
+    :func:`hlsinf.reference_float.kernel_call` with ``oracle=True``, else
+    :func:`hlsinf.reference_float_fast.kernel_call_fast` (the same bits, vectorised over
+    input groups).
     """
 
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, oracle: bool = False):
@@ -186,6 +192,10 @@ class ReferenceDevice(FlatMemoryDevice):
         x, w, b, y = (self.view(ptr["x"], act_dtype(cfg)), self.view(ptr["w"], weight_dtype(cfg)),
                       self.view(ptr["b"], bias_dtype(cfg)), self.view(ptr["y"], act_dtype(cfg)))
         m = self.view(ptr["m"], mult_dtype(cfg)) if args.use_mult else None
+        if cfg.is_float:            # binary32 data: the fp32 oracle, or its bit-identical fast form
+            n = self.view(ptr["n"], np.float32) if args.bn and ptr.get("n") else None
+            (kernel_call_float if self.oracle else kernel_call_float_fast)(cfg, args, x, w, b, y, None, n)
+            return None
         n = self.view(ptr["n"], np.int32) if args.bn else None
         r = self.view(ptr["r"], act_dtype(cfg)) if args.residual_add else None
         t = self.view(ptr["t"], act_dtype(cfg), table_entries(cfg)) if args.table else None

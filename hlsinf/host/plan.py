@@ -23,6 +23,11 @@ What the planner does, in order:
 Anything else runs on the CPU, in onnxruntime: each run of CPU steps between accelerator
 layers is one ONNX subgraph (:mod:`hlsinf.host.cpu`); a convolution on the CPU carries the
 reason.
+
+An fp32 kernel (``number_format='fp32'``) takes the float model as it is instead: steps 2-3
+become :func:`_match_float_conv` / :func:`_build_float_layer` (``Conv [-> Relu|Clip]
+[-> 2x2 pool]`` with float32 weights and bias, no scales), the tiling and the transfers are
+the same; a quantised model or a calibration batch is a :class:`PlanError` there.
 """
 
 from __future__ import annotations
@@ -261,7 +266,8 @@ class FpgaLayer:
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
                 + f"{self.group_splits} group range(s)), "
-                f"shift {self.shift}" + (f", + {self.residual}" if self.residual else "")
+                + ("fp32" if cfg.is_float else f"shift {self.shift}")
+                + (f", + {self.residual}" if self.residual else "")
                 + (", activation table" if self.table is not None else "") + self._zero_points())
 
     def _zero_points(self) -> str:
@@ -390,7 +396,8 @@ class Plan:
         """One line per step: device, what it does, tiles, ideal (and measured) cycles."""
         cfg = self.cfg
         lines = [f"plan for {self.graph.name!r} on a kernel with CPI={cfg.cpi} CPO={cfg.cpo} "
-                 f"{'int' if cfg.act_signed else 'uint'}{cfg.act_bits} activations"
+                 + (f"fp32 (number_format='fp32'{', subnormals flushed' if not cfg.fp32_subnormals else ''})"
+                    if cfg.is_float else f"{'int' if cfg.act_signed else 'uint'}{cfg.act_bits} activations")
                  + (f" ({self.format_note})" if self.format_note else "")
                  + f", wmax={cfg.wmax} hmax={cfg.hmax}"]
         for k, s in enumerate(self.steps):
@@ -561,7 +568,8 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
     x_dq = graph.producer(conv.inputs[0])
     w_dq = graph.producer(through_identity(graph, conv.inputs[1]))   # torch shares tied weights via Identity
     if x_dq is None or x_dq.op != "DequantizeLinear" or w_dq is None or w_dq.op != "DequantizeLinear":
-        raise _NoMatch("float convolution: not quantised (give a QDQ model or a calibration batch)")
+        raise _NoMatch("float convolution: not quantised (give a QDQ model or a calibration batch, "
+                       "or plan the float model for an fp32 kernel)")
     s_x, z_x, t_x = _scalar_qparams(graph, x_dq, "input")
     w_q = _constant(graph, w_dq.inputs[0])
     s_w = _constant(graph, w_dq.inputs[1])
@@ -943,31 +951,64 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                              r_clip_lo=None if r_relu or dlo == amin else dlo, r_clip_hi=clip_hi)
         relu, clip_lo, clip_hi = False, None, None
 
+    if res is not None:
+        conv_rows = (h + pt + pb - 3) // stride + 1
+        conv_cols = (w + pl + pr - 3) // stride + 1
+        if tuple(graph.shapes[res.operand][1:]) != (o, conv_rows, conv_cols):
+            raise _NoMatch(f"residual operand {res.operand!r} has shape {graph.shapes[res.operand]}, "
+                           f"not the convolution output's {(1, o, conv_rows, conv_cols)}")
+    calls, columns, row_tiles, group_splits, (out_rows, out_cols) = _tile_calls(
+        cfg, where, (c, h, w), o, (pt, pb, pl, pr), stride, m.pool, max_rows, max_out_groups, max_cols,
+        upsize=m.upsize, relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
+        depthwise=m.depthwise, table=table is not None, **residual_args)
+    return FpgaLayer(
+        name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin, copies, (h, w)), output=m.out,
+        in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
+        pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
+        weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
+                 else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
+        bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
+        mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
+        calls=calls, row_tiles=row_tiles, group_splits=group_splits,
+        columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
+        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
+        residual=res.operand if res is not None else "", table=table)
+
+
+def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o: int,
+                pads: tuple[int, int, int, int], stride: int, pool: int, max_rows: int | None,
+                max_out_groups: int | None, max_cols: int | None, upsize: int = 1, **fields):
+    """The calls of one layer (integer or fp32): row tiles, column tiles and output-group ranges.
+
+    ``in_shape`` is the device input (C, H, W), ``pads`` (top, bottom, left, right) what the
+    calls pad in the 3x3 slot, ``upsize`` the nearest upsampling after the pool, ``fields``
+    the per-layer call arguments (relu, clip, shift, ...). Returns ``(calls, columns, row
+    tiles, group ranges, (output rows, output columns))``; ``columns`` is empty when the calls
+    read the whole width."""
+    c, h, w = in_shape
+    pt, pb, pl, pr = pads
     conv_rows = (h + pt + pb - 3) // stride + 1
     conv_cols = (w + pl + pr - 3) // stride + 1
     if conv_rows < 1 or conv_cols < 1:
         raise PlanError(f"{where}: the output would be empty")
-    if res is not None and tuple(graph.shapes[res.operand][1:]) != (o, conv_rows, conv_cols):
-        raise _NoMatch(f"residual operand {res.operand!r} has shape {graph.shapes[res.operand]}, "
-                       f"not the convolution output's {(1, o, conv_rows, conv_cols)}")
-    pool_div = 2 if m.pool else 1
-    up = m.upsize
+    pool_div = 2 if pool else 1
+    up = upsize
     rows_used = conv_rows // pool_div * pool_div
     out_rows, out_cols = conv_rows // pool_div * up, conv_cols // pool_div * up
-    if m.pool and (out_rows < 1 or out_cols < 1):
+    if pool and (out_rows < 1 or out_cols < 1):
         raise _NoMatch("pooling of a single row or column")
     tile = (cfg.hmax - 3) // stride + 1
     if max_rows is not None:
         tile = min(tile, max_rows)
-    if m.pool:
+    if pool:
         tile -= tile % 2
     if tile < pool_div:
         raise PlanError(f"{where}: no row tiling fits the kernel's hmax = {cfg.hmax} "
-                        f"(stride {stride}{', pooling' if m.pool else ''})")
+                        f"(stride {stride}{', pooling' if pool else ''})")
     # Column tiles only when the image is wider than the line buffers: each reads its own
     # narrower copy of the input (halo columns included) and writes its own output strip.
     whole_width = w <= cfg.wmax and max_cols is None
-    if res is not None and not whole_width:
+    if fields.get("residual_add") and not whole_width:
         raise _NoMatch("residual add with column tiles (the operand would need strips too)")
     if up > 1 and not whole_width:
         raise PlanError(f"{where}: an upsampled layer must be written in whole rows (width {w} <= wmax = "
@@ -978,11 +1019,11 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         ctile = (cfg.wmax - 3) // stride + 1
         if max_cols is not None:
             ctile = min(ctile, max_cols)
-        if m.pool:
+        if pool:
             ctile -= ctile % 2
         if ctile < pool_div:
             raise PlanError(f"{where}: input width {w} is larger than the kernel's wmax = {cfg.wmax} "
-                            f"and no column tiling fits it (stride {stride}{', pooling' if m.pool else ''})")
+                            f"and no column tiling fits it (stride {stride}{', pooling' if pool else ''})")
         col_tiles = _row_tiles(conv_cols // pool_div * pool_div, ctile)
     go = math.ceil(o / cfg.cpo)
     per_call = go if not max_out_groups else max(1, max_out_groups)
@@ -1006,12 +1047,10 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
             for g0, count in group_ranges:
                 args = CallArgs(H=h, W=tw, rows=stop - start + 1, I=c, O=o, pad_top=top, pad_bottom=bottom,
                                 pad_left=left, pad_right=right, stride=stride, o_first=g0,
-                                o_count=None if len(group_ranges) == 1 else count, relu=relu,
-                                clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
-                                pool=m.pool, read_offset=start * tw, write_offset=(r0 // pool_div) * up * tout,
-                                out_plane=out_rows * tout, upsize=up, depthwise=m.depthwise,
-                                table=table is not None, **residual_args)
-                if residual_args:        # the operand has the convolution output's shape (before pooling)
+                                o_count=None if len(group_ranges) == 1 else count, pool=pool, **fields,
+                                read_offset=start * tw, write_offset=(r0 // pool_div) * up * tout,
+                                out_plane=out_rows * tout, upsize=up)
+                if fields.get("residual_add"):   # the operand has the convolution output's shape (before pooling)
                     args.r_offset, args.r_plane = r0 * conv_cols, conv_rows * conv_cols
                 try:
                     args.validate(cfg)
@@ -1020,18 +1059,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                 assert args.conv_rows == r1 - r0 and args.out_cols == tout
                 calls.append(args)
         columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
-    return FpgaLayer(
-        name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin, copies, (h, w)), output=m.out,
-        in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
-        pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
-        weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
-                 else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
-        bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
-        mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
-        calls=calls, row_tiles=len(_row_tiles(rows_used, tile)), group_splits=len(group_ranges),
-        columns=[] if whole_width else columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
-        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
-        residual=res.operand if res is not None else "", table=table)
+    return (calls, [] if whole_width else columns, len(_row_tiles(rows_used, tile)), len(group_ranges),
+            (out_rows, out_cols))
 
 
 def _device_table(m: _Match, y_enc: ActEncoding, cfg: KernelConfig) -> tuple[ActEncoding, np.ndarray]:
@@ -1061,6 +1090,139 @@ def _padded_name(tensor: str, zin: InputZeroPoint, copies=(), size=None) -> str:
     return name + "]"
 
 
+# Float convolutions on an fp32 kernel -------------------------------------------------------------
+
+@dataclass
+class _FloatMatch:
+    nodes: list[Node]
+    x: str                                    # the float input tensor
+    out: str                                  # the tensor the last fused node writes
+    w: np.ndarray                             # float32 O x I x kh x kw
+    b: np.ndarray                             # float32 O
+    lo: float | None                          # lower clip bound (Relu: 0.0); None: none
+    hi: float | None
+    pool: int
+
+
+def _check_conv_attrs(graph: Graph, conv: Node, caps: "_Caps") -> None:
+    """What any convolution on the kernel needs, integer or fp32: 2-D, group 1, dilation 1,
+    explicit padding or VALID, a stride the kernel does in both directions."""
+    a = conv.attrs
+    if a.get("group", 1) != 1:
+        raise _NoMatch(f"grouped convolution (group={a['group']})")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise _NoMatch(f"dilation {a['dilations']}")
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise _NoMatch(f"auto_pad={a['auto_pad']}")
+    if len(graph.shapes.get(conv.inputs[0], ())) != 4 or graph.shapes[conv.inputs[0]][0] != 1:
+        raise _NoMatch("not a 2-D convolution of a batch of one")
+    strides = a.get("strides", [1, 1])
+    if strides[0] != strides[1] or strides[0] not in caps.strides:
+        raise _NoMatch(f"strides {strides} (the kernel does {' or '.join(map(str, caps.strides))} in both directions)")
+
+
+def _match_float_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps") -> _FloatMatch:
+    """``Conv [-> Relu|Clip]* [-> MaxPool 2x2/2 [-> Relu|Clip]* | -> AveragePool 2x2/2]`` on float32.
+
+    ReLU and Clip are non-decreasing in the kernel's float order, so they commute with the
+    max pool and are the kernel's clip before it; after an average pool they do not."""
+    _check_conv_attrs(graph, conv, caps)
+    for t in (conv.inputs[0], conv.outputs[0]):
+        dt = graph.dtypes.get(t)
+        if dt is not None and np.dtype(dt) != np.float32:
+            raise _NoMatch(f"tensor {t!r} is {np.dtype(dt)}, the fp32 kernel takes float32")
+    w = _constant(graph, conv.inputs[1])
+    if w is None:
+        raise _NoMatch("weights are not constant")
+    if w.dtype != np.float32:
+        raise _NoMatch(f"weights are {w.dtype}, the fp32 kernel takes float32")
+    if w.ndim != 4:
+        raise _NoMatch("not a 2-D convolution")
+    o, _, kh, kw = w.shape
+    if kh > 3 or kw > 3:
+        raise _NoMatch(f"kernel {kh}x{kw} is larger than 3x3")
+    b = np.zeros(o, np.float32)
+    if len(conv.inputs) > 2 and conv.inputs[2]:
+        b = _constant(graph, conv.inputs[2])
+        if b is None:
+            raise _NoMatch("bias is not constant")
+        if b.dtype != np.float32:
+            raise _NoMatch(f"bias is {b.dtype}, the fp32 kernel takes float32")
+    nodes, t = [conv], conv.outputs[0]
+    lo = hi = None
+    pool = POOL_NONE
+    while True:
+        nxt = _only_consumer(graph, t, ("Relu", "Clip", "MaxPool", "AveragePool"))
+        if nxt is None or any(graph.dtypes.get(o_) not in (None, np.dtype(np.float32)) for o_ in nxt.outputs[:1]):
+            break
+        if nxt.op in ("Relu", "Clip"):
+            if pool == POOL_AVG:
+                break
+            try:
+                a, z = _clip_bounds(graph, nxt)
+            except _NoMatch:
+                break
+            new_lo = a if lo is None else lo if a is None else max(a, lo)
+            new_hi = z if hi is None else hi if z is None else min(z, hi)
+            if new_lo is not None and new_hi is not None and not new_lo <= new_hi:
+                break
+            lo, hi = new_lo, new_hi
+        else:
+            mode = POOL_MAX if nxt.op == "MaxPool" else POOL_AVG
+            built = cfg.with_maxpool if mode == POOL_MAX else cfg.with_avgpool
+            if pool or not built or not _is_pool2x2(nxt) or len([o_ for o_ in nxt.outputs if o_]) != 1:
+                break
+            pool = mode
+        nodes.append(nxt)
+        t = nxt.outputs[0]
+    return _FloatMatch(nodes, conv.inputs[0], t, w, b.reshape(-1).astype(np.float32), lo, hi, pool)
+
+
+def _build_float_layer(graph: Graph, m: _FloatMatch, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
+                       max_out_groups: int | None, max_cols: int | None = None) -> FpgaLayer:
+    """An fp32 layer: float32 weights and bias in the kernel layouts, no requantisation
+    (shift 0, no multiplier), Relu as the kernel's ReLU and Clip bounds as binary32 bits."""
+    from hlsinf.reference_float import float_bits
+    conv = m.nodes[0]
+    name = conv.name
+    _, c, h, w = graph.shapes[m.x]
+    o, _, kh, kw = m.w.shape
+    a = conv.attrs
+    pads = list(a.get("pads", [0, 0, 0, 0])) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0, 0, 0, 0]
+    stride = a.get("strides", [1, 1])[0]
+    where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
+    oy, ox = (3 - kh) // 2, (3 - kw) // 2
+    w3 = np.zeros((o, c, 3, 3), np.float32)
+    w3[:, :, oy:oy + kh, ox:ox + kw] = m.w
+    pt, pl, pb, pr = pads[0] + oy, pads[1] + ox, pads[2] + (3 - kh - oy), pads[3] + (3 - kw - ox)
+    if max(pt, pb, pl, pr) > caps.max_pad:
+        raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
+                       f"the kernel pads at most {caps.max_pad}")
+    if c > cfg.imax:
+        raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
+                        "no tiling splits input channels")
+    # ReLU (or a Clip at 0) as the kernel's relu: it clamps exactly the values with the sign bit set
+    relu = cfg.with_relu and m.lo is not None and m.lo == 0.0
+    clip_lo = None if relu or m.lo is None else float_bits(m.lo)
+    clip_hi = None if m.hi is None else float_bits(m.hi)
+    calls, columns, row_tiles, group_splits, (out_rows, out_cols) = _tile_calls(
+        cfg, where, (c, h, w), o, (pt, pb, pl, pr), stride, m.pool, max_rows, max_out_groups, max_cols,
+        relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=0, use_mult=False)
+    return FpgaLayer(
+        name=name, nodes=[n.name for n in m.nodes], input=m.x, output=m.out,
+        in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
+        pads=(pt, pb, pl, pr), pool=m.pool, shift=0, scale_error=0.0,
+        weights=pack_weights(w3, cfg.cpi, cfg.cpo, np.float32),
+        bias=pack_channels(m.b, cfg.cpo, np.float32),
+        mult=np.zeros(math.ceil(o / cfg.cpo) * cfg.cpo, np.uint32),
+        calls=calls, row_tiles=row_tiles, group_splits=group_splits, columns=columns, source=m.x)
+
+
+#: Nodes that make a model quantised (an fp32 kernel refuses such a model).
+_QUANTISED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger",
+                  "QLinearMatMul", "DynamicQuantizeLinear")
+
+
 # The planner ------------------------------------------------------------------------------------
 
 def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape=None,
@@ -1082,16 +1244,28 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     columns of a column tile (column tiles are made anyway when an input is wider than
     ``wmax``) and ``max_out_groups`` the output groups of one call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
     :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
+
+    On an fp32 kernel the float model is planned as it is (float32 weights and bias, Relu/Clip
+    and 2x2 pools fused, the same tiling); a QDQ model or a ``calibration`` batch is a
+    :class:`PlanError`, since either would change the model the kernel computes.
     """
     cfg, descriptor = load_kernel(kernel)
     caps = _Caps.of(descriptor)
+    if cfg.is_float and calibration is not None:
+        raise PlanError("the kernel is fp32: it runs the float model as it is; a calibration batch "
+                        "(post-training quantisation) is for integer kernels")
     if calibration is not None:
         from hlsinf.host.quantize import quantize
         model = quantize(model, calibration, cfg)
     graph = model if isinstance(model, Graph) else load_model(model, input_shape)
     graph = fold_batchnorm(graph)
     format_note = ""
-    if not _format_given(kernel):
+    if cfg.is_float:
+        quantised = next((n for n in graph.nodes if n.op in _QUANTISED_OPS), None)
+        if quantised is not None:
+            raise PlanError(f"the kernel is fp32 and the model is quantised (node {quantised.name!r} is "
+                            f"{quantised.op}): plan the float model for it, or this model for an integer kernel")
+    elif not _format_given(kernel):
         signed, why = activation_format(graph)
         if signed is not None:
             cfg = dataclasses.replace(cfg, act_signed=signed)
@@ -1104,6 +1278,21 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     reasons: dict[str, str] = {}
     for node in graph.nodes:
         if node.op != "Conv" or node.name in in_layer:
+            continue
+        if cfg.is_float:
+            try:
+                fm = _match_float_conv(graph, node, cfg, caps)
+                layer = _build_float_layer(graph, fm, cfg, caps, max_rows, max_out_groups, max_cols)
+            except _NoMatch as e:
+                reasons[node.name] = str(e)
+                continue
+            except PlanError as e:
+                if not cpu_fallback:
+                    raise
+                reasons[node.name] = str(e)
+                continue
+            in_layer.update(layer.nodes)
+            fused[fm.nodes[-1].name] = layer
             continue
         try:
             m = _match_conv(graph, node, cfg, caps)
@@ -1215,7 +1404,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                     device_tensors[(layer.input, cfg.cpi)] = layer.in_shape
             elif on_device.get(t) != cfg.cpi:
                 to_host(t)
-                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings[t]))
+                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings.get(t)))
                 on_device[t] = cfg.cpi
                 device_tensors[(t, cfg.cpi)] = chw(t)
             if layer.residual and on_device.get(layer.residual) != cfg.cpo:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hlsinf import reference as ref
+from hlsinf import reference_float
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.kernel import TOP_NAME
 from hlsinf.reference import CallArgs
@@ -35,7 +36,7 @@ from hlsinf.registers import RESP_NAMES, STATUS_BITS, decode_status, encode_call
 from hlsinf.sim import runner
 
 __all__ = ["HARNESS", "HarnessError", "AxiOptions", "Server", "build", "default_cycle_limit",
-           "random_call_data", "requantize_shift", "run_call", "write_call", "check_call"]
+           "random_call_data", "random_float_data", "FLOAT_SPECIALS", "requantize_shift", "run_call", "write_call", "check_call"]
 
 HARNESS = Path(__file__).resolve().parent / "speed_main.cpp"
 #: Verilator's flags: random initial state as in the RTL tests, no X propagation cost.
@@ -84,7 +85,9 @@ def build(cfg: KernelConfig, threads: int = 1, cxx_opt: str = "-O2",
 def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Packed memory images x, w, b, m of a layer: uniform activations and weights over their
     whole ranges, biases in +-3000, multipliers over their range (drawn in that order); a
-    depthwise call's weights are ``[G][CPO][3][3]``."""
+    depthwise call's weights are ``[G][CPO][3][3]``. For an fp32 ``cfg``: :func:`random_float_data`."""
+    if cfg.is_float:
+        return random_float_data(cfg, args, rng)
     amin, amax = cfg.act_range
     wmin, wmax = cfg.weight_range
     return {
@@ -96,6 +99,35 @@ def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator
                                ref.weight_dtype(cfg), bits=cfg.weight_bits)),
         "b": ref.pack_channels(rng.integers(-3000, 3000, args.O), cfg.cpo, ref.bias_dtype(cfg)),
         "m": ref.pack_channels(rng.integers(0, 1 << cfg.mult_bits, args.O), cfg.cpo, ref.mult_dtype(cfg)),
+    }
+
+
+#: binary32 values an fp32 call's data include now and then: signed zeros, subnormals
+#: (smallest, largest), the smallest normal, infinities and NaNs (quiet, signalling, negative).
+FLOAT_SPECIALS = (0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x7F800000, 0xFF800000,
+                  0x7FC00000, 0x7F800001, 0xFFC00001)
+
+
+def random_float_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator, *,
+                      specials: float = 0.0) -> dict[str, np.ndarray]:
+    """Memory images of an fp32 layer as binary32 bit patterns (uint32): standard normal
+    activations, weights and biases; with ``specials`` > 0 that share of the activations and
+    weights (and of the biases) is drawn from :data:`FLOAT_SPECIALS` or is tiny (around
+    ``2**-130``, so that products and sums underflow into subnormals)."""
+    def draw(shape):
+        values = rng.standard_normal(shape).astype(np.float32).view(np.uint32)
+        if specials:
+            pick = rng.random(shape)
+            tiny = (rng.standard_normal(shape) * 2.0 ** -63).astype(np.float32).view(np.uint32)
+            special = np.asarray(FLOAT_SPECIALS, np.uint32)[rng.integers(0, len(FLOAT_SPECIALS), shape)]
+            values = np.where(pick < specials / 2, special, np.where(pick < specials, tiny, values))
+        return values.astype(np.uint32)
+
+    return {
+        "x": ref.pack_activations(draw((args.I, args.H, args.W)), cfg.cpi, np.uint32),
+        "w": ref.pack_weights(draw((args.O, args.I, 3, 3)), cfg.cpi, cfg.cpo, np.uint32),
+        "b": ref.pack_channels(draw(args.O), cfg.cpo, np.uint32),
+        "m": ref.pack_channels(np.zeros(args.O, np.uint32), cfg.cpo, np.uint32),
     }
 
 
@@ -158,22 +190,30 @@ class AxiOptions:
 
 
 def write_call(cfg: KernelConfig, args: CallArgs, seed: int, workdir: Path, *, latency: int = 100,
-               options: AxiOptions | None = None) -> dict:
+               options: AxiOptions | None = None, data: dict | None = None) -> dict:
     """Lay out one call in ``workdir`` for the harness: random data
-    (``np.random.default_rng(seed)``), memory images, register words, latency and options.
-    Returns what :func:`check_call` needs."""
+    (``np.random.default_rng(seed)``, or the images ``data`` given), memory images, register
+    words, latency and options. Returns what :func:`check_call` needs."""
     args.validate(cfg)
-    data = random_call_data(cfg, args, np.random.default_rng(seed))
+    if data is None:
+        data = random_call_data(cfg, args, np.random.default_rng(seed))
     groups = args.groups(cfg)
     y_bytes = groups.stop * args.plane_out() * cfg.cpo * cfg.act_bits // 8
     w, b, m = data["w"], data["b"], data["m"]
-    # gmem_w holds weights, bias and multipliers one after the other, each on its own pages.
+    # gmem_w holds weights, bias, multipliers (and batch-norm parameters n, when ``data`` has
+    # them) one after the other, each on its own pages.
     pointers = {"x": PAGE, "w": PAGE, "b": PAGE + _pages(w.nbytes),
                 "m": PAGE + _pages(w.nbytes) + _pages(b.nbytes), "y": PAGE}
+    w_end = pointers["m"] + _pages(m.nbytes)
+    if "n" in data:
+        pointers["n"] = w_end
+        w_end += _pages(data["n"].nbytes)
     images = {"gmem_in": np.zeros(pointers["x"] + _pages(data["x"].nbytes), np.uint8),
-              "gmem_w": np.zeros(pointers["m"] + _pages(m.nbytes), np.uint8),
+              "gmem_w": np.zeros(w_end, np.uint8),
               "gmem_out": np.zeros(pointers["y"] + _pages(y_bytes), np.uint8)}
-    for bundle, name in (("gmem_in", "x"), ("gmem_w", "w"), ("gmem_w", "b"), ("gmem_w", "m")):
+    for bundle, name in (("gmem_in", "x"), ("gmem_w", "w"), ("gmem_w", "b"), ("gmem_w", "m"), ("gmem_w", "n")):
+        if name not in data:
+            continue
         raw = data[name].view(np.uint8).ravel()
         images[bundle][pointers[name]: pointers[name] + raw.size] = raw
     workdir.mkdir(parents=True, exist_ok=True)
@@ -219,9 +259,19 @@ def check_call(cfg: KernelConfig, args: CallArgs, layout: dict, workdir: Path, *
     if not expect_errors:
         data, images, pointers, y_bytes = layout["data"], layout["images"], layout["pointers"], layout["y_bytes"]
         got = np.frombuffer((workdir / "out_gmem_out.bin").read_bytes(), np.uint8)
-        expected = images["gmem_out"]
-        out = expected[pointers["y"]: pointers["y"] + y_bytes].view(ref.act_dtype(cfg))
-        ref.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, data["m"])
+        expected = images["gmem_out"].copy()
+        if cfg.is_float:
+            # bit-exact, with every NaN read as the canonical one (numpy may keep a payload)
+            out = expected[pointers["y"]: pointers["y"] + y_bytes].view(np.uint32)
+            reference_float.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, n_mem=data.get("n"))
+            out[:] = reference_float.to_bits(out.view(np.float32), canonical=True)
+            if got.size == expected.size:
+                got = got.copy()
+                got_y = got[pointers["y"]: pointers["y"] + y_bytes].view(np.uint32)
+                got_y[:] = reference_float.to_bits(got_y.view(np.float32), canonical=True)
+        else:
+            out = expected[pointers["y"]: pointers["y"] + y_bytes].view(ref.act_dtype(cfg))
+            ref.kernel_call(cfg, args, data["x"], data["w"], data["b"], out, data["m"], data.get("n"))
         if not np.array_equal(got, expected):
             wrong = np.flatnonzero(got != expected) if got.size == expected.size else None
             where = (f"{wrong.size} bytes, the first at byte {int(wrong[0]) - pointers['y']} of the output"
@@ -286,12 +336,12 @@ class Server:
         self.close()
 
     def run(self, args: CallArgs, seed: int, workdir: Path, *, options: AxiOptions | None = None,
-            cycle_limit: int | None = None, label: str = "call") -> dict:
+            cycle_limit: int | None = None, label: str = "call", data: dict | None = None) -> dict:
         """Like :func:`run_call`, on the served kernel. With errors injected the status must
         name exactly those bundles (the output is not compared); with a reset the figures
         are those of the clean call after it."""
         cfg = self.cfg
-        layout = write_call(cfg, args, seed, workdir, options=options or AxiOptions())
+        layout = write_call(cfg, args, seed, workdir, options=options or AxiOptions(), data=data)
         limit = default_cycle_limit(cfg, args) if cycle_limit is None else cycle_limit
         if options is not None:
             worst = max(options.read_latency[1], options.write_latency[1])

@@ -206,6 +206,17 @@ def test_kernel_xml_args_equal_the_register_map(standin_build):
     assert "STATUS at 0x090" in (out / "kernel.xml").read_text()     # a comment, not an argument
 
 
+def test_fp32_packaging_names_float_pointers(tmp_path, standin_verilog):
+    """An fp32 build's kernel.xml has float* activations, weights and bias, and the descriptor
+    next to it states the number format."""
+    cfg = KernelConfig.from_format("fp32", cpi=2, cpo=2)
+    build(cfg, tmp_path, quiet=True, verilog=standin_verilog)
+    args = {a.get("name"): a.get("type") for a in ET.parse(tmp_path / "kernel.xml").getroot().iter("arg")}
+    assert [args[k] for k in ("x", "w", "b", "y", "m")] == ["float*"] * 4 + ["unsigned int*"]
+    _, data = load_descriptor(tmp_path / "descriptor.json")
+    assert data["formats"]["number"]["format_name"] == "fp32"
+
+
 def test_package_tcl_names_every_argument_and_bundle(standin_build):
     out, _ = standin_build
     tcl = (out / "package.tcl").read_text()
@@ -268,6 +279,31 @@ def test_descriptor_round_trips_into_the_same_config(tmp_path, cfg):
     modes = data["operations"]["pool"]["modes"]
     assert ("max" in modes, "avg" in modes) == (cfg.with_maxpool, cfg.with_avgpool)
     assert data["formats"]["activation"]["range"] == list(cfg.act_range)
+
+
+def test_fp32_descriptor_states_the_number_format(tmp_path):
+    """An fp32 kernel's descriptor names its format, the subnormal mode and the registers that
+    hold binary32 bits, with the no-bound encoding CallArgs.clip_bounds writes."""
+    from hlsinf.reference import CallArgs
+    for subnormals in (True, False):
+        cfg = KernelConfig.from_format("fp32", cpi=4, cpo=4, fp32_subnormals=subnormals)
+        path = tmp_path / "descriptor.json"
+        write_descriptor(path, cfg)
+        loaded, data = load_descriptor(path)
+        assert loaded == cfg
+        number = data["formats"]["number"]
+        assert (number["format_name"], number["number_format"], number["fp32_subnormals"]) == ("fp32", "fp32", subnormals)
+        assert number["binary32_registers"] == ["clip_lo", "clip_hi"]
+        assert [r["name"] for r in data["registers"] if r["binary32"]] == ["clip_lo", "clip_hi"]
+        assert data["formats"]["pointers"] == {"x": "float32", "w": "float32", "b": "float32", "m": "uint32",
+                                               "y": "float32"}
+        assert data["operations"]["requantize"] is None and not data["operations"]["multiplier"]
+        no_bound = data["operations"]["clip"]["no_bound"]
+        lo, hi = CallArgs(H=4, W=4, rows=4, I=4, O=4).clip_bounds(cfg)
+        assert (no_bound["clip_lo"], no_bound["clip_hi"]) == (lo & 0xFFFFFFFF, hi)
+    int_data = build_descriptor(KernelConfig(cpi=2, cpo=2))
+    assert int_data["formats"]["number"]["binary32_registers"] == []
+    assert int_data["formats"]["number"]["format_name"] == "uint8"
 
 
 def test_built_descriptor_has_the_interface_widths(standin_build):

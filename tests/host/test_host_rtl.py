@@ -79,3 +79,34 @@ def test_an_axi_error_is_a_device_error_and_the_next_call_is_clean():
         np.testing.assert_array_equal(device.read(got["y"], np.uint8, y_bytes), want.read(ptr["y"], np.uint8, y_bytes))
     finally:
         device.close()
+
+
+@pytest.mark.slow      # its own fp32 Verilator build: minutes (tests/sim/test_kernel_fp32.py covers the RTL in CI)
+def test_fp32_calls_on_the_rtl_device_match_reference_float():
+    """An fp32 kernel on the RTL device: memory images are binary32 bit patterns, the
+    clip registers hold binary32 bits; two calls (ReLU + clip, then average pooling) give
+    the output of reference_float.kernel_call bit for bit (NaN as the canonical one)."""
+    from hlsinf import reference_float as rf
+    from hlsinf.reference import POOL_AVG, CallArgs
+    from hlsinf.sim.harness import random_float_data
+    cfg = KernelConfig.from_format("fp32", cpi=2, cpo=2, imax=16, wmax=16, hmax=16)
+    calls = [CallArgs(H=6, W=7, rows=6, I=3, O=4, pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, relu=True,
+                      clip_hi=rf.float_bits(2.0)),
+             CallArgs(H=6, W=6, rows=6, I=4, O=3, pad_top=1, pad_left=1, pool=POOL_AVG)]
+    device = RtlDevice(cfg)
+    try:
+        for k, args in enumerate(calls):
+            data = random_float_data(cfg, args, np.random.default_rng(k), specials=0.1)
+            pointers = {name: device.allocate(array.nbytes, name) for name, array in data.items()}
+            for name, array in data.items():
+                device.write(pointers[name], array)
+            words = args.go(cfg) * args.plane_out() * cfg.cpo
+            pointers["y"] = device.allocate(4 * words, "y")
+            cycles = device.call(args, pointers)
+            want = rf.kernel_call(cfg, args, data["x"], data["w"], data["b"], np.zeros(words, np.uint32))
+            got = device.read(pointers["y"], np.uint32, words)
+            np.testing.assert_array_equal(rf.to_bits(got.view(np.float32), canonical=True),
+                                          rf.to_bits(want.view(np.float32), canonical=True))
+            assert cycles >= args.ideal_cycles(cfg)
+    finally:
+        device.close()

@@ -144,7 +144,7 @@ class KernelInterface:
 # Argument types -------------------------------------------------------------------------
 
 _C_TYPES = {"uint8": "unsigned char", "int8": "char", "uint16": "unsigned short", "int16": "short",
-            "uint32": "unsigned int", "int32": "int"}
+            "uint32": "unsigned int", "int32": "int", "float32": "float"}
 
 
 def _arg_type(reg: Register, element_types: dict) -> str:

@@ -23,6 +23,11 @@ accumulators       ``ArrayLayout(signed(acc_bits), CPO)``            add -> relu
 multipliers        ``ArrayLayout(unsigned(mult_bits), CPO)``         loader -> relu
 =================  ================================================  =====================
 
+With ``cfg.is_float`` (fp32) every lane of the partial sums, bias, accumulators and
+batch-norm parameters is a binary32 bit pattern in a ``signed(32)`` lane
+(:data:`FLOAT_LANE`), the shape fp32 activations and weights already have
+(``act_bits = weight_bits = 32``, signed), so float streams connect to pixel streams.
+
 Each has a ``*_layout(cfg)`` and a ``*_signature(cfg)``: a ``stream.Signature`` of it, or
 for the parameter loader's three outputs (weight set, bias, multipliers)
 :func:`~hlsinf.gateware.lib.wide_stream.stream_signature`, which slices a payload wider
@@ -39,7 +44,7 @@ from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.wide_stream import payload_width, stream_signature
 
 __all__ = [
-    "act_shape", "frame_pixels_shape",
+    "FLOAT_LANE", "act_shape", "frame_pixels_shape",
     "pixel_layout", "window_layout", "weight_set_layout", "partial_layout", "bias_layout",
     "acc_layout", "mult_layout",
     "pixel_signature", "window_signature", "weight_set_signature", "partial_signature",
@@ -50,6 +55,10 @@ __all__ = [
 
 
 # Shapes ------------------------------------------------------------------------------------
+
+#: The shape of one binary32 lane (bit pattern) on an fp32 kernel's streams.
+FLOAT_LANE = signed(32)
+
 
 def act_shape(cfg: KernelConfig):
     """Shape of one activation: ``signed`` or ``unsigned`` ``act_bits`` per ``cfg.act_signed``."""
@@ -79,18 +88,20 @@ def weight_set_layout(cfg: KernelConfig) -> data.ArrayLayout:
 
 
 def partial_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    """CPO partial sums: one window times one weight set."""
-    return data.ArrayLayout(signed(cfg.partial_bits), cfg.cpo)
+    """CPO partial sums: one window times one weight set (binary32 lanes on an fp32 kernel:
+    ``cfg.partial_bits`` is the integer sum's width)."""
+    return data.ArrayLayout(FLOAT_LANE if cfg.is_float else signed(cfg.partial_bits), cfg.cpo)
 
 
 def bias_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    """The CPO biases of an output group."""
-    return data.ArrayLayout(signed(cfg.bias_bits), cfg.cpo)
+    """The CPO biases of an output group (binary32 lanes on an fp32 kernel)."""
+    return data.ArrayLayout(FLOAT_LANE if cfg.is_float else signed(cfg.bias_bits), cfg.cpo)
 
 
 def acc_layout(cfg: KernelConfig) -> data.ArrayLayout:
-    """CPO accumulators: partial sums over the input groups plus the bias, saturated."""
-    return data.ArrayLayout(signed(cfg.acc_bits), cfg.cpo)
+    """CPO accumulators: partial sums over the input groups plus the bias, saturated
+    (binary32 lanes, not saturated, on an fp32 kernel)."""
+    return data.ArrayLayout(FLOAT_LANE if cfg.is_float else signed(cfg.acc_bits), cfg.cpo)
 
 
 def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
@@ -100,7 +111,11 @@ def mult_layout(cfg: KernelConfig) -> data.ArrayLayout:
 
 def bn_layout(cfg: KernelConfig) -> data.StructLayout:
     """The batch-norm parameters of an output group (post-op ``bn``), as in memory: CPO
-    int32 multiplier words (the low ``BN_MULT_BITS`` used, signed), then CPO int32 biases."""
+    int32 multiplier words (the low ``BN_MULT_BITS`` used, signed), then CPO int32 biases.
+    On an fp32 kernel both are CPO binary32 words (:data:`FLOAT_LANE`), the whole word used."""
+    if cfg.is_float:
+        return data.StructLayout({"mult": data.ArrayLayout(FLOAT_LANE, cfg.cpo),
+                                  "bias": data.ArrayLayout(FLOAT_LANE, cfg.cpo)})
     return data.StructLayout({"mult": data.ArrayLayout(signed(32), cfg.cpo),
                               "bias": data.ArrayLayout(signed(32), cfg.cpo)})
 
