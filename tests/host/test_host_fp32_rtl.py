@@ -21,9 +21,11 @@ pytest.importorskip("cocotbext.axi")
 
 from tests.host.test_host_fp32 import SmallFloatCNN, export  # noqa: E402
 
-#: The 2x2 fp32 build test_host_rtl.py's fp32 test uses too: one Verilator build (cached by
-#: its Verilog) serves both; a 4x4 fp32 kernel takes many minutes to elaborate and compile.
+#: The fp32 builds the network runs on: 2x2 in CI (one Verilator compile of about 1.5 min);
+#: the 4x4 kernel (144 FMul, 140 FAdd in the MAC array) takes tens of minutes to elaborate and
+#: compile, so it runs with ``-m slow`` (docs/testing.md).
 CFG = KernelConfig.from_format("fp32", cpi=2, cpo=2, imax=16, wmax=16, hmax=16)
+CFG_4X4 = KernelConfig.from_format("fp32", cpi=4, cpo=4, imax=16, wmax=16, hmax=16)
 MISSING = unsupported_features(CFG)
 
 pytestmark = pytest.mark.skipif(
@@ -31,18 +33,18 @@ pytestmark = pytest.mark.skipif(
                           "(the fp32 MAC array and kernel of branch fp32-kernel)")
 
 
-@pytest.mark.slow      # its own fp32 Verilator build: 7 min here (tests/sim/test_kernel_fp32.py covers the RTL in CI)
-def test_small_float_cnn_on_the_rtl_device_matches_the_reference_device():
+@pytest.mark.parametrize("cfg", [CFG, pytest.param(CFG_4X4, marks=pytest.mark.slow)], ids=["2x2", "4x4"])
+def test_small_float_cnn_on_the_rtl_device_matches_the_reference_device(cfg):
     from hlsinf.host.rtl import RtlDevice
     torch.manual_seed(0)
     model = export(SmallFloatCNN(), (1, 3, 20, 20))
-    plan = to_fpga(model, CFG, max_rows=4, max_cols=8, max_out_groups=2)
+    plan = to_fpga(model, cfg, max_rows=4, max_cols=8, max_out_groups=2)
     assert sum(len(layer.calls) for layer in plan.fpga_layers) > len(plan.fpga_layers)   # tiles, group ranges
     assert any(layer.columns for layer in plan.fpga_layers)                                 # column strips
     x = np.random.default_rng(0).standard_normal((1, 3, 20, 20)).astype(np.float32)
     fetch = [layer.output for layer in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(CFG)).run(x, fetch=fetch)
-    device = RtlDevice(CFG)
+    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
     try:
         profile = Profile()
         got = Session(plan, device).run(x, fetch=fetch, profile=profile)
@@ -53,4 +55,4 @@ def test_small_float_cnn_on_the_rtl_device_matches_the_reference_device():
                                       err_msg=name)
     print(plan.summary(measured=profile.cycles_per_run()))
     for layer in plan.fpga_layers:
-        assert profile.cycles[layer.name] >= layer.ideal_cycles(CFG) > 0
+        assert profile.cycles[layer.name] >= layer.ideal_cycles(cfg) > 0
