@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "CANONICAL_NAN", "canonical_nan", "to_bits", "from_bits", "fmul", "fadd", "ftz_mul", "ftz_add", "flush_subnormals",
     "dot_tree", "mul_partial", "accumulate", "float_bits", "bits_float", "relu", "clip", "max_key",
-    "pool2x2", "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops", "kernel_call",
+    "pool2x2", "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "post_ops", "kernel_call", "memory_image",
 ]
 
 #: The NaN the hardware returns.
@@ -290,6 +290,18 @@ def post_ops(y, cfg, args, groups: range, n_mem=None) -> np.ndarray:
     return y
 
 
+def memory_image(name: str, arr, size: int) -> np.ndarray:
+    """The first ``size`` float32 elements of memory image ``name``: binary32 bit patterns
+    (uint32 or int32) are viewed as floats, anything else converted; a short image is a
+    :class:`~hlsinf.reference.CallError` naming it."""
+    from hlsinf.reference import CallError
+    if arr is None or np.asarray(arr).size < size:
+        raise CallError(f"memory image {name} holds {0 if arr is None else np.asarray(arr).size} elements, "
+                        f"the call needs {size}")
+    arr = np.asarray(arr).reshape(-1)[:size]
+    return arr.view(np.float32) if arr.dtype in (np.uint32, np.int32) else arr.astype(np.float32, copy=False)
+
+
 #: Output pixels whose products one step of :func:`kernel_call` forms at once (memory bound).
 _PIXELS_PER_STEP = 256
 
@@ -324,16 +336,9 @@ def kernel_call(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.ndarr
     groups = args.groups(cfg)
     plane_in = args.H * args.W
 
-    def image(name, arr, size):
-        if arr is None or np.asarray(arr).size < size:
-            raise CallError(f"memory image {name} holds {0 if arr is None else np.asarray(arr).size} elements, "
-                            f"the call needs {size}")
-        arr = np.asarray(arr).reshape(-1)[:size]
-        return arr.view(np.float32) if arr.dtype in (np.uint32, np.int32) else arr.astype(np.float32)
-
-    x = image("x_mem", x_mem, gi * plane_in * cpi).reshape(gi, plane_in, cpi)
-    w = image("w_mem", w_mem, go * gi * cpo * cpi * 9).reshape(go, gi, cpo, cpi, 9)
-    b = image("b_mem", b_mem, go * cpo)
+    x = memory_image("x_mem", x_mem, gi * plane_in * cpi).reshape(gi, plane_in, cpi)
+    w = memory_image("w_mem", w_mem, go * gi * cpo * cpi * 9).reshape(go, gi, cpo, cpi, 9)
+    b = memory_image("b_mem", b_mem, go * cpo)
     plane_out = args.plane_out()
     if out_mem.size < groups.stop * plane_out * cpo:
         raise CallError(f"memory image out_mem holds {out_mem.size} elements, the call needs "

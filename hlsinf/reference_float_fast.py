@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.reference import CallError, windows
-from hlsinf.reference_float import clip, fadd, fmul, pool2x2, post_ops, relu
+from hlsinf.reference_float import clip, fadd, fmul, memory_image, pool2x2, post_ops, relu
 
 __all__ = ["kernel_call_fast", "tree_sum"]
 
@@ -64,16 +64,9 @@ def kernel_call_fast(cfg, args, x_mem: np.ndarray, w_mem: np.ndarray, b_mem: np.
     groups = args.groups(cfg)
     plane_in = args.H * args.W
 
-    def image(name, arr, size):
-        if arr is None or np.asarray(arr).size < size:
-            raise CallError(f"memory image {name} holds {0 if arr is None else np.asarray(arr).size} elements, "
-                            f"the call needs {size}")
-        arr = np.asarray(arr).reshape(-1)[:size]
-        return arr.view(np.float32) if arr.dtype in (np.uint32, np.int32) else arr.astype(np.float32, copy=False)
-
-    x = image("x_mem", x_mem, gi * plane_in * cpi).reshape(gi, plane_in, cpi)
-    w = image("w_mem", w_mem, go * gi * cpo * cpi * 9).reshape(go, gi, cpo, cpi * 9)
-    b = image("b_mem", b_mem, go * cpo)
+    x = memory_image("x_mem", x_mem, gi * plane_in * cpi).reshape(gi, plane_in, cpi)
+    w = memory_image("w_mem", w_mem, go * gi * cpo * cpi * 9).reshape(go, gi, cpo, cpi * 9)
+    b = memory_image("b_mem", b_mem, go * cpo)
     plane_out = args.plane_out()
     if out_mem.size < groups.stop * plane_out * cpo:
         raise CallError(f"memory image out_mem holds {out_mem.size} elements, the call needs "
