@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.lib.float32 import FAdd, FDotTree, FMul
 from hlsinf.gateware.lib.streams import (
-    frame_counter,
     partial_layout,
     partial_signature,
     weight_set_layout,
@@ -35,7 +34,7 @@ from hlsinf.gateware.lib.streams import (
     window_layout,
     window_signature,
 )
-from hlsinf.gateware.stages.mul import mul_params_layout
+from hlsinf.gateware.stages.mul import mul_params_layout, operand_registers
 
 __all__ = ["FloatMul"]
 
@@ -92,29 +91,8 @@ class FloatMul(wiring.Component):
         sub = cfg.fp32_subnormals
         m = Module()
 
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
-
-        # Input: the first window of a frame needs a weight set (as in stages/mul.py).
-        take = Signal()
-        first, _ = frame_counter(m, take, self.params.frame_pixels, "window")
-        m.d.comb += [
-            self.i.ready.eq(advance & (~first | self.weights.valid)),
-            self.weights.ready.eq(advance & first & self.i.valid),
-            take.eq(self.i.valid & self.i.ready),
-        ]
-
-        # Operand registers: the units read their operands combinationally. The weight set
-        # changes only when a frame's first window enters, when every older window has
-        # already moved into the multipliers.
-        window = Signal(self.window_layout, reset_less=True)
-        weight_set = [Signal(self.weights_layout.elem_shape, name=f"weights{o}", reset_less=True)
-                      for o in range(cfg.cpo)]
-        valid = Signal()
-        with m.If(advance):
-            m.d.sync += [valid.eq(take), window.eq(self.i.payload)]
-            with m.If(take & first):
-                m.d.sync += [weight_set[o].eq(self.weights.payload[o]) for o in range(cfg.cpo)]
+        # Operand registers (shared with stages/mul.py); the units read them combinationally.
+        advance, window, weight_set, valid = operand_registers(m, self, cfg)
 
         # Multipliers and one tree per lane; only lane 0's units carry the valid bit.
         for o in range(cfg.cpo):

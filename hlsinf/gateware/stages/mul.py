@@ -34,7 +34,7 @@ from hlsinf.gateware.lib.streams import (frame_counter, frame_pixels_shape, part
                                          weight_set_layout, weight_set_signature, window_layout,
                                          window_signature)
 
-__all__ = ["Mul", "mul_params_layout", "multiply", "product_registers", "PACK_SHIFT", "PACK_SHIFT_4"]
+__all__ = ["Mul", "mul_params_layout", "operand_registers", "multiply", "product_registers", "PACK_SHIFT", "PACK_SHIFT_4"]
 
 
 #: Bit position of the second product of a packed multiply. The low field holds a 16-bit
@@ -168,6 +168,45 @@ def _multiply_4bit(activation, weights, register) -> list:
     return products
 
 
+def operand_registers(m: Module, stage, cfg: KernelConfig):
+    """The input side every MAC stage shares (:class:`Mul`, ``FloatMul``): a window and the
+    weight set of its frame, registered together. Returns ``(advance, window, weight_set,
+    valid)``: the whole pipeline moves one step when ``advance`` (the output register is
+    free); ``window`` and ``weight_set`` (one register per output lane) hold the operands,
+    ``valid`` says they are a window.
+
+    The first window of a frame needs a weight set, and the weight set is held for the rest
+    of the frame: it only changes when the frame's first window enters, so every older
+    window has already left for the next pipeline stage.
+    """
+    advance = Signal()
+    m.d.comb += advance.eq(~stage.o.valid | stage.o.ready)
+
+    take = Signal()
+    first, _ = frame_counter(m, take, stage.params.frame_pixels, "window")
+    m.d.comb += [
+        stage.i.ready.eq(advance & (~first | stage.weights.valid)),
+        stage.weights.ready.eq(advance & first & stage.i.valid),
+        take.eq(stage.i.valid & stage.i.ready),
+    ]
+
+    # Data registers (operands, products, sums) have no reset: only the valid bits say
+    # what they hold. A reset on each of them costs one more assignment per register per
+    # cycle in a Verilator model (16x16: ~14 % of the simulation time) and only adds reset
+    # fanout to flip-flops whose contents are ignored until valid.
+    window = Signal(stage.window_layout, reset_less=True)
+    # One register per output channel: Amaranth's netlist holds at most 65,536 bits per
+    # signal driver, and a 32x32 weight set is 73,728.
+    weight_set = [Signal(stage.weights_layout.elem_shape, name=f"weights{o}", reset_less=True)
+                  for o in range(cfg.cpo)]
+    valid = Signal()
+    with m.If(advance):
+        m.d.sync += [valid.eq(take), window.eq(stage.i.payload)]
+        with m.If(take & first):
+            m.d.sync += [weight_set[o].eq(stage.weights.payload[o]) for o in range(cfg.cpo)]
+    return advance, window, weight_set, valid
+
+
 class Mul(wiring.Component):
     """Window x weight set -> CPO partial sums, one window per cycle.
 
@@ -234,36 +273,7 @@ class Mul(wiring.Component):
         cfg = self._cfg
         m = Module()
 
-        # The whole pipeline moves one step when the output register is free.
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
-
-        # Input: the first window of a frame needs a weight set.
-        take = Signal()
-        first, _ = frame_counter(m, take, self.params.frame_pixels, "window")
-        m.d.comb += [
-            self.i.ready.eq(advance & (~first | self.weights.valid)),
-            self.weights.ready.eq(advance & first & self.i.valid),
-            take.eq(self.i.valid & self.i.ready),
-        ]
-
-        # Operand registers. The weight set is held for the rest of the frame: it only
-        # changes when the frame's first window enters, so every older window has
-        # already left for the product registers.
-        # Data registers (operands, products, sums) have no reset: only the valid bits
-        # say what they hold. A reset on each of them costs one more assignment per
-        # register per cycle in a Verilator model (16x16: ~14 % of the simulation time)
-        # and only adds reset fanout to flip-flops whose contents are ignored until valid.
-        window = Signal(self.window_layout, reset_less=True)
-        # One register per output channel: Amaranth's netlist holds at most 65,536 bits per
-        # signal driver, and a 32x32 weight set is 73,728.
-        weight_set = [Signal(self.weights_layout.elem_shape, name=f"weights{o}", reset_less=True)
-                      for o in range(cfg.cpo)]
-        valid = Signal()
-        with m.If(advance):
-            m.d.sync += [valid.eq(take), window.eq(self.i.payload)]
-            with m.If(take & first):
-                m.d.sync += [weight_set[o].eq(self.weights.payload[o]) for o in range(cfg.cpo)]
+        advance, window, weight_set, valid = operand_registers(m, self, cfg)
 
         # Product registers: lane o sums nodes[o].
         nodes = [[] for _ in range(cfg.cpo)]
