@@ -88,6 +88,7 @@ class KernelConfig:
     fp32_subnormals: bool = True #: fp32 only: keep subnormals (IEEE, as numpy) or flush them to zero
     max_upsize: int = 1          #: largest nearest-upsize factor after pooling (1: not built, 2 or 4)
     with_depthwise: bool = False #: depthwise 3x3 calls (run-time register depthwise) built in; needs cpi == cpo
+    with_acc_split: bool = False #: acc_hold/acc_resume calls built in: more than imax input channels over several calls
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -129,6 +130,9 @@ class KernelConfig:
             _check("with_depthwise", self.with_depthwise, f"False unless cpi == cpo (cpi = {self.cpi}, cpo = {self.cpo})",
                    self.cpi == self.cpo)
             _check("with_depthwise", self.with_depthwise, "False with number_format='fp32' (not built for fp32 yet)",
+                   not self.is_float)
+        if self.with_acc_split:
+            _check("with_acc_split", self.with_acc_split, "False with number_format='fp32' (not built for fp32 yet)",
                    not self.is_float)
         if self.number_format == "fixed":
             _check("act_signed", self.act_signed, "True with number_format='fixed' (fixed<W,I> is signed)",

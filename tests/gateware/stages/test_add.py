@@ -162,3 +162,102 @@ def test_calls_with_different_params_back_to_back():
     run_stage(dut, [partials_in, biases_in, outputs], deadline_cycles=20_000)
     want = np.concatenate([expected_outputs(cfg, p, b).reshape(-1, cfg.cpo) for p, b in cases])
     np.testing.assert_array_equal(np.array(result["items"], np.int64), want)
+
+
+# Split accumulation (KernelConfig.with_acc_split): acc_hold / acc_resume -------------------
+
+def split_config(cpo):
+    return KernelConfig(cpi=1, cpo=cpo, wmax=4, hmax=2, imax=16, with_acc_split=True)
+
+
+def expected_split(cfg, calls, cases):
+    """Numpy model of a run of calls: each output group k of a call owns rows k*fp.. while
+    hold or resume is on; a held row is the exact sum modulo 2**acc_bits. Returns the emitted
+    items (pixels x CPO) and the number of groups held."""
+    rows, out, held = {}, [], 0
+    for (fp, gi, go, hold, resume), (partials, biases) in zip(calls, cases):
+        for k in range(go):
+            s = partials[k].astype(np.int64).sum(axis=0)
+            if resume:
+                s = s + rows[k]
+            if hold:
+                rows[k] = (s + (1 << (cfg.acc_bits - 1))) % (1 << cfg.acc_bits) - (1 << (cfg.acc_bits - 1))
+                held += 1
+            else:
+                out.append(ref.add_bias(s, biases[k], cfg))
+    return np.concatenate(out).reshape(-1, cfg.cpo), held
+
+
+def simulate_split(cfg, calls, cases, *, stall, seed=0):
+    dut = Add(cfg)
+    result = {"held": 0}
+    count = sum(fp * go for fp, _, go, hold, _ in calls if not hold)
+
+    async def partials_in(ctx):
+        for n, ((fp, gi, go, hold, resume), (partials, _)) in enumerate(zip(calls, cases)):
+            ctx.set(dut.params.frame_pixels, fp)
+            ctx.set(dut.params.groups_in, gi)
+            ctx.set(dut.params.passes, go)
+            ctx.set(dut.params.acc_hold, hold)
+            ctx.set(dut.params.acc_resume, resume)
+            await feed(ctx, dut.i, [p.tolist() for p in partials.reshape(-1, cfg.cpo)],
+                       stall=stall, rng=random.Random(seed + n))
+
+    async def biases_in(ctx):
+        await feed(ctx, dut.bias, [b.tolist() for _, biases in cases for b in biases],
+                   stall=stall, rng=random.Random(seed + 100))
+
+    async def outputs(ctx):
+        result["items"], result["cycles"] = await collect(ctx, dut.o, count, stall=stall,
+                                                          rng=random.Random(seed + 200),
+                                                          convert=lambda v: [int(x) for x in v])
+
+    async def held(ctx):
+        async for _, _, pulse in ctx.tick().sample(dut.held):
+            result["held"] += pulse
+
+    run_stage(dut, [partials_in, biases_in, outputs], background=[held], deadline_cycles=40_000)
+    return np.array(result["items"], np.int64), result["held"], result["cycles"]
+
+
+@pytest.mark.parametrize("cpo,fp,chunks,go", [(2, 1, 3, 5), (1, 3, 2, 2), (4, 2, 3, 3), (2, 5, 2, 1), (2, 2, 4, 2)])
+def test_hold_resume_chunks_with_stalls(cpo, fp, chunks, go):
+    """A layer split in ``chunks`` calls (hold on all but the last, resume on all but the
+    first), each of several output groups with their own rows, between ordinary calls; the
+    chunks' groups_in differ. Exact against numpy, with random stalls everywhere."""
+    cfg = split_config(cpo)
+    rng = np.random.default_rng(1000 * cpo + 100 * fp + 10 * chunks + go)
+    calls = [(fp, 2, 2, 0, 0)]
+    calls += [(fp, 1 + (c % 3), go, int(c < chunks - 1), int(c > 0)) for c in range(chunks)]
+    calls += [(fp, 2, 2, 0, 0)]
+    cases = [make_groups(cfg, g, gi, f, rng) for f, gi, g, _, _ in calls]
+    want, want_held = expected_split(cfg, calls, cases)
+    got, held, _ = simulate_split(cfg, calls, cases, stall=0.3, seed=fp)
+    np.testing.assert_array_equal(got, want)
+    assert held == want_held
+
+
+def test_held_rows_wrap_modulo_acc_bits():
+    """A held sum beyond acc_bits is kept modulo 2**acc_bits (the host never lets it happen:
+    docs/kernel.md); the model says so, and resuming from it adds exactly."""
+    cfg = split_config(2)
+    lo, hi = partial_range(cfg)
+    calls = [(2, 16, 1, 1, 0), (2, 16, 1, 1, 1), (2, 1, 1, 0, 1)]
+    cases = [(np.full((1, gi, fp, cfg.cpo), hi, np.int64), np.zeros((1, cfg.cpo), np.int64))
+             for fp, gi, _, _, _ in calls]
+    want, _ = expected_split(cfg, calls, cases)
+    got, _, _ = simulate_split(cfg, calls, cases, stall=0.2, seed=3)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_hold_keeps_one_partial_per_cycle():
+    """Hold and resume calls take a partial every cycle too: N partials of a hold call then a
+    resume call in N + latency cycles without stalls."""
+    cfg = split_config(2)
+    rng = np.random.default_rng(7)
+    calls = [(3, 2, 3, 1, 0), (3, 3, 3, 0, 1)]
+    cases = [make_groups(cfg, g, gi, f, rng) for f, gi, g, _, _ in calls]
+    want, _ = expected_split(cfg, calls, cases)
+    got, _, cycles = simulate_split(cfg, calls, cases, stall=0.0)
+    np.testing.assert_array_equal(got, want)
+    assert cycles == sum(p.size for p, _ in cases) // cfg.cpo + Add.latency
