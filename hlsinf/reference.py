@@ -29,6 +29,7 @@ from hlsinf.config import MAX_PAD, KernelConfig
 
 __all__ = [
     "CallArgs", "CallError", "POOL_NONE", "POOL_MAX", "POOL_AVG",
+    "AccBuffer", "held_sums",
     "pad", "windows", "mul_partial", "add_bias", "requantize", "pool2x2", "saturate", "wrap",
     "shift_round", "Modes",
     "leaky_relu", "batch_norm", "pack_bn", "unpack_bn", "residual_add", "residual_operand", "post_ops",
@@ -160,6 +161,8 @@ class CallArgs:
     upsize: int = 1                   #: nearest upsampling factor after pooling (KernelConfig.max_upsize)
     # Design-time options (only in a kernel built with them).
     depthwise: bool = False           #: depthwise 3x3: output channel c uses input channel c only (I = O)
+    acc_hold: bool = False            #: keep the partial sums on chip for the next call (no output: AccBuffer)
+    acc_resume: bool = False          #: start from the sums the previous acc_hold call kept (AccBuffer)
 
     # Derived sizes ------------------------------------------------------------------------
 
@@ -335,6 +338,15 @@ class CallArgs:
              "depthwise convolution is not built into this kernel (KernelConfig.with_depthwise)")
         if self.depthwise:
             need("O", self.O == self.I, f"equal to I = {self.I} in a depthwise call")
+        for name in ("acc_hold", "acc_resume"):
+            need(name, not getattr(self, name) or cfg.with_acc_split,
+                 "split accumulation is not built into this kernel (KernelConfig.with_acc_split)")
+            need(name, not (getattr(self, name) and self.depthwise), "0 in a depthwise call")
+        if self.acc_hold or self.acc_resume:
+            fp = self.conv_rows * self.conv_cols
+            need("o_count", len(self.groups(cfg)) * fp <= cfg.max_frame_pixels,
+                 f"at most {cfg.max_frame_pixels // fp} output groups of {fp} convolution outputs with acc_hold/"
+                 f"acc_resume (each holds its own rows of the {cfg.max_frame_pixels}-row accumulation buffer)")
         need("residual_add", not self.residual_add or "residual_add" in cfg.post_ops,
              "the residual add is not built into this kernel (KernelConfig.post_ops)")
         need("r_mult", 0 <= self.r_mult < 1 << R_MULT_BITS, f"0 to {(1 << R_MULT_BITS) - 1}")
@@ -400,6 +412,60 @@ def add_bias(sum_of_partials, bias, cfg: KernelConfig) -> np.ndarray:
     """Stage ``add``, last step: sum over input groups (exact) plus bias, saturated to the accumulator."""
     lo, hi = cfg.acc_range
     return saturate(np.asarray(sum_of_partials, np.int64) + np.asarray(bias, np.int64), lo, hi)
+
+
+class AccBuffer:
+    """The add stage's accumulation buffer as a device keeps it from one call to the next
+    (``KernelConfig.with_acc_split``): ``max_frame_pixels`` rows of CPO accumulators, and
+    whether each row holds what an ``acc_hold`` call left there (an ordinary call of several
+    input frames overwrites rows with partial sums this model does not keep: resuming from
+    them is an error, not a guess)."""
+
+    def __init__(self, cfg: KernelConfig):
+        self.rows = np.zeros((cfg.max_frame_pixels, cfg.cpo), np.int64)
+        self.defined = np.zeros(cfg.max_frame_pixels, bool)
+
+    def after_ordinary_call(self, cfg: KernelConfig, args: "CallArgs") -> None:
+        """An ordinary call (neither flag) of several frames per group writes rows 0.. back."""
+        if args.frames_per_group(cfg) > 1:
+            self.defined[: args.conv_rows * args.conv_cols] = False
+
+
+def held_sums(cfg: KernelConfig, args: "CallArgs", sums: np.ndarray, last, acc: AccBuffer | None):
+    """Stage ``add`` with ``acc_hold`` / ``acc_resume``: the sums to add the bias to, or None
+    when the call holds them.
+
+    ``sums`` are the call's exact sums (``pixels x groups*CPO``, pixel-major), ``last()`` the
+    share of the call's last input frame (called only when needed). Output group ``k`` of
+    the call owns rows ``k * pixels ..`` of ``acc``. Rows hold sums modulo ``2**acc_bits``
+    (each frame's write keeps acc_bits), so a resumed group emits
+    ``saturate(wrap(row + sums - last) + last + bias)``: exactly ``saturate(total + bias)``
+    whenever the partial sums fit, which the host checks before it splits a layer."""
+    hold, resume = args.acc_hold, args.acc_resume
+    if not (hold or resume):
+        if acc is not None:
+            acc.after_ordinary_call(cfg, args)
+        return sums
+    if acc is None:
+        raise CallError("acc_hold/acc_resume need the accumulation buffer a device keeps between calls "
+                        "(reference.AccBuffer, argument acc)")
+    cpo, fp = cfg.cpo, sums.shape[0]
+    n = sums.shape[1] // cpo
+    rows = acc.rows[: n * fp].reshape(n, fp, cpo).transpose(1, 0, 2).reshape(fp, n * cpo)
+    total = np.asarray(sums, np.int64)
+    if resume:
+        if not acc.defined[: n * fp].all():
+            raise CallError(f"acc_resume: accumulation rows 0 to {n * fp - 1} were not all left by an acc_hold call "
+                            f"(the calls of a split layer must follow each other with the same geometry)")
+        total = total + rows
+    if hold:
+        acc.rows[: n * fp] = wrap(total, cfg.acc_bits, True).reshape(fp, n, cpo).transpose(1, 0, 2).reshape(n * fp, cpo)
+        acc.defined[: n * fp] = True
+        return None
+    if args.frames_per_group(cfg) > 1:      # the frames before the last wrote their sums back
+        acc.defined[: n * fp] = False
+    share = np.asarray(last(), np.int64)
+    return wrap(total - share, cfg.acc_bits, True) + share
 
 
 @dataclass(frozen=True)
@@ -622,14 +688,16 @@ def post_ops(y, cfg: KernelConfig, args: "CallArgs", channels: slice | None = No
 def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                 b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
                 n_mem: np.ndarray | None = None, *, r_mem: np.ndarray | None = None,
-                t_mem: np.ndarray | None = None) -> np.ndarray:
+                t_mem: np.ndarray | None = None, acc: AccBuffer | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
     ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
     weights of every output group of the layer, ``b_mem`` (and ``m_mem`` when
     ``use_mult``) one word per output channel of the layer; ``n_mem`` the bn parameters and
     ``r_mem`` the residual operand (GOHWCPO, :func:`residual_operand`) when the call uses
-    them. Only the output pixels the call computes are written.
+    them. Only the output pixels the call computes are written. ``acc`` is the device's
+    accumulation buffer (:class:`AccBuffer`), needed by ``acc_hold`` / ``acc_resume`` calls;
+    an ``acc_hold`` call writes nothing to ``out_mem``.
     """
     if cfg.is_float:
         raise CallError("reference.kernel_call is the integer model: use hlsinf.reference_float.kernel_call "
@@ -637,14 +705,16 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
     if cfg.act_bits == 4 or cfg.weight_bits == 4:
         if args.residual_add or args.table:
             raise CallError("the residual add and the table are not modelled for 4-bit activations or weights")
-        return with_nibbles(kernel_call_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem=n_mem)
-    return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
+        return with_nibbles(kernel_call_elements, cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem=n_mem,
+                            acc=acc)
+    return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem,
+                                acc=acc)
 
 
 def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                          b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
                          n_mem: np.ndarray | None = None, *, r_mem: np.ndarray | None = None,
-                         t_mem: np.ndarray | None = None) -> np.ndarray:
+                         t_mem: np.ndarray | None = None, acc: AccBuffer | None = None) -> np.ndarray:
     """:func:`kernel_call` on images of one array element per activation and weight (what
     every format but the 4-bit ones stores; :func:`with_nibbles` unpacks those)."""
     args.validate(cfg)
@@ -684,6 +754,13 @@ def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w
         w = np.asarray(w_mem).reshape(-1)[: go * gi * cpo * cpi * 9].reshape(go, gi, cpo, cpi, 9)
         w = w[groups.start: groups.stop].transpose(0, 2, 1, 3, 4).reshape(len(groups) * cpo, gi * cpi * 9)
         sums = np.rint(cols @ w.astype(np.float64).T).astype(np.int64)       # (ho*wo) x (groups*CPO)
+        tail = (gi - 1) * cpi * 9                 # columns of the last input frame
+
+        def last():
+            return np.rint(cols[:, tail:] @ w[:, tail:].astype(np.float64).T).astype(np.int64)
+        sums = held_sums(cfg, args, sums, last, acc)
+        if sums is None:                           # acc_hold: kept on chip, nothing written
+            return out_mem
 
     channels = slice(groups.start * cpo, groups.stop * cpo)
     acc = add_bias(sums, np.asarray(b_mem).reshape(-1)[channels], cfg)

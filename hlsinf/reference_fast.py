@@ -209,9 +209,12 @@ def _single_threaded_blas():
 def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.ndarray,
                      b_mem: np.ndarray, out_mem: np.ndarray, m_mem: np.ndarray | None = None,
                      prepared: PreparedWeights | None = None, *, n_mem: np.ndarray | None = None,
-                     r_mem: np.ndarray | None = None, t_mem: np.ndarray | None = None) -> np.ndarray:
+                     r_mem: np.ndarray | None = None, t_mem: np.ndarray | None = None,
+                     acc=None) -> np.ndarray:
     """Same arguments and result as :func:`hlsinf.reference.kernel_call`, bit for bit
-    (post-operations included: ``n_mem``, ``r_mem``, ``t_mem``).
+    (post-operations included: ``n_mem``, ``r_mem``, ``t_mem``; ``acc``, the device's
+    :class:`~hlsinf.reference.AccBuffer`: ``acc_hold`` / ``acc_resume`` calls run the oracle,
+    whose one matrix product per call is all they need).
 
     ``prepared`` (from :func:`prepare_weights`) saves preparing the weights again; it must
     have been made from the weights ``w_mem`` holds now. Every post-op runs here, vectorised,
@@ -219,6 +222,11 @@ def kernel_call_fast(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem
     """
     if cfg.is_float:
         return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem)   # its error names the format
+    if args.acc_hold or args.acc_resume:
+        return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem, acc=acc)
+    if acc is not None:
+        args.validate(cfg)
+        acc.after_ordinary_call(cfg, args)
     if 4 in (cfg.act_bits, cfg.weight_bits):
         if args.residual_add or args.table:
             return kernel_call(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)

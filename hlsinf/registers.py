@@ -141,6 +141,12 @@ OPTION_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("depthwise", False, "1: depthwise 3x3 (output channel c convolves input channel c only; I = O); "
                              "weights [G][CPO][3][3] at w"),
     ),
+    "with_acc_split": (
+        ("acc_hold", False, "1: keep each output group's partial sums on chip (no bias, no output, no write, "
+                            "no multiplier/post-op/residual reads); rows k*frame_pixels.. for group k"),
+        ("acc_resume", False, "1: each output group's sum starts from its row held by the previous call "
+                              "instead of 0"),
+    ),
 }
 
 
@@ -222,7 +228,7 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
                   residual_add=int(args.residual_add), r_relu=int(args.r_relu))
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out(),
-                  depthwise=int(args.depthwise))
+                  depthwise=int(args.depthwise), acc_hold=int(args.acc_hold), acc_resume=int(args.acc_resume))
     words = {}
     for reg in register_map(cfg):
         if reg.kind == "pointer":

@@ -255,7 +255,10 @@ class Kernel(wiring.Component):
         wiring.connect(m, seq.in_cmd, reader.cmd)
         wiring.connect(m, seq.w_cmd, loader.cmd)
         wiring.connect(m, seq.out_cmd, writer.cmd)
-        m.d.comb += seq.out_ack.eq(writer.done)
+        if cfg.with_acc_split:      # an acc_hold call's groups end when the add stage has held them
+            m.d.comb += seq.out_ack.eq(writer.done | add.held)
+        else:
+            m.d.comb += seq.out_ack.eq(writer.done)
         # AXI error responses: flags and first response per bundle in the status register,
         # cleared when a call starts (the call itself runs to its end: docs/kernel.md).
         for bundle, master, error, resp in (("gmem_in", reader, in_error, in_resp),

@@ -26,6 +26,12 @@ read_offset)*CPI``, addresses stepping by a plane from group to group), ``groups
 add stage sums one frame), the tile is never cached (every group reads a different one), and
 the weights of ``og`` are its ``CPO*9`` depthwise weights at ``w + og*CPO*9`` (``[G][CPO][3][3]``).
 
+In a kernel built with ``KernelConfig.with_acc_split``, a call with ``acc_hold`` keeps its sums
+in the add stage for the next call: it issues no output writes and no multiplier, bn, table or
+residual reads (the bias is still read: the add stage takes one per group and ignores it), and
+its ``done`` counts the add stage's ``held`` pulses, which the kernel ORs into ``out_ack``.
+``acc_resume`` only reaches the add stage (``geometry.acc_resume``).
+
 Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by shift-and-add
 :class:`~hlsinf.gateware.lib.serial_multiplier.SerialMultiplier` s, side by side, one bit of the usually
 small operand per cycle: the DSP blocks are all the MAC array's, and a few tens of cycles
@@ -136,6 +142,9 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
         fields["upsize_log"] = unsigned(2)   # log2 of the nearest-upsize factor (0: none)
     if cfg.with_depthwise:   # depthwise call (kernels built with it only, so that others keep their Verilog)
         fields["depthwise"] = 1
+    if cfg.with_acc_split:   # split accumulation across calls (stages/add.py)
+        fields["acc_hold"] = 1
+        fields["acc_resume"] = 1
     return data.StructLayout(fields)
 
 
@@ -326,6 +335,10 @@ class Sequencer(wiring.Component):
         def shift_by_stride(value):
             return Mux(g.stride == 2, value >> 1, value)
 
+        split = cfg.with_acc_split
+        # An acc_hold call emits nothing: no multipliers, bn parameters, residual operand or table.
+        def emits(flag):
+            return flag & (a.acc_hold == 0) if split else flag
         with m.FSM(name="call") as call:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -340,7 +353,7 @@ class Sequencer(wiring.Component):
                         g.padded_cols.eq(a.W + a.pad_left + a.pad_right),
                         g.pool.eq(a.pool), g.shift.eq(a.shift),
                         g.clip_lo.eq(a.clip_lo), g.clip_hi.eq(a.clip_hi),
-                        g.relu.eq(a.relu != 0), g.use_mult.eq(a.use_mult != 0),
+                        g.relu.eq(a.relu != 0), g.use_mult.eq(emits(a.use_mult != 0)),
                         o_first.eq(a.o_first), o_count.eq(a.o_count), out_plane.eq(a.out_plane),
                         g.passes.eq(a.o_count), g.cached.eq(0),
                         write_offset.eq(a.write_offset), height.eq(a.H),
@@ -352,11 +365,13 @@ class Sequencer(wiring.Component):
                     if cfg.max_upsize > 1:
                         m.d.sync += g.upsize_log.eq(Mux(a.upsize == 4, 2, Mux(a.upsize == 2, 1, 0)))
                     if with_bn:
-                        m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(a.bn != 0)]
+                        m.d.sync += [n_base.eq(a.n + (a.o_first << bn_group_log)), bn_on.eq(emits(a.bn != 0))]
                     if depthwise:
                         m.d.sync += dw.eq(a.depthwise != 0)
+                    if split:
+                        m.d.sync += [g.acc_hold.eq(a.acc_hold != 0), g.acc_resume.eq(a.acc_resume != 0)]
                     if with_res:
-                        m.d.sync += [r_plane.eq(a.r_plane), r_offset.eq(a.r_offset), r_on.eq(a.residual_add != 0),
+                        m.d.sync += [r_plane.eq(a.r_plane), r_offset.eq(a.r_offset), r_on.eq(emits(a.residual_add != 0)),
                                      r_step.eq(a.r_plane << cpo_log)]
                     m.next = "CONV"
             with m.State("CONV"):
@@ -407,11 +422,13 @@ class Sequencer(wiring.Component):
                     in_active.eq(o_count != 0), in_groups_left.eq(o_count), in_frames_left.eq(g.groups_in),
                     in_addr.eq(in_base),
                     w_active.eq(o_count != 0), w_groups_left.eq(o_count),
-                    w_kind.eq(Mux(self.args.table != 0, TABLE_KIND, WeightKind.BIAS.value) if with_table
+                    w_kind.eq(Mux((self.args.table != 0) & ~g.acc_hold if split else self.args.table != 0,
+                                  TABLE_KIND, WeightKind.BIAS.value) if with_table
                               else WeightKind.BIAS),
                     b_addr.eq(b_base), m_addr.eq(m_base), w_addr.eq(w_base),
                     *([n_addr.eq(n_base)] if with_bn else []),
-                    out_active.eq(o_count != 0), out_groups_left.eq(o_count), out_addr.eq(out_base),
+                    out_active.eq((o_count != 0) & ~g.acc_hold if split else o_count != 0),
+                    out_groups_left.eq(o_count), out_addr.eq(out_base),
                     acks_left.eq(o_count),
                     frames_left.eq(frames.product), frame_pixels_left.eq(frame_in),
                 ]

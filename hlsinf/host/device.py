@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from hlsinf.config import KernelConfig
-from hlsinf.reference import CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, table_entries, weight_dtype
+from hlsinf.reference import AccBuffer, CallArgs, act_dtype, bias_dtype, kernel_call, mult_dtype, table_entries, weight_dtype
 from hlsinf.reference_fast import kernel_call_fast, prepare_weights
 from hlsinf.reference_float import kernel_call as kernel_call_float
 from hlsinf.reference_float_fast import kernel_call_fast as kernel_call_float_fast
@@ -42,7 +42,8 @@ class DeviceError(RuntimeError):
 
 
 #: Registers that hold a CallArgs flag (decoded as bool).
-_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise", "table"}
+_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise", "table", "acc_hold",
+          "acc_resume"}
 
 
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
@@ -163,6 +164,8 @@ class ReferenceDevice(FlatMemoryDevice):
     def __init__(self, cfg: KernelConfig, capacity: int = 1 << 24, oracle: bool = False):
         super().__init__(cfg, capacity)
         self.oracle = oracle
+        #: The add stage's accumulation buffer, kept between calls (acc_hold / acc_resume).
+        self.acc = AccBuffer(cfg) if cfg.with_acc_split else None
         self._prepared: dict[tuple, tuple[int, int, object]] = {}    # key -> (first byte, end byte, weights)
 
     def _forget(self, address: int, nbytes: int) -> None:
@@ -199,11 +202,13 @@ class ReferenceDevice(FlatMemoryDevice):
         n = self.view(ptr["n"], np.int32) if args.bn else None
         r = self.view(ptr["r"], act_dtype(cfg)) if args.residual_add else None
         t = self.view(ptr["t"], act_dtype(cfg), table_entries(cfg)) if args.table else None
-        if self.oracle:
-            kernel_call(cfg, args, x, w, b, y, m, n, r_mem=r, t_mem=t)
+        if self.oracle or args.acc_hold or args.acc_resume:
+            kernel_call(cfg, args, x, w, b, y, m, n, r_mem=r, t_mem=t, acc=self.acc)
         elif args.depthwise:                     # nothing to prepare: nine multiply-adds per tap
             kernel_call_fast(cfg, args, x, w, b, y, m, n_mem=n, r_mem=r, t_mem=t)
         else:
+            if self.acc is not None:
+                self.acc.after_ordinary_call(cfg, args)
             gi, go = args.gi(cfg), args.go(cfg)
             groups = args.groups(cfg)
             key = (ptr["w"], go, gi, groups.start, groups.stop)
