@@ -248,6 +248,12 @@ class FpgaLayer:
     table: np.ndarray | None = None
     #: a kernel above 3x3: the host's shifted copies of the padded input (stacked_copies)
     input_copies: tuple[tuple[int, int], ...] = ()
+    #: more input channels than imax (KernelConfig.with_acc_split): per chunk of input channels
+    #: (channel count, byte offset of its first input plane in the input buffer, byte offset of
+    #: its packed weights in ``weights``); empty: one chunk, the calls read x and w as they are
+    in_chunks: tuple[tuple[int, int, int], ...] = ()
+    #: the chunk of each call (parallel to ``calls``; empty when ``in_chunks`` is)
+    call_chunks: list[int] = field(default_factory=list)
     device = "accelerator"
 
     def __post_init__(self):
@@ -255,6 +261,13 @@ class FpgaLayer:
 
     def ideal_cycles(self, cfg: KernelConfig) -> int:
         return sum(c.ideal_cycles(cfg) for c in self.calls)
+
+    def call_pointers(self, k: int, ptrs: dict[str, int]) -> dict[str, int]:
+        """The pointers of call ``k`` given the layer's (``x`` and ``w`` moved to its input chunk)."""
+        if not self.in_chunks:
+            return ptrs
+        _, x_off, w_off = self.in_chunks[self.call_chunks[k]]
+        return {**ptrs, "x": ptrs["x"] + x_off, "w": ptrs["w"] + w_off}
 
     def describe(self, cfg: KernelConfig) -> str:
         c, h, w = self.in_shape
@@ -268,7 +281,9 @@ class FpgaLayer:
                 + f"{self.group_splits} group range(s)), "
                 + ("fp32" if cfg.is_float else f"shift {self.shift}")
                 + (f", + {self.residual}" if self.residual else "")
-                + (", activation table" if self.table is not None else "") + self._zero_points())
+                + (", activation table" if self.table is not None else "")
+                + (f", {len(self.in_chunks)} input-channel chunks held on chip" if self.in_chunks else "")
+                + self._zero_points())
 
     def _zero_points(self) -> str:
         text = ""
@@ -900,12 +915,16 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
+    in_chunks, call_chunks = None, []
     if c > cfg.imax and not m.depthwise:         # a depthwise output sums one channel's products
-        if copies:
-            raise _NoMatch(f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels, "
-                           f"more than the kernel's imax = {cfg.imax}")
-        raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
-                        "no tiling splits input channels")
+        what = (f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels"
+                if copies else f"{c} input channels")
+        if not cfg.with_acc_split:
+            if copies:
+                raise _NoMatch(f"{what}, more than the kernel's imax = {cfg.imax}")
+            raise PlanError(f"{where}: {what}, more than the kernel's imax = {cfg.imax}; splitting input "
+                            "channels needs a kernel built with acc_split (--with-acc-split)")
+        in_chunks = _input_chunks(cfg, c, w3, what)
     try:
         mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
     except QuantError as e:
@@ -960,31 +979,65 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     calls, columns, row_tiles, group_splits, (out_rows, out_cols) = _tile_calls(
         cfg, where, (c, h, w), o, (pt, pb, pl, pr), stride, m.pool, max_rows, max_out_groups, max_cols,
         upsize=m.upsize, relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
-        depthwise=m.depthwise, table=table is not None, **residual_args)
+        depthwise=m.depthwise, table=table is not None, in_chunks=in_chunks, call_chunks=call_chunks,
+        **residual_args)
+    chunk_fields = {}
+    if in_chunks:
+        if columns:
+            raise _NoMatch(f"{what} with column tiles (each strip would need its own chunks)")
+        packed = [pack_weights(w3[:, c0:c0 + n], cfg.cpi, cfg.cpo, weight_dtype(cfg)) for c0, n in in_chunks]
+        w_offsets = np.cumsum([0] + [p.nbytes for p in packed])[:-1]
+        plane_bytes = h * w * cfg.cpi * np.dtype(act_dtype(cfg)).itemsize
+        chunk_fields = dict(
+            in_chunks=tuple((n, c0 // cfg.cpi * plane_bytes, int(off)) for (c0, n), off in zip(in_chunks, w_offsets)),
+            call_chunks=call_chunks)
     return FpgaLayer(
         name=name, nodes=[n.name for n in m.nodes], input=_padded_name(m.x_q, zin, copies, (h, w)), output=m.out,
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
         pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
         weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
-                 else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
+                 else np.concatenate(packed) if in_chunks else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
         bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=row_tiles, group_splits=group_splits,
         columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
         out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
-        residual=res.operand if res is not None else "", table=table)
+        residual=res.operand if res is not None else "", table=table, **chunk_fields)
+
+
+def _input_chunks(cfg: KernelConfig, c: int, w3: np.ndarray, what: str) -> list[tuple[int, int]]:
+    """(first channel, channels) of each chunk of at most imax input channels (whole groups of
+    CPI), after checking that the partial sums the add stage holds between the chunks' calls
+    stay exact: ``max|x| * sum |w|`` over every input channel of an output channel must fit
+    the accumulator (the held rows keep acc_bits; the bias is added, saturating, at the end)."""
+    if 4 in (cfg.act_bits, cfg.weight_bits):
+        raise _NoMatch(f"{what}, more than imax = {cfg.imax}: split accumulation is not planned for 4-bit lanes")
+    size = cfg.imax // cfg.cpi * cfg.cpi
+    if size == 0:
+        raise _NoMatch(f"{what}: imax = {cfg.imax} is less than one group of CPI = {cfg.cpi}")
+    amin, amax = cfg.act_range
+    bound = max(-amin, amax) * int(np.abs(w3.astype(np.int64)).sum(axis=(1, 2, 3)).max(initial=0))
+    if bound > cfg.acc_range[1]:
+        raise _NoMatch(f"{what}, more than imax = {cfg.imax}: split over calls, the partial sums can reach "
+                       f"{bound}, beyond the {cfg.acc_bits}-bit accumulator the kernel holds between calls")
+    return [(c0, min(size, c - c0)) for c0 in range(0, c, size)]
 
 
 def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o: int,
                 pads: tuple[int, int, int, int], stride: int, pool: int, max_rows: int | None,
-                max_out_groups: int | None, max_cols: int | None, upsize: int = 1, **fields):
+                max_out_groups: int | None, max_cols: int | None, upsize: int = 1,
+                in_chunks: list[tuple[int, int]] | None = None, call_chunks: list[int] | None = None,
+                **fields):
     """The calls of one layer (integer or fp32): row tiles, column tiles and output-group ranges.
 
     ``in_shape`` is the device input (C, H, W), ``pads`` (top, bottom, left, right) what the
     calls pad in the 3x3 slot, ``upsize`` the nearest upsampling after the pool, ``fields``
     the per-layer call arguments (relu, clip, shift, ...). Returns ``(calls, columns, row
     tiles, group ranges, (output rows, output columns))``; ``columns`` is empty when the calls
-    read the whole width."""
+    read the whole width. With ``in_chunks`` (first channel, channels), each call becomes one
+    call per chunk (``acc_hold`` on all but the last, ``acc_resume`` on all but the first),
+    with at most as many output groups as have rows of their own in the accumulation buffer;
+    the chunk of each call is appended to ``call_chunks``."""
     c, h, w = in_shape
     pt, pb, pl, pr = pads
     conv_rows = (h + pt + pb - 3) // stride + 1
@@ -1027,6 +1080,9 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
         col_tiles = _row_tiles(conv_cols // pool_div * pool_div, ctile)
     go = math.ceil(o / cfg.cpo)
     per_call = go if not max_out_groups else max(1, max_out_groups)
+    if in_chunks:       # every group of a held call has rows of its own: o_count * frame <= max_frame_pixels
+        frame = min(tile, rows_used) * (col_tiles[0][1] - col_tiles[0][0] if whole_width else ctile)
+        per_call = min(per_call, max(1, cfg.max_frame_pixels // frame))
     group_ranges = [(g, min(per_call, go - g)) for g in range(0, go, per_call)]
     calls, columns = [], []
     for c0, c1 in col_tiles:
@@ -1052,12 +1108,17 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
                                 out_plane=out_rows * tout, upsize=up)
                 if fields.get("residual_add"):   # the operand has the convolution output's shape (before pooling)
                     args.r_offset, args.r_plane = r0 * conv_cols, conv_rows * conv_cols
-                try:
-                    args.validate(cfg)
-                except ValueError as e:
-                    raise PlanError(f"{where}: {e}") from None
-                assert args.conv_rows == r1 - r0 and args.out_cols == tout
-                calls.append(args)
+                for k, (_, n) in enumerate(in_chunks or [(0, c)]):
+                    call = args
+                    if in_chunks:
+                        call = dataclasses.replace(args, I=n, acc_hold=k < len(in_chunks) - 1, acc_resume=k > 0)
+                        call_chunks.append(k)
+                    try:
+                        call.validate(cfg)
+                    except ValueError as e:
+                        raise PlanError(f"{where}: {e}") from None
+                    assert call.conv_rows == r1 - r0 and call.out_cols == tout
+                    calls.append(call)
         columns.append(ColumnTile(cstart, cstop + 1, c0 // pool_div, c0 // pool_div + tout, len(calls) - n_before))
     return (calls, [] if whole_width else columns, len(_row_tiles(rows_used, tile)), len(group_ranges),
             (out_rows, out_cols))

