@@ -563,6 +563,10 @@ def _only_consumer(graph: Graph, tensor: str, ops: tuple[str, ...]) -> Node | No
     return None
 
 
+#: Matrix products planned as 1x1 convolutions of a 1x1 image (:func:`_match_gemm`).
+_GEMM_OPS = ("Gemm", "MatMul")
+
+
 def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse_residual: bool = True) -> _Match:
     if (4 in (cfg.act_bits, cfg.weight_bits) or cfg.number_format == "fixed" or cfg.overflow != "sat"
             or cfg.rounding != "round"):
@@ -572,6 +576,8 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
                        f"overflow='sat' only, not onto this {cfg.format_name} kernel "
                        f"(rounding={cfg.rounding!r}, overflow={cfg.overflow!r})")
     a = conv.attrs
+    if conv.op in _GEMM_OPS:
+        return _match_gemm(graph, conv, cfg, caps, fuse_residual)
     group = a.get("group", 1)
     if group != 1 and not cfg.with_depthwise:
         raise _NoMatch(f"grouped convolution (group={group}); a depthwise one needs a kernel built with "
@@ -625,10 +631,56 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
         raise _NoMatch(f"strides {strides} (the kernel does {' or '.join(map(str, caps.strides))} in both directions)")
     if len(w_q.shape) != 4 or graph.shapes[conv.inputs[0]][0] != 1:
         raise _NoMatch("not a 2-D convolution of a batch of one")
+    return _match_tail(graph, conv, cfg, x_dq, w_dq, w_q, s_w, (s_x, z_x, t_x), fuse_residual,
+                       conv.inputs[2] if len(conv.inputs) > 2 else "")
+
+
+def _match_gemm(graph: Graph, node: Node, cfg: KernelConfig, caps: "_Caps", fuse_residual: bool) -> _Match:
+    """A quantised ``Gemm`` (``alpha = beta = 1``, ``transA = 0``, B constant, either ``transB``)
+    or ``MatMul`` (constant K x O weights) of a batch of one: a 1x1 convolution of a 1x1 image
+    of K channels, the weights as O x K x 1 x 1 (``_match_tail`` does the rest as for a Conv)."""
+    a = node.attrs
+    if node.op == "Gemm" and (a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0)):
+        raise _NoMatch(f"Gemm with alpha={a.get('alpha', 1.0)}, beta={a.get('beta', 1.0)}, "
+                       f"transA={a.get('transA', 0)} (only alpha = beta = 1, transA = 0 map to a 1x1 convolution)")
+    shape = tuple(graph.shapes.get(node.inputs[0], ()))
+    if len(shape) != 2 or shape[0] != 1:
+        raise _NoMatch(f"{node.op} of an input of shape {shape}: only a batch of one row (1 x K) is planned")
+    x_dq = graph.producer(node.inputs[0])
+    w_dq = graph.producer(through_identity(graph, node.inputs[1]))
+    if x_dq is None or x_dq.op != "DequantizeLinear" or w_dq is None or w_dq.op != "DequantizeLinear":
+        raise _NoMatch(f"float {node.op}: not quantised")
+    s_x, z_x, t_x = _scalar_qparams(graph, x_dq, "input")
+    w_q = _constant(graph, w_dq.inputs[0])
+    s_w = _constant(graph, w_dq.inputs[1])
+    w_zp = _constant(graph, w_dq.inputs[2]) if len(w_dq.inputs) > 2 and w_dq.inputs[2] else None
+    if w_q is None or s_w is None or w_q.ndim != 2:
+        raise _NoMatch(f"{node.op} weights are not a constant matrix")
+    if w_q.dtype != np.dtype(weight_dtype(cfg)):
+        raise _NoMatch(f"weights are {w_q.dtype}, the kernel takes {np.dtype(weight_dtype(cfg))}")
+    if w_zp is not None and np.any(np.asarray(w_zp) != 0):
+        raise _NoMatch(f"{node.op} weight zero point is not 0 (asymmetric weights)")
+    out_axis = 0 if node.op == "Gemm" and a.get("transB", 0) else 1    # the axis of the output features
+    o = w_q.shape[out_axis]
+    s_w = np.asarray(s_w, np.float64).reshape(-1)
+    if s_w.size == 1:
+        s_w = np.full(o, s_w[0])
+    elif s_w.size != o or w_dq.attrs.get("axis", 1) % 2 != out_axis:
+        raise _NoMatch(f"{node.op} weights are quantised per channel along the input features")
+    w_q = (w_q if out_axis == 0 else w_q.T).reshape(o, -1, 1, 1)
+    return _match_tail(graph, node, cfg, x_dq, w_dq, w_q, s_w, (s_x, z_x, t_x), fuse_residual,
+                       node.inputs[2] if node.op == "Gemm" and len(node.inputs) > 2 else "")
+
+
+def _match_tail(graph: Graph, conv: Node, cfg: KernelConfig, x_dq: Node, w_dq: Node, w_q: np.ndarray,
+                s_w: np.ndarray, x_qparams, fuse_residual: bool, bias_input: str) -> _Match:
+    """The bias, activation, output quantisation and what follows of a matched Conv or Gemm."""
+    s_x, z_x, t_x = x_qparams
+    o = w_q.shape[0]
     # bias: int32 at scale s_x * s_w, or anything that dequantises to a real value
     b_real = np.zeros(o)
-    if len(conv.inputs) > 2 and conv.inputs[2]:
-        b_dq = graph.producer(through_identity(graph, conv.inputs[2]))
+    if bias_input:
+        b_dq = graph.producer(through_identity(graph, bias_input))
         if b_dq is not None and b_dq.op == "DequantizeLinear":
             vals = [_constant(graph, i) if i else None for i in b_dq.inputs]
             if any(v is None for v, i in zip(vals, b_dq.inputs) if i):
@@ -636,8 +688,8 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
             bq, bs = vals[0].astype(np.float64), np.asarray(vals[1], np.float64)
             bz = np.asarray(vals[2], np.float64) if len(vals) > 2 and vals[2] is not None else 0.0
             b_real = (bq - bz) * bs
-        elif _constant(graph, conv.inputs[2]) is not None:
-            b_real = _constant(graph, conv.inputs[2]).astype(np.float64)
+        elif _constant(graph, bias_input) is not None:
+            b_real = _constant(graph, bias_input).astype(np.float64)
         else:
             raise _NoMatch("bias is not constant")
     b_q = np.rint(b_real / (np.float64(np.float32(s_x)) * s_w))
@@ -739,7 +791,7 @@ def _match_conv(graph: Graph, conv: Node, cfg: KernelConfig, caps: "_Caps", fuse
     q_lo = tmin if lo is None else min(tmax, max(tmin, int(np.rint(lo / s_y)) + z_y))
     q_hi = tmax if hi is None else max(tmin, min(tmax, int(np.rint(hi / s_y)) + z_y))
     return _Match(nodes, x_dq.inputs[0], out, s_x, s_w, s_y, w_q, b_q.astype(np.int64), clip, pool,
-                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=group != 1, residual=residual,
+                  (t_x, z_x), (t_y, z_y), (q_lo, q_hi), upsize, depthwise=conv.attrs.get("group", 1) != 1, residual=residual,
                   table=table, z_type=z_type)
 
 
@@ -875,9 +927,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                  r_enc: ActEncoding | None = None, table: np.ndarray | None = None) -> FpgaLayer:
     x_enc = x_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
     y_enc = y_enc or ActEncoding(np.dtype(act_dtype(cfg)), 0)
-    conv = next(n for n in m.nodes if n.op == "Conv")
+    conv = next(n for n in m.nodes if n.op in ("Conv",) + _GEMM_OPS)
     name = conv.name
-    _, c, h, w = graph.shapes[m.x_q]
+    _, c, h, w = _image_shape(graph.shapes[m.x_q])
     o, _, kh, kw = m.w_q.shape
     a = conv.attrs
     pads = list(a.get("pads", [0, 0, 0, 0])) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0, 0, 0, 0]
@@ -1003,6 +1055,56 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
         out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
         residual=res.operand if res is not None else "", table=table, **chunk_fields)
+
+
+#: Cost model of a Gemm/MatMul on the kernel (:func:`gemm_projection`): cycles per call beyond
+#: its ideal cycles (benchmarks/networks.py PER_CALL_CYCLES), the clock, and the bytes of
+#: weights the 512-bit gmem_w master delivers per cycle.
+GEMM_PER_CALL_CYCLES = 620
+GEMM_CLOCK_HZ = 300e6
+GEMM_WEIGHT_BYTES_PER_CYCLE = 64
+#: onnxruntime's MAC rate on a quantised Gemm of one row (QDQ from quantize_static, CPU
+#: provider, default threads): benchmarks/gemm_cpu_rate.py measured 6.4e9 MAC/s (25088 x
+#: 4096) to 2.2e10 (4096 x 1000) on the 2-core development machine (docs/host.md). The
+#: smaller figure is taken, so the kernel gets the benefit of the doubt.
+CPU_GEMM_MACS_PER_S = 6e9
+
+
+def gemm_projection(layer: "FpgaLayer", cfg: KernelConfig) -> dict:
+    """Projected times of a Gemm/MatMul layer planned as 1x1 convolutions: on the kernel, each
+    call takes the larger of its ideal cycles and the cycles its weight sets need on gmem_w
+    (a 1-pixel frame uses a CPO x CPI x 3 x 3 set per cycle, which the bus brings in
+    ``set bytes / 64`` cycles), plus :data:`GEMM_PER_CALL_CYCLES`; on the CPU, its MACs at
+    :data:`CPU_GEMM_MACS_PER_S`. Seconds, and the figures behind them."""
+    set_bytes = cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8
+    cycles = 0
+    for call in layer.calls:
+        weight_cycles = len(call.groups(cfg)) * call.gi(cfg) * set_bytes / GEMM_WEIGHT_BYTES_PER_CYCLE
+        cycles += max(call.ideal_cycles(cfg), weight_cycles) + GEMM_PER_CALL_CYCLES
+    k, o = layer.in_shape[0], layer.out_shape[0]
+    return dict(macs=k * o, cycles=int(cycles), calls=len(layer.calls), kernel_s=cycles / GEMM_CLOCK_HZ,
+                cpu_s=k * o / CPU_GEMM_MACS_PER_S)
+
+
+def _gemm_decision(layer: "FpgaLayer", node: Node, cfg: KernelConfig, gemm: str) -> None:
+    """Keep a Gemm/MatMul on the CPU (``_NoMatch`` with the figures) unless the kernel is
+    projected faster or ``gemm="kernel"`` forces it."""
+    if gemm == "kernel":
+        return
+    if gemm == "cpu":
+        raise _NoMatch(f"{node.op} kept on the CPU (to_fpga gemm='cpu')")
+    p = gemm_projection(layer, cfg)
+    if p["kernel_s"] >= p["cpu_s"]:
+        raise _NoMatch(f"{node.op} {layer.in_shape[0]} -> {layer.out_shape[0]}: the CPU is projected faster, "
+                       f"{p['cpu_s'] * 1e3:.3g} ms at {CPU_GEMM_MACS_PER_S:.2g} MAC/s against {p['kernel_s'] * 1e3:.3g} "
+                       f"ms on the kernel ({p['calls']} calls, {p['cycles']:,} cycles at "
+                       f"{GEMM_CLOCK_HZ / 1e6:.0f} MHz, bound by 3x3 weight sets on gmem_w)")
+
+
+def _image_shape(shape) -> tuple[int, ...]:
+    """A tensor's shape as 1 x C x H x W: a 1 x K matrix row (Gemm, MatMul) is a 1x1 image of K channels."""
+    shape = tuple(shape)
+    return (shape[0], shape[1], 1, 1) if len(shape) == 2 else shape
 
 
 def _input_chunks(cfg: KernelConfig, c: int, w3: np.ndarray, what: str) -> list[tuple[int, int]]:
@@ -1288,7 +1390,7 @@ _QUANTISED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInte
 
 def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape=None,
             max_rows: int | None = None, max_out_groups: int | None = None,
-            max_cols: int | None = None, cpu_fallback: bool = False) -> Plan:
+            max_cols: int | None = None, cpu_fallback: bool = False, gemm: str = "auto") -> Plan:
     """Plan a model for the kernel.
 
     ``model``: ONNX path, ``ModelProto`` or :class:`Graph`; a QDQ model runs its quantised
@@ -1306,12 +1408,19 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     ``wmax``) and ``max_out_groups`` the output groups of one call. A layer the kernel cannot hold (too many input channels, no tile fits) raises
     :class:`PlanError`, or runs on the CPU with ``cpu_fallback=True``.
 
+    A quantised Gemm or MatMul of one row is a 1x1 convolution of a 1x1 image: with
+    ``gemm="auto"`` it runs on the accelerator only when :func:`gemm_projection` projects the
+    kernel faster than onnxruntime (the plan says why not otherwise); ``"kernel"`` or ``"cpu"``
+    force the choice.
+
     On an fp32 kernel the float model is planned as it is (float32 weights and bias, Relu/Clip
     and 2x2 pools fused, the same tiling); a QDQ model or a ``calibration`` batch is a
     :class:`PlanError`, since either would change the model the kernel computes.
     """
     cfg, descriptor = load_kernel(kernel)
     caps = _Caps.of(descriptor)
+    if gemm not in ("auto", "kernel", "cpu"):
+        raise PlanError(f"to_fpga gemm = {gemm!r} is out of range: 'auto', 'kernel' or 'cpu'")
     if cfg.is_float and calibration is not None:
         raise PlanError("the kernel is fp32: it runs the float model as it is; a calibration batch "
                         "(post-training quantisation) is for integer kernels")
@@ -1338,9 +1447,11 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     in_layer: set[str] = set()
     reasons: dict[str, str] = {}
     for node in graph.nodes:
-        if node.op != "Conv" or node.name in in_layer:
+        if node.op not in ("Conv",) + _GEMM_OPS or node.name in in_layer:
             continue
         if cfg.is_float:
+            if node.op != "Conv":
+                continue
             try:
                 fm = _match_float_conv(graph, node, cfg, caps)
                 layer = _build_float_layer(graph, fm, cfg, caps, max_rows, max_out_groups, max_cols)
@@ -1390,6 +1501,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                     m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if layer is None:
                 layer, out_enc = build(m)
+            if node.op in _GEMM_OPS:
+                _gemm_decision(layer, node, cfg, gemm)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue
@@ -1439,7 +1552,7 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     const_out: set[str] = set()
 
     def chw(t):
-        s = graph.shapes[t]
+        s = _image_shape(graph.shapes[t])
         if len(s) != 4 or s[0] != 1:
             raise PlanError(f"tensor {t!r} of shape {s} is not a 1xCxHxW image")
         return s[1:]

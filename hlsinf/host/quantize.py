@@ -118,6 +118,20 @@ def _act_scale(lo: float, hi: float, signed: bool) -> float:
     return s if s > 0 else 1.0
 
 
+def _gemm_axis(graph: Graph, node: Node) -> int | None:
+    """The output features' axis of the constant weights of a Gemm (alpha = beta = 1, transA = 0;
+    0 with transB, 1 without) or MatMul (K x O: 1) the planner maps to a
+    1x1 convolution; None for any other node."""
+    a = node.attrs
+    if node.op == "Gemm" and a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0 and not a.get("transA", 0):
+        w = graph.const(node.inputs[1])
+        return (0 if a.get("transB", 0) else 1) if w is not None and w.ndim == 2 else None
+    if node.op == "MatMul":
+        w = graph.const(node.inputs[1])
+        return 1 if w is not None and w.ndim == 2 else None
+    return None
+
+
 def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None, *,
              act_signed: bool | None = None, per_channel: bool = True):
     """Post-training quantisation of a float ONNX model into a QDQ ``onnx.ModelProto``.
@@ -156,8 +170,9 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
     for node in graph.nodes:
         bias_const = len(node.inputs) < 3 or not node.inputs[2] or graph.const(node.inputs[2]) is not None
-        if (node.op == "Conv" and graph.const(node.inputs[1]) is not None and bias_const
-                and (node.attrs.get("group", 1) == 1 or _kernel_depthwise(graph, node, kernel))):
+        if ((node.op == "Conv" and graph.const(node.inputs[1]) is not None and bias_const
+                and (node.attrs.get("group", 1) == 1 or _kernel_depthwise(graph, node, kernel)))
+                or (_gemm_axis(graph, node) is not None and bias_const)):
             x, out = node.inputs[0], node.outputs[0]
             cons = graph.consumers(out)
             if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and out not in graph.outputs:
@@ -213,11 +228,14 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
         if node.name in conv_input:
             x = conv_input[node.name]
             w = graph.const(node.inputs[1]).astype(np.float64)      # through Identity (torch shares initializers)
-            o = w.shape[0]
-            wmax = np.abs(w.reshape(o, -1)).max(axis=1) if per_channel else np.full(o, np.abs(w).max())
+            axis = _gemm_axis(graph, node) or 0                      # the output channels' axis
+            wo = np.moveaxis(w, axis, 0)
+            o = wo.shape[0]
+            wmax = np.abs(wo.reshape(o, -1)).max(axis=1) if per_channel else np.full(o, np.abs(w).max())
             sw = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
-            wq = np.clip(np.rint(w / sw.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
-            new.inputs[1] = dq_param(f"{node.name}_w", wq, sw if per_channel else sw[:1].reshape(()), 0)
+            wq = np.moveaxis(np.clip(np.rint(wo / sw.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127),
+                             0, axis).astype(np.int8)
+            new.inputs[1] = dq_param(f"{node.name}_w", wq, sw if per_channel else sw[:1].reshape(()), axis)
             if len(node.inputs) > 2 and node.inputs[2]:
                 b = graph.const(node.inputs[2]).astype(np.float64)
                 sb = (np.float32(scales[x]) * sw).astype(np.float32)

@@ -228,12 +228,17 @@ class Session:
                 c, h, w = step.shape
                 addr = self.buffers[(step.buffer, step.lanes)]
                 if step.direction == "to_device":      # model integers -> device values (offset, padding)
-                    img = step.device_image(np.asarray(values[step.tensor])[0], self.act)
+                    img = np.asarray(values[step.tensor])[0]
+                    if img.ndim == 1:                  # a 1 x K row (Gemm, MatMul): a 1x1 image of K channels
+                        img = img.reshape(-1, 1, 1)
+                    img = step.device_image(img, self.act)
                     dev.write(addr, pack_activations(img, step.lanes, self.act))
                 else:
                     g = math.ceil(c / step.lanes)
                     mem = dev.read(addr, self.act, g * step.lanes * h * w)
                     values[step.tensor] = step.host_image(unpack_activations(mem, c, h, w, step.lanes))[None]
+                    if len(plan.graph.shapes.get(step.tensor, ())) == 2:    # a Gemm/MatMul row: 1 x O
+                        values[step.tensor] = values[step.tensor].reshape(1, -1)
                 category = "transfer"
             else:
                 p = self.params[step.name]
@@ -267,6 +272,8 @@ class Session:
                 c, h, w = plan.device_tensors[(name, lanes)]
                 mem = dev.read(self.buffers[(name, lanes)], self.act, math.ceil(c / lanes) * lanes * h * w)
                 out[name] = plan.host_value(name, unpack_activations(mem, c, h, w, lanes))[None]
+                if len(graph.shapes.get(name, ())) == 2:      # a Gemm/MatMul row: 1 x O
+                    out[name] = out[name].reshape(1, -1)
             else:
                 raise GraphError(f"tensor {name!r} is not computed by this plan "
                                  "(fused inside an accelerator layer or unused)")

@@ -96,3 +96,66 @@ def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
         device.close()
     for name in fetch + plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+# Gemm / MatMul as 1x1 convolutions of a 1x1 image --------------------------------------------
+
+def classifier(seed=0, matmul=False):
+    """conv -> global pool -> flatten -> Gemm(40, relu) -> Gemm(10) [-> MatMul(6)] -> Softmax: 24 and 40 input
+    features, more than the test kernel's imax = 16 (chunk calls of 1-pixel frames)."""
+    from hlsinf.host.models import ModelBuilder
+    b = ModelBuilder("classifier", [1, 3, 8, 8], seed)
+    x = b.conv("input", 24, 3, 1, 1)
+    x = b.flatten(b.global_pool(x), 24)
+    x = b.gemm(x, 40, relu=True)
+    x = b.gemm(x, 10)
+    if matmul:
+        n = "mm"
+        w = b._init(f"{n}_w", b.rng.normal(0, 0.3, (10, 6)))
+        b.nodes.append(b.helper.make_node("MatMul", [x, w], [f"{n}_out"], name=n))
+        x = f"{n}_out"
+        b.channels = 6
+    return b.build(b.softmax(x))      # a graph output is never fused: the last product's output is not one
+
+
+def _gemm_layers(plan):
+    return [l for l in plan.fpga_layers if any(n.startswith(("fc", "mm")) for n in l.nodes)]
+
+
+@pytest.mark.parametrize("quantiser", ["quantize_static", "hlsinf"])
+def test_gemm_and_matmul_on_the_kernel_within_one_lsb(tmp_path, quantiser):
+    from hlsinf.host import quantize
+    from tests.host.ort_reference import ort_run
+
+    rng = np.random.default_rng(4)
+    model = classifier(seed=4, matmul=True)
+    calib = rng.uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
+    cfg = KernelConfig(**KERNEL, act_signed=quantiser == "hlsinf")     # hlsinf's PTQ: int8 for signed outputs
+    qdq = _quantize_static(model, calib, tmp_path) if quantiser == "quantize_static" else quantize(model, calib, cfg)
+    plan = to_fpga(qdq, cfg, gemm="kernel")
+    gemms = _gemm_layers(plan)
+    assert len(gemms) == 3, plan.summary()
+    assert [len(l.in_chunks) for l in gemms] == [2, 3, 0]
+    fetch = [l.output for l in plan.fpga_layers]
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    want = ort_run(qdq, x, fetch)
+    got = Session(plan).run(x, fetch=fetch)
+    worst = {f: int(np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).max()) for f in fetch}
+    assert max(worst.values()) <= 1, worst
+    out = plan.graph.outputs[0]
+    assert got[out].shape == want[out].shape
+
+
+def test_gemm_stays_on_the_cpu_when_projected_slower_with_the_figures(tmp_path):
+    from hlsinf.host.plan import CPU_GEMM_MACS_PER_S, gemm_projection
+
+    rng = np.random.default_rng(5)
+    qdq = _quantize_static(classifier(seed=5), rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32), tmp_path)
+    plan = to_fpga(qdq, KERNEL)
+    reasons = [s.reason for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Gemm"]
+    forced = to_fpga(qdq, KERNEL, gemm="kernel")
+    projections = [gemm_projection(l, forced.cfg) for l in _gemm_layers(forced)]
+    # tiny layers: a call costs far more than their MACs on the CPU
+    assert all(p["kernel_s"] > p["cpu_s"] == p["macs"] / CPU_GEMM_MACS_PER_S for p in projections)
+    assert len(reasons) == 2 and all("projected faster" in r and "MAC/s" in r for r in reasons), reasons
+    assert not _gemm_layers(to_fpga(qdq, KERNEL, gemm="cpu"))
