@@ -328,6 +328,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(DEFAULT_SIZES))
     p.add_argument("--with-depthwise", action="store_true", help="plan for a kernel built with depthwise convolutions")
+    p.add_argument("--with-acc-split", action="store_true",
+                   help="plan for a kernel built with acc_split (input channels beyond imax, Gemm/MatMul)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(zoo.NETWORKS))
     p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(DEFAULT_QUANTISERS),
                    help="hlsinf and ort are the report; hlsinf-int8 and ort-u8 are what-ifs")
@@ -338,6 +340,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.with_depthwise:
         EXTRA_FIELDS["with_depthwise"] = True
+    if args.with_acc_split:
+        EXTRA_FIELDS["with_acc_split"] = True
     import logging
 
     import onnxruntime as ort

@@ -1064,38 +1064,41 @@ GEMM_PER_CALL_CYCLES = 620
 GEMM_CLOCK_HZ = 300e6
 GEMM_WEIGHT_BYTES_PER_CYCLE = 64
 #: onnxruntime's MAC rate on a quantised Gemm of one row (QDQ from quantize_static, CPU
-#: provider, default threads): benchmarks/gemm_cpu_rate.py measured 6.4e9 MAC/s (25088 x
-#: 4096) to 2.2e10 (4096 x 1000) on the 2-core development machine (docs/host.md). The
-#: smaller figure is taken, so the kernel gets the benefit of the doubt.
-CPU_GEMM_MACS_PER_S = 6e9
+#: provider, default threads): benchmarks/gemm_cpu_rate.py measured 4.3e9 MAC/s (25088 x
+#: 4096, 100 MB of weights: memory-bound), 1.4e10 (4096 x 4096) and 3.1e10 (4096 x 1000) on
+#: the shared 2-core development machine (docs/host.md). The smallest is taken, so the
+#: kernel gets the benefit of the doubt.
+CPU_GEMM_MACS_PER_S = 4e9
 
 
-def gemm_projection(layer: "FpgaLayer", cfg: KernelConfig) -> dict:
-    """Projected times of a Gemm/MatMul layer planned as 1x1 convolutions: on the kernel, each
-    call takes the larger of its ideal cycles and the cycles its weight sets need on gmem_w
-    (a 1-pixel frame uses a CPO x CPI x 3 x 3 set per cycle, which the bus brings in
-    ``set bytes / 64`` cycles), plus :data:`GEMM_PER_CALL_CYCLES`; on the CPU, its MACs at
-    :data:`CPU_GEMM_MACS_PER_S`. Seconds, and the figures behind them."""
+def gemm_projection(cfg: KernelConfig, k: int, o: int, max_out_groups: int | None = None) -> dict:
+    """Projected times of a ``1 x k`` by ``k x o`` Gemm/MatMul planned as 1x1 convolutions of a
+    1x1 image: on the kernel, each call takes the larger of its ideal cycles and the cycles its
+    weight sets need on gmem_w (a 1-pixel frame uses a CPO x CPI x 3 x 3 set per cycle, which
+    the bus brings in ``set bytes / 64`` cycles), plus :data:`GEMM_PER_CALL_CYCLES`; on the
+    CPU, its MACs at :data:`CPU_GEMM_MACS_PER_S`. Seconds, and the figures behind them. (From
+    the shapes alone, so a layer the CPU keeps is never packed.)"""
     set_bytes = cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8
-    cycles = 0
-    for call in layer.calls:
-        weight_cycles = len(call.groups(cfg)) * call.gi(cfg) * set_bytes / GEMM_WEIGHT_BYTES_PER_CYCLE
-        cycles += max(call.ideal_cycles(cfg), weight_cycles) + GEMM_PER_CALL_CYCLES
-    k, o = layer.in_shape[0], layer.out_shape[0]
-    return dict(macs=k * o, cycles=int(cycles), calls=len(layer.calls), kernel_s=cycles / GEMM_CLOCK_HZ,
+    go, gi = math.ceil(o / cfg.cpo), math.ceil(k / cfg.cpi)
+    chunks = math.ceil(k / (cfg.imax // cfg.cpi * cfg.cpi)) if cfg.imax >= cfg.cpi else 1
+    per_call = min(go, max_out_groups or go, cfg.max_frame_pixels)
+    calls = chunks * math.ceil(go / per_call)
+    cycles = max(go * gi, go * gi * set_bytes / GEMM_WEIGHT_BYTES_PER_CYCLE) + calls * GEMM_PER_CALL_CYCLES
+    return dict(macs=k * o, cycles=int(cycles), calls=calls, kernel_s=cycles / GEMM_CLOCK_HZ,
                 cpu_s=k * o / CPU_GEMM_MACS_PER_S)
 
 
-def _gemm_decision(layer: "FpgaLayer", node: Node, cfg: KernelConfig, gemm: str) -> None:
+def _gemm_decision(m: "_Match", node: Node, cfg: KernelConfig, gemm: str, max_out_groups: int | None) -> None:
     """Keep a Gemm/MatMul on the CPU (``_NoMatch`` with the figures) unless the kernel is
     projected faster or ``gemm="kernel"`` forces it."""
     if gemm == "kernel":
         return
     if gemm == "cpu":
         raise _NoMatch(f"{node.op} kept on the CPU (to_fpga gemm='cpu')")
-    p = gemm_projection(layer, cfg)
+    o, k = m.w_q.shape[:2]
+    p = gemm_projection(cfg, k, o, max_out_groups)
     if p["kernel_s"] >= p["cpu_s"]:
-        raise _NoMatch(f"{node.op} {layer.in_shape[0]} -> {layer.out_shape[0]}: the CPU is projected faster, "
+        raise _NoMatch(f"{node.op} {k} -> {o}: the CPU is projected faster, "
                        f"{p['cpu_s'] * 1e3:.3g} ms at {CPU_GEMM_MACS_PER_S:.2g} MAC/s against {p['kernel_s'] * 1e3:.3g} "
                        f"ms on the kernel ({p['calls']} calls, {p['cycles']:,} cycles at "
                        f"{GEMM_CLOCK_HZ / 1e6:.0f} MHz, bound by 3x3 weight sets on gmem_w)")
@@ -1468,6 +1471,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
             continue
         try:
             m = _match_conv(graph, node, cfg, caps)
+            if node.op in _GEMM_OPS:
+                _gemm_decision(m, node, cfg, gemm, max_out_groups)
             # a tensor keeps one encoding: the one its accelerator producer (or first consumer) chose
             t_x, z_x = m.x_type
             x_enc = encodings.get(m.x_q) or _encoding(t_x, z_x, None, cfg, "input")
@@ -1501,8 +1506,6 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                     m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if layer is None:
                 layer, out_enc = build(m)
-            if node.op in _GEMM_OPS:
-                _gemm_decision(layer, node, cfg, gemm)
         except _NoMatch as e:
             reasons[node.name] = str(e)
             continue

@@ -154,7 +154,8 @@ def test_gemm_stays_on_the_cpu_when_projected_slower_with_the_figures(tmp_path):
     plan = to_fpga(qdq, KERNEL)
     reasons = [s.reason for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Gemm"]
     forced = to_fpga(qdq, KERNEL, gemm="kernel")
-    projections = [gemm_projection(l, forced.cfg) for l in _gemm_layers(forced)]
+    projections = [gemm_projection(forced.cfg, l.in_shape[0], l.out_shape[0]) for l in _gemm_layers(forced)]
+    assert [p["calls"] for p in projections] == [len(l.calls) for l in _gemm_layers(forced)]
     # tiny layers: a call costs far more than their MACs on the CPU
     assert all(p["kernel_s"] > p["cpu_s"] == p["macs"] / CPU_GEMM_MACS_PER_S for p in projections)
     assert len(reasons) == 2 and all("projected faster" in r and "MAC/s" in r for r in reasons), reasons
