@@ -179,6 +179,11 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             **({"depthwise": {"kernel": [3, 3], "strides": [1, 2], "max_pad": MAX_PAD, "register": "depthwise",
                               "requires": "I == O; output group g reads input group g (CPI == CPO)"}}
                if cfg.with_depthwise else {}),
+            **({"acc_split": {"registers": ["acc_hold", "acc_resume"],
+                              "requires": "o_count * conv_rows * conv_cols <= max_frame_pixels while either is on; "
+                                          "held sums must fit acc_bits",
+                              "max_frame_pixels": cfg.max_frame_pixels}}
+               if cfg.with_acc_split else {}),
             "relu": cfg.with_relu,
             "multiplier": cfg.with_multiplier,
             "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2, **operations.pop("pool")},
