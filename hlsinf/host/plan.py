@@ -972,8 +972,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         what = (f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels"
                 if copies else f"{c} input channels")
         if not cfg.with_acc_split:
-            if copies:
-                raise _NoMatch(f"{what}, more than the kernel's imax = {cfg.imax}")
+            if copies or conv.op in _GEMM_OPS:      # these never stopped a plan: the CPU runs them
+                raise _NoMatch(f"{what}, more than the kernel's imax = {cfg.imax} (a kernel built with "
+                               f"acc_split splits them: --with-acc-split)")
             raise PlanError(f"{where}: {what}, more than the kernel's imax = {cfg.imax}; splitting input "
                             "channels needs a kernel built with acc_split (--with-acc-split)")
         in_chunks = _input_chunks(cfg, c, w3, what)

@@ -160,3 +160,13 @@ def test_gemm_stays_on_the_cpu_when_projected_slower_with_the_figures(tmp_path):
     assert all(p["kernel_s"] > p["cpu_s"] == p["macs"] / CPU_GEMM_MACS_PER_S for p in projections)
     assert len(reasons) == 2 and all("projected faster" in r and "MAC/s" in r for r in reasons), reasons
     assert not _gemm_layers(to_fpga(qdq, KERNEL, gemm="cpu"))
+
+
+def test_gemm_beyond_imax_without_the_option_stays_on_the_cpu(tmp_path):
+    rng = np.random.default_rng(6)
+    qdq = _quantize_static(classifier(seed=6), rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32), tmp_path)
+    plan = to_fpga(qdq, {**KERNEL, "with_acc_split": False, "imax": 64}, gemm="kernel")
+    assert len(_gemm_layers(plan)) == 2          # 24 and 40 features fit imax = 64
+    plan = to_fpga(qdq, {**KERNEL, "with_acc_split": False}, gemm="kernel")
+    reasons = [s.reason for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Gemm"]
+    assert not _gemm_layers(plan) and len(reasons) == 2 and all("--with-acc-split" in r for r in reasons)
