@@ -142,7 +142,8 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     symmetric int8 (per output channel unless ``per_channel=False``), bias int32 at scale
     ``s_x * s_w``. A convolution is quantised when its input and its (ReLU/Clip-ed) output
     are representable with zero point 0 (for uint8: never negative in calibration); others
-    stay float and run on the CPU. Depthwise convolutions (group = channels) are quantised only
+    stay float and run on the CPU. A Gemm (alpha = beta = 1, transA = 0) or MatMul with constant
+    2-D weights is quantised the same way, per output feature. Depthwise convolutions (group = channels) are quantised only
     for a ``kernel`` built with depthwise. 2-D max/average pools of a quantised tensor keep its scale.
     The output of an element-wise activation after a quantised convolution (Sigmoid, Tanh,
     SiLU, HardSwish, Mish, ...: :func:`hlsinf.host.activation.activation_region`) is quantised
