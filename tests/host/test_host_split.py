@@ -184,3 +184,18 @@ def test_gemm_beyond_imax_without_the_option_stays_on_the_cpu(tmp_path):
     plan = to_fpga(qdq, {**KERNEL, "with_acc_split": False}, gemm="kernel")
     reasons = [s.reason for s in plan.steps if isinstance(s, CpuLayer) and s.node.op == "Gemm"]
     assert not _gemm_layers(plan) and len(reasons) == 2 and all("--with-acc-split" in r for r in reasons)
+
+
+def test_partial_sums_beyond_the_accumulator_stay_on_the_cpu(tmp_path):
+    """2000 input channels of full-range weights: max|x| * sum|w| exceeds a 24-bit accumulator
+    (enough for imax = 16 in one call), so the layer is not split; with 32 bits it is."""
+    from hlsinf.host.models import ModelBuilder
+    b = ModelBuilder("wide1x1", [1, 2000, 2, 2], 8)
+    model = b.build(b.conv("input", 8, 1, 1, 0, bias=False))
+    rng = np.random.default_rng(8)
+    qdq = _quantize_static(model, rng.uniform(0, 1, (4, 2000, 2, 2)).astype(np.float32), tmp_path)
+    narrow = to_fpga(qdq, {**KERNEL, "bias_bits": 16, "acc_bits": 24, "act_signed": False})
+    reasons = [s.reason for s in narrow.steps if isinstance(s, CpuLayer) and s.node.op == "Conv"]
+    assert not narrow.fpga_layers and len(reasons) == 1 and "beyond the 24-bit accumulator" in reasons[0], reasons
+    wide = to_fpga(qdq, {**KERNEL, "act_signed": False})
+    assert len(wide.fpga_layers) == 1 and len(wide.fpga_layers[0].in_chunks) == 125
