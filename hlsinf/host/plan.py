@@ -732,9 +732,11 @@ def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[flo
     """``out -> DQ -> Add(other) [-> Relu|Clip] -> Q`` with ``other = DQ(operand)``, the operand
     an activation of the output's shape: ``(nodes, _Residual, clip, Q node)``; else None.
 
-    Only for a kernel built with post-op residual_add and signed activations: the convolution's
-    part of the sum is held in the activation type before the add, and it can be negative."""
-    if "residual_add" not in cfg.post_ops or not cfg.act_signed:
+    Only for a kernel built with post-op residual_add. The convolution's part of the sum is
+    held in the activation type (at the output's scale, offset by the zero points) before the
+    add; whether the model's range of it fits is checked when the layer is built (uint8 and
+    int8 alike)."""
+    if "residual_add" not in cfg.post_ops:
         return None
     dq = _only_consumer(graph, out, ("DequantizeLinear",))
     add = dq and _only_consumer(graph, dq.outputs[0], ("Add",))
@@ -769,6 +771,16 @@ def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[flo
     info = np.iinfo(t_c)
     conv_range = (s_c * (int(info.min) - z_c), s_c * (int(info.max) - z_c))
     return nodes, _Residual(odq.inputs[0], s_r, (t_r, z_r), conv_range), clip, q
+
+
+def _pending_conv(graph: Graph, operand: str, visited: set[str]) -> bool:
+    """Whether ``operand`` is ``Q([Relu|Clip](Conv))`` of a convolution the planner has not visited yet."""
+    q = graph.producer(operand)
+    t = q.inputs[0] if q is not None and q.op == "QuantizeLinear" else None
+    p = graph.producer(t) if t else None
+    if p is not None and p.op in ("Relu", "Clip"):
+        p = graph.producer(p.inputs[0])
+    return p is not None and p.op == "Conv" and p.name not in visited
 
 
 def _residual_scale(ratio: float, what: str) -> tuple[int, int]:
@@ -1276,9 +1288,11 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     produced: set[str] = set()              # tensors the accelerator layers so far write
     in_layer: set[str] = set()
     reasons: dict[str, str] = {}
+    visited: set[str] = set()               # convolutions planned so far (accelerator or not)
     for node in graph.nodes:
         if node.op != "Conv" or node.name in in_layer:
             continue
+        visited.add(node.name)
         if cfg.is_float:
             try:
                 fm = _match_float_conv(graph, node, cfg, caps)
@@ -1303,20 +1317,35 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
 
             def build(m, **kw):
                 t_y, z_y = m.y_type
-                y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+                # A fused Add keeps the output's own zero point on the device (values=None: no
+                # shift by the ReLU'd range), which is what leaves the convolution's part of the
+                # sum room below the output's zero (residual add, docs/host.md).
+                y_enc = _encoding(t_y, z_y, None if m.residual is not None else m.q_clip, cfg, "output")
                 out_enc, table = y_enc, None
                 if m.table is not None:
                     out_enc, table = _device_table(m, y_enc, cfg)
                 return _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc,
                                     y_enc=y_enc, table=table, **kw), out_enc
 
+            if m.residual is not None and (next(n for n in m.nodes if n.op == "Add").name in in_layer
+                                           or _pending_conv(graph, m.residual.operand, visited)):
+                # the Add is another convolution's already, or its operand is a convolution's
+                # output not planned yet (that one may carry the Add: ResNet's downsample)
+                m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if m.residual is not None:
-                # the fused Add needs its operand on the device already, from an earlier layer
+                # the fused Add reads its operand from the device: an earlier layer's output
                 add = next(n for n in m.nodes if n.op == "Add")
                 r_enc = encodings.get(m.residual.operand)
-                if m.residual.operand not in produced or r_enc is None:
-                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand "
-                                         f"{m.residual.operand!r} is not written by an earlier accelerator layer")
+                if r_enc is None and m.residual.operand not in produced:
+                    # computed on the CPU (e.g. a 3x3 max pool): the host writes it to the device
+                    # (CPO lanes) before the layer, in an exact encoding of its own
+                    try:
+                        r_enc = _encoding(*m.residual.r_type, None, cfg, "residual operand")
+                    except _NoMatch as e:
+                        reasons[add.name] = f"residual add not fused into {node.name!r}: {e}"
+                if r_enc is None:
+                    reasons.setdefault(add.name, f"residual add not fused into {node.name!r}: its operand "
+                                       f"{m.residual.operand!r} has no device encoding")
                 elif (np.dtype(r_enc.dtype), r_enc.zero_point) != (np.dtype(m.residual.r_type[0]), m.residual.r_type[1]):
                     reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand's quantisation "
                                          f"differs from what its producer wrote")
@@ -1351,6 +1380,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         fused[m.nodes[-1].name] = layer
         produced.add(layer.output)
         encodings.setdefault(m.x_q, x_enc)
+        if m.residual is not None:
+            encodings.setdefault(m.residual.operand, r_enc)
         encodings[m.out] = out_enc
 
     # Liveness: keep CPU nodes whose outputs something needs.
@@ -1408,7 +1439,12 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                 on_device[t] = cfg.cpi
                 device_tensors[(t, cfg.cpi)] = chw(t)
             if layer.residual and on_device.get(layer.residual) != cfg.cpo:
-                raise PlanError(f"layer {layer.name!r}: its residual operand {layer.residual!r} is not on the device")
+                # an operand the CPU computed (or one held at other lanes): the host writes it
+                to_host(layer.residual)
+                steps.append(Transfer(layer.residual, "to_device", chw(layer.residual), cfg.cpo,
+                                      encodings.get(layer.residual)))
+                on_device[layer.residual] = cfg.cpo
+                device_tensors[(layer.residual, cfg.cpo)] = chw(layer.residual)
             steps.append(layer)
             on_device[layer.output] = cfg.cpo
             device_tensors[(layer.output, cfg.cpo)] = layer.out_shape

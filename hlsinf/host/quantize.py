@@ -168,8 +168,35 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     scales: dict[str, float] = {}               # quantised activation tensors -> scale
     zero_points: dict[str, int] = {}            # ... -> zero point (uint8 tensors that can be negative)
 
+    with_residual = kernel is not None and "residual_add" in kernel.post_ops
+    amin = -128 if signed else 0
+
     def assign(t):
-        scales[t], zero_points[t] = _act_qparams(*ranges[t], signed)
+        lo, hi = ranges[t]
+        grown = _residual_sum_range(t) if with_residual else None
+        if grown is not None:
+            lo, hi = min(lo, grown[0]), max(hi, grown[1])
+        scales[t], zero_points[t] = _act_qparams(lo, hi, signed)
+
+    def _residual_sum_range(t):
+        """For ``t = [Relu](Add(conv, operand))`` with both addends quantised: the real range
+        ``t``'s codes must span so the kernel's residual_add can hold the convolution's part
+        before the add (docs/host.md, *Residual add*): the convolution's quantised range shifted
+        by ``z_r·s_r``, which the planner folds into its bias. None for any other tensor."""
+        node = graph.producer(t)
+        if node is not None and node.op in ("Relu", "Clip") and len(graph.consumers(node.inputs[0])) == 1:
+            node = graph.producer(node.inputs[0])
+        if node is None or node.op != "Add" or len(node.inputs) != 2 or node.inputs[0] == node.inputs[1]:
+            return None
+        for c, r in (node.inputs, node.inputs[::-1]):
+            conv = graph.producer(c)
+            if (conv is not None and conv.op == "Conv" and c in scales and r in scales
+                    and len(graph.consumers(c)) == 1):
+                s_c, z_c = scales[c], zero_points[c]
+                k = zero_points[r] * scales[r]
+                margin = 0.01 * s_c
+                return s_c * (amin - z_c) - k - margin, s_c * (amin + 255 - z_c) - k + margin
+        return None
     conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
     for node in graph.nodes:
         bias_const = len(node.inputs) < 3 or not node.inputs[2] or graph.const(node.inputs[2]) is not None
@@ -206,15 +233,19 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
         inits[name] = value
         shapes[name], dtypes[name] = value.shape, value.dtype
 
-    def qdq(t):
+    def qdq(t, src=None):
+        """Q -> DQ after ``t``; ``src``: ``t`` is a graph output, computed as ``src`` and kept as the DQ's output."""
         add_init(f"{t}_scale", np.array(scales[t], np.float32))
         add_init(f"{t}_zero_point", np.array(zero_points[t], zp_dtype))
-        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"]))
+        dst = t if src is not None else f"{t}_dequantized"
+        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [src or t, f"{t}_scale", f"{t}_zero_point"],
+                          [f"{t}_quantized"]))
         nodes.append(Node(f"{t}_DequantizeLinear", "DequantizeLinear",
-                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"]))
-        shapes[f"{t}_quantized"] = shapes[f"{t}_dequantized"] = shapes[t]
-        dtypes[f"{t}_quantized"], dtypes[f"{t}_dequantized"] = np.dtype(zp_dtype), np.dtype(np.float32)
-        rename[t] = f"{t}_dequantized"
+                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [dst]))
+        shapes[f"{t}_quantized"] = shapes[dst] = shapes[t]
+        dtypes[f"{t}_quantized"], dtypes[dst] = np.dtype(zp_dtype), np.dtype(np.float32)
+        if src is None:
+            rename[t] = dst
 
     def dq_param(name, q, scale, axis):
         add_init(f"{name}_quantized", q)
@@ -243,10 +274,18 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
                 sb = (np.float32(scales[x]) * sw).astype(np.float32)
                 bq = np.clip(np.rint(b / sb.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
                 new.inputs[2] = dq_param(f"{node.name}_b", bq, sb, 0)
+        # A quantised graph output (a last convolution's): the node writes it under another
+        # name and the DequantizeLinear writes the output, so the planner sees its Q and
+        # the model keeps its output name.
+        src = {}
+        for k, out in enumerate(new.outputs):
+            if out in scales and out in graph.outputs:
+                src[out] = new.outputs[k] = f"{out}_float"
+                shapes[src[out]], dtypes[src[out]] = shapes[out], dtypes[out]
         nodes.append(new)
         for out in node.outputs:
             if out in scales:
-                qdq(out)
+                qdq(out, src.get(out))
     used = {i for n in nodes for i in n.inputs}
     inits = {k: v for k, v in inits.items() if k in used}
     qgraph = Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dtypes,
