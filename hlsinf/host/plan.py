@@ -239,6 +239,9 @@ class FpgaLayer:
     in_zero_point: InputZeroPoint = InputZeroPoint(0)
     out_zero_point: int = 0
     out_zero_point_exact: bool = True   #: the output zero point is folded into the bias exactly
+    #: largest offset (output LSB) the folded zero point puts before the rounding; a layer
+    #: stays within ``floor(error) + 1`` LSB of onnxruntime (:func:`_fold_error`)
+    out_zero_point_error: float = 0.0
     depthwise: bool = False             #: a depthwise convolution (calls with depthwise = 1)
     #: post-op residual_add: the device tensor (CPO lanes, produced by an earlier layer) added
     #: before the pooling; "" when the layer has no fused Add
@@ -270,6 +273,11 @@ class FpgaLayer:
                 + (f", + {self.residual}" if self.residual else "")
                 + (", activation table" if self.table is not None else "") + self._zero_points())
 
+    @property
+    def lsb_bound(self) -> int:
+        """Most LSB this layer's output can differ from onnxruntime's, given the same integer input."""
+        return int(np.floor(self.out_zero_point_error + 1e-9)) + 1
+
     def _zero_points(self) -> str:
         text = ""
         zin = self.in_zero_point
@@ -279,7 +287,7 @@ class FpgaLayer:
                 text += f" + host pads {','.join(map(str, zin.host_pads))} with it"
         if self.out_zero_point:
             text += (f", output zero point {self.out_zero_point} in the bias"
-                     + ("" if self.out_zero_point_exact else " (within 1 LSB)"))
+                     + ("" if self.out_zero_point_exact else f" (within {self.lsb_bound} LSB)"))
         return text
 
 
@@ -866,6 +874,46 @@ def _fold_constant(c: float, mult: np.ndarray, shift: int) -> tuple[np.ndarray, 
     return t, False
 
 
+def _fold_error(c: float, t: np.ndarray, mult: np.ndarray, shift: int) -> np.ndarray:
+    """Per channel, the offset (output LSB) that bias terms ``t`` put before the rounding in
+    place of the constant ``c``: ``|t·M - c·2^s| / 2^s``. Below 1 the layer stays within
+    1 LSB of onnxruntime (a tie or this offset moves a value by one); at most
+    ``M / 2^(s+1)``, half the layer's scale ``s_x·s_w/s_y``."""
+    m = np.asarray(mult, np.float64).reshape(-1)
+    return np.abs(np.asarray(t, np.float64) * m - c * 2.0 ** shift) / 2.0 ** shift
+
+
+def _channel_factors(c: float, w_q: np.ndarray, b_q: np.ndarray, real: np.ndarray, mult: np.ndarray, shift: int,
+                     cfg: KernelConfig) -> np.ndarray:
+    """Integer factors ``k[o]`` for the weights and bias of channels whose folded constant ``c``
+    would be off by a whole LSB or more (:func:`_fold_error`; a layer scale above 2, e.g. a
+    depthwise layer of per-tensor weights): ``k·w``, ``k·b`` and ``M / k`` compute the same
+    value (up to M's rounding) on a ``k`` times finer accumulator, which divides the offset
+    by about ``k``. Only where ``k·w`` and ``k·b`` still fit the kernel's types; 1 elsewhere."""
+    k = np.ones(mult.size, np.int64)
+    if c == 0 or not cfg.with_multiplier:
+        return k
+    t, _ = _fold_constant(c, mult, shift)
+    err = _fold_error(c, t, mult, shift)
+    wmax = np.abs(w_q.astype(np.int64)).reshape(w_q.shape[0], -1).max(axis=1)
+    whi, bhi = cfg.weight_range[1], cfg.bias_range[1]
+    for o in np.nonzero(err >= 1 - 1e-9)[0]:
+        best = (err[o], 1)
+        limit = min(whi // max(int(wmax[o]), 1), bhi // max(abs(int(b_q[o])), 1), 16)
+        for f in range(2, limit + 1):
+            mo = np.rint(real[o] / f * 2.0 ** shift)
+            if mo < 1:
+                break
+            to, _ = _fold_constant(c, np.array([mo]), shift)
+            e = float(_fold_error(c, to, np.array([mo]), shift)[0])
+            if e < best[0] - 1e-9:
+                best = (e, f)
+            if e < 1 - 1e-9:
+                break
+        k[o] = best[1]
+    return k
+
+
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
                  max_out_groups: int | None, max_cols: int | None = None, *,
                  x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None,
@@ -918,14 +966,26 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                            f"more than the kernel's imax = {cfg.imax}")
         raise PlanError(f"{where}: {c} input channels, more than the kernel's imax = {cfg.imax}; "
                         "no tiling splits input channels")
+    real = np.float64(np.float32(m.s_x)) * m.s_w / m.s_y
     try:
-        mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
+        mult, shift, err = requant_params(real, cfg, f"node {name!r}")
     except QuantError as e:
         raise _NoMatch(str(e)) from None
     # Zero points into the bias: sum w·(x - zx) = sum w·x - zx·sum w (exact), and the output's
-    # zy·2^s / M (exact when M divides zy·2^s, else within one LSB at rounding boundaries).
+    # zy·2^s / M (exact when M divides zy·2^s, else off by _fold_error before the rounding).
     zy = y_enc.device_zero_point
     res = m.residual
+    w_q, b_q = m.w_q, m.b_q
+    if res is None and zy and cfg.with_multiplier:
+        # channels whose zero point would be off by a whole LSB: a finer accumulator (_channel_factors)
+        k = _channel_factors(zy, w_q, b_q, real, mult, shift, cfg)
+        if np.any(k > 1):
+            w_q = (w_q.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(m.w_q.dtype)
+            w3 = (w3.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(w3.dtype)
+            b_q = b_q * k
+            mult = np.rint(real / k * 2.0 ** shift).astype(np.uint32)
+            err = float(np.max(np.abs(mult.astype(np.float64) * k / 2.0 ** shift / real - 1)))
+    fold_error = np.zeros(1)
     if res is not None:
         # Post-op residual_add: the kernel adds round(r·r_mult / 2^r_shift) to the requantised
         # convolution, so that holds conv/s_y + zy - zr·r_mult/2^r_shift (folded into the bias)
@@ -943,9 +1003,13 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                            f"exceeds what the activation type holds at the output's scale "
                            f"({(amin - constant) * m.s_y:.4g}..{(amax - constant) * m.s_y:.4g})")
         t_y, out_exact = _fold_constant(constant, mult if cfg.with_multiplier else np.ones_like(mult), shift)
+        if cfg.with_multiplier:
+            fold_error = _fold_error(constant, t_y, mult, shift)
     else:
         t_y, out_exact = _fold_output_zero_point(zy, mult if cfg.with_multiplier else np.ones_like(mult), shift)
-    bias = m.b_q - zin.value * m.w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
+        if cfg.with_multiplier:
+            fold_error = _fold_error(zy, t_y, mult, shift)
+    bias = b_q - zin.value * w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
     blo, bhi = cfg.bias_range
     if np.any(bias < blo) or np.any(bias > bhi):
         raise _NoMatch(f"bias with the zero points folded in does not fit int{cfg.bias_bits}")
@@ -983,7 +1047,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=row_tiles, group_splits=group_splits,
         columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
-        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
+        out_zero_point=zy, out_zero_point_exact=out_exact, out_zero_point_error=float(fold_error.max()),
+        depthwise=m.depthwise,
         residual=res.operand if res is not None else "", table=table)
 
 
