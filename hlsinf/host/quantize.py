@@ -216,6 +216,16 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
                 region = activation_region(graph, out, quantized=False) if with_table else None
                 if region is not None and representable(region[1]):
                     assign(region[1])
+        elif with_residual and node.op == "Add":
+            # The sum of a quantised convolution and another quantised tensor is quantised
+            # (after its Relu/Clip) even when no convolution reads it (ResNet's last block
+            # before the global pool), so the kernel's residual_add takes the Add.
+            t = node.outputs[0]
+            cons = graph.consumers(t)
+            if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and t not in graph.outputs:
+                t = cons[0].outputs[0]
+            if t not in scales and t in ranges and _residual_sum_range(t) is not None:
+                assign(t)
         elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]
             zero_points[node.outputs[0]] = zero_points[node.inputs[0]]
