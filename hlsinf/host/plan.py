@@ -883,28 +883,31 @@ def _fold_error(c: float, t: np.ndarray, mult: np.ndarray, shift: int) -> np.nda
     return np.abs(np.asarray(t, np.float64) * m - c * 2.0 ** shift) / 2.0 ** shift
 
 
-def _channel_factors(c: float, w_q: np.ndarray, b_q: np.ndarray, real: np.ndarray, mult: np.ndarray, shift: int,
+def _channel_factors(c: float, w_q: np.ndarray, pre: np.ndarray, real: np.ndarray, mult: np.ndarray, shift: int,
                      cfg: KernelConfig) -> np.ndarray:
     """Integer factors ``k[o]`` for the weights and bias of channels whose folded constant ``c``
     would be off by a whole LSB or more (:func:`_fold_error`; a layer scale above 2, e.g. a
     depthwise layer of per-tensor weights): ``k·w``, ``k·b`` and ``M / k`` compute the same
     value (up to M's rounding) on a ``k`` times finer accumulator, which divides the offset
-    by about ``k``. Only where ``k·w`` and ``k·b`` still fit the kernel's types; 1 elsewhere."""
+    by about ``k``. ``pre`` is the bias before the constant (input zero point folded in);
+    only where ``k·w`` and ``k·pre + t`` still fit the kernel's types; 1 elsewhere."""
     k = np.ones(mult.size, np.int64)
     if c == 0 or not cfg.with_multiplier:
         return k
     t, _ = _fold_constant(c, mult, shift)
     err = _fold_error(c, t, mult, shift)
     wmax = np.abs(w_q.astype(np.int64)).reshape(w_q.shape[0], -1).max(axis=1)
-    whi, bhi = cfg.weight_range[1], cfg.bias_range[1]
+    whi = cfg.weight_range[1]
+    blo, bhi = cfg.bias_range
     for o in np.nonzero(err >= 1 - 1e-9)[0]:
         best = (err[o], 1)
-        limit = min(whi // max(int(wmax[o]), 1), bhi // max(abs(int(b_q[o])), 1), 16)
-        for f in range(2, limit + 1):
+        for f in range(2, min(whi // max(int(wmax[o]), 1), 16) + 1):
             mo = np.rint(real[o] / f * 2.0 ** shift)
             if mo < 1:
                 break
             to, _ = _fold_constant(c, np.array([mo]), shift)
+            if not blo <= f * int(pre[o]) + int(to[0]) <= bhi:
+                break
             e = float(_fold_error(c, to, np.array([mo]), shift)[0])
             if e < best[0] - 1e-9:
                 best = (e, f)
@@ -978,7 +981,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     w_q, b_q = m.w_q, m.b_q
     if res is None and zy and cfg.with_multiplier:
         # channels whose zero point would be off by a whole LSB: a finer accumulator (_channel_factors)
-        k = _channel_factors(zy, w_q, b_q, real, mult, shift, cfg)
+        pre = b_q - zin.value * w_q.astype(np.int64).sum(axis=(1, 2, 3))
+        k = _channel_factors(zy, w_q, pre, real, mult, shift, cfg)
         if np.any(k > 1):
             w_q = (w_q.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(m.w_q.dtype)
             w3 = (w3.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(w3.dtype)

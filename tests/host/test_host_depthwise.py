@@ -152,12 +152,11 @@ def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quan
         assert d.max() <= bounds[name], (name, int(d.max()), bounds[name])
     print(f"{quantiser}: max {max(int(d.max()) for d in per_layer.values())} LSB, bounds "
           f"{sorted(collections.Counter(bounds.values()).items())}")
-    if quantiser == "quantize_static-int8":
-        # the int8 zero point -128 folded into depthwise layers of scale above 2: weights and
-        # bias scaled by k where they fit (_channel_factors) keep most of them within 1 LSB
-        assert sum(b > 1 for b in bounds.values()) <= 2
-    else:
-        assert max(bounds.values()) == 1
+    # int8 build: the zero point -128 folded into depthwise layers of scale above 2 put
+    # features.15 2 LSB off; weights and bias scaled by k where they fit (_channel_factors)
+    # bring it to 1 LSB measured, but one channel at +-127 keeps that layer's bound at 2
+    assert max(int(d.max()) for d in per_layer.values()) <= 1
+    assert sum(b > 1 for b in bounds.values()) <= (1 if quantiser == "quantize_static-int8" else 0)
 
 
 def test_depthwise_layers_on_the_rtl_device_match_the_reference_device():
