@@ -42,7 +42,7 @@ import onnx
 from hlsinf import zoo
 from hlsinf.config import KernelConfig
 from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
-from hlsinf.host.plan import CpuLayer
+from hlsinf.host.plan import CpuLayer, Transfer
 
 SIZES = {"tiny": dict(resolution=32, width=0.125), "small": dict(resolution=64, width=1.0),
          "full": dict(resolution=224, width=1.0)}
@@ -139,11 +139,14 @@ def coverage(plan) -> dict:
         r = reasons.setdefault(key, dict(layers=0, macs=0))
         r["layers"] += 1
         r["macs"] += macs
+    fused = {n for layer in plan.fpga_layers if layer.residual for n in layer.nodes}
+    adds = [n.name for n in graph.nodes if n.op == "Add"]
     other = collections.Counter(s.node.op for s in plan.steps
                                 if isinstance(s, CpuLayer) and node_macs(graph, s.node) == 0)
     return dict(total_macs=total, accelerator_macs=acc, share=acc / total if total else 0.0,
                 accelerator_layers=len(on_acc), convs=sum(n.op == "Conv" for n in graph.nodes),
                 cpu_layers=cpu_layers, reasons=reasons, other_cpu_ops=dict(other),
+                adds=len(adds), adds_fused=sum(a in fused for a in adds),
                 transfers=sum(s.device == "transfer" for s in plan.steps))
 
 
@@ -174,12 +177,21 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
     plan, dev, cfg = session.plan, session.device, session.plan.cfg
     worst, worst_layer, differing, values = 0, None, 0, 0
     for layer in plan.fpga_layers:
-        if layer.input != layer.source:     # host-padded input (zero point): its buffer is not the tensor's
-            continue
+        # onnxruntime's integers as the runtime writes them: the plan's device encoding (e.g.
+        # int8 + 128 on a uint8 kernel), host padding with the zero point, shifted copies
+        feed = Transfer(layer.source, "to_device", layer.in_shape, cfg.cpi, plan.encodings.get(layer.source),
+                        layer.input, layer.in_zero_point.host_pads, layer.input_copies)
+        x = feed.device_image(ref[layer.source][0], session.act)
         x_addr = session.buffers[(layer.input, cfg.cpi)]
-        dev.write(x_addr, pack_activations(ref[layer.input][0], cfg.cpi, session.act))
+        dev.write(x_addr, pack_activations(x, cfg.cpi, session.act))
         p = session.params[layer.name]
         ptrs = {"x": x_addr, "y": session.buffers[(layer.output, cfg.cpo)], "w": p["w"], "b": p["b"], "m": p["m"]}
+        if layer.residual:                  # post-op residual_add: onnxruntime's operand too
+            r_enc = plan.encodings.get(layer.residual)
+            r = ref[layer.residual][0]
+            ptrs["r"] = session.buffers[(layer.residual, cfg.cpo)]
+            dev.write(ptrs["r"], pack_activations(r_enc.to_device(r, session.act) if r_enc is not None else r,
+                                                  cfg.cpo, session.act))
         if layer.columns:
             session._run_columns(layer, ptrs, None)
         else:
@@ -187,7 +199,8 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
                 dev.call(args, ptrs)
         o, h, w = layer.out_shape
         g = -(-o // cfg.cpo)
-        y = unpack_activations(dev.read(ptrs["y"], session.act, g * cfg.cpo * h * w), o, h, w, cfg.cpo)
+        y = plan.host_value(layer.output,
+                            unpack_activations(dev.read(ptrs["y"], session.act, g * cfg.cpo * h * w), o, h, w, cfg.cpo))
         d = np.abs(y.astype(np.int64) - ref[layer.output][0].astype(np.int64))
         differing += int(np.count_nonzero(d))
         values += d.size
@@ -212,7 +225,7 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
     seconds = time.perf_counter() - t0
     m = onnx.ModelProto()
     m.CopyFrom(qdq)
-    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output)}
+    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output, layer.residual) if t}
     names = [o.name for o in m.graph.output]
     for t in sorted(wanted - set(names)):
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
@@ -227,7 +240,7 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
 
 def one(name: str, size: str, quantiser: str, float_path: Path, cal, x, tmp: Path, run: bool) -> dict:
     fn, fields, _ = QUANTISERS[quantiser]
-    cfg = KernelConfig(cpi=CPI, cpo=CPO, **fields, **EXTRA_FIELDS)
+    cfg = KernelConfig(cpi=CPI, cpo=CPO, **{**fields, **EXTRA_FIELDS})
     res = dict(network=name, size=size, quantiser=quantiser)
     t0 = time.perf_counter()
     try:
@@ -309,6 +322,8 @@ def reasons_text(results: list[dict]) -> str:
         parts = [f"{v['layers']}x {k} ({100 * v['macs'] / r['total_macs']:.1f} % MACs)"
                  for k, v in sorted(r["reasons"].items(), key=lambda kv: -kv[1]["macs"])]
         others = ", ".join(f"{op} x{n}" for op, n in sorted(r["other_cpu_ops"].items()))
+        if r.get("adds") and "residual_add" in EXTRA_FIELDS.get("post_ops", ()):
+            parts.append(f"Adds fused (residual_add): {r['adds_fused']} / {r['adds']}")
         lines.append(f"* {r['network']} {r['size']} {r['quantiser']}: CPU: " + ("; ".join(parts) or "none")
                      + (f". Other CPU ops: {others}" if others else ""))
     return "\n".join(lines)
@@ -330,6 +345,8 @@ def main(argv=None):
     p.add_argument("--with-depthwise", action="store_true", help="plan for a kernel built with depthwise convolutions")
     p.add_argument("--with-acc-split", action="store_true",
                    help="plan for a kernel built with acc_split (input channels beyond imax, Gemm/MatMul)")
+    p.add_argument("--post-ops", default="", help="post-ops of the kernel, e.g. residual_add (Adds fused are reported)")
+    p.add_argument("--act-signed", action="store_true", help="plan for an int8-activation kernel (default uint8)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(zoo.NETWORKS))
     p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(DEFAULT_QUANTISERS),
                    help="hlsinf and ort are the report; hlsinf-int8 and ort-u8 are what-ifs")
@@ -342,6 +359,10 @@ def main(argv=None):
         EXTRA_FIELDS["with_depthwise"] = True
     if args.with_acc_split:
         EXTRA_FIELDS["with_acc_split"] = True
+    if args.post_ops:
+        EXTRA_FIELDS["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
+    if args.act_signed:
+        EXTRA_FIELDS["act_signed"] = True
     import logging
 
     import onnxruntime as ort

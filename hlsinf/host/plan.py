@@ -239,6 +239,9 @@ class FpgaLayer:
     in_zero_point: InputZeroPoint = InputZeroPoint(0)
     out_zero_point: int = 0
     out_zero_point_exact: bool = True   #: the output zero point is folded into the bias exactly
+    #: largest offset (output LSB) the folded zero point puts before the rounding; a layer
+    #: stays within ``floor(error) + 1`` LSB of onnxruntime (:func:`_fold_error`)
+    out_zero_point_error: float = 0.0
     depthwise: bool = False             #: a depthwise convolution (calls with depthwise = 1)
     #: post-op residual_add: the device tensor (CPO lanes, produced by an earlier layer) added
     #: before the pooling; "" when the layer has no fused Add
@@ -285,6 +288,11 @@ class FpgaLayer:
                 + (f", {len(self.in_chunks)} input-channel chunks held on chip" if self.in_chunks else "")
                 + self._zero_points())
 
+    @property
+    def lsb_bound(self) -> int:
+        """Most LSB this layer's output can differ from onnxruntime's, given the same integer input."""
+        return int(np.floor(self.out_zero_point_error + 1e-9)) + 1
+
     def _zero_points(self) -> str:
         text = ""
         zin = self.in_zero_point
@@ -294,7 +302,7 @@ class FpgaLayer:
                 text += f" + host pads {','.join(map(str, zin.host_pads))} with it"
         if self.out_zero_point:
             text += (f", output zero point {self.out_zero_point} in the bias"
-                     + ("" if self.out_zero_point_exact else " (within 1 LSB)"))
+                     + ("" if self.out_zero_point_exact else f" (within {self.lsb_bound} LSB)"))
         return text
 
 
@@ -799,9 +807,11 @@ def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[flo
     """``out -> DQ -> Add(other) [-> Relu|Clip] -> Q`` with ``other = DQ(operand)``, the operand
     an activation of the output's shape: ``(nodes, _Residual, clip, Q node)``; else None.
 
-    Only for a kernel built with post-op residual_add and signed activations: the convolution's
-    part of the sum is held in the activation type before the add, and it can be negative."""
-    if "residual_add" not in cfg.post_ops or not cfg.act_signed:
+    Only for a kernel built with post-op residual_add. The convolution's part of the sum is
+    held in the activation type (at the output's scale, offset by the zero points) before the
+    add; whether the model's range of it fits is checked when the layer is built (uint8 and
+    int8 alike)."""
+    if "residual_add" not in cfg.post_ops:
         return None
     dq = _only_consumer(graph, out, ("DequantizeLinear",))
     add = dq and _only_consumer(graph, dq.outputs[0], ("Add",))
@@ -836,6 +846,16 @@ def _match_residual(graph: Graph, out: str, cfg: KernelConfig, conv_q: tuple[flo
     info = np.iinfo(t_c)
     conv_range = (s_c * (int(info.min) - z_c), s_c * (int(info.max) - z_c))
     return nodes, _Residual(odq.inputs[0], s_r, (t_r, z_r), conv_range), clip, q
+
+
+def _pending_conv(graph: Graph, operand: str, visited: set[str]) -> bool:
+    """Whether ``operand`` is ``Q([Relu|Clip](Conv))`` of a convolution the planner has not visited yet."""
+    q = graph.producer(operand)
+    t = q.inputs[0] if q is not None and q.op == "QuantizeLinear" else None
+    p = graph.producer(t) if t else None
+    if p is not None and p.op in ("Relu", "Clip"):
+        p = graph.producer(p.inputs[0])
+    return p is not None and p.op == "Conv" and p.name not in visited
 
 
 def _residual_scale(ratio: float, what: str) -> tuple[int, int]:
@@ -921,6 +941,49 @@ def _fold_constant(c: float, mult: np.ndarray, shift: int) -> tuple[np.ndarray, 
     return t, False
 
 
+def _fold_error(c: float, t: np.ndarray, mult: np.ndarray, shift: int) -> np.ndarray:
+    """Per channel, the offset (output LSB) that bias terms ``t`` put before the rounding in
+    place of the constant ``c``: ``|t·M - c·2^s| / 2^s``. Below 1 the layer stays within
+    1 LSB of onnxruntime (a tie or this offset moves a value by one); at most
+    ``M / 2^(s+1)``, half the layer's scale ``s_x·s_w/s_y``."""
+    m = np.asarray(mult, np.float64).reshape(-1)
+    return np.abs(np.asarray(t, np.float64) * m - c * 2.0 ** shift) / 2.0 ** shift
+
+
+def _channel_factors(c: float, w_q: np.ndarray, pre: np.ndarray, real: np.ndarray, mult: np.ndarray, shift: int,
+                     cfg: KernelConfig) -> np.ndarray:
+    """Integer factors ``k[o]`` for the weights and bias of channels whose folded constant ``c``
+    would be off by a whole LSB or more (:func:`_fold_error`; a layer scale above 2, e.g. a
+    depthwise layer of per-tensor weights): ``k·w``, ``k·b`` and ``M / k`` compute the same
+    value (up to M's rounding) on a ``k`` times finer accumulator, which divides the offset
+    by about ``k``. ``pre`` is the bias before the constant (input zero point folded in);
+    only where ``k·w`` and ``k·pre + t`` still fit the kernel's types; 1 elsewhere."""
+    k = np.ones(mult.size, np.int64)
+    if c == 0 or not cfg.with_multiplier:
+        return k
+    t, _ = _fold_constant(c, mult, shift)
+    err = _fold_error(c, t, mult, shift)
+    wmax = np.abs(w_q.astype(np.int64)).reshape(w_q.shape[0], -1).max(axis=1)
+    whi = cfg.weight_range[1]
+    blo, bhi = cfg.bias_range
+    for o in np.nonzero(err >= 1 - 1e-9)[0]:
+        best = (err[o], 1)
+        for f in range(2, min(whi // max(int(wmax[o]), 1), 16) + 1):
+            mo = np.rint(real[o] / f * 2.0 ** shift)
+            if mo < 1:
+                break
+            to, _ = _fold_constant(c, np.array([mo]), shift)
+            if not blo <= f * int(pre[o]) + int(to[0]) <= bhi:
+                break
+            e = float(_fold_error(c, to, np.array([mo]), shift)[0])
+            if e < best[0] - 1e-9:
+                best = (e, f)
+            if e < 1 - 1e-9:
+                break
+        k[o] = best[1]
+    return k
+
+
 def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_rows: int | None,
                  max_out_groups: int | None, max_cols: int | None = None, *,
                  x_enc: ActEncoding | None = None, y_enc: ActEncoding | None = None,
@@ -978,14 +1041,29 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
             raise PlanError(f"{where}: {what}, more than the kernel's imax = {cfg.imax}; splitting input "
                             "channels needs a kernel built with acc_split (--with-acc-split)")
         in_chunks = _input_chunks(cfg, c, w3, what)
+    real = np.float64(np.float32(m.s_x)) * m.s_w / m.s_y
     try:
-        mult, shift, err = requant_params(np.float64(np.float32(m.s_x)) * m.s_w / m.s_y, cfg, f"node {name!r}")
+        mult, shift, err = requant_params(real, cfg, f"node {name!r}")
     except QuantError as e:
         raise _NoMatch(str(e)) from None
     # Zero points into the bias: sum w·(x - zx) = sum w·x - zx·sum w (exact), and the output's
-    # zy·2^s / M (exact when M divides zy·2^s, else within one LSB at rounding boundaries).
+    # zy·2^s / M (exact when M divides zy·2^s, else off by _fold_error before the rounding).
     zy = y_enc.device_zero_point
     res = m.residual
+    w_q, b_q = m.w_q, m.b_q
+    if res is None and zy and cfg.with_multiplier:
+        # channels whose zero point would be off by a whole LSB: a finer accumulator (_channel_factors)
+        pre = b_q - zin.value * w_q.astype(np.int64).sum(axis=(1, 2, 3))
+        k = _channel_factors(zy, w_q, pre, real, mult, shift, cfg)
+        if np.any(k > 1):
+            w_q = (w_q.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(m.w_q.dtype)
+            w3 = (w3.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(w3.dtype)
+            b_q = b_q * k
+            if in_chunks:       # the held partial sums grow with k: check them again
+                in_chunks = _input_chunks(cfg, c, w3, what)
+            mult = np.rint(real / k * 2.0 ** shift).astype(np.uint32)
+            err = float(np.max(np.abs(mult.astype(np.float64) * k / 2.0 ** shift / real - 1)))
+    fold_error = np.zeros(1)
     if res is not None:
         # Post-op residual_add: the kernel adds round(r·r_mult / 2^r_shift) to the requantised
         # convolution, so that holds conv/s_y + zy - zr·r_mult/2^r_shift (folded into the bias)
@@ -1003,9 +1081,13 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                            f"exceeds what the activation type holds at the output's scale "
                            f"({(amin - constant) * m.s_y:.4g}..{(amax - constant) * m.s_y:.4g})")
         t_y, out_exact = _fold_constant(constant, mult if cfg.with_multiplier else np.ones_like(mult), shift)
+        if cfg.with_multiplier:
+            fold_error = _fold_error(constant, t_y, mult, shift)
     else:
         t_y, out_exact = _fold_output_zero_point(zy, mult if cfg.with_multiplier else np.ones_like(mult), shift)
-    bias = m.b_q - zin.value * m.w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
+        if cfg.with_multiplier:
+            fold_error = _fold_error(zy, t_y, mult, shift)
+    bias = b_q - zin.value * w_q.astype(np.int64).sum(axis=(1, 2, 3)) + t_y
     blo, bhi = cfg.bias_range
     if np.any(bias < blo) or np.any(bias > bhi):
         raise _NoMatch(f"bias with the zero points folded in does not fit int{cfg.bias_bits}")
@@ -1054,7 +1136,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=row_tiles, group_splits=group_splits,
         columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
-        out_zero_point=zy, out_zero_point_exact=out_exact, depthwise=m.depthwise,
+        out_zero_point=zy, out_zero_point_exact=out_exact, out_zero_point_error=float(fold_error.max()),
+        depthwise=m.depthwise,
         residual=res.operand if res is not None else "", table=table, **chunk_fields)
 
 
@@ -1450,9 +1533,11 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
     produced: set[str] = set()              # tensors the accelerator layers so far write
     in_layer: set[str] = set()
     reasons: dict[str, str] = {}
+    visited: set[str] = set()               # convolutions planned so far (accelerator or not)
     for node in graph.nodes:
         if node.op not in ("Conv",) + _GEMM_OPS or node.name in in_layer:
             continue
+        visited.add(node.name)
         if cfg.is_float:
             if node.op != "Conv":
                 continue
@@ -1481,20 +1566,35 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
 
             def build(m, **kw):
                 t_y, z_y = m.y_type
-                y_enc = _encoding(t_y, z_y, m.q_clip, cfg, "output")
+                # A fused Add keeps the output's own zero point on the device (values=None: no
+                # shift by the ReLU'd range), which is what leaves the convolution's part of the
+                # sum room below the output's zero (residual add, docs/host.md).
+                y_enc = _encoding(t_y, z_y, None if m.residual is not None else m.q_clip, cfg, "output")
                 out_enc, table = y_enc, None
                 if m.table is not None:
                     out_enc, table = _device_table(m, y_enc, cfg)
                 return _build_layer(graph, m, cfg, caps, max_rows, max_out_groups, max_cols, x_enc=x_enc,
                                     y_enc=y_enc, table=table, **kw), out_enc
 
+            if m.residual is not None and (next(n for n in m.nodes if n.op == "Add").name in in_layer
+                                           or _pending_conv(graph, m.residual.operand, visited)):
+                # the Add is another convolution's already, or its operand is a convolution's
+                # output not planned yet (that one may carry the Add: ResNet's downsample)
+                m = _match_conv(graph, node, cfg, caps, fuse_residual=False)
             if m.residual is not None:
-                # the fused Add needs its operand on the device already, from an earlier layer
+                # the fused Add reads its operand from the device: an earlier layer's output
                 add = next(n for n in m.nodes if n.op == "Add")
                 r_enc = encodings.get(m.residual.operand)
-                if m.residual.operand not in produced or r_enc is None:
-                    reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand "
-                                         f"{m.residual.operand!r} is not written by an earlier accelerator layer")
+                if r_enc is None and m.residual.operand not in produced:
+                    # computed on the CPU (e.g. a 3x3 max pool): the host writes it to the device
+                    # (CPO lanes) before the layer, in an exact encoding of its own
+                    try:
+                        r_enc = _encoding(*m.residual.r_type, None, cfg, "residual operand")
+                    except _NoMatch as e:
+                        reasons[add.name] = f"residual add not fused into {node.name!r}: {e}"
+                if r_enc is None:
+                    reasons.setdefault(add.name, f"residual add not fused into {node.name!r}: its operand "
+                                       f"{m.residual.operand!r} has no device encoding")
                 elif (np.dtype(r_enc.dtype), r_enc.zero_point) != (np.dtype(m.residual.r_type[0]), m.residual.r_type[1]):
                     reasons[add.name] = (f"residual add not fused into {node.name!r}: its operand's quantisation "
                                          f"differs from what its producer wrote")
@@ -1529,6 +1629,8 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
         fused[m.nodes[-1].name] = layer
         produced.add(layer.output)
         encodings.setdefault(m.x_q, x_enc)
+        if m.residual is not None:
+            encodings.setdefault(m.residual.operand, r_enc)
         encodings[m.out] = out_enc
 
     # Liveness: keep CPU nodes whose outputs something needs.
@@ -1586,7 +1688,12 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                 on_device[t] = cfg.cpi
                 device_tensors[(t, cfg.cpi)] = chw(t)
             if layer.residual and on_device.get(layer.residual) != cfg.cpo:
-                raise PlanError(f"layer {layer.name!r}: its residual operand {layer.residual!r} is not on the device")
+                # an operand the CPU computed (or one held at other lanes): the host writes it
+                to_host(layer.residual)
+                steps.append(Transfer(layer.residual, "to_device", chw(layer.residual), cfg.cpo,
+                                      encodings.get(layer.residual)))
+                on_device[layer.residual] = cfg.cpo
+                device_tensors[(layer.residual, cfg.cpo)] = chw(layer.residual)
             steps.append(layer)
             on_device[layer.output] = cfg.cpo
             device_tensors[(layer.output, cfg.cpo)] = layer.out_shape

@@ -9,10 +9,13 @@ exactly the model the accelerator runs:
   quantises weights per output channel (symmetric int8) and bias to int32, and writes
   the QDQ model itself.
 
-Zero points: :func:`quantize` writes zero points of 0 (natural for uint8 after ReLU and for
-symmetric int8) and leaves in float what would need another. QDQ models from other tools
-may have any: the planner folds them into the bias and pads with them on the host
-(:func:`hlsinf.host.plan.realise_input_zero_point`, docs/host.md).
+Zero points: :func:`quantize` writes zero points of 0 where that loses nothing (uint8 of a
+tensor never negative in calibration, e.g. after ReLU; symmetric int8 on an int8 kernel) and,
+for a uint8 kernel, an asymmetric uint8 encoding (scale and zero point from the calibrated
+range) of a tensor that can be negative (a residual sum, a linear bottleneck, a conv before
+an Add), as onnxruntime's ``quantize_static`` does. The planner folds zero points into the
+bias and pads with them on the host (:func:`hlsinf.host.plan.realise_input_zero_point`,
+docs/host.md); QDQ models from other tools may have any.
 
 onnxruntime as the reference: :func:`hlsinf.host.ort.onnxruntime_session` opens a CPU session
 that computes the QDQ model's integer arithmetic as ONNX defines it (int32 accumulation). A
@@ -110,12 +113,23 @@ def _kernel_depthwise(graph: Graph, node: Node, kernel: KernelConfig | None) -> 
                 and group == x[1] == w[0])
 
 
-def _act_scale(lo: float, hi: float, signed: bool) -> float:
+def _act_qparams(lo: float, hi: float, signed: bool) -> tuple[float, int]:
+    """Scale and zero point of an activation with calibrated range ``lo..hi``.
+
+    int8: symmetric, zero point 0. uint8: zero point 0 when ``lo >= 0``; else asymmetric over
+    ``min(lo, 0)..max(hi, 0)`` (real 0 is exactly the integer zero point, so padding and ReLU
+    stay exact), which keeps every uint8 code in use for a tensor that can be negative."""
     if signed:
         s = max(abs(lo), abs(hi)) / 127.0
-    else:
+        return (s if s > 0 else 1.0), 0
+    if lo >= 0:
         s = hi / 255.0
-    return s if s > 0 else 1.0
+        return (s if s > 0 else 1.0), 0
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    s = (hi - lo) / 255.0
+    if not s > 0:
+        return 1.0, 0
+    return s, int(np.clip(np.rint(-lo / s), 0, 255))
 
 
 def _gemm_axis(graph: Graph, node: Node) -> int | None:
@@ -138,11 +152,13 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
 
     ``model`` is a path or ``ModelProto``; ``calibration`` an ``N x C x H x W`` float batch
     (a few representative inputs). Activation format follows ``kernel.act_signed`` (or
-    ``act_signed``; default uint8): scale from the calibrated range, zero point 0. Weights are
+    ``act_signed``; default uint8): scale from the calibrated range, zero point 0 for int8
+    (symmetric) and for uint8 tensors never negative in calibration, else (uint8) the
+    asymmetric zero point of :func:`_act_qparams`. Weights are
     symmetric int8 (per output channel unless ``per_channel=False``), bias int32 at scale
-    ``s_x * s_w``. A convolution is quantised when its input and its (ReLU/Clip-ed) output
-    are representable with zero point 0 (for uint8: never negative in calibration); others
-    stay float and run on the CPU. A Gemm (alpha = beta = 1, transA = 0) or MatMul with constant
+    ``s_x * s_w``. Every convolution with constant weights is quantised (its input and its
+    (ReLU/Clip-ed) output) when their ranges were calibrated; others stay float and run on
+    the CPU. A Gemm (alpha = beta = 1, transA = 0) or MatMul with constant
     2-D weights is quantised the same way, per output feature. Depthwise convolutions (group = channels) are quantised only
     for a ``kernel`` built with depthwise. 2-D max/average pools of a quantised tensor keep its scale.
     The output of an element-wise activation after a quantised convolution (Sigmoid, Tanh,
@@ -162,12 +178,40 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     ranges = calibrate_ranges(graph, calibration)
 
     def representable(t):
-        if t not in ranges:
-            return False
-        lo, hi = ranges[t]
-        return signed or lo >= 0
+        return t in ranges
 
     scales: dict[str, float] = {}               # quantised activation tensors -> scale
+    zero_points: dict[str, int] = {}            # ... -> zero point (uint8 tensors that can be negative)
+
+    with_residual = kernel is not None and "residual_add" in kernel.post_ops
+    amin = -128 if signed else 0
+
+    def assign(t):
+        lo, hi = ranges[t]
+        grown = _residual_sum_range(t) if with_residual else None
+        if grown is not None:
+            lo, hi = min(lo, grown[0]), max(hi, grown[1])
+        scales[t], zero_points[t] = _act_qparams(lo, hi, signed)
+
+    def _residual_sum_range(t):
+        """For ``t = [Relu](Add(conv, operand))`` with both addends quantised: the real range
+        ``t``'s codes must span so the kernel's residual_add can hold the convolution's part
+        before the add (docs/host.md, *Residual add*): the convolution's quantised range shifted
+        by ``z_r·s_r``, which the planner folds into its bias. None for any other tensor."""
+        node = graph.producer(t)
+        if node is not None and node.op in ("Relu", "Clip") and len(graph.consumers(node.inputs[0])) == 1:
+            node = graph.producer(node.inputs[0])
+        if node is None or node.op != "Add" or len(node.inputs) != 2 or node.inputs[0] == node.inputs[1]:
+            return None
+        for c, r in (node.inputs, node.inputs[::-1]):
+            conv = graph.producer(c)
+            if (conv is not None and conv.op == "Conv" and c in scales and r in scales
+                    and len(graph.consumers(c)) == 1):
+                s_c, z_c = scales[c], zero_points[c]
+                k = zero_points[r] * scales[r]
+                margin = 0.01 * s_c
+                return s_c * (amin - z_c) - k - margin, s_c * (amin + 255 - z_c) - k + margin
+        return None
     conv_input: dict[str, str] = {}             # conv node name -> its quantised input tensor
     for node in graph.nodes:
         bias_const = len(node.inputs) < 3 or not node.inputs[2] or graph.const(node.inputs[2]) is not None
@@ -179,18 +223,31 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
             if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and out not in graph.outputs:
                 out = cons[0].outputs[0]
             if (x in scales or representable(x)) and representable(out):
-                scales.setdefault(x, _act_scale(*ranges[x], signed))
-                scales[out] = _act_scale(*ranges[out], signed)
+                if x not in scales:
+                    assign(x)
+                assign(out)
                 conv_input[node.name] = x
                 # An element-wise activation next (Sigmoid, SiLU, ...) becomes the kernel's
                 # post-op table: its output gets a scale of its own (the table's output codes).
                 region = activation_region(graph, out, quantized=False) if with_table else None
                 if region is not None and representable(region[1]):
-                    scales[region[1]] = _act_scale(*ranges[region[1]], signed)
+                    assign(region[1])
+        elif with_residual and node.op == "Add":
+            # The sum of a quantised convolution and another quantised tensor is quantised
+            # (after its Relu/Clip) even when no convolution reads it (ResNet's last block
+            # before the global pool), so the kernel's residual_add takes the Add.
+            t = node.outputs[0]
+            cons = graph.consumers(t)
+            if len(cons) == 1 and cons[0].op in ("Relu", "Clip") and t not in graph.outputs:
+                t = cons[0].outputs[0]
+            if t not in scales and t in ranges and _residual_sum_range(t) is not None:
+                assign(t)
         elif node.op in ("MaxPool", "AveragePool") and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]
+            zero_points[node.outputs[0]] = zero_points[node.inputs[0]]
         elif node.op == "Resize" and node.attrs.get("mode", "nearest") == "nearest" and node.inputs[0] in scales:
             scales[node.outputs[0]] = scales[node.inputs[0]]      # nearest copies values: same scale
+            zero_points[node.outputs[0]] = zero_points[node.inputs[0]]
 
     zp_dtype = np.int8 if signed else np.uint8
     inits = dict(graph.initializers)
@@ -202,15 +259,19 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
         inits[name] = value
         shapes[name], dtypes[name] = value.shape, value.dtype
 
-    def qdq(t):
+    def qdq(t, src=None):
+        """Q -> DQ after ``t``; ``src``: ``t`` is a graph output, computed as ``src`` and kept as the DQ's output."""
         add_init(f"{t}_scale", np.array(scales[t], np.float32))
-        add_init(f"{t}_zero_point", np.array(0, zp_dtype))
-        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_quantized"]))
+        add_init(f"{t}_zero_point", np.array(zero_points[t], zp_dtype))
+        dst = t if src is not None else f"{t}_dequantized"
+        nodes.append(Node(f"{t}_QuantizeLinear", "QuantizeLinear", [src or t, f"{t}_scale", f"{t}_zero_point"],
+                          [f"{t}_quantized"]))
         nodes.append(Node(f"{t}_DequantizeLinear", "DequantizeLinear",
-                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [f"{t}_dequantized"]))
-        shapes[f"{t}_quantized"] = shapes[f"{t}_dequantized"] = shapes[t]
-        dtypes[f"{t}_quantized"], dtypes[f"{t}_dequantized"] = np.dtype(zp_dtype), np.dtype(np.float32)
-        rename[t] = f"{t}_dequantized"
+                          [f"{t}_quantized", f"{t}_scale", f"{t}_zero_point"], [dst]))
+        shapes[f"{t}_quantized"] = shapes[dst] = shapes[t]
+        dtypes[f"{t}_quantized"], dtypes[dst] = np.dtype(zp_dtype), np.dtype(np.float32)
+        if src is None:
+            rename[t] = dst
 
     def dq_param(name, q, scale, axis):
         add_init(f"{name}_quantized", q)
@@ -242,10 +303,18 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
                 sb = (np.float32(scales[x]) * sw).astype(np.float32)
                 bq = np.clip(np.rint(b / sb.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
                 new.inputs[2] = dq_param(f"{node.name}_b", bq, sb, 0)
+        # A quantised graph output (a last convolution's): the node writes it under another
+        # name and the DequantizeLinear writes the output, so the planner sees its Q and
+        # the model keeps its output name.
+        src = {}
+        for k, out in enumerate(new.outputs):
+            if out in scales and out in graph.outputs:
+                src[out] = new.outputs[k] = f"{out}_float"
+                shapes[src[out]], dtypes[src[out]] = shapes[out], dtypes[out]
         nodes.append(new)
         for out in node.outputs:
             if out in scales:
-                qdq(out)
+                qdq(out, src.get(out))
     used = {i for n in nodes for i in n.inputs}
     inits = {k: v for k, v in inits.items() if k in used}
     qgraph = Graph(nodes, inits, list(graph.inputs), list(graph.outputs), shapes, dtypes,

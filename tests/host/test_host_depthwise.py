@@ -7,6 +7,7 @@ accelerator, the depthwise ones as depthwise calls, and each layer is within 1 L
 onnxruntime's QDQ given the same integer input. Without depthwise built they stay on the CPU.
 """
 
+import collections
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -110,11 +111,12 @@ def test_without_depthwise_built_they_stay_on_the_cpu_with_the_reason(tmp_path):
     assert np.abs(Session(plan).run(x)[out] - ort_run(qdq, x)[out]).max() < 0.1
 
 
-@pytest.mark.parametrize("quantiser", ["quantize_static", "hlsinf"])
+@pytest.mark.parametrize("quantiser", ["quantize_static", "quantize_static-int8", "hlsinf"])
 def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quantiser):
     """MobileNetV2 exported by torch (hlsinf.zoo, 32x32, width 1/4): every depthwise conv on the
-    accelerator, from quantize_static (defaults, uint8 build) and from hlsinf's PTQ (int8 build), each layer
-    within 1 LSB of onnxruntime on the same integer input."""
+    accelerator, from quantize_static (defaults, uint8 and int8 builds) and from hlsinf's PTQ (int8
+    build), each layer within its stated bound (``FpgaLayer.lsb_bound``: 1 LSB unless a folded
+    output zero point is off by a whole LSB) of onnxruntime on the same integer input."""
     pytest.importorskip("torch")
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
@@ -127,8 +129,8 @@ def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quan
     # (the default) needs no output zero point in the bias. On an int8 build the zero point is
     # folded into the bias, within M / 2**(s+1) output LSB (docs/host.md): more than half an
     # LSB for a depthwise layer whose requantisation scale exceeds 1.
-    cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, act_signed=quantiser == "hlsinf")
-    if quantiser == "quantize_static":
+    cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, act_signed=quantiser != "quantize_static")
+    if quantiser.startswith("quantize_static"):
         class Reader(CalibrationDataReader):
             def __init__(self):
                 self.items = iter([{"input": image[None]} for image in batch])
@@ -145,7 +147,16 @@ def test_zoo_mobilenet_v2_depthwise_layers_run_on_the_accelerator(tmp_path, quan
     on_accelerator = {name for layer in plan.fpga_layers if layer.depthwise for name in layer.nodes}
     assert len(dw) == 17 and dw <= on_accelerator, sorted(dw - on_accelerator)
     per_layer = _layer_by_layer(plan, qdq, batch[:1])
+    bounds = {layer.name: layer.lsb_bound for layer in plan.fpga_layers}
+    for name, d in per_layer.items():
+        assert d.max() <= bounds[name], (name, int(d.max()), bounds[name])
+    print(f"{quantiser}: max {max(int(d.max()) for d in per_layer.values())} LSB, bounds "
+          f"{sorted(collections.Counter(bounds.values()).items())}")
+    # int8 build: the zero point -128 folded into depthwise layers of scale above 2 put
+    # features.15 2 LSB off; weights and bias scaled by k where they fit (_channel_factors)
+    # bring it to 1 LSB measured, but one channel at +-127 keeps that layer's bound at 2
     assert max(int(d.max()) for d in per_layer.values()) <= 1
+    assert sum(b > 1 for b in bounds.values()) <= (1 if quantiser == "quantize_static-int8" else 0)
 
 
 def test_depthwise_layers_on_the_rtl_device_match_the_reference_device():

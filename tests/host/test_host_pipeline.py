@@ -199,16 +199,17 @@ def test_calibration_argument_of_to_fpga_equals_quantize_then_plan():
     np.testing.assert_array_equal(Session(a).run(x)[out], Session(b).run(x)[out])
 
 
-def test_negative_activations_in_uint8_stay_on_the_cpu_with_a_reason():
-    """A conv whose input may be negative cannot use uint8 with zero point 0: it runs on the CPU."""
+def test_negative_activations_in_uint8_get_a_zero_point():
+    """A conv whose input may be negative gets an asymmetric uint8 input (zero point from the
+    calibrated range, folded into the bias and padded by the host): it runs on the accelerator."""
     rng = np.random.default_rng(1)
     model = small_cnn(12, 12, seed=3)
     calib = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=16, hmax=16)
     plan = to_fpga(model, cfg, calibration=calib)
     first = next(s for s in plan.steps if getattr(s, "name", "") == "conv1")
-    assert first.device == "cpu" and "not quantised" in first.reason
-    assert len(plan.fpga_layers) == _convs(model) - 1
+    assert first.device == "accelerator" and 100 < first.in_zero_point.value < 156, first.describe(cfg)
+    assert len(plan.fpga_layers) == _convs(model)
     x = rng.uniform(-1, 1, (4, 3, 12, 12)).astype(np.float32)
     out = plan.graph.outputs[0]
     ref = ort_run(model, x)[out]

@@ -221,8 +221,8 @@ def test_post_op_registers_survive_the_device_encoding():
 
 
 def test_cli_runs_the_fused_adds(tmp_path, capsys):
-    """``python -m hlsinf.run --post-ops residual_add --act-signed``: the library PTQ plans the
-    Adds into the convolutions' calls; an unknown post-op is a clear error."""
+    """``python -m hlsinf.run --post-ops residual_add [--act-signed]``: the library PTQ plans the
+    Adds into the convolutions' calls (int8 and uint8); an unknown post-op is a clear error."""
     from hlsinf.run import main
     rng = np.random.default_rng(4)
     onnx.save(residual_net(tmp_path, seed=4, size=8), tmp_path / "net.onnx")
@@ -233,5 +233,9 @@ def test_cli_runs_the_fused_adds(tmp_path, capsys):
     assert main(common + ["--post-ops", "residual_add"]) == 0
     out = capsys.readouterr().out
     assert out.count(", + ") == 2, out
+    # uint8 activations: the PTQ's zero points leave the convolution's part of each sum room
+    assert main(common[:-1] + ["--post-ops", "residual_add"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(", + ") == 2 and "uint8" in out, out
     assert main(common + ["--post-ops", "residual"]) != 0
     assert "post_ops" in capsys.readouterr().err
