@@ -37,7 +37,9 @@ machine; every figure also goes to JSON.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import logging
 import sys
 import tempfile
@@ -167,21 +169,23 @@ def summary_table(results: list[dict]) -> str:
 
 def time_table(net: str, results: list[dict], ort_ms: float, size: int) -> str:
     """One network: per quantiser and build the projected accelerator time, the measured host time, the total."""
-    lines = ["| quantiser | build | MACs on accelerator | calls | ideal Mcycles | projected Mcycles | accelerator ms "
-             "(projected) | CPU layers ms (measured) | transfers ms (measured) | **total ms** |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| quantiser | build | MACs on accelerator | calls | ideal Mcycles | MAC array busy (ideal) | "
+             "projected Mcycles | accelerator ms (projected) | CPU layers ms (measured) | transfers ms (measured) | "
+             "**total ms** |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         for b in r["builds"]:
             if "total_ms" not in b:
-                lines.append(f"| {r['quantiser']} | {b['build']} | fails | | | | | | | |")
+                lines.append(f"| {r['quantiser']} | {b['build']} | fails | | | | | | | | |")
                 continue
             lines.append(f"| {r['quantiser']} | {b['build']} | {_pct(b['share'])} | {b['calls']} | "
-                         f"{b['ideal_cycles'] / 1e6:.2f} | {b['projected_cycles'] / 1e6:.2f} | "
+                         f"{b['ideal_cycles'] / 1e6:.2f} | {_pct(b['efficiency'])} | "
+                         f"{b['projected_cycles'] / 1e6:.2f} | "
                          f"{b['accelerator_ms']:.2f} | {b['cpu_ms']:.1f} | {b['transfer_ms']:.1f} | "
                          f"**{b['total_ms']:.1f}** |")
-    lines.append(f"| onnxruntime float, this machine ({size}x{size}) | | | | | | | | | **{ort_ms:.1f}** |")
+    lines.append(f"| onnxruntime float, this machine ({size}x{size}) | | | | | | | | | | **{ort_ms:.1f}** |")
     for label, ms in PAPER.get(net, []):
-        lines.append(f"| paper Table II: {label} (224x224) | | | | | | | | | {ms:.2f} |")
+        lines.append(f"| paper Table II: {label} (224x224) | | | | | | | | | | {ms:.2f} |")
     return "\n".join(lines)
 
 
@@ -216,9 +220,9 @@ def run(networks, quantisers, builds, resolution: int, width: float, n_cal: int,
     import onnxruntime as ort
     ort.set_default_logger_severity(3)
     logging.getLogger().setLevel(logging.ERROR)         # quantize_static's advice to pre-process, once per model
-    out = dict(resolution=resolution, width=width, calibration_images=n_cal, images=images, per_call_cycles=PER_CALL_CYCLES,
-               clock_hz=CLOCK_HZ, builds={f"{n}x{n}": network_build(n).to_dict() for n in builds},
-               networks={})
+    out = dict(resolution=resolution, width=width, calibration_images=n_cal, images=images,
+               per_call_cycles=PER_CALL_CYCLES, clock_hz=CLOCK_HZ,
+               builds={f"{n}x{n}": network_build(n).to_dict() for n in builds}, networks={})
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name in networks:
@@ -258,12 +262,32 @@ def report(out: dict) -> str:
     return "\n".join(parts)
 
 
+BEGIN = "<!-- benchmarks/networks.py results: begin -->"
+END = "<!-- benchmarks/networks.py results: end -->"
+
+
+def update_docs(path: Path, out: dict, text: str) -> None:
+    """Replace what lies between :data:`BEGIN` and :data:`END` in ``path`` with this run's tables."""
+    doc = path.read_text()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        raise SystemExit(f"--update-docs {path}: needs exactly one {BEGIN!r} followed by one {END!r}")
+    head = (f"Measured {out['date']}: {out['resolution']}x{out['resolution']}, width {out['width']:g}, builds "
+            f"{', '.join(out['builds'])}, {out['calibration_images']} calibration images, {out['images']} evaluation "
+            f"images, {out['seconds']:.0f} s in all (load average {out['load_average'][0]:.1f} at the start, "
+            f"{out['load_average'][1]:.1f} at the end; 2 cores shared with other jobs).\n\n")
+    block = BEGIN + "\n" + head + text.replace("### ", "#### ") + "\n" + END
+    path.write_text(doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):])
+    print(f"tables written into {path}", file=sys.stderr)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="64x64 images (width 1) instead of 224x224")
     p.add_argument("--resolution", type=int, help="override the mode's resolution")
     p.add_argument("--width", type=float, help="override the mode's channel width (zoo width)")
     p.add_argument("--json", default="benchmarks/results/networks.json", help="where to write the figures")
+    p.add_argument("--update-docs", metavar="MD",
+                   help="also replace the tables between the result markers of this file (docs/networks.md)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(NETWORKS))
     p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(QUANTISERS))
     p.add_argument("--builds", nargs="+", type=int, default=list(BUILDS), help="CPI = CPO of each build")
@@ -285,10 +309,16 @@ def main(argv=None):
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
     t0 = time.perf_counter()
+    load = os.getloadavg()[0]
     out = run(args.networks, args.quantisers, args.builds, resolution, width, mode["calibration"], args.repeats,
               args.images)
     out["seconds"] = time.perf_counter() - t0
-    print(report(out))
+    out["load_average"] = [load, os.getloadavg()[0]]
+    out["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = report(out)
+    print(text)
+    if args.update_docs:
+        update_docs(Path(args.update_docs), out, text)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))

@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hlsinf import zoo
-from hlsinf.host import quantize, to_fpga
+from hlsinf.host import Session, quantize, to_fpga
 from hlsinf.host.evaluate import coverage, measure_host, network_build, project, quantize_ort, run_plan
 
 NETWORKS = ("resnet18", "mobilenet_v2", "vgg16", "unet")
@@ -57,10 +59,14 @@ def one(name: str, quantiser: str, path: Path, cal, x, cfg, device: str, show_pl
     cov = coverage(plan)
     dev = make_device(device, plan.cfg)
     try:
-        acc = run_plan(plan, qdq, x, float_model=path, device=dev)
+        acc = run_plan(plan, qdq, x, float_model=path, device=dev, keep_output=True)
     finally:
         if dev is not None:
             dev.close()
+    y = acc.pop("output")
+    if device != "reference":                       # the same images on the reference device: bit-exact?
+        ref = Session(plan).run(x)[plan.graph.outputs[0]]
+        acc["bit_exact_with_reference"] = bool(np.array_equal(y, ref))
     proj = project(plan)
     print(f"{name}, {quantiser} quantiser (quantised in {t_quant:.1f} s):")
     print(f"  MACs on the accelerator: {100 * cov['share']:.1f} % of {cov['total_macs'] / 1e6:.1f} M "
@@ -73,6 +79,8 @@ def one(name: str, quantiser: str, path: Path, cal, x, cfg, device: str, show_pl
           f"{acc['cosine_vs_float']:.4f} (onnxruntime QDQ {acc['ort_qdq_cosine_vs_float']:.4f}), top-1 "
           f"agreement with float {100 * acc['top1_vs_float']:.1f} % (onnxruntime QDQ "
           f"{100 * acc['ort_qdq_top1_vs_float']:.1f} %), cosine to onnxruntime QDQ {acc['cosine_vs_ort_qdq']:.5f}")
+    if "bit_exact_with_reference" in acc:
+        print(f"  {device} device output bit-exact with the reference device: {acc['bit_exact_with_reference']}")
     print(f"  each accelerator layer alone vs onnxruntime QDQ: max {alone['max_lsb']} LSB, "
           f"{100 * alone['differing']:.3f} % of values differ ({alone['layers']} layers)")
     line = (f"  projected accelerator time at {cfg.cpi}x{cfg.cpo}: {proj['ideal_cycles']:,} ideal cycles + "

@@ -32,8 +32,9 @@ from hlsinf.host.ort import onnxruntime_session
 from hlsinf.host.plan import CpuLayer, FpgaLayer
 from hlsinf.host.runtime import Profile, Session
 
-__all__ = ["PER_CALL_CYCLES", "CLOCK_HZ", "NETWORK_BUILD", "network_build", "quantize_ort", "node_macs", "reason_key", "coverage", "failure",
-           "isolated_layers", "run_plan", "cosine", "top1_agreement", "project", "measure_host"]
+__all__ = ["PER_CALL_CYCLES", "CLOCK_HZ", "NETWORK_BUILD", "network_build", "quantize_ort", "node_macs",
+           "reason_key", "coverage", "failure", "isolated_layers", "run_plan", "cosine", "top1_agreement",
+           "project", "measure_host"]
 
 #: Fixed cost of one kernel call on top of its ideal cycles: the largest measured by
 #: ``benchmarks/whole_layers.py`` (every VGG16 and SegNet-decoder conv layer as one whole call
@@ -218,11 +219,13 @@ def _ort_run(sess, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.concatenate([r[j] for r in runs]) for j, n in enumerate(names)}
 
 
-def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray, float_model=None, device=None) -> dict:
+def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray, float_model=None, device=None,
+             keep_output: bool = False) -> dict:
     """The plan on ``device`` (default: the reference device) against onnxruntime on the same
     QDQ model (one image): the network output, and every accelerator layer alone
     (:func:`isolated_layers`). With ``float_model`` (path or ModelProto) also cosine and top-1
-    agreement of the plan's and of onnxruntime's QDQ output with onnxruntime's float output."""
+    agreement of the plan's and of onnxruntime's QDQ output with onnxruntime's float output.
+    ``keep_output``: the plan's output array is in the result too (``output``)."""
     session = Session(plan, device)
     t0 = time.perf_counter()
     got = session.run(x)
@@ -241,6 +244,8 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray, float_model=None, device
     same_top1 = top1_agreement(y, r) == 1.0 if r.ndim == 2 else None
     out = dict(seconds=seconds, rel_err_vs_ort=err, same_top1=same_top1, cosine_vs_ort_qdq=cosine(y, r),
                layers_alone=isolated_layers(session, ref))
+    if keep_output:
+        out["output"] = y
     if float_model is not None:
         import onnxruntime as ort
         data = float_model.SerializeToString() if isinstance(float_model, onnx.ModelProto) else str(float_model)
@@ -258,20 +263,28 @@ def project(plan, per_call_cycles: int = PER_CALL_CYCLES, clock_hz: float = CLOC
 
     ``ideal`` is the plan's own ``FpgaLayer.ideal_cycles(cfg)`` (the sum of its calls' ideal
     cycles), so whatever rate a call has on its kernel (e.g. a 1x1 layer in a full-rate
-    pointwise mode) is counted as the planner counts it.
+    pointwise mode) is counted as the planner counts it. ``efficiency``: the layers' MACs /
+    (ideal cycles x CPI x CPO x 9), the share of the MAC array doing useful work in an ideal
+    cycle.
     """
     cfg, layers = plan.cfg, []
+    nodes = {n.name: n for n in plan.graph.nodes}
+    peak = cfg.cpi * cfg.cpo * 9                    # multipliers of the MAC array
     for layer in plan.fpga_layers:
         ideal = int(layer.ideal_cycles(cfg))
         projected = ideal + len(layer.calls) * per_call_cycles
+        macs = sum(node_macs(plan.graph, nodes[n]) for n in layer.nodes if n in nodes)
         c, h, w = layer.in_shape
         o, ho, wo = layer.out_shape
         layers.append(dict(name=layer.name, shape=f"{c}x{h}x{w} -> {o}x{ho}x{wo}", kernel=list(layer.kernel),
-                           depthwise=bool(layer.depthwise), calls=len(layer.calls), ideal_cycles=ideal,
+                           depthwise=bool(layer.depthwise), calls=len(layer.calls), macs=macs,
+                           ideal_cycles=ideal, efficiency=macs / (ideal * peak) if ideal else 0.0,
                            projected_cycles=projected, projected_ms=projected / clock_hz * 1e3))
     ideal = sum(r["ideal_cycles"] for r in layers)
     projected = sum(r["projected_cycles"] for r in layers)
+    macs = sum(r["macs"] for r in layers)
     return dict(layers=layers, accelerator_layers=len(layers), calls=sum(r["calls"] for r in layers),
+                efficiency=macs / (ideal * peak) if ideal else 0.0,
                 ideal_cycles=ideal, projected_cycles=projected, ideal_ms=ideal / clock_hz * 1e3,
                 accelerator_ms=projected / clock_hz * 1e3, per_call_cycles=per_call_cycles, clock_hz=clock_hz)
 
