@@ -119,7 +119,7 @@ def evaluate_network(name: str, quantiser: str, path: Path, cal: np.ndarray, x: 
             continue
         cov = coverage(plan)
         b.update({k2: cov[k2] for k2 in ("total_macs", "accelerator_macs", "share", "accelerator_layers",
-                                         "convs", "transfers")},
+                                         "convs", "transfers", "adds", "adds_fused")},
                  reasons=cov["reasons"], other_cpu_ops=cov["other_cpu_ops"])
         b.update(project(plan))
         try:
@@ -198,6 +198,8 @@ def reasons_text(results: list[dict]) -> str:
         parts = [f"{v['layers']}x {k} ({100 * v['macs'] / b['total_macs']:.1f} % MACs)"
                  for k, v in sorted(b["reasons"].items(), key=lambda kv: -kv[1]["macs"])]
         others = ", ".join(f"{op} x{n}" for op, n in sorted(b["other_cpu_ops"].items()))
+        if b.get("adds"):
+            parts.append(f"residual Adds fused into calls: {b['adds_fused']} / {b['adds']}")
         lines.append(f"* {r['network']} {r['quantiser']}: CPU: " + ("; ".join(parts) or "none")
                      + (f". Other CPU ops: {others}" if others else ""))
     return "\n".join(lines)

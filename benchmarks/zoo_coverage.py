@@ -82,7 +82,7 @@ DEFAULT_QUANTISERS = ("hlsinf", "ort")
 
 def one(name: str, size: str, quantiser: str, float_path: Path, cal, x, tmp: Path, run: bool) -> dict:
     fn, fields, _ = QUANTISERS[quantiser]
-    cfg = KernelConfig(cpi=CPI, cpo=CPO, **fields, **EXTRA_FIELDS)
+    cfg = KernelConfig(cpi=CPI, cpo=CPO, **{**fields, **EXTRA_FIELDS})
     res = dict(network=name, size=size, quantiser=quantiser)
     t0 = time.perf_counter()
     try:
@@ -164,6 +164,8 @@ def reasons_text(results: list[dict]) -> str:
         parts = [f"{v['layers']}x {k} ({100 * v['macs'] / r['total_macs']:.1f} % MACs)"
                  for k, v in sorted(r["reasons"].items(), key=lambda kv: -kv[1]["macs"])]
         others = ", ".join(f"{op} x{n}" for op, n in sorted(r["other_cpu_ops"].items()))
+        if r.get("adds") and "residual_add" in EXTRA_FIELDS.get("post_ops", ()):
+            parts.append(f"Adds fused (residual_add): {r['adds_fused']} / {r['adds']}")
         lines.append(f"* {r['network']} {r['size']} {r['quantiser']}: CPU: " + ("; ".join(parts) or "none")
                      + (f". Other CPU ops: {others}" if others else ""))
     return "\n".join(lines)
@@ -183,6 +185,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(DEFAULT_SIZES))
     p.add_argument("--with-depthwise", action="store_true", help="plan for a kernel built with depthwise convolutions")
+    p.add_argument("--post-ops", default="", help="post-ops of the kernel, e.g. residual_add (Adds fused are reported)")
+    p.add_argument("--act-signed", action="store_true", help="plan for an int8-activation kernel (default uint8)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(zoo.NETWORKS))
     p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(DEFAULT_QUANTISERS),
                    help="hlsinf and ort are the report; hlsinf-int8 and ort-u8 are what-ifs")
@@ -193,6 +197,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.with_depthwise:
         EXTRA_FIELDS["with_depthwise"] = True
+    if args.post_ops:
+        EXTRA_FIELDS["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
+    if args.act_signed:
+        EXTRA_FIELDS["act_signed"] = True
     import logging
 
     import onnxruntime as ort

@@ -29,7 +29,7 @@ import onnx
 
 from hlsinf.config import KernelConfig
 from hlsinf.host.ort import onnxruntime_session
-from hlsinf.host.plan import CpuLayer, FpgaLayer
+from hlsinf.host.plan import CpuLayer, FpgaLayer, Transfer
 from hlsinf.host.runtime import Profile, Session
 
 __all__ = ["PER_CALL_CYCLES", "CLOCK_HZ", "NETWORK_BUILD", "network_build", "quantize_ort", "node_macs",
@@ -133,11 +133,14 @@ def coverage(plan) -> dict:
         r = reasons.setdefault(key, dict(layers=0, macs=0))
         r["layers"] += 1
         r["macs"] += macs
+    with_residual = {n for layer in plan.fpga_layers if layer.residual for n in layer.nodes}
+    adds = [n.name for n in graph.nodes if n.op == "Add"]
     other = collections.Counter(s.node.op for s in plan.steps
                                 if isinstance(s, CpuLayer) and node_macs(graph, s.node) == 0)
     return dict(total_macs=total, accelerator_macs=acc, share=acc / total if total else 0.0,
                 accelerator_layers=len(on_acc), convs=sum(n.op == "Conv" for n in graph.nodes),
                 cpu_layers=cpu_layers, reasons=reasons, other_cpu_ops=dict(other),
+                adds=len(adds), adds_fused=sum(a in with_residual for a in adds),
                 transfers=sum(s.device == "transfer" for s in plan.steps))
 
 
@@ -170,14 +173,21 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
     plan, dev, cfg = session.plan, session.device, session.plan.cfg
     worst, worst_layer, differing, values, layers = 0, None, 0, 0, 0
     for layer in plan.fpga_layers:
-        if layer.input != layer.source:     # host-padded input (zero point): its buffer is not the tensor's
-            continue
+        # onnxruntime's integers as the runtime writes them: the plan's device encoding (e.g.
+        # int8 + 128 on a uint8 kernel), host padding with the zero point, shifted copies
+        feed = Transfer(layer.source, "to_device", layer.in_shape, cfg.cpi, plan.encodings.get(layer.source),
+                        layer.input, layer.in_zero_point.host_pads, layer.input_copies)
+        image = feed.device_image(ref[layer.source][0], session.act)
         x_addr = session.buffers[(layer.input, cfg.cpi)]
-        enc = plan.encodings.get(layer.input)       # int8 model values on a uint8 kernel: + 128
-        image = ref[layer.input][0] if enc is None else enc.to_device(ref[layer.input][0], session.act)
         dev.write(x_addr, pack_activations(image, cfg.cpi, session.act))
         p = session.params[layer.name]
         ptrs = {"x": x_addr, "y": session.buffers[(layer.output, cfg.cpo)], "w": p["w"], "b": p["b"], "m": p["m"]}
+        if layer.residual:                  # post-op residual_add: onnxruntime's operand too
+            r_enc = plan.encodings.get(layer.residual)
+            r = ref[layer.residual][0]
+            ptrs["r"] = session.buffers[(layer.residual, cfg.cpo)]
+            dev.write(ptrs["r"], pack_activations(r_enc.to_device(r, session.act) if r_enc is not None else r,
+                                                  cfg.cpo, session.act))
         if layer.columns:
             session._run_columns(layer, ptrs, None)
         else:
@@ -232,7 +242,7 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray, float_model=None, device
     seconds = time.perf_counter() - t0
     m = onnx.ModelProto()
     m.CopyFrom(qdq)
-    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output)}
+    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output, layer.residual) if t}
     names = [o.name for o in m.graph.output]
     for t in sorted(wanted - set(names)):
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
