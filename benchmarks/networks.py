@@ -222,7 +222,7 @@ def run(networks, quantisers, builds, resolution: int, width: float, n_cal: int,
     import onnxruntime as ort
     ort.set_default_logger_severity(3)
     logging.getLogger().setLevel(logging.ERROR)         # quantize_static's advice to pre-process, once per model
-    out = dict(resolution=resolution, width=width, calibration_images=n_cal, images=images,
+    out = dict(resolution=resolution, width=width, calibration_images=n_cal, images=images, repeats=repeats,
                per_call_cycles=PER_CALL_CYCLES, clock_hz=CLOCK_HZ,
                builds={f"{n}x{n}": network_build(n).to_dict() for n in builds}, networks={})
     with tempfile.TemporaryDirectory() as d:
@@ -275,7 +275,8 @@ def update_docs(path: Path, out: dict, text: str) -> None:
         raise SystemExit(f"--update-docs {path}: needs exactly one {BEGIN!r} followed by one {END!r}")
     head = (f"Measured {out['date']}: {out['resolution']}x{out['resolution']}, width {out['width']:g}, builds "
             f"{', '.join(out['builds'])}, {out['calibration_images']} calibration images, {out['images']} evaluation "
-            f"images, {out['seconds']:.0f} s in all (load average {out['load_average'][0]:.1f} at the start, "
+            f"images, {out['repeats']} host runs per build, {out['seconds']:.0f} s in all "
+            f"(load average {out['load_average'][0]:.1f} at the start, "
             f"{out['load_average'][1]:.1f} at the end; 2 cores shared with other jobs).\n\n")
     block = BEGIN + "\n" + head + text.replace("### ", "#### ") + "\n" + END
     path.write_text(doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):])
