@@ -47,7 +47,12 @@ CLOCK_HZ = 300e6
 #: What the four networks of issue 10 need of a kernel beyond CPI/CPO (docs/networks.md):
 #: depthwise 3x3 (MobileNetV2), nearest upsize x2 (UNet's Upsample, fused after a conv),
 #: post-op residual_add (ResNet-18 and MobileNetV2's Add). Activations uint8 (the default).
-NETWORK_BUILD = dict(with_depthwise=True, max_upsize=2, post_ops=("residual_add",))
+#: Where ``KernelConfig`` has them, also full-rate 1x1 calls (``with_pointwise``) and input
+#: channels beyond imax over several calls (``with_acc_split``: MobileNetV2's 576/960, the
+#: UNet's 768 channels).
+NETWORK_BUILD = dict(with_depthwise=True, max_upsize=2, post_ops=("residual_add",),
+                     **{f: True for f in ("with_pointwise", "with_acc_split")
+                        if f in KernelConfig.__dataclass_fields__})
 
 
 def network_build(n: int, **overrides) -> KernelConfig:
@@ -175,11 +180,13 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
     for layer in plan.fpga_layers:
         # onnxruntime's integers as the runtime writes them: the plan's device encoding (e.g.
         # int8 + 128 on a uint8 kernel), host padding with the zero point, shifted copies
-        feed = Transfer(layer.source, "to_device", layer.in_shape, cfg.cpi, plan.encodings.get(layer.source),
+        # a layer may read its input in other lanes than CPI (a full-rate 1x1 layer's super-pixels)
+        lanes = layer.in_lanes(cfg) if hasattr(layer, "in_lanes") else cfg.cpi
+        feed = Transfer(layer.source, "to_device", layer.in_shape, lanes, plan.encodings.get(layer.source),
                         layer.input, layer.in_zero_point.host_pads, layer.input_copies)
         image = feed.device_image(ref[layer.source][0], session.act)
-        x_addr = session.buffers[(layer.input, cfg.cpi)]
-        dev.write(x_addr, pack_activations(image, cfg.cpi, session.act))
+        x_addr = session.buffers[(layer.input, lanes)]
+        dev.write(x_addr, pack_activations(image, lanes, session.act))
         p = session.params[layer.name]
         ptrs = {"x": x_addr, "y": session.buffers[(layer.output, cfg.cpo)], "w": p["w"], "b": p["b"], "m": p["m"]}
         if layer.residual:                  # post-op residual_add: onnxruntime's operand too
