@@ -184,7 +184,10 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
         lanes = layer.in_lanes(cfg) if hasattr(layer, "in_lanes") else cfg.cpi
         feed = Transfer(layer.source, "to_device", layer.in_shape, lanes, plan.encodings.get(layer.source),
                         layer.input, layer.in_zero_point.host_pads, layer.input_copies)
-        image = feed.device_image(ref[layer.source][0], session.act)
+        src = np.asarray(ref[layer.source][0])
+        if src.ndim == 1:                   # a 1 x K row (Gemm, MatMul as a 1x1 convolution): K x 1 x 1
+            src = src.reshape(-1, 1, 1)
+        image = feed.device_image(src, session.act)
         x_addr = session.buffers[(layer.input, lanes)]
         dev.write(x_addr, pack_activations(image, lanes, session.act))
         p = session.params[layer.name]
@@ -198,13 +201,15 @@ def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
         if layer.columns:
             session._run_columns(layer, ptrs, None)
         else:
-            for args in layer.calls:
-                dev.call(args, ptrs)
+            # a layer split over input-channel chunks points each call at its chunk (call_pointers)
+            for k, args in enumerate(layer.calls):
+                dev.call(args, layer.call_pointers(k, ptrs) if hasattr(layer, "call_pointers") else ptrs)
         o, h, w = layer.out_shape
         g = -(-o // cfg.cpo)
         y = unpack_activations(dev.read(ptrs["y"], session.act, g * cfg.cpo * h * w), o, h, w, cfg.cpo)
-        y = plan.host_value(layer.output, y)
-        d = np.abs(y.astype(np.int64) - ref[layer.output][0].astype(np.int64))
+        want = np.asarray(ref[layer.output][0])
+        y = plan.host_value(layer.output, y).reshape(want.shape)
+        d = np.abs(y.astype(np.int64) - want.astype(np.int64))
         differing += int(np.count_nonzero(d))
         values += d.size
         layers += 1
