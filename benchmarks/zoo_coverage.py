@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
 import sys
 import tempfile
 import time
@@ -41,8 +40,8 @@ import onnx
 
 from hlsinf import zoo
 from hlsinf.config import KernelConfig
-from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
-from hlsinf.host.plan import CpuLayer, Transfer
+from hlsinf.host import evaluate, quantize, to_fpga
+from hlsinf.host.evaluate import coverage, failure, run_plan
 
 SIZES = {"tiny": dict(resolution=32, width=0.125), "small": dict(resolution=64, width=1.0),
          "full": dict(resolution=224, width=1.0)}
@@ -60,17 +59,7 @@ def quantize_hlsinf(float_path: Path, cal: np.ndarray, cfg: KernelConfig, out: P
 
 
 def quantize_ort(float_path: Path, cal: np.ndarray, cfg: KernelConfig, out: Path, **options) -> onnx.ModelProto:
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"input": cal[k:k + 1]} for k in range(len(cal))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(float_path), str(out), Reader(), **options)     # no options: every default
-    return onnx.load(str(out))
+    return evaluate.quantize_ort(float_path, cal, out, **options)     # no options: every default
 
 
 def quantize_ort_u8(float_path, cal, cfg, out):
@@ -89,154 +78,7 @@ QUANTISERS = {
 DEFAULT_QUANTISERS = ("hlsinf", "ort")
 
 
-# Accounting ------------------------------------------------------------------------------------
-
-def node_macs(graph, node) -> int:
-    """Multiply-accumulates of one Conv, Gemm or MatMul node of a planned graph (batch of one)."""
-    s = graph.shapes
-    if node.op == "Conv":
-        w = s[node.inputs[1]]
-        return int(np.prod(s[node.outputs[0]])) * int(np.prod(w[1:]))
-    if node.op == "Gemm":
-        a = s[node.inputs[0]]
-        k = a[0] if node.attrs.get("transA", 0) else a[1]
-        return int(np.prod(s[node.outputs[0]])) * int(k)
-    if node.op == "MatMul":
-        return int(np.prod(s[node.outputs[0]])) * int(s[node.inputs[0]][-1])
-    return 0
-
-
-_PREFIX = re.compile(r"^node '[^']*' \([^)]*\): ")
-
-
-def reason_key(reason: str) -> str:
-    """A plan reason without what varies from layer to layer (node name, zero point, group count)."""
-    key = _PREFIX.sub("", reason)
-    key = re.sub(r"zero point is -?\d+", "zero point is not 0", key)
-    return re.sub(r"group=\d+", "group=C", key)
-
-
-def coverage(plan) -> dict:
-    """MAC share on the accelerator, and every CPU layer that multiplies, with the plan's reason."""
-    graph = plan.graph
-    on_acc = {s.name for s in plan.steps if isinstance(s, FpgaLayer)}
-    total = acc = 0
-    cpu_layers, reasons = [], collections.OrderedDict()
-    for node in graph.nodes:
-        macs = node_macs(graph, node)
-        if not macs:
-            continue
-        total += macs
-        if node.op == "Conv" and node.name in on_acc:
-            acc += macs
-            continue
-        step = next((s for s in plan.steps if isinstance(s, CpuLayer) and s.name == node.name), None)
-        reason = (step.reason if step is not None and step.reason else
-                  "not a convolution (the accelerator runs Conv only)" if node.op != "Conv" else
-                  "pruned by the plan (output unused)" if step is None else "no reason given")
-        cpu_layers.append(dict(node=node.name, op=node.op, macs=macs, reason=reason))
-        key = reason_key(reason)
-        r = reasons.setdefault(key, dict(layers=0, macs=0))
-        r["layers"] += 1
-        r["macs"] += macs
-    fused = {n for layer in plan.fpga_layers if layer.residual for n in layer.nodes}
-    adds = [n.name for n in graph.nodes if n.op == "Add"]
-    other = collections.Counter(s.node.op for s in plan.steps
-                                if isinstance(s, CpuLayer) and node_macs(graph, s.node) == 0)
-    return dict(total_macs=total, accelerator_macs=acc, share=acc / total if total else 0.0,
-                accelerator_layers=len(on_acc), convs=sum(n.op == "Conv" for n in graph.nodes),
-                cpu_layers=cpu_layers, reasons=reasons, other_cpu_ops=dict(other),
-                adds=len(adds), adds_fused=sum(a in fused for a in adds),
-                transfers=sum(s.device == "transfer" for s in plan.steps))
-
-
-def failure(stage: str, e: Exception, graph=None) -> dict:
-    """One line: stage, node and op when the message names a node, exception type and message."""
-    msg = " ".join(str(e).split())
-    node = op = None
-    m = re.search(r"node '([^']+)'", msg) or re.search(r"layer '([^']+)'", msg)
-    if m:
-        node = m.group(1)
-        if graph is not None:
-            op = next((n.op for n in graph.nodes if n.name == node), None)
-        if op is None:
-            m2 = re.search(r"node '[^']+' \((\w+)", msg)
-            op = m2.group(1) if m2 else None
-    return dict(stage=stage, node=node, op=op, error=type(e).__name__, message=msg[:400])
-
-
-def isolated_layers(session: Session, ref: dict[str, np.ndarray]) -> dict:
-    """Each accelerator layer alone, fed onnxruntime's quantised input: its output against onnxruntime's, in LSBs.
-
-    Whole-network differences mix two things: a layer computing something else, and a 1-LSB
-    rounding difference (an exact tie, or a CPU float layer summing in another order before a
-    QuantizeLinear) propagating through the layers after it. This separates them.
-    """
-    from hlsinf.reference import pack_activations, unpack_activations
-
-    plan, dev, cfg = session.plan, session.device, session.plan.cfg
-    worst, worst_layer, differing, values = 0, None, 0, 0
-    for layer in plan.fpga_layers:
-        # onnxruntime's integers as the runtime writes them: the plan's device encoding (e.g.
-        # int8 + 128 on a uint8 kernel), host padding with the zero point, shifted copies
-        feed = Transfer(layer.source, "to_device", layer.in_shape, cfg.cpi, plan.encodings.get(layer.source),
-                        layer.input, layer.in_zero_point.host_pads, layer.input_copies)
-        x = feed.device_image(ref[layer.source][0], session.act)
-        x_addr = session.buffers[(layer.input, cfg.cpi)]
-        dev.write(x_addr, pack_activations(x, cfg.cpi, session.act))
-        p = session.params[layer.name]
-        ptrs = {"x": x_addr, "y": session.buffers[(layer.output, cfg.cpo)], "w": p["w"], "b": p["b"], "m": p["m"]}
-        if layer.residual:                  # post-op residual_add: onnxruntime's operand too
-            r_enc = plan.encodings.get(layer.residual)
-            r = ref[layer.residual][0]
-            ptrs["r"] = session.buffers[(layer.residual, cfg.cpo)]
-            dev.write(ptrs["r"], pack_activations(r_enc.to_device(r, session.act) if r_enc is not None else r,
-                                                  cfg.cpo, session.act))
-        if layer.columns:
-            session._run_columns(layer, ptrs, None)
-        else:
-            for args in layer.calls:
-                dev.call(args, ptrs)
-        o, h, w = layer.out_shape
-        g = -(-o // cfg.cpo)
-        y = plan.host_value(layer.output,
-                            unpack_activations(dev.read(ptrs["y"], session.act, g * cfg.cpo * h * w), o, h, w, cfg.cpo))
-        d = np.abs(y.astype(np.int64) - ref[layer.output][0].astype(np.int64))
-        differing += int(np.count_nonzero(d))
-        values += d.size
-        if d.max() > worst:
-            worst, worst_layer = int(d.max()), layer.name
-    return dict(max_lsb=worst, worst_layer=worst_layer, differing=differing / max(values, 1))
-
-
-def ort_reference(model: onnx.ModelProto):
-    """``hlsinf.host.onnxruntime_session``: exact integer products, no weight-quantising optimiser."""
-    from hlsinf.host import onnxruntime_session
-
-    return onnxruntime_session(model)
-
-
-def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray) -> dict:
-    """The plan on the reference device against onnxruntime on the same QDQ model (one image):
-    the network output, and every accelerator layer alone (:func:`isolated_layers`)."""
-    session = Session(plan)
-    t0 = time.perf_counter()
-    got = session.run(x)
-    seconds = time.perf_counter() - t0
-    m = onnx.ModelProto()
-    m.CopyFrom(qdq)
-    wanted = {t for layer in plan.fpga_layers for t in (layer.source, layer.output, layer.residual) if t}
-    names = [o.name for o in m.graph.output]
-    for t in sorted(wanted - set(names)):
-        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-        names.append(t)
-    sess = ort_reference(m)
-    ref = dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x})))
-    y, r = got[plan.graph.outputs[0]], ref[plan.graph.outputs[0]]
-    err = float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-12))
-    same_top1 = bool(np.argmax(y.reshape(-1)) == np.argmax(r.reshape(-1))) if r.ndim == 2 else None
-    return dict(seconds=seconds, rel_err_vs_ort=err, same_top1=same_top1, layers_alone=isolated_layers(session, ref))
-
+# One network -----------------------------------------------------------------------------------
 
 def one(name: str, size: str, quantiser: str, float_path: Path, cal, x, tmp: Path, run: bool) -> dict:
     fn, fields, _ = QUANTISERS[quantiser]

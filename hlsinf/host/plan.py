@@ -1142,7 +1142,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
 
 
 #: Cost model of a Gemm/MatMul on the kernel (:func:`gemm_projection`): cycles per call beyond
-#: its ideal cycles (benchmarks/networks.py PER_CALL_CYCLES), the clock, and the bytes of
+#: its ideal cycles (hlsinf.host.evaluate.PER_CALL_CYCLES), the clock, and the bytes of
 #: weights the 512-bit gmem_w master delivers per cycle.
 GEMM_PER_CALL_CYCLES = 620
 GEMM_CLOCK_HZ = 300e6
