@@ -88,6 +88,7 @@ class KernelConfig:
     fp32_subnormals: bool = True #: fp32 only: keep subnormals (IEEE, as numpy) or flush them to zero
     max_upsize: int = 1          #: largest nearest-upsize factor after pooling (1: not built, 2 or 4)
     with_depthwise: bool = False #: depthwise 3x3 calls (run-time register depthwise) built in; needs cpi == cpo
+    with_pointwise: bool = False #: full-rate 1x1 calls (run-time register pointwise, super-pixel input) built in
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -130,6 +131,12 @@ class KernelConfig:
                    self.cpi == self.cpo)
             _check("with_depthwise", self.with_depthwise, "False with number_format='fp32' (not built for fp32 yet)",
                    not self.is_float)
+        if self.with_pointwise:
+            # A pointwise call feeds mul 9 channel groups per cycle (docs/kernel.md, "Pointwise calls").
+            _check("with_pointwise", self.with_pointwise, "False with number_format='fp32' (not built for fp32 yet)",
+                   not self.is_float)
+            _check("with_pointwise", self.with_pointwise, "False with 4-bit activations or weights (not built yet)",
+                   4 not in (self.act_bits, self.weight_bits))
         if self.number_format == "fixed":
             _check("act_signed", self.act_signed, "True with number_format='fixed' (fixed<W,I> is signed)",
                    self.act_signed)

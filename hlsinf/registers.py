@@ -141,6 +141,10 @@ OPTION_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("depthwise", False, "1: depthwise 3x3 (output channel c convolves input channel c only; I = O); "
                              "weights [G][CPO][3][3] at w"),
     ),
+    "with_pointwise": (
+        ("pointwise", False, "1: 1x1 convolution at full rate: input in super-pixels [GS][H][W][9][CPI] at x "
+                             "(GS = ceil(I / (9 CPI))), weight sets [GO][GS][CPO][CPI][9]; stride 1, no padding"),
+    ),
 }
 
 
@@ -222,7 +226,7 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
                   residual_add=int(args.residual_add), r_relu=int(args.r_relu))
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out(),
-                  depthwise=int(args.depthwise))
+                  depthwise=int(args.depthwise), pointwise=int(args.pointwise))
     words = {}
     for reg in register_map(cfg):
         if reg.kind == "pointer":
