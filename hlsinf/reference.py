@@ -647,7 +647,8 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
                 t_mem: np.ndarray | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
-    ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
+    ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels (a pointwise call's
+    in super-pixels, :func:`pack_superpixels`, and its weights as :func:`pack_pointwise_weights`), ``w_mem`` the
     weights of every output group of the layer, ``b_mem`` (and ``m_mem`` when
     ``use_mult``) one word per output channel of the layer; ``n_mem`` the bn parameters and
     ``r_mem`` the residual operand (GOHWCPO, :func:`residual_operand`) when the call uses
