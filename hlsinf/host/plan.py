@@ -1428,14 +1428,19 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                     steps.append(Transfer(t, "to_device", layer.in_shape, cfg.cpi, encodings[t], layer.input,
                                           layer.in_zero_point.host_pads, layer.input_copies))
                     device_tensors[(layer.input, cfg.cpi)] = layer.in_shape
-            elif on_device.get(t) != layer.in_lanes(cfg):
-                # (a pointwise layer's super-pixels are written by the host: a tensor on the device
-                # in CPO lanes comes back to the host first)
+            elif layer.pointwise:
+                # a pointwise layer's super-pixels (9*CPI lanes) are written by the host: a tensor on
+                # the device in CPO lanes comes back to the host first, and keeps its CPO-lane buffer
                 lanes = layer.in_lanes(cfg)
+                if (t, lanes) not in device_tensors:
+                    to_host(t)
+                    steps.append(Transfer(t, "to_device", chw(t), lanes, encodings.get(t)))
+                    device_tensors[(t, lanes)] = chw(t)
+            elif on_device.get(t) != cfg.cpi:
                 to_host(t)
-                steps.append(Transfer(t, "to_device", chw(t), lanes, encodings.get(t)))
-                on_device[t] = lanes
-                device_tensors[(t, lanes)] = chw(t)
+                steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings.get(t)))
+                on_device[t] = cfg.cpi
+                device_tensors[(t, cfg.cpi)] = chw(t)
             if layer.residual and on_device.get(layer.residual) != cfg.cpo:
                 raise PlanError(f"layer {layer.name!r}: its residual operand {layer.residual!r} is not on the device")
             steps.append(layer)

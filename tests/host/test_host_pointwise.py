@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from hlsinf.config import KernelConfig
-from hlsinf.host import Session, to_fpga
+from hlsinf.host import Session, quantize, to_fpga
 from hlsinf.host.models import ModelBuilder
 from tests.host.test_host_qdq import _layer_by_layer
 
@@ -48,20 +48,31 @@ def mobilenet_qdq(tmp_path_factory):
         def get_next(self):
             return next(self.items, None)
     quantize_static(str(float_path), str(qdq_path), Reader())
-    return onnx.load(qdq_path), batch
+    return onnx.load(qdq_path), batch, float_path
 
 
-def test_mobilenet_v2_1x1_convs_are_pointwise_and_within_one_lsb(mobilenet_qdq):
-    qdq, batch = mobilenet_qdq
-    cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, with_pointwise=True)
+@pytest.mark.parametrize("quantiser", ["quantize_static", "hlsinf+residual_add"])
+def test_mobilenet_v2_1x1_convs_are_pointwise_and_within_one_lsb(mobilenet_qdq, quantiser):
+    """quantize_static's defaults on a uint8 build (each layer within 1 LSB of onnxruntime); hlsinf's
+    PTQ on an int8 build with the post-op residual_add, where the projecting 1x1s of the residual
+    blocks carry the Add. Both: bit-identical to the same plan with the 1x1s in the 3x3 slot."""
+    qdq, batch, float_path = mobilenet_qdq
+    post_ops = ("residual_add",) if "residual" in quantiser else ()
+    cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, with_pointwise=True, post_ops=post_ops,
+                       act_signed=quantiser != "quantize_static")
+    if quantiser != "quantize_static":
+        qdq = quantize(str(float_path), batch, cfg)
     plan = to_fpga(qdq, cfg)
     pw = {name for layer in plan.fpga_layers if layer.pointwise for name in layer.nodes}
     convs = _pointwise_convs(plan)
     assert len(convs) >= 30 and convs <= pw, sorted(convs - pw)
     assert all(c.pointwise for layer in plan.fpga_layers if layer.pointwise for c in layer.calls)
     assert "pwconv" in plan.summary() and "super-pixels" in plan.summary()
-    per_layer = _layer_by_layer(plan, qdq, batch[:1])
-    assert max(int(d.max()) for d in per_layer.values()) <= 1
+    if post_ops:
+        assert sum(bool(layer.residual) for layer in plan.fpga_layers if layer.pointwise) == 10, plan.summary()
+    if not post_ops:     # a layer with a fused Add has two inputs: it cannot be cut out alone
+        per_layer = _layer_by_layer(plan, qdq, batch[:1])
+        assert max(int(d.max()) for d in per_layer.values()) <= 1
     # The same model without the option (1x1s in the 3x3 slot) computes the same integers.
     plain = to_fpga(qdq, dataclasses.replace(cfg, with_pointwise=False))
     assert not any(layer.pointwise for layer in plain.fpga_layers)
