@@ -47,9 +47,10 @@ LAYERS = [
     ("mobilenetv2 14x14 project 576->96", 576, 96, 14),
     ("mobilenetv2 28x28 expand 32->192", 32, 192, 28),
     ("resnet50 28x28 reduce 512->128", 512, 128, 28),
-    ("resnet50 14x14 reduce 1024->256 (first 576 channels)", 576, 256, 14),
+    ("resnet50 14x14 reduce 1024->256", 1024, 256, 14),
+    ("resnet50 7x7 reduce 2048->512", 2048, 512, 7),
 ]
-#: Build limits: the largest layer above.
+#: Build limits: the largest 3x3-slot layer; a pointwise call takes up to 9x imax channels.
 IMAX, HWMAX = 576, 28
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
     "pack_superpixels", "unpack_superpixels", "pack_pointwise_weights", "unpack_pointwise_weights",
+    "pointwise_imax",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
     "pack_nibbles", "unpack_nibbles", "with_nibbles", "kernel_call_elements",
 ]
@@ -51,6 +52,13 @@ BN_MULT_BITS, BN_SHIFT_MAX = 16, 31
 #: Residual-add post-op: operand multiplier bits (unsigned) and largest shift.
 R_MULT_BITS, R_SHIFT_MAX = 16, 31
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
+
+
+def pointwise_imax(cfg: KernelConfig) -> int:
+    """Most input channels of a pointwise call: ``9 * ceil(imax/CPI) * CPI``. Each output then sums
+    at most ``cfg.max_products`` products, like a 3x3 call of ``imax`` channels (one per channel
+    instead of nine), and ``GS`` is at most ``ceil(imax/CPI)``, the width of the kernel's group counters."""
+    return 9 * math.ceil(cfg.imax / cfg.cpi) * cfg.cpi
 
 
 class CallError(ValueError):
@@ -270,8 +278,12 @@ class CallArgs:
         need("W", 1 <= self.W <= cfg.wmax, f"1 to wmax = {cfg.wmax}")
         need("rows", 1 <= self.rows <= cfg.hmax, f"1 to hmax = {cfg.hmax}")
         need("H", self.H >= 1, ">= 1")
-        # imax bounds the sum over input channels; a depthwise output sums 9 products of one channel.
-        need("I", 1 <= self.I and (self.depthwise or self.I <= cfg.imax),
+        # imax bounds the sum over input channels; a depthwise output sums 9 products of one channel,
+        # a pointwise one 1 product per channel: up to 9x imax (in whole groups) channels.
+        if self.pointwise:
+            need("I", 1 <= self.I <= pointwise_imax(cfg),
+                 f"1 to {pointwise_imax(cfg)} in a pointwise call (9 x imax, in whole groups of CPI)")
+        need("I", 1 <= self.I and (self.depthwise or self.pointwise or self.I <= cfg.imax),
              ">= 1 (depthwise)" if self.depthwise else f"1 to imax = {cfg.imax}")
         need("O", self.O >= 1, ">= 1")
         for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):

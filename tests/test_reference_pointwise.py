@@ -33,7 +33,7 @@ def oracle(cfg, args, x, w, b, m):
 
 
 def random_case(rng, cfg):
-    i = int(rng.integers(1, cfg.imax + 1))
+    i = int(rng.integers(1, ref.pointwise_imax(cfg) + 1))
     o = int(rng.integers(1, 20))
     h, w = int(rng.integers(2, 9)), int(rng.integers(2, 9))
     rows = int(rng.integers(2, h + 1))
@@ -104,8 +104,11 @@ def test_bad_calls_are_named():
                                                                with_depthwise=True))
     with pytest.raises(CallError, match="with_pointwise"):
         CallArgs(**base).validate(KernelConfig(cpi=2, cpo=2))
+    CallArgs(**{**base, "I": 9 * cfg.imax}).validate(cfg)         # one product per channel: 9x imax
+    with pytest.raises(CallError, match="I = 577 .* 1 to 576 in a pointwise call"):
+        CallArgs(**{**base, "I": 9 * cfg.imax + 1}).validate(cfg)
     with pytest.raises(CallError, match="I"):
-        CallArgs(**{**base, "I": cfg.imax + 1}).validate(cfg)
+        CallArgs(**{**base, "I": cfg.imax + 1, "pointwise": False}).validate(cfg)
     with pytest.raises(CallError, match="w_mem"):
         args = CallArgs(**base).validate(cfg)
         ref.kernel_call(cfg, args, np.zeros(4 * 4 * 18, np.int8), np.zeros(10, np.int8), np.zeros(4, np.int32),

@@ -270,10 +270,12 @@ class Sequencer(wiring.Component):
         if pointwise:
             pw = g.pointwise
             # GS = ceil(ceil(I/CPI) / 9) by restoring division, one quotient bit a cycle (state SUPER).
-            div_n = Signal(len(g.groups_in))
-            div_q = Signal(len(g.groups_in))
+            # ceil(I/CPI) is up to 9*ceil(imax/CPI) (reference.pointwise_imax): 4 bits more than groups_in.
+            div_bits = bits_for(9 * math.ceil(cfg.imax / cfg.cpi))
+            div_n = Signal(div_bits)
+            div_q = Signal(div_bits)
             div_rem = Signal(4)
-            div_left = Signal(range(len(g.groups_in) + 1))
+            div_left = Signal(range(div_bits + 1))
         # Started in POOL, once conv_rows/cols are registered: the convolution outputs, and
         # the pixels written, from the same values halved when pooling (a 2:1 mux).
         pooled = g.pool != 0
@@ -385,7 +387,7 @@ class Sequencer(wiring.Component):
                         # Super-pixels are 9*CPI lanes: offsets count nine times the bytes.
                         m.d.sync += [pw.eq(a.pointwise != 0),
                                      div_n.eq((a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
-                                     div_q.eq(0), div_rem.eq(0), div_left.eq(len(g.groups_in))]
+                                     div_q.eq(0), div_rem.eq(0), div_left.eq(div_bits)]
                         with m.If(a.pointwise != 0):
                             m.d.sync += in_base.eq(a.x + (_times_nine(a.read_offset) << cpi_log))
                             m.next = "SUPER"

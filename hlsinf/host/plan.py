@@ -45,7 +45,7 @@ import numpy as np
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
                          pack_channels, pack_depthwise_weights, pack_pointwise_weights, pack_table, pack_weights,
-                         weight_dtype)
+                         pointwise_imax, weight_dtype)
 from hlsinf.host.activation import activation_region, table_codes
 from hlsinf.host.cpu import make_partitions, run_node
 from hlsinf.host.load import load_model
@@ -923,7 +923,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     if max(pt, pb, pl, pr) > caps.max_pad:
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
-    if c > cfg.imax and not m.depthwise:         # a depthwise output sums one channel's products
+    # a depthwise output sums one channel's products, a pointwise one one product per channel
+    if c > (pointwise_imax(cfg) if pointwise else cfg.imax) and not m.depthwise:
         if copies:
             raise _NoMatch(f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels, "
                            f"more than the kernel's imax = {cfg.imax}")

@@ -12,7 +12,7 @@ from hlsinf.build.descriptor import build_descriptor, load_descriptor
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.kernel import kernel_verilog
 from hlsinf.gateware.sequencer import Sequencer
-from hlsinf.reference import CallArgs
+from hlsinf.reference import CallArgs, pointwise_imax
 from hlsinf.registers import encode_call, register_map
 
 SMALL = dict(cpi=2, cpo=2, imax=16, wmax=8, hmax=8)
@@ -42,13 +42,14 @@ def test_register_after_every_other_and_in_the_descriptor(tmp_path):
 
 @pytest.mark.parametrize("cpi", [1, 4])
 def test_sequencer_super_pixel_groups(cpi):
-    """groups_in of a pointwise call is ceil(ceil(I/CPI) / 9), by the serial division, for every I."""
-    cfg = KernelConfig(cpi=cpi, cpo=4, imax=200, wmax=8, hmax=8, with_pointwise=True)
+    """groups_in of a pointwise call is ceil(ceil(I/CPI) / 9), by the serial division, for every I up
+    to 9 x imax (reference.pointwise_imax)."""
+    cfg = KernelConfig(cpi=cpi, cpo=4, imax=50, wmax=8, hmax=8, with_pointwise=True)
     dut = Sequencer(cfg)
     got = {}
 
     async def bench(ctx):
-        for i in range(1, cfg.imax + 1):
+        for i in range(1, pointwise_imax(cfg) + 1):
             ctx.set(dut.args, {"I": i, "H": 2, "W": 2, "rows": 2, "o_count": 0, "pointwise": 1, "stride": 1})
             ctx.set(dut.start, 1)
             await ctx.tick()
@@ -61,4 +62,4 @@ def test_sequencer_super_pixel_groups(cpi):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert got == {i: math.ceil(math.ceil(i / cpi) / 9) for i in range(1, cfg.imax + 1)}
+    assert got == {i: math.ceil(math.ceil(i / cpi) / 9) for i in range(1, pointwise_imax(cfg) + 1)}

@@ -3,7 +3,7 @@ hlsinf/sim/harness.py), bit-exact against hlsinf.reference.kernel_call.
 
 One small 2x2 build with ``with_pointwise`` serves every test; its calls run back to back on one
 simulated kernel, pointwise and dense mixed: channel counts that are not whole super-pixel groups,
-ReLU, multipliers, pooling, row tiles with offsets, output-group ranges, under random AXI pauses and
+ReLU, multipliers, pooling, row tiles with offsets, output-group ranges, more channels than imax, under random AXI pauses and
 latencies.
 """
 
@@ -36,6 +36,8 @@ CALLS = [
     ("I = 3, O = 1, avg pool, one pixel row pairs", pw(H=2, W=4, rows=2, I=3, O=1, shift=4, pool=POOL_AVG)),
     ("I = 1, O = 2, a single pixel", pw(H=1, W=1, rows=1, I=1, O=2, shift=2)),
     ("I = 37, O = 3, relu", pw(H=3, W=16, rows=3, I=37, O=3, relu=True, shift=8)),
+    ("I = 150 > imax = 64 (one product per channel: up to 9 x imax), O = 3",
+     pw(H=3, W=5, rows=3, I=150, O=3, shift=10)),
 ]
 
 
