@@ -143,7 +143,8 @@ OPTION_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
     ),
     "with_pointwise": (
         ("pointwise", False, "1: 1x1 convolution at full rate: input in super-pixels [GS][H][W][9][CPI] at x "
-                             "(GS = ceil(I / (9 CPI))), weight sets [GO][GS][CPO][CPI][9]; stride 1, no padding"),
+                             "(GS = ceil(I / (9 CPI))), weight sets [GO][GS][CPO][CPI][9]; stride 1, no padding; "
+                             "I up to 9 x imax"),
     ),
 }
 

@@ -4,10 +4,12 @@ the sequencer divides by nine right for every channel count."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
 
+from hlsinf.build.cli import register_map_markdown
 from hlsinf.build.descriptor import build_descriptor, load_descriptor
 from hlsinf.config import KernelConfig
 from hlsinf.gateware.kernel import kernel_verilog
@@ -38,6 +40,8 @@ def test_register_after_every_other_and_in_the_descriptor(tmp_path):
     back, data = load_descriptor(path)
     assert back == cfg and "pointwise" in data["operations"] and "superpixels" in data["layouts"]
     assert "pointwise" not in build_descriptor(KernelConfig(cpi=4, cpo=4))["operations"]
+    row = register_map_markdown(KernelConfig(with_pointwise=True)).splitlines()[-1]
+    assert "| pointwise |" in row and row in (Path(__file__).parents[2] / "docs" / "build.md").read_text()
 
 
 @pytest.mark.parametrize("cpi", [1, 4])
