@@ -25,6 +25,9 @@ def test_default_build_has_no_pointwise_logic():
     assert "pointwise" not in plain and "superpixel" not in plain
     built = kernel_verilog(KernelConfig(**SMALL, with_pointwise=True), input_cache_pixels=0)
     assert "pointwise" in built and "superpixel" in built
+    # the padding -> cvt front end instead of the window stage takes the mux as well
+    assert "superpixel" in kernel_verilog(KernelConfig(**SMALL, with_pointwise=True), input_cache_pixels=16,
+                                          window_stage=False)
 
 
 def test_register_after_every_other_and_in_the_descriptor(tmp_path):
