@@ -89,6 +89,7 @@ class KernelConfig:
     max_upsize: int = 1          #: largest nearest-upsize factor after pooling (1: not built, 2 or 4)
     with_depthwise: bool = False #: depthwise 3x3 calls (run-time register depthwise) built in; needs cpi == cpo
     with_acc_split: bool = False #: acc_hold/acc_resume calls built in: more than imax input channels over several calls
+    with_pointwise: bool = False #: full-rate 1x1 calls (run-time register pointwise, super-pixel input) built in
 
     def __post_init__(self):
         post_ops = self.post_ops
@@ -134,6 +135,12 @@ class KernelConfig:
         if self.with_acc_split:
             _check("with_acc_split", self.with_acc_split, "False with number_format='fp32' (not built for fp32 yet)",
                    not self.is_float)
+        if self.with_pointwise:
+            # A pointwise call feeds mul 9 channel groups per cycle (docs/kernel.md, "Pointwise calls").
+            _check("with_pointwise", self.with_pointwise, "False with number_format='fp32' (not built for fp32 yet)",
+                   not self.is_float)
+            _check("with_pointwise", self.with_pointwise, "False with 4-bit activations or weights (not built yet)",
+                   4 not in (self.act_bits, self.weight_bits))
         if self.number_format == "fixed":
             _check("act_signed", self.act_signed, "True with number_format='fixed' (fixed<W,I> is signed)",
                    self.act_signed)

@@ -15,6 +15,8 @@ Memory layouts (docs/numbers.md):
 * weights ``[GO][GI][CPO][CPI][3][3]``, zero-padded; bias and multipliers ``[GO * CPO]``.
 * depthwise weights (calls with ``depthwise``): ``[G][CPO][3][3]``, channel ``c``'s nine taps at
   ``((c // CPO) * CPO + c % CPO) * 9``, i.e. ``[C][3][3]`` zero-padded to whole groups.
+* pointwise calls (``pointwise``): input in super-pixels ``[GS][H][W][9][CPI]``
+  (:func:`pack_superpixels`), weight sets ``[GO][GS][CPO][CPI][9]`` (:func:`pack_pointwise_weights`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ __all__ = [
     "kernel_call", "conv_output_size",
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_depthwise_weights", "unpack_depthwise_weights", "mul_depthwise",
+    "pack_superpixels", "unpack_superpixels", "pack_pointwise_weights", "unpack_pointwise_weights",
+    "pointwise_imax",
     "pack_channels", "act_dtype", "weight_dtype", "bias_dtype", "mult_dtype",
     "pack_nibbles", "unpack_nibbles", "with_nibbles", "kernel_call_elements",
 ]
@@ -49,6 +53,13 @@ BN_MULT_BITS, BN_SHIFT_MAX = 16, 31
 #: Residual-add post-op: operand multiplier bits (unsigned) and largest shift.
 R_MULT_BITS, R_SHIFT_MAX = 16, 31
 _POOL_NAMES = {POOL_NONE: "none", POOL_MAX: "max", POOL_AVG: "avg"}
+
+
+def pointwise_imax(cfg: KernelConfig) -> int:
+    """Most input channels of a pointwise call: ``9 * ceil(imax/CPI) * CPI``. Each output then sums
+    at most ``cfg.max_products`` products, like a 3x3 call of ``imax`` channels (one per channel
+    instead of nine), and ``GS`` is at most ``ceil(imax/CPI)``, the width of the kernel's group counters."""
+    return 9 * math.ceil(cfg.imax / cfg.cpi) * cfg.cpi
 
 
 class CallError(ValueError):
@@ -163,11 +174,16 @@ class CallArgs:
     depthwise: bool = False           #: depthwise 3x3: output channel c uses input channel c only (I = O)
     acc_hold: bool = False            #: keep the partial sums on chip for the next call (no output: AccBuffer)
     acc_resume: bool = False          #: start from the sums the previous acc_hold call kept (AccBuffer)
+    pointwise: bool = False           #: 1x1 at full rate: super-pixel input [GS][H][W][9][CPI] (see pack_superpixels)
 
     # Derived sizes ------------------------------------------------------------------------
 
     def gi(self, cfg: KernelConfig) -> int:
         return math.ceil(self.I / cfg.cpi)
+
+    def gs(self, cfg: KernelConfig) -> int:
+        """Super-pixel groups of a pointwise call: 9 input groups of CPI channels each."""
+        return math.ceil(self.I / (9 * cfg.cpi))
 
     def go(self, cfg: KernelConfig) -> int:
         return math.ceil(self.O / cfg.cpo)
@@ -178,10 +194,14 @@ class CallArgs:
 
     @property
     def conv_rows(self) -> int:
+        if self.pointwise:      # 1x1, stride 1, no padding
+            return self.rows
         return conv_output_size(self.rows, self.pad_top, self.pad_bottom, self.stride)
 
     @property
     def conv_cols(self) -> int:
+        if self.pointwise:
+            return self.W
         return conv_output_size(self.W, self.pad_left, self.pad_right, self.stride)
 
     @property
@@ -219,7 +239,10 @@ class CallArgs:
                 amax if self.bn_clip_hi is None else self.bn_clip_hi)
 
     def frames_per_group(self, cfg: KernelConfig) -> int:
-        """Input frames streamed per output group: GI, or 1 for a depthwise call (group g reads input group g)."""
+        """Input frames streamed per output group: GI, 1 for a depthwise call (group g reads input group g),
+        GS for a pointwise call (frames of super-pixels)."""
+        if self.pointwise:
+            return self.gs(cfg)
         return 1 if self.depthwise else self.gi(cfg)
     def r_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
         amin, amax = cfg.act_range
@@ -258,8 +281,12 @@ class CallArgs:
         need("W", 1 <= self.W <= cfg.wmax, f"1 to wmax = {cfg.wmax}")
         need("rows", 1 <= self.rows <= cfg.hmax, f"1 to hmax = {cfg.hmax}")
         need("H", self.H >= 1, ">= 1")
-        # imax bounds the sum over input channels; a depthwise output sums 9 products of one channel.
-        need("I", 1 <= self.I and (self.depthwise or self.I <= cfg.imax),
+        # imax bounds the sum over input channels; a depthwise output sums 9 products of one channel,
+        # a pointwise one 1 product per channel: up to 9x imax (in whole groups) channels.
+        if self.pointwise:
+            need("I", 1 <= self.I <= pointwise_imax(cfg),
+                 f"1 to {pointwise_imax(cfg)} in a pointwise call (9 x imax, in whole groups of CPI)")
+        need("I", 1 <= self.I and (self.depthwise or self.pointwise or self.I <= cfg.imax),
              ">= 1 (depthwise)" if self.depthwise else f"1 to imax = {cfg.imax}")
         need("O", self.O >= 1, ">= 1")
         for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):
@@ -347,6 +374,15 @@ class CallArgs:
             need("o_count", len(self.groups(cfg)) * fp <= cfg.max_frame_pixels,
                  f"at most {cfg.max_frame_pixels // fp} output groups of {fp} convolution outputs with acc_hold/"
                  f"acc_resume (each holds its own rows of the {cfg.max_frame_pixels}-row accumulation buffer)")
+        need("pointwise", not self.pointwise or cfg.with_pointwise,
+             "pointwise (1x1) calls are not built into this kernel (KernelConfig.with_pointwise)")
+        if self.pointwise:
+            need("pointwise", not self.depthwise, "0 when depthwise is on (a call is one or the other)")
+            need("pointwise", not (self.acc_hold or self.acc_resume),
+                 "0 with acc_hold/acc_resume (pointwise calls take up to 9 x imax channels in one call)")
+            need("stride", self.stride == 1, "1 in a pointwise call (subsample a strided 1x1 on the host)")
+            for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):
+                need(name, getattr(self, name) == 0, "0 in a pointwise call (a 1x1 convolution has no padding)")
         need("residual_add", not self.residual_add or "residual_add" in cfg.post_ops,
              "the residual add is not built into this kernel (KernelConfig.post_ops)")
         need("r_mult", 0 <= self.r_mult < 1 << R_MULT_BITS, f"0 to {(1 << R_MULT_BITS) - 1}")
@@ -691,7 +727,8 @@ def kernel_call(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w_mem: np.
                 t_mem: np.ndarray | None = None, acc: AccBuffer | None = None) -> np.ndarray:
     """Run one kernel call on memory images; writes into ``out_mem`` and returns it.
 
-    ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels, ``w_mem`` the
+    ``x_mem`` holds the input in GIHWCPI with planes of ``H * W`` pixels (a pointwise call's
+    in super-pixels, :func:`pack_superpixels`, and its weights as :func:`pack_pointwise_weights`), ``w_mem`` the
     weights of every output group of the layer, ``b_mem`` (and ``m_mem`` when
     ``use_mult``) one word per output channel of the layer; ``n_mem`` the bn parameters and
     ``r_mem`` the residual operand (GOHWCPO, :func:`residual_operand`) when the call uses
@@ -728,8 +765,13 @@ def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w
             raise CallError(f"memory image {name} holds {0 if arr is None else arr.size} elements, "
                             f"the call needs {size}")
 
-    need_size("x_mem", x_mem, gi * plane_in * cpi)
-    need_size("w_mem", w_mem, go * cpo * 9 if args.depthwise else go * gi * cpo * cpi * 9)
+    gs = args.gs(cfg)
+    if args.pointwise:   # frames of super-pixels, 9 input groups each; one weight set per frame
+        need_size("x_mem", x_mem, gs * 9 * plane_in * cpi)
+        need_size("w_mem", w_mem, go * gs * cpo * cpi * 9)
+    else:
+        need_size("x_mem", x_mem, gi * plane_in * cpi)
+        need_size("w_mem", w_mem, go * cpo * 9 if args.depthwise else go * gi * cpo * cpi * 9)
     need_size("b_mem", b_mem, go * cpo)
     if args.use_mult:
         need_size("m_mem", m_mem, go * cpo)
@@ -737,13 +779,26 @@ def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w
     need_size("out_mem", out_mem, (groups.stop) * plane_out * cpo)
 
     # Input tile: GI planes -> (GI*CPI) x rows x W, channel c = g * CPI + lane.
-    x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
-    x = x[:, args.read_offset: args.read_offset + args.rows * args.W]
-    x = x.reshape(gi, args.rows, args.W, cpi).transpose(1, 2, 0, 3).reshape(args.rows, args.W, gi * cpi)
-    cols = windows(pad(x, args.pad_top, args.pad_bottom, args.pad_left, args.pad_right), args.stride)
-    ho, wo = cols.shape[:2]
+    if args.pointwise:
+        # Super-pixels [GS][H][W][9][CPI]: channel (s*9 + t)*CPI + lane, one 1x1 tap each.
+        x = np.asarray(x_mem).reshape(-1)[: gs * plane_in * 9 * cpi].reshape(gs, plane_in, 9 * cpi)
+        x = x[:, args.read_offset: args.read_offset + args.rows * args.W]
+        x = x.transpose(1, 0, 2).reshape(args.rows * args.W, gs * 9 * cpi)
+        ho, wo = args.rows, args.W
+        # Weight set (o, s), tap t of lane c multiplies channel (s*9 + t)*CPI + c.
+        w = np.asarray(w_mem).reshape(-1)[: go * gs * cpo * cpi * 9].reshape(go, gs, cpo, cpi, 9)
+        w = w[groups.start: groups.stop].transpose(0, 2, 1, 4, 3).reshape(len(groups) * cpo, gs * 9 * cpi)
+        sums = np.rint(x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int64)
+    else:
+        x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
+        x = x[:, args.read_offset: args.read_offset + args.rows * args.W]
+        x = x.reshape(gi, args.rows, args.W, cpi).transpose(1, 2, 0, 3).reshape(args.rows, args.W, gi * cpi)
+        cols = windows(pad(x, args.pad_top, args.pad_bottom, args.pad_left, args.pad_right), args.stride)
+        ho, wo = cols.shape[:2]
 
-    if args.depthwise:
+    if args.pointwise:
+        pass
+    elif args.depthwise:
         # Output group g sees input group g only: channel c's window times channel c's 9 weights.
         w = np.asarray(w_mem).reshape(-1)[: go * cpo * 9].reshape(go * cpo, 9)
         channels = slice(groups.start * cpo, groups.stop * cpo)
@@ -887,6 +942,53 @@ def unpack_depthwise_weights(mem: np.ndarray, channels: int, cpo: int) -> np.nda
     """Flat ``[G][CPO][3][3]`` -> ``channels x 1 x 3 x 3``."""
     g = math.ceil(channels / cpo)
     return np.asarray(mem).reshape(-1)[: g * cpo * 9].reshape(g * cpo, 1, 3, 3)[:channels]
+
+
+def pack_superpixels(x: np.ndarray, cpi: int, dtype=None) -> np.ndarray:
+    """``C x H x W`` -> flat super-pixel image ``[GS][H][W][9][CPI]`` of a pointwise call
+    (``GS = ceil(C / (9 CPI))``): slot ``t`` of super-pixel group ``s`` is channel group
+    ``s*9 + t``, zero beyond ``C``. It is the GIHWCPI image with groups taken nine at a time
+    and interleaved pixel by pixel, so the reader gets ``9 * CPI`` lanes from one place."""
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"pack_superpixels expects a C x H x W array, got shape {x.shape}")
+    c, h, w = x.shape
+    gs = math.ceil(c / (9 * cpi))
+    padded = np.zeros((gs * 9 * cpi, h, w), dtype=dtype or x.dtype)
+    padded[:c] = x
+    return padded.reshape(gs, 9, cpi, h, w).transpose(0, 3, 4, 1, 2).reshape(-1)
+
+
+def unpack_superpixels(mem: np.ndarray, channels: int, h: int, w: int, cpi: int) -> np.ndarray:
+    """Flat ``[GS][H][W][9][CPI]`` (see :func:`pack_superpixels`) -> ``channels x h x w``."""
+    gs = math.ceil(channels / (9 * cpi))
+    x = np.asarray(mem).reshape(-1)[: gs * h * w * 9 * cpi].reshape(gs, h, w, 9, cpi)
+    return x.transpose(0, 3, 4, 1, 2).reshape(gs * 9 * cpi, h, w)[:channels]
+
+
+def pack_pointwise_weights(w: np.ndarray, cpi: int, cpo: int, dtype=None) -> np.ndarray:
+    """``O x I`` or ``O x I x 1 x 1`` -> flat weight sets ``[GO][GS][CPO][CPI][9]`` of a
+    pointwise call: tap ``t`` of lane ``c`` in set ``(o, s)`` is the weight of input channel
+    ``(s*9 + t)*CPI + c``. The same bytes as :func:`pack_weights` of a 3x3 layer, so the
+    loader reads them unchanged."""
+    w = np.asarray(w)
+    if w.ndim == 4 and w.shape[2:] == (1, 1):
+        w = w[:, :, 0, 0]
+    if w.ndim != 2:
+        raise ValueError(f"pack_pointwise_weights expects an O x I or O x I x 1 x 1 array, got shape {w.shape}")
+    o, i = w.shape
+    go, gs = math.ceil(o / cpo), math.ceil(i / (9 * cpi))
+    padded = np.zeros((go * cpo, gs * 9 * cpi), dtype=dtype or w.dtype)
+    padded[:o, :i] = w
+    return padded.reshape(go, cpo, gs, 9, cpi).transpose(0, 2, 1, 4, 3).reshape(-1)
+
+
+def unpack_pointwise_weights(mem: np.ndarray, o: int, i: int, cpi: int, cpo: int) -> np.ndarray:
+    """Flat ``[GO][GS][CPO][CPI][9]`` (see :func:`pack_pointwise_weights`) -> ``O x I x 1 x 1``."""
+    go, gs = math.ceil(o / cpo), math.ceil(i / (9 * cpi))
+    w = np.asarray(mem).reshape(-1)[: go * gs * cpo * cpi * 9].reshape(go, gs, cpo, cpi, 9)
+    w = w.transpose(0, 2, 1, 4, 3).reshape(go * cpo, gs * 9 * cpi)
+    return w[:o, :i, None, None]
 
 
 def pack_channels(v: np.ndarray, lanes: int, dtype=None) -> np.ndarray:

@@ -239,6 +239,8 @@ def _elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem=None, prepared=None
               t_mem=None):
     """:func:`kernel_call_fast` on element images (one array element per lane)."""
     args.validate(cfg)
+    if args.pointwise:      # the oracle's pointwise path is already one matrix product
+        return kernel_call_elements(cfg, args, x_mem, w_mem, b_mem, out_mem, m_mem, n_mem, r_mem=r_mem, t_mem=t_mem)
     residual = residual_operand(r_mem, cfg, args) if args.residual_add else None
     cpi, cpo = cfg.cpi, cfg.cpo
     gi, go = args.gi(cfg), args.go(cfg)

@@ -147,6 +147,11 @@ OPTION_SCALARS: dict[str, tuple[tuple[str, bool, str], ...]] = {
         ("acc_resume", False, "1: each output group's sum starts from its row held by the previous call "
                               "instead of 0"),
     ),
+    "with_pointwise": (
+        ("pointwise", False, "1: 1x1 convolution at full rate: input in super-pixels [GS][H][W][9][CPI] at x "
+                             "(GS = ceil(I / (9 CPI))), weight sets [GO][GS][CPO][CPI][9]; stride 1, no padding; "
+                             "I up to 9 x imax"),
+    ),
 }
 
 
@@ -228,7 +233,8 @@ def encode_call(args: CallArgs, cfg, pointers: dict[str, int]) -> dict[int, int]
                   residual_add=int(args.residual_add), r_relu=int(args.r_relu))
     values.update(o_count=len(args.groups(cfg)), clip_lo=lo, clip_hi=hi,
                   relu=int(args.relu), use_mult=int(args.use_mult), out_plane=args.plane_out(),
-                  depthwise=int(args.depthwise), acc_hold=int(args.acc_hold), acc_resume=int(args.acc_resume))
+                  depthwise=int(args.depthwise), pointwise=int(args.pointwise), acc_hold=int(args.acc_hold),
+                  acc_resume=int(args.acc_resume))
     words = {}
     for reg in register_map(cfg):
         if reg.kind == "pointer":

@@ -184,6 +184,10 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
                                           "held sums must fit acc_bits",
                               "max_frame_pixels": cfg.max_frame_pixels}}
                if cfg.with_acc_split else {}),
+            **({"pointwise": {"kernel": [1, 1], "strides": [1], "max_pad": 0, "register": "pointwise",
+                              "requires": "input in super-pixels (layouts.superpixels), weights as "
+                                          "layouts.pointwise_weights"}}
+               if cfg.with_pointwise else {}),
             "relu": cfg.with_relu,
             "multiplier": cfg.with_multiplier,
             "pool": {"modes": _pool_modes(cfg), "size": 2, "stride": 2, **operations.pop("pool")},
@@ -212,6 +216,14 @@ def build_descriptor(cfg: KernelConfig, *, kernel_name: str = "hlsinf_kernel", p
             **({"depthwise_weights": {"name": "G CPO 3 3", "address": "((c // CPO) * CPO + c % CPO) * 9 + ky * 3 + kx",
                                       "note": "calls with depthwise = 1; G = ceil(C / CPO); zero-padded"}}
                if cfg.with_depthwise else {}),
+            **({"superpixels": {"name": "GS H W 9 CPI", "group": 9 * cfg.cpi,
+                                "address": "(c // (9 * CPI)) * plane * 9 * CPI + (h * W + w) * 9 * CPI + c % (9 * CPI)",
+                                "note": "input of calls with pointwise = 1; GS = ceil(I / (9 * CPI)); zero-padded"},
+                "pointwise_weights": {"name": "GO GS CPO CPI 9",
+                                      "address": "((((o // CPO) * GS + c // (9 * CPI)) * CPO + o % CPO) * CPI + c % CPI)"
+                                                 " * 9 + (c // CPI) % 9",
+                                      "note": "calls with pointwise = 1; zero-padded"}}
+               if cfg.with_pointwise else {}),
             "bias": {"name": "GO*CPO", "address": "o"},
             "multipliers": {"name": "GO*CPO", "address": "o", "note": f"32-bit words, low {cfg.mult_bits} bits used"},
             **({"bn": {"name": "GO 2 CPO", "address": "((o // CPO) * 2 + k) * CPO + o % CPO",

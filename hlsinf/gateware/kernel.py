@@ -27,6 +27,7 @@ from hlsinf.gateware.stages.table import Table
 from hlsinf.gateware.stages.mul import Mul
 from hlsinf.gateware.stages.padding import Padding
 from hlsinf.gateware.stages.pool import Pool
+from hlsinf.gateware.stages.pointwise import PointwiseMux
 from hlsinf.gateware.memory.read import ActivationReader, ItemReader
 from hlsinf.gateware.stages.relu import Relu
 from hlsinf.gateware.stages.upsize import Upsize
@@ -301,7 +302,17 @@ class Kernel(wiring.Component):
             parts.update(padding=padding, cvt=cvt)
         wiring.connect(m, pixels, first)
         # done waits for the call's last input pixel too (a row no window uses may trail).
-        m.d.comb += seq.in_taken.eq(first.valid & first.ready)
+        taken = first.valid & first.ready
+        if cfg.with_pointwise:
+            # Pointwise calls: super-pixels from the reader straight to mul, as windows.
+            m.submodules.pointwise_mux = pw_mux = PointwiseMux(cfg)
+            m.d.comb += [reader.pointwise.eq(g.pointwise), pw_mux.pointwise.eq(g.pointwise)]
+            wiring.connect(m, windows, pw_mux.windows)
+            wiring.connect(m, reader.superpixels, pw_mux.superpixels)
+            taken = taken | (pw_mux.superpixels.valid & pw_mux.superpixels.ready)
+            windows = pw_mux.o
+            parts["pointwise_mux"] = pw_mux
+        m.d.comb += seq.in_taken.eq(taken)
         wiring.connect(m, windows, mul.i)
         wiring.connect(m, loader.weights, mul.weights)
         wiring.connect(m, mul.o, add.i)

@@ -32,6 +32,13 @@ residual reads (the bias is still read: the add stage takes one per group and ig
 its ``done`` counts the add stage's ``held`` pulses, which the kernel ORs into ``out_ack``.
 ``acc_resume`` only reaches the add stage (``geometry.acc_resume``).
 
+In a kernel built with ``KernelConfig.with_pointwise``, a call with ``pointwise`` set reads frames
+of super-pixels (``9*CPI`` lanes each, ``[GS][H][W][9][CPI]``): ``groups_in`` is ``GS =
+ceil(ceil(I/CPI) / 9)`` (a restoring division by nine, one bit a cycle, in state ``SUPER``), the
+input offsets and lengths count ``9*CPI`` lanes a pixel, every pixel is an output
+(``conv_rows = rows``), and the tile is never cached (the input cache holds CPI-lane pixels). The
+weight sets are addressed as ever, GS of them per output group.
+
 Products of arguments (``H*W``, ``rows*W`` ...) are formed once per call by shift-and-add
 :class:`~hlsinf.gateware.lib.serial_multiplier.SerialMultiplier` s, side by side, one bit of the usually
 small operand per cycle: the DSP blocks are all the MAC array's, and a few tens of cycles
@@ -145,6 +152,8 @@ def geometry_layout(cfg: KernelConfig) -> data.StructLayout:
     if cfg.with_acc_split:   # split accumulation across calls (stages/add.py)
         fields["acc_hold"] = 1
         fields["acc_resume"] = 1
+    if cfg.with_pointwise:   # pointwise (1x1, super-pixel) call, likewise
+        fields["pointwise"] = 1
     return data.StructLayout(fields)
 
 
@@ -157,6 +166,11 @@ def _times_depthwise_bytes(value, cfg: KernelConfig):
     """``value * depthwise_set_bytes(cfg)`` as shifts and one addition (nine times a power of two)."""
     shift = exact_log2(depthwise_set_bytes(cfg) // 9)
     return ((value << 3) + value) << shift
+
+
+def _times_nine(value):
+    """``9 * value`` as one shift and one addition."""
+    return (value << 3) + value
 
 
 def _times_set_bytes(value, cfg: KernelConfig):
@@ -261,6 +275,16 @@ class Sequencer(wiring.Component):
             in_first = product("in_first", plane_in.product, o_first)
             m.d.comb += in_first.start.eq(plane_in.done)
             dw = g.depthwise
+        pointwise = cfg.with_pointwise
+        if pointwise:
+            pw = g.pointwise
+            # GS = ceil(ceil(I/CPI) / 9) by restoring division, one quotient bit a cycle (state SUPER).
+            # ceil(I/CPI) is up to 9*ceil(imax/CPI) (reference.pointwise_imax): 4 bits more than groups_in.
+            div_bits = bits_for(9 * math.ceil(cfg.imax / cfg.cpi))
+            div_n = Signal(div_bits)
+            div_q = Signal(div_bits)
+            div_rem = Signal(4)
+            div_left = Signal(range(div_bits + 1))
         # Started in POOL, once conv_rows/cols are registered: the convolution outputs, and
         # the pixels written, from the same values halved when pooling (a 2:1 mux).
         pooled = g.pool != 0
@@ -374,10 +398,33 @@ class Sequencer(wiring.Component):
                         m.d.sync += [r_plane.eq(a.r_plane), r_offset.eq(a.r_offset), r_on.eq(emits(a.residual_add != 0)),
                                      r_step.eq(a.r_plane << cpo_log)]
                     m.next = "CONV"
+                    if pointwise:
+                        # Super-pixels are 9*CPI lanes: offsets count nine times the bytes.
+                        m.d.sync += [pw.eq(a.pointwise != 0),
+                                     div_n.eq((a.I + (cfg.cpi - 1)) >> exact_log2(cfg.cpi)),
+                                     div_q.eq(0), div_rem.eq(0), div_left.eq(div_bits)]
+                        with m.If(a.pointwise != 0):
+                            m.d.sync += in_base.eq(a.x + (_times_nine(a.read_offset) << cpi_log))
+                            m.next = "SUPER"
+            if pointwise:
+                with m.State("SUPER"):
+                    top = div_n[-1]
+                    shifted = Cat(top, div_rem)              # (rem << 1) | next dividend bit
+                    fits = shifted >= 9
+                    rem_next = Mux(fits, shifted - 9, shifted)
+                    q_next = Cat(fits, div_q)
+                    m.d.sync += [div_n.eq(div_n << 1), div_rem.eq(rem_next), div_q.eq(q_next),
+                                 div_left.eq(div_left - 1)]
+                    with m.If(div_left == 1):
+                        m.d.sync += g.groups_in.eq(q_next + (rem_next != 0))
+                        m.next = "CONV"
             with m.State("CONV"):
                 # (padded - 3) // stride + 1: validated arguments keep padded >= 3.
                 m.d.sync += [g.conv_rows.eq(shift_by_stride(g.padded_rows - 3) + 1),
                              g.conv_cols.eq(shift_by_stride(g.padded_cols - 3) + 1)]
+                if pointwise:       # 1x1, stride 1, no padding: every pixel is an output
+                    with m.If(pw):
+                        m.d.sync += [g.conv_rows.eq(g.rows), g.conv_cols.eq(g.cols)]
                 m.d.comb += [mul.start.eq(1) for mul in started_in_conv]
                 m.next = "POOL"
             with m.State("POOL"):
@@ -408,6 +455,12 @@ class Sequencer(wiring.Component):
                         with m.If(dw):
                             m.d.sync += [g.cached.eq(0),
                                          in_base.eq(in_base + (in_first.product << cpi_log))]
+                    if pointwise:
+                        # Frames of super-pixels (9*CPI lanes), read again for every output group.
+                        with m.If(pw):
+                            m.d.sync += [g.cached.eq(0),
+                                         in_step.eq(_times_nine(plane_in.product) << cpi_log),
+                                         frame_bytes.eq(_times_nine(tile_in.product) << cpi_log)]
                     if with_res:
                         m.d.sync += [r_base.eq((r_first.product + r_offset) << cpo_log),
                                      r_bytes.eq(frame.product << cpo_log)]

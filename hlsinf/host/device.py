@@ -42,8 +42,8 @@ class DeviceError(RuntimeError):
 
 
 #: Registers that hold a CallArgs flag (decoded as bool).
-_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise", "table", "acc_hold",
-          "acc_resume"}
+_FLAGS = {"relu", "use_mult", "leaky_relu", "bn", "residual_add", "r_relu", "depthwise", "table", "pointwise",
+          "acc_hold", "acc_resume"}
 
 
 def decode_call(words: dict[int, int], cfg: KernelConfig | None = None) -> tuple[CallArgs, dict[str, int]]:
@@ -204,7 +204,7 @@ class ReferenceDevice(FlatMemoryDevice):
         t = self.view(ptr["t"], act_dtype(cfg), table_entries(cfg)) if args.table else None
         if self.oracle or args.acc_hold or args.acc_resume:
             kernel_call(cfg, args, x, w, b, y, m, n, r_mem=r, t_mem=t, acc=self.acc)
-        elif args.depthwise:                     # nothing to prepare: nine multiply-adds per tap
+        elif args.depthwise or args.pointwise:   # nothing to prepare: nine multiply-adds per tap
             kernel_call_fast(cfg, args, x, w, b, y, m, n_mem=n, r_mem=r, t_mem=t)
         else:
             if self.acc is not None:

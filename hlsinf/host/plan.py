@@ -8,7 +8,10 @@ What the planner does, in order:
    with a following 2x2/stride-2 max or average pool (``DQ -> Pool -> Q`` at the same
    scale), into one accelerator layer; 1x1 and 2x2 kernels go into the 3x3 slot with
    adjusted padding; a depthwise convolution (group = input = output channels) is one too on
-   a kernel built with depthwise (``KernelConfig.with_depthwise``); the activation format is the kernel's, or the model's when the kernel
+   a kernel built with depthwise (``KernelConfig.with_depthwise``); on a kernel built with
+   ``KernelConfig.with_pointwise`` a 1x1 stride-1 unpadded convolution is a pointwise call instead
+   (input in super-pixels, GIHWCPI with 9*CPI lanes, written by the host: a device-resident input
+   makes a round trip through the host); the activation format is the kernel's, or the model's when the kernel
    leaves it open; each tensor gets an exact device encoding (:class:`ActEncoding`) and
    non-zero zero points go into the bias, with host padding where the input's matters
    (:func:`realise_input_zero_point`);
@@ -41,7 +44,8 @@ import numpy as np
 
 from hlsinf.config import MAX_PAD, KernelConfig
 from hlsinf.reference import (POOL_AVG, POOL_MAX, POOL_NONE, CallArgs, act_dtype, bias_dtype,
-                         pack_channels, pack_depthwise_weights, pack_table, pack_weights, weight_dtype)
+                         pack_channels, pack_depthwise_weights, pack_pointwise_weights, pack_table, pack_weights,
+                         pointwise_imax, weight_dtype)
 from hlsinf.host.activation import activation_region, table_codes
 from hlsinf.host.cpu import make_partitions, run_node
 from hlsinf.host.load import load_model
@@ -243,6 +247,9 @@ class FpgaLayer:
     #: stays within ``floor(error) + 1`` LSB of onnxruntime (:func:`_fold_error`)
     out_zero_point_error: float = 0.0
     depthwise: bool = False             #: a depthwise convolution (calls with depthwise = 1)
+    #: a 1x1 convolution as pointwise calls: ``input`` in super-pixels (9*CPI lanes), weights
+    #: packed [GO][GS][CPO][CPI][9] (reference.pack_pointwise_weights)
+    pointwise: bool = False
     #: post-op residual_add: the device tensor (CPO lanes, produced by an earlier layer) added
     #: before the pooling; "" when the layer has no fused Add
     residual: str = ""
@@ -272,12 +279,16 @@ class FpgaLayer:
         _, x_off, w_off = self.in_chunks[self.call_chunks[k]]
         return {**ptrs, "x": ptrs["x"] + x_off, "w": ptrs["w"] + w_off}
 
+    def in_lanes(self, cfg: KernelConfig) -> int:
+        """Lanes of the input buffer: CPI, or 9*CPI (super-pixels) for a pointwise layer."""
+        return 9 * cfg.cpi if self.pointwise else cfg.cpi
+
     def describe(self, cfg: KernelConfig) -> str:
         c, h, w = self.in_shape
         o, ho, wo = self.out_shape
-        k = f"{self.kernel[0]}x{self.kernel[1]}" + ("" if self.kernel == (3, 3) else " in 3x3")
+        k = f"{self.kernel[0]}x{self.kernel[1]}" + ("" if self.kernel == (3, 3) or self.pointwise else " in 3x3")
         pool = {POOL_NONE: "", POOL_MAX: " +maxpool", POOL_AVG: " +avgpool"}[self.pool]
-        kind = "dwconv" if self.depthwise else "conv"
+        kind = "dwconv" if self.depthwise else "pwconv" if self.pointwise else "conv"
         return (f"{kind} {k}/s{self.stride}{pool} {c}x{h}x{w} -> {o}x{ho}x{wo}, "
                 f"{len(self.calls)} call(s) ({self.row_tiles} row tile(s) x "
                 + (f"{len(self.columns)} column tile(s) x " if self.columns else "")
@@ -286,6 +297,7 @@ class FpgaLayer:
                 + (f", + {self.residual}" if self.residual else "")
                 + (", activation table" if self.table is not None else "")
                 + (f", {len(self.in_chunks)} input-channel chunks held on chip" if self.in_chunks else "")
+                + (f", input as super-pixels of {9 * cfg.cpi} lanes (host layout)" if self.pointwise else "")
                 + self._zero_points())
 
     @property
@@ -349,6 +361,8 @@ class Transfer:
     def describe(self, cfg=None) -> str:
         c, h, w = self.shape
         arrow = "host NCHW -> device GIHWCPI" if self.direction == "to_device" else "device -> host NCHW"
+        if cfg is not None and self.lanes == 9 * cfg.cpi:
+            arrow += " (super-pixels of a pointwise layer)"
         text = f"{arrow}, {c}x{h}x{w}, {self.lanes} lanes"
         enc = self.encoding
         if enc is not None and enc.offset:
@@ -999,7 +1013,15 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     stride = a.get("strides", [1, 1])[0]
     where = f"node {name!r} (Conv {c}x{h}x{w}, kernel {kh}x{kw})"
     copies = ()
-    if max(kh, kw) > 3:
+    # A 1x1 stride-1 unpadded convolution as pointwise calls (whole rows only: no column tiles);
+    # a strided or padded 1x1 stays in the 3x3 slot (docs/host.md).
+    pointwise = (cfg.with_pointwise and (kh, kw) == (1, 1) and stride == 1 and not any(pads) and not m.depthwise
+                 and w <= cfg.wmax and max_cols is None and c <= pointwise_imax(cfg))
+    if pointwise:
+        zin = InputZeroPoint(int(x_enc.device_zero_point))
+        w3 = m.w_q
+        pt = pl = pb = pr = 0
+    elif max(kh, kw) > 3:
         # Above 3x3: the host pads the input (with its zero point) and stacks shifted copies of
         # it as channels; the call is a 3x3 convolution without padding (stacked_copies).
         copies = stacked_copies(kh, kw)
@@ -1031,7 +1053,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
     in_chunks, call_chunks = None, []
-    if c > cfg.imax and not m.depthwise:         # a depthwise output sums one channel's products
+    # a depthwise output sums one channel's products, a pointwise one (c <= pointwise_imax) one product per channel
+    if c > cfg.imax and not m.depthwise and not pointwise:
         what = (f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels"
                 if copies else f"{c} input channels")
         if not cfg.with_acc_split:
@@ -1106,8 +1129,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         relu, clip_lo, clip_hi = False, None, None
 
     if res is not None:
-        conv_rows = (h + pt + pb - 3) // stride + 1
-        conv_cols = (w + pl + pr - 3) // stride + 1
+        k = 1 if pointwise else 3
+        conv_rows = (h + pt + pb - k) // stride + 1
+        conv_cols = (w + pl + pr - k) // stride + 1
         if tuple(graph.shapes[res.operand][1:]) != (o, conv_rows, conv_cols):
             raise _NoMatch(f"residual operand {res.operand!r} has shape {graph.shapes[res.operand]}, "
                            f"not the convolution output's {(1, o, conv_rows, conv_cols)}")
@@ -1115,7 +1139,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         cfg, where, (c, h, w), o, (pt, pb, pl, pr), stride, m.pool, max_rows, max_out_groups, max_cols,
         upsize=m.upsize, relu=relu, clip_lo=clip_lo, clip_hi=clip_hi, shift=shift, use_mult=cfg.with_multiplier,
         depthwise=m.depthwise, table=table is not None, in_chunks=in_chunks, call_chunks=call_chunks,
-        **residual_args)
+        **residual_args, **({"pointwise": True} if pointwise else {}))
     chunk_fields = {}
     if in_chunks:
         if columns:
@@ -1131,13 +1155,15 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         in_shape=(c, h, w), out_shape=(o, out_rows, out_cols), kernel=(kh, kw), stride=stride,
         pads=(pt, pb, pl, pr), pool=m.pool, shift=shift, scale_error=err,
         weights=(pack_depthwise_weights(w3, cfg.cpo, weight_dtype(cfg)) if m.depthwise
-                 else np.concatenate(packed) if in_chunks else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
+                 else np.concatenate(packed) if in_chunks
+                 else pack_pointwise_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg)) if pointwise
+                 else pack_weights(w3, cfg.cpi, cfg.cpo, weight_dtype(cfg))),
         bias=pack_channels(bias.astype(bias_dtype(cfg)), cfg.cpo),
         mult=pack_channels(mult.astype(np.uint32), cfg.cpo),
         calls=calls, row_tiles=row_tiles, group_splits=group_splits,
         columns=columns, source=m.x_q, in_zero_point=zin, input_copies=copies,
         out_zero_point=zy, out_zero_point_exact=out_exact, out_zero_point_error=float(fold_error.max()),
-        depthwise=m.depthwise,
+        depthwise=m.depthwise, pointwise=pointwise,
         residual=res.operand if res is not None else "", table=table, **chunk_fields)
 
 
@@ -1229,8 +1255,9 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     the chunk of each call is appended to ``call_chunks``."""
     c, h, w = in_shape
     pt, pb, pl, pr = pads
-    conv_rows = (h + pt + pb - 3) // stride + 1
-    conv_cols = (w + pl + pr - 3) // stride + 1
+    k = 1 if fields.get("pointwise") else 3      # a pointwise call's window is one pixel
+    conv_rows = (h + pt + pb - k) // stride + 1
+    conv_cols = (w + pl + pr - k) // stride + 1
     if conv_rows < 1 or conv_cols < 1:
         raise PlanError(f"{where}: the output would be empty")
     pool_div = 2 if pool else 1
@@ -1239,7 +1266,7 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     out_rows, out_cols = conv_rows // pool_div * up, conv_cols // pool_div * up
     if pool and (out_rows < 1 or out_cols < 1):
         raise _NoMatch("pooling of a single row or column")
-    tile = (cfg.hmax - 3) // stride + 1
+    tile = (cfg.hmax - k) // stride + 1
     if max_rows is not None:
         tile = min(tile, max_rows)
     if pool:
@@ -1258,7 +1285,7 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     if whole_width:
         col_tiles = [(0, conv_cols // pool_div * pool_div)]
     else:
-        ctile = (cfg.wmax - 3) // stride + 1
+        ctile = (cfg.wmax - k) // stride + 1
         if max_cols is not None:
             ctile = min(ctile, max_cols)
         if pool:
@@ -1276,7 +1303,7 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
     calls, columns = [], []
     for c0, c1 in col_tiles:
         cfirst = c0 * stride - pl
-        clast = (c1 - 1) * stride - pl + 2
+        clast = (c1 - 1) * stride - pl + k - 1
         left, right = max(0, -cfirst), max(0, clast - (w - 1))
         cstart, cstop = max(cfirst, 0), min(clast, w - 1)
         tw = cstop - cstart + 1
@@ -1286,7 +1313,7 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
         n_before = len(calls)
         for r0, r1 in _row_tiles(rows_used, tile):
             first = r0 * stride - pt
-            last = (r1 - 1) * stride - pt + 2
+            last = (r1 - 1) * stride - pt + k - 1
             top, bottom = max(0, -first), max(0, last - (h - 1))
             start, stop = max(first, 0), min(last, h - 1)
             for g0, count in group_ranges:
@@ -1682,6 +1709,14 @@ def to_fpga(model, kernel, *, calibration: np.ndarray | None = None, input_shape
                     steps.append(Transfer(t, "to_device", layer.in_shape, cfg.cpi, encodings[t], layer.input,
                                           layer.in_zero_point.host_pads, layer.input_copies))
                     device_tensors[(layer.input, cfg.cpi)] = layer.in_shape
+            elif layer.pointwise:
+                # a pointwise layer's super-pixels (9*CPI lanes) are written by the host: a tensor on
+                # the device in CPO lanes comes back to the host first, and keeps its CPO-lane buffer
+                lanes = layer.in_lanes(cfg)
+                if (t, lanes) not in device_tensors:
+                    to_host(t)
+                    steps.append(Transfer(t, "to_device", chw(t), lanes, encodings.get(t)))
+                    device_tensors[(t, lanes)] = chw(t)
             elif on_device.get(t) != cfg.cpi:
                 to_host(t)
                 steps.append(Transfer(t, "to_device", chw(t), cfg.cpi, encodings.get(t)))

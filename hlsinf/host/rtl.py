@@ -160,10 +160,14 @@ class RtlDevice(FlatMemoryDevice):
         cfg = self.cfg
         args, ptr = decode_call(words, cfg)
         gi, go = args.gi(cfg), args.go(cfg)
+        # A pointwise call's input and weight sets span GS super-pixel groups of 9 CPI-lane groups each.
+        wi = gi
+        if args.pointwise:
+            gi, wi = 9 * args.gs(cfg), args.gs(cfg)
         # Bytes from bits: 4-bit lanes are two per byte (docs/memory.md).
         asz = max(1, cfg.act_bits // 8)          # residual operand and table entries: 8 bits and up
         sizes = {"x": gi * args.H * args.W * cfg.cpi * cfg.act_bits // 8,
-                 "w": (go * cfg.cpo * 9 if args.depthwise else go * gi * cfg.cpo * cfg.cpi * 9)
+                 "w": (go * cfg.cpo * 9 if args.depthwise else go * wi * cfg.cpo * cfg.cpi * 9)
                  * cfg.weight_bits // 8,
                  "b": go * cfg.cpo * np.dtype(bias_dtype(cfg)).itemsize,
                  "m": go * cfg.cpo * np.dtype(mult_dtype(cfg)).itemsize,

@@ -242,7 +242,7 @@ class Session:
                 category = "transfer"
             else:
                 p = self.params[step.name]
-                ptrs = {"x": self.buffers[(step.input, cfg.cpi)], "y": self.buffers[(step.output, cfg.cpo)],
+                ptrs = {"x": self.buffers[(step.input, step.in_lanes(cfg))], "y": self.buffers[(step.output, cfg.cpo)],
                         "w": p["w"], "b": p["b"], "m": p["m"], **({"t": p["t"]} if "t" in p else {})}
                 if step.residual:          # post-op residual_add: the operand, an earlier layer's output
                     ptrs["r"] = self.buffers[(step.residual, cfg.cpo)]

@@ -85,11 +85,20 @@ def build(cfg: KernelConfig, threads: int = 1, cxx_opt: str = "-O2",
 def random_call_data(cfg: KernelConfig, args: CallArgs, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Packed memory images x, w, b, m of a layer: uniform activations and weights over their
     whole ranges, biases in +-3000, multipliers over their range (drawn in that order); a
-    depthwise call's weights are ``[G][CPO][3][3]``. For an fp32 ``cfg``: :func:`random_float_data`."""
+    depthwise call's weights are ``[G][CPO][3][3]``, a pointwise call's input is super-pixels. For an fp32 ``cfg``: :func:`random_float_data`."""
     if cfg.is_float:
         return random_float_data(cfg, args, rng)
     amin, amax = cfg.act_range
     wmin, wmax = cfg.weight_range
+    if args.pointwise:      # super-pixel input, 1x1 weights as weight sets (docs/memory.md)
+        return {
+            "x": ref.pack_superpixels(rng.integers(amin, amax + 1, (args.I, args.H, args.W)), cfg.cpi,
+                                      ref.act_dtype(cfg)),
+            "w": ref.pack_pointwise_weights(rng.integers(wmin, wmax + 1, (args.O, args.I)), cfg.cpi, cfg.cpo,
+                                            ref.weight_dtype(cfg)),
+            "b": ref.pack_channels(rng.integers(-3000, 3000, args.O), cfg.cpo, ref.bias_dtype(cfg)),
+            "m": ref.pack_channels(rng.integers(0, 1 << cfg.mult_bits, args.O), cfg.cpo, ref.mult_dtype(cfg)),
+        }
     return {
         "x": ref.pack_activations(rng.integers(amin, amax + 1, (args.I, args.H, args.W)), cfg.cpi,
                                   ref.act_dtype(cfg), bits=cfg.act_bits),
