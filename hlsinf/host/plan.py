@@ -872,6 +872,19 @@ def _pending_conv(graph: Graph, operand: str, visited: set[str]) -> bool:
     return p is not None and p.op == "Conv" and p.name not in visited
 
 
+def _residual_conv_clip(conv_range: tuple[float, float], s_y: float, constant: float,
+                        cfg: KernelConfig) -> tuple[int, int]:
+    """Device bounds of a fused residual layer's convolution part ``v = conv/s_y + constant``
+    that stand for the model's saturation of the convolution at its own Q (``conv_range``,
+    real): ``round(lo/s_y + constant)..round(hi/s_y + constant)`` within the activation type.
+    Rounding is monotone, so clipping after the rounding equals rounding the clamped value."""
+    amin, amax = cfg.act_range
+    lo, hi = conv_range
+    c_lo = int(min(amax, max(amin, np.rint(lo / s_y + constant))))
+    c_hi = int(min(amax, max(amin, np.rint(hi / s_y + constant))))
+    return c_lo, c_hi
+
+
 def _residual_scale(ratio: float, what: str) -> tuple[int, int]:
     """``(r_mult, r_shift)`` with ``r_mult / 2**r_shift`` closest to ``ratio`` (16-bit multiplier,
     shift 0..31, the most precise pair)."""
@@ -1126,7 +1139,15 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         r_relu = dlo == 0 and m.clip[0] is not None
         residual_args = dict(residual_add=True, r_mult=r_mult, r_shift=r_shift, r_relu=r_relu,
                              r_clip_lo=None if r_relu or dlo == amin else dlo, r_clip_hi=clip_hi)
-        relu, clip_lo, clip_hi = False, None, None
+        # The convolution's part saturates where the model's own Q of it does (onnxruntime
+        # clamps the convolution to its type at its scale before the Add): the requantisation's
+        # clip bounds are that range at the output's scale, in device values. Without them an
+        # input beyond the calibrated range (the sum's codes span more than the convolution's)
+        # gives the kernel a larger sum than onnxruntime's (docs/host.md, *Residual add*).
+        relu = False
+        c_lo, c_hi = _residual_conv_clip(res.conv_range, m.s_y, constant, cfg)
+        clip_lo = None if c_lo == amin else c_lo
+        clip_hi = None if c_hi == amax else c_hi
 
     if res is not None:
         k = 1 if pointwise else 3

@@ -239,3 +239,64 @@ def test_cli_runs_the_fused_adds(tmp_path, capsys):
     assert out.count(", + ") == 2 and "uint8" in out, out
     assert main(common + ["--post-ops", "residual"]) != 0
     assert "post_ops" in capsys.readouterr().err
+
+
+def inverted_residual_net(tmp_path, seed=0, size=10):
+    """MobileNetV2-like: stem conv + ReLU6, then two inverted residual blocks (1x1 expand +
+    ReLU6, 3x3 + ReLU6, linear 1x1 projection, ``+ x`` with no ReLU after the Add); torch export."""
+    from torch import nn
+    torch.manual_seed(seed)
+
+    class Block(nn.Module):
+        def __init__(self, c, e):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.ReLU6(),
+                                      nn.Conv2d(e, e, 3, 1, 1, bias=False), nn.BatchNorm2d(e), nn.ReLU6(),
+                                      nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU6(), Block(8, 16), Block(8, 16),
+                        nn.Conv2d(8, 8, 3, 1, 1))
+    for mod in net.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+            mod.weight.data.uniform_(0.5, 1.2)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    path = tmp_path / "mobilenet_tiny.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(path), opset_version=13, dynamo=False,
+                          input_names=["input"], output_names=["output"])
+    return onnx.load(path)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_fused_linear_bottleneck_saturates_where_onnxruntime_does(tmp_path, signed):
+    """The library PTQ from a few small calibration images, run on inputs of four times their
+    amplitude: onnxruntime clamps the projection convolution to its own Q's range before the
+    Add, and the fused layer (which holds the convolution at the sum's wider scale) must clamp
+    there too (the requantisation's clip bounds), so each fused layer stays within 1 LSB."""
+    cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=signed, post_ops=("residual_add",))
+    rng = np.random.default_rng(3)
+    model = inverted_residual_net(tmp_path)
+    calibration = rng.uniform(-1, 1, (3, 3, 10, 10)).astype(np.float32)
+    qdq = quantize(model, calibration, cfg)
+    plan = to_fpga(qdq, cfg)
+    fused = [layer for layer in plan.fpga_layers if layer.residual]
+    assert len(fused) == 2, plan.summary()
+    clamped = 0
+    for k in range(3):
+        x = (4 * rng.uniform(-1, 1, (1, 3, 10, 10))).astype(np.float32)
+        # the case this is about: onnxruntime's projection output saturates at its own Q
+        convs = [n.outputs[0] for n in plan.graph.nodes if n.op == "QuantizeLinear" and plan.graph.producer(
+            n.inputs[0]) is not None and plan.graph.producer(n.inputs[0]).op == "Conv"
+            and any(n.name in layer.nodes for layer in fused)]
+        info = np.iinfo(np.int8 if signed else np.uint8)
+        clamped += sum(int(np.count_nonzero((v == info.min) | (v == info.max)))
+                       for v in ort_run(qdq, x, convs).values())
+        for name, d in fused_layer_diffs(plan, qdq, x).items():
+            assert d.max() <= 1, (k, name, int(d.max()))
+    assert clamped > 0
