@@ -187,6 +187,8 @@ def main(argv=None):
     p.add_argument("--with-depthwise", action="store_true", help="plan for a kernel built with depthwise convolutions")
     p.add_argument("--with-acc-split", action="store_true",
                    help="plan for a kernel built with acc_split (input channels beyond imax, Gemm/MatMul)")
+    p.add_argument("--with-pointwise", action="store_true",
+                   help="plan for a kernel built with pointwise calls (1x1 convolutions and Gemm at full rate)")
     p.add_argument("--post-ops", default="", help="post-ops of the kernel, e.g. residual_add (Adds fused are reported)")
     p.add_argument("--act-signed", action="store_true", help="plan for an int8-activation kernel (default uint8)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(zoo.NETWORKS))
@@ -201,6 +203,8 @@ def main(argv=None):
         EXTRA_FIELDS["with_depthwise"] = True
     if args.with_acc_split:
         EXTRA_FIELDS["with_acc_split"] = True
+    if args.with_pointwise:
+        EXTRA_FIELDS["with_pointwise"] = True
     if args.post_ops:
         EXTRA_FIELDS["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
     if args.act_signed:

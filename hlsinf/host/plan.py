@@ -1207,16 +1207,22 @@ def gemm_projection(cfg: KernelConfig, k: int, o: int, max_out_groups: int | Non
     1x1 image: on the kernel, each call takes the larger of its ideal cycles and the cycles its
     weight sets need on gmem_w (a 1-pixel frame uses a CPO x CPI x 3 x 3 set per cycle, which
     the bus brings in ``set bytes / 64`` cycles), plus :data:`GEMM_PER_CALL_CYCLES`; on the
-    CPU, its MACs at :data:`CPU_GEMM_MACS_PER_S`. Seconds, and the figures behind them. (From
-    the shapes alone, so a layer the CPU keeps is never packed.)"""
+    CPU, its MACs at :data:`CPU_GEMM_MACS_PER_S`. On a kernel with pointwise calls and
+    ``k <= pointwise_imax``, the Gemm is one pointwise call whose sets hold nine groups' weights
+    each (``ceil(GI/9)`` sets per output group), so it moves 1/9 of the 3x3 slot's bytes. Seconds,
+    and the figures behind them. (From the shapes alone, so a layer the CPU keeps is never packed.)"""
     set_bytes = cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8
     go, gi = math.ceil(o / cfg.cpo), math.ceil(k / cfg.cpi)
-    chunks = math.ceil(k / (cfg.imax // cfg.cpi * cfg.cpi)) if cfg.imax >= cfg.cpi else 1
+    pointwise = cfg.with_pointwise and k <= pointwise_imax(cfg)
+    if pointwise:       # one call; a weight set carries 9 groups' weights, not 1 in 9 (_build_layer)
+        gi, chunks = math.ceil(gi / 9), 1
+    else:
+        chunks = math.ceil(k / (cfg.imax // cfg.cpi * cfg.cpi)) if cfg.imax >= cfg.cpi else 1
     per_call = min(go, max_out_groups or go, cfg.max_frame_pixels)
     calls = chunks * math.ceil(go / per_call)
     cycles = max(go * gi, go * gi * set_bytes / GEMM_WEIGHT_BYTES_PER_CYCLE) + calls * GEMM_PER_CALL_CYCLES
     return dict(macs=k * o, cycles=int(cycles), calls=calls, kernel_s=cycles / GEMM_CLOCK_HZ,
-                cpu_s=k * o / CPU_GEMM_MACS_PER_S)
+                cpu_s=k * o / CPU_GEMM_MACS_PER_S, pointwise=pointwise)
 
 
 def _gemm_decision(m: "_Match", node: Node, cfg: KernelConfig, gemm: str, max_out_groups: int | None) -> None:
@@ -1232,7 +1238,8 @@ def _gemm_decision(m: "_Match", node: Node, cfg: KernelConfig, gemm: str, max_ou
         raise _NoMatch(f"{node.op} {k} -> {o}: the CPU is projected faster, "
                        f"{p['cpu_s'] * 1e3:.3g} ms at {CPU_GEMM_MACS_PER_S:.2g} MAC/s against {p['kernel_s'] * 1e3:.3g} "
                        f"ms on the kernel ({p['calls']} calls, {p['cycles']:,} cycles at "
-                       f"{GEMM_CLOCK_HZ / 1e6:.0f} MHz, bound by 3x3 weight sets on gmem_w)")
+                       f"{GEMM_CLOCK_HZ / 1e6:.0f} MHz, bound by "
+                       + ("pointwise weight sets" if p["pointwise"] else "3x3 weight sets") + " on gmem_w)")
 
 
 def _image_shape(shape) -> tuple[int, ...]:
