@@ -244,6 +244,7 @@ class CallArgs:
         if self.pointwise:
             return self.gs(cfg)
         return 1 if self.depthwise else self.gi(cfg)
+
     def r_bounds(self, cfg: KernelConfig) -> tuple[int, int]:
         amin, amax = cfg.act_range
         return (amin if self.r_clip_lo is None else self.r_clip_lo,

@@ -21,6 +21,7 @@ One place for what ``benchmarks/zoo_coverage.py``, ``benchmarks/networks.py``,
 from __future__ import annotations
 
 import collections
+import math
 import re
 import time
 
@@ -284,8 +285,27 @@ def run_plan(plan, qdq: onnx.ModelProto, x: np.ndarray, float_model=None, device
 
 # Time ------------------------------------------------------------------------------------------
 
+#: Bytes one 512-bit AXI beat carries: each bundle delivers one beat per cycle at best.
+BEAT_BYTES = 64
+
+
+def bus_bound_cycles(cfg: KernelConfig, call) -> float:
+    """A call's cycles when a memory bundle, not the MAC array, sets its pace: the larger of its
+    ideal cycles, its input at one 64-byte beat per cycle (a pointwise call at CPI = 8 needs
+    72-byte super-pixels: 0.889 of one a cycle, docs/performance.md) and its weight sets at one
+    beat per cycle (binds for frames of a few pixels, e.g. a Gemm's single pixel)."""
+    ideal = call.ideal_cycles(cfg)
+    lanes = 9 * cfg.cpi if call.pointwise else cfg.cpi
+    read = ideal * max(1.0, lanes * cfg.act_bits / 8 / BEAT_BYTES)
+    sets = 0 if call.depthwise else call.frames_per_group(cfg) * len(call.groups(cfg))
+    weights = sets * cfg.cpo * cfg.cpi * 9 * cfg.weight_bits / 8 / BEAT_BYTES
+    return max(ideal, read, weights)
+
+
 def project(plan, per_call_cycles: int = PER_CALL_CYCLES, clock_hz: float = CLOCK_HZ) -> dict:
-    """Projected accelerator time of one image: per layer ``ideal + calls * per_call_cycles``.
+    """Projected accelerator time of one image: per layer the sum over its calls of
+    :func:`bus_bound_cycles` (the ideal cycles unless a memory bundle is slower) + calls x
+    ``per_call_cycles``.
 
     ``ideal`` is the plan's own ``FpgaLayer.ideal_cycles(cfg)`` (the sum of its calls' ideal
     cycles), so whatever rate a call has on its kernel (e.g. a 1x1 layer in a full-rate
@@ -298,7 +318,8 @@ def project(plan, per_call_cycles: int = PER_CALL_CYCLES, clock_hz: float = CLOC
     peak = cfg.cpi * cfg.cpo * 9                    # multipliers of the MAC array
     for layer in plan.fpga_layers:
         ideal = int(layer.ideal_cycles(cfg))
-        projected = ideal + len(layer.calls) * per_call_cycles
+        projected = (math.ceil(sum(bus_bound_cycles(cfg, call) for call in layer.calls))
+                     + len(layer.calls) * per_call_cycles)
         macs = sum(node_macs(plan.graph, nodes[n]) for n in layer.nodes if n in nodes)
         c, h, w = layer.in_shape
         o, ho, wo = layer.out_shape
