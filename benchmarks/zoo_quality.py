@@ -11,7 +11,8 @@ Quantisation (``--what ptq``): cosine of the QDQ model's output (run by onnxrunt
 float model's (an exact onnxruntime session, :func:`hlsinf.host.onnxruntime_session`), on 2 images not in the calibration batch (the smaller of the two), for
 hlsinf's PTQ (``quantize`` for a uint8 kernel with depthwise and residual_add) and for
 onnxruntime's ``quantize_static`` with its defaults. Calibration: ``zoo.calibration`` batches
-of 8 images (4 at 224x224).
+of 32 images (16 at 224x224; ``--calibration N``): the seeded images are 4 x 4 colour fields,
+so a few of them do not cover another image's activation ranges.
 
     python benchmarks/zoo_quality.py [--what sensitivity ptq] [--networks resnet18 ...] [--sizes tiny 64 224]
 """
@@ -87,7 +88,7 @@ def ptq(name, resolution, width, seed=0, tmp=None):
     cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, post_ops=("residual_add",))
     with tempfile.TemporaryDirectory() as tmp:
         path = zoo.export(name, resolution=resolution, width=width, seed=seed, path=Path(tmp) / "m.onnx")
-        cal = zoo.calibration(name, CAL_IMAGES or (4 if resolution >= 224 else 8), seed=0, resolution=resolution)
+        cal = zoo.calibration(name, CAL_IMAGES or (16 if resolution >= 224 else 32), seed=0, resolution=resolution)
         x = zoo.calibration(name, 2, seed=1, resolution=resolution)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -111,8 +112,11 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--networks", nargs="+", default=["resnet18", "mobilenet_v2", "vgg16", "unet", "googlenet"])
     p.add_argument("--sizes", nargs="+", default=["tiny", "224"], choices=list(SIZES))
+    p.add_argument("--calibration", type=int, help="images in the calibration batch")
     p.add_argument("--what", nargs="+", default=["sensitivity", "ptq"], choices=["sensitivity", "ptq"])
     args = p.parse_args(argv)
+    global CAL_IMAGES
+    CAL_IMAGES = args.calibration
     for size in args.sizes:
         for name in args.networks:
             r = {}
