@@ -35,7 +35,13 @@ torch), with seeded weights instead of trained ones. Nothing is downloaded.
 Weights: ``torch.manual_seed(seed)``, He-normal convolutions, small random biases; every
 BatchNorm gets running statistics measured on a seeded batch of images and a random affine
 part (gamma in [0.5, 1.5], beta ~ N(0, 0.1)), so BN folding changes the weights and biases
-and activations keep a sensible range through depth.
+and activations keep a sensible range through depth. Two conditioning rules keep the seeded
+networks as insensitive to small perturbations (int8 rounding) as trained ones instead of
+chaotic (docs/zoo.md has the measurements): dense k x k kernels (k > 1) put half their
+energy in their mean (about; smooth kernels: a white random kernel is a high-pass filter that BN,
+normalising by the smooth signal's variance, turns into a noise amplifier), and the last
+BatchNorm of every residual branch has its gamma divided by sqrt(number of residual blocks)
+(as Fixup / SkipInit / zero-init-residual do, so the residual stream does not grow with depth).
 
 Inputs are images normalised the torchvision way (``(x - mean) / std`` per channel, so they
 are signed); :func:`calibration` gives a seeded batch of them.
@@ -66,6 +72,9 @@ NETWORKS = {
     "unet": 16,
 }
 FULL_RESOLUTION = 224
+#: conditioning of the seeded weights (module docstring, *Weights*)
+SMOOTH_KERNELS = True
+SCALE_RESIDUALS = True
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -333,8 +342,13 @@ def _defs():
                 x = block(torch.cat([self.upsample(x), skip], 1))
             return self.head(x)
 
+    def residual_bns(model):
+        """The last BatchNorm of every residual branch (the one added to the shortcut)."""
+        return ([m.bn2 for m in model.modules() if isinstance(m, BasicBlock)]
+                + [m.conv[-1] for m in model.modules() if isinstance(m, InvertedResidual) and m.use_res])
+
     return dict(torch=torch, nn=nn, resnet18=ResNet18, mobilenet_v2=MobileNetV2, vgg=VGG,
-                squeezenet1_1=SqueezeNet11, googlenet=GoogLeNet, unet=UNet)
+                squeezenet1_1=SqueezeNet11, googlenet=GoogLeNet, unet=UNet, residual_bns=residual_bns)
 
 
 def _images(n: int, resolution: int, seed: int) -> np.ndarray:
@@ -360,6 +374,10 @@ def build(name: str, *, resolution: int = FULL_RESOLUTION, width: float = 1.0, s
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 fan_in = m.weight[0].numel()
                 m.weight.normal_(0, (2.0 / fan_in) ** 0.5, generator=gen)
+                if SMOOTH_KERNELS and isinstance(m, nn.Conv2d) and m.groups == 1 and m.weight[0, 0].numel() > 1:
+                    # smooth kernels: half of each k x k kernel's energy in its mean (module docstring)
+                    m.weight += (2.0 / fan_in) ** 0.5 * torch.randn(*m.weight.shape[:2], 1, 1, generator=gen)
+                    m.weight *= 0.5 ** 0.5
                 if m.bias is not None:
                     m.bias.normal_(0, 0.05, generator=gen)
             elif isinstance(m, nn.BatchNorm2d):
@@ -367,6 +385,9 @@ def build(name: str, *, resolution: int = FULL_RESOLUTION, width: float = 1.0, s
                 m.bias.normal_(0, 0.1, generator=gen)
                 m.reset_running_stats()
                 m.momentum = None               # cumulative average over the statistics batch
+        residual = d["residual_bns"](model) if SCALE_RESIDUALS else []
+        for bn in residual:                     # residual branches scaled by 1/sqrt(blocks) (module docstring)
+            bn.weight /= len(residual) ** 0.5
         if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
             # running statistics measured on seeded images, one forward pass in training mode
             model.train()

@@ -221,14 +221,16 @@ def test_zoo_ptq_plans_every_conv_on_a_uint8_kernel(tmp_path, network, post_ops,
     """hlsinf.zoo networks (width 1/8) through the library's PTQ on a uint8 kernel: every
     convolution on the accelerator (the first one reads the normalised image, which is signed;
     UNet's last one writes the output), every Add fused with residual_add, and the plan's output
-    at cosine >= 0.99 to the float model, except MobileNetV2: with its seeded random weights
-    the float network itself is that sensitive (0.1 % input noise alone gives cosine 0.988,
-    int8 weights alone 0.83; docs/host.md), so only the plan is checked there. ResNet-18 at
+    at cosine >= 0.99 to the float model, except MobileNetV2: at 32x32, width 1/8, the seeded
+    float network itself is too sensitive (int8 weights alone give cosine 0.971; docs/zoo.md),
+    so only the plan is checked there. ResNet-18 at
     64x64: at 32x32 its last blocks are 1x1 images and the cosine varies from image to image
-    between 0.96 and 0.997, with or without the fused Adds."""
+    between 0.96 and 0.997, with or without the fused Adds. 32 calibration images: 8 of the zoo's
+    seeded images (4 x 4 colour fields) leave the test image's activations up to 2x outside the
+    calibrated ranges (docs/zoo.md)."""
     from hlsinf import zoo
     path = zoo.export(network, resolution=resolution, width=0.125, seed=0, path=tmp_path / "m.onnx")
-    cal = zoo.calibration(network, 8, seed=0, resolution=resolution)
+    cal = zoo.calibration(network, 32, seed=0, resolution=resolution)
     x = zoo.calibration(network, 1, seed=1, resolution=resolution)
     cfg = KernelConfig(cpi=8, cpo=8, with_depthwise=True, post_ops=post_ops)
     plan = to_fpga(str(path), cfg, calibration=cal)
