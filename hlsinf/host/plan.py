@@ -1352,11 +1352,11 @@ def _tile_calls(cfg: KernelConfig, where: str, in_shape: tuple[int, int, int], o
                                 out_plane=out_rows * tout, upsize=up)
                 if fields.get("residual_add"):   # the operand has the convolution output's shape (before pooling)
                     args.r_offset, args.r_plane = r0 * conv_cols, conv_rows * conv_cols
-                for k, (_, n) in enumerate(in_chunks or [(0, c)]):
+                for chunk, (_, n) in enumerate(in_chunks or [(0, c)]):
                     call = args
                     if in_chunks:
-                        call = dataclasses.replace(args, I=n, acc_hold=k < len(in_chunks) - 1, acc_resume=k > 0)
-                        call_chunks.append(k)
+                        call = dataclasses.replace(args, I=n, acc_hold=chunk < len(in_chunks) - 1, acc_resume=chunk > 0)
+                        call_chunks.append(chunk)
                     try:
                         call.validate(cfg)
                     except ValueError as e:
