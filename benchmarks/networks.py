@@ -56,8 +56,8 @@ from hlsinf.host.evaluate import (CLOCK_HZ, PER_CALL_CYCLES, coverage, failure, 
 NETWORKS = ("resnet18", "mobilenet_v2", "vgg16", "unet")
 QUANTISERS = {"hlsinf": "hlsinf PTQ", "ort": "ort quantize_static defaults"}
 BUILDS = (8, 16, 32)
-MODES = {"full": dict(resolution=224, width=1.0, calibration=2),
-         "quick": dict(resolution=64, width=1.0, calibration=4)}
+MODES = {"full": dict(resolution=224, width=1.0, calibration=16),
+         "quick": dict(resolution=64, width=1.0, calibration=16)}
 
 #: The paper's Table II (HLSinf, Medina et al., section IV-D "Rendimiento de los Modelos",
 #: "Tabla II": inference time of one 224x224 image, ms). CPU: i7-7800X with 12 threads;

@@ -105,7 +105,7 @@ def main(argv=None):
     p.add_argument("--wmax", type=int, default=None)
     p.add_argument("--hmax", type=int, default=None)
     p.add_argument("--images", type=int, default=4)
-    p.add_argument("--calibration-images", type=int, default=8)
+    p.add_argument("--calibration-images", type=int, default=16)
     p.add_argument("--device", choices=("reference", "rtl"), default="reference")
     p.add_argument("--plan", action="store_true", help="print every plan")
     args = p.parse_args(argv)
