@@ -31,7 +31,7 @@ from hlsinf.config import KernelConfig
 from hlsinf.host.load import load_model
 from hlsinf.ir import Graph, GraphError, Node
 
-__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges"]
+__all__ = ["QuantError", "requant_params", "quantize", "calibrate_ranges", "CALIBRATION_PERCENTILE"]
 
 
 class QuantError(ValueError):
@@ -74,10 +74,29 @@ def requant_params(real_scale, cfg: KernelConfig, layer: str = "layer") -> tuple
 
 # Post-training quantisation --------------------------------------------------------------------
 
-def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Smallest and largest value of every float tensor over a calibration batch (the float graph runs in onnxruntime)."""
+#: Percentile of each calibration image's values that bounds an activation's range
+#: (:func:`calibrate_ranges`); ``None``: the plain minimum and maximum.
+CALIBRATION_PERCENTILE = 99.99
+#: Tensors with fewer values per image than this use their minimum and maximum: a percentile
+#: of a few values would only interpolate between the largest ones.
+PERCENTILE_MIN_VALUES = 1000
+
+
+def calibrate_ranges(graph: Graph, calibration: np.ndarray,
+                     percentile: float | None = CALIBRATION_PERCENTILE) -> dict[str, tuple[float, float]]:
+    """Range of every float tensor over a calibration batch (the float graph runs in onnxruntime).
+
+    Per image, the ``100 - percentile`` and ``percentile`` percentiles of a tensor's values (its
+    minimum and maximum when ``percentile`` is None or the tensor has fewer than
+    :data:`PERCENTILE_MIN_VALUES` values); over the batch, the smallest and largest of those. A
+    few outlying values per image then saturate instead of costing every other value
+    resolution: on the zoo at 224x224 (16 calibration images, docs/zoo.md) MobileNetV2's cosine to
+    the float model goes from 0.9898 (min/max) to 0.9912 and the UNet's from 0.9926 to 0.9913,
+    ResNet-18 0.9994 and VGG16 0.9996 either way."""
     from hlsinf.host.cpu import graph_runner
 
+    if percentile is not None and not 50 < percentile <= 100:
+        raise ValueError(f"calibrate_ranges: percentile = {percentile!r} is out of range: allowed 50 < p <= 100")
     calibration = np.asarray(calibration, np.float32)
     shape = graph.shapes[graph.inputs[0]]
     if calibration.ndim == len(shape) - 1:
@@ -92,7 +111,11 @@ def calibrate_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, tuple[f
         for name, v in values.items():
             if name in graph.initializers or not np.issubdtype(np.asarray(v).dtype, np.floating):
                 continue
-            lo, hi = float(np.min(v)), float(np.max(v))
+            v = np.asarray(v).ravel()
+            if percentile is None or percentile == 100 or v.size < PERCENTILE_MIN_VALUES:
+                lo, hi = float(np.min(v)), float(np.max(v))
+            else:
+                lo, hi = (float(q) for q in np.percentile(v, (100 - percentile, percentile)))
             if name in ranges:
                 ranges[name][0] = min(ranges[name][0], lo)
                 ranges[name][1] = max(ranges[name][1], hi)
@@ -147,12 +170,14 @@ def _gemm_axis(graph: Graph, node: Node) -> int | None:
 
 
 def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None, *,
-             act_signed: bool | None = None, per_channel: bool = True):
+             act_signed: bool | None = None, per_channel: bool = True,
+             percentile: float | None = CALIBRATION_PERCENTILE):
     """Post-training quantisation of a float ONNX model into a QDQ ``onnx.ModelProto``.
 
     ``model`` is a path or ``ModelProto``; ``calibration`` an ``N x C x H x W`` float batch
     (a few representative inputs). Activation format follows ``kernel.act_signed`` (or
-    ``act_signed``; default uint8): scale from the calibrated range, zero point 0 for int8
+    ``act_signed``; default uint8): scale from the calibrated range (each image's
+    ``percentile`` bounds, :func:`calibrate_ranges`; ``percentile=None``: min/max), zero point 0 for int8
     (symmetric) and for uint8 tensors never negative in calibration, else (uint8) the
     asymmetric zero point of :func:`_act_qparams`. Weights are
     symmetric int8 (per output channel unless ``per_channel=False``), bias int32 at scale
@@ -175,7 +200,7 @@ def quantize(model, calibration: np.ndarray, kernel: KernelConfig | None = None,
     with_table = kernel is not None and "table" in kernel.post_ops
     graph = model if isinstance(model, Graph) else load_model(model)
     graph = fold_batchnorm(graph)
-    ranges = calibrate_ranges(graph, calibration)
+    ranges = calibrate_ranges(graph, calibration, percentile)
 
     def representable(t):
         return t in ranges
