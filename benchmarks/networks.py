@@ -54,7 +54,9 @@ from hlsinf.host.evaluate import (CLOCK_HZ, PER_CALL_CYCLES, coverage, failure, 
                                   project, quantize_ort, run_plan)
 
 NETWORKS = ("resnet18", "mobilenet_v2", "vgg16", "unet")
-QUANTISERS = {"hlsinf": "hlsinf PTQ", "ort": "ort quantize_static defaults"}
+QUANTISERS = {"hlsinf": "hlsinf PTQ", "ort": "ort quantize_static defaults",
+              "ort-pc": "ort quantize_static per_channel=True"}
+DEFAULT_QUANTISERS = ("hlsinf", "ort")
 BUILDS = (8, 16, 32)
 MODES = {"full": dict(resolution=224, width=1.0, calibration=16),
          "quick": dict(resolution=64, width=1.0, calibration=16)}
@@ -91,6 +93,8 @@ def onnxruntime_ms(path, x, repeats: int) -> float:
 def quantise(quantiser: str, path: Path, cal: np.ndarray, cfg, out: Path):
     if quantiser == "hlsinf":
         return quantize(str(path), cal, cfg)
+    if quantiser == "ort-pc":       # onnxruntime's own option: one weight scale per output channel
+        return quantize_ort(path, cal, out, per_channel=True)
     return quantize_ort(path, cal, out)
 
 
@@ -292,7 +296,8 @@ def main(argv=None):
     p.add_argument("--update-docs", metavar="MD",
                    help="also replace the tables between the result markers of this file (docs/networks.md)")
     p.add_argument("--networks", nargs="+", choices=list(zoo.NETWORKS), default=list(NETWORKS))
-    p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(QUANTISERS))
+    p.add_argument("--quantisers", nargs="+", choices=list(QUANTISERS), default=list(DEFAULT_QUANTISERS),
+                   help="ort-pc: onnxruntime with per_channel=True (a what-if; not in the default run)")
     p.add_argument("--builds", nargs="+", type=int, default=list(BUILDS), help="CPI = CPO of each build")
     p.add_argument("--images", type=int, default=4,
                    help="images (zoo.calibration seed 1) of the accuracy comparison; the first is timed")
