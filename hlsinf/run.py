@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--post-ops", help="post-operations of the in-process kernel, comma-separated (e.g. "
                                       "residual_add: ResNet's Add(+Relu) in the convolution's call; table: "
                                       "activations such as Sigmoid/SiLU/Mish after a conv run in its call)")
+    p.add_argument("--with-depthwise", action="store_true", help="in-process kernel with depthwise 3x3 calls")
+    p.add_argument("--with-pointwise", action="store_true",
+                   help="in-process kernel with pointwise calls (1x1 convolutions and Gemm on the whole MAC array)")
+    p.add_argument("--with-acc-split", action="store_true",
+                   help="in-process kernel with split accumulation (more input channels than imax, Gemm)")
+    p.add_argument("--max-upsize", type=int, help="in-process kernel's largest nearest-upsize factor (2 or 4)")
     p.add_argument("--max-rows", type=int, help="cap convolution output rows per call (forces row tiling)")
     p.add_argument("--max-out-groups", type=int, help="cap output groups per call")
     p.add_argument("--cpu-fallback", action="store_true", default=True,
@@ -53,8 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kernel(args):
     from hlsinf.config import KernelConfig
-    if args.kernel and (args.cpi or args.cpo or args.post_ops or args.format):
-        raise ValueError("give either --kernel or --cpi/--cpo/--post-ops/--format, not both")
+    options = {"with_depthwise": args.with_depthwise, "with_pointwise": args.with_pointwise,
+               "with_acc_split": args.with_acc_split}
+    if args.kernel and (args.cpi or args.cpo or args.post_ops or args.format or args.max_upsize or any(options.values())):
+        raise ValueError("give either --kernel or --cpi/--cpo/--post-ops/--format/--with-*/--max-upsize, not both")
     if args.kernel:
         return args.kernel
     fields = {"cpi": 8, "cpo": 8}
@@ -70,6 +78,9 @@ def _kernel(args):
             fields[name] = value
     if args.post_ops:
         fields["post_ops"] = tuple(p for p in args.post_ops.split(",") if p)
+    fields.update({name: True for name, on in options.items() if on})
+    if args.max_upsize is not None:
+        fields["max_upsize"] = args.max_upsize
     if args.format:                          # a format fixes the activation type (and fp32 everything)
         from hlsinf.config import ConfigError
         try:

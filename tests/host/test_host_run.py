@@ -114,3 +114,39 @@ def test_layers_the_kernel_cannot_hold_fall_back_to_the_cpu_by_default(files):
     sess = ort.InferenceSession(str(files / "m.onnx"))
     want = np.concatenate([sess.run(None, {"input": x[k:k + 1]})[0] for k in range(len(x))])
     assert np.abs(np.load(out) - want).max() < 0.2
+
+
+def test_cli_builds_the_optional_calls_in_process(tmp_path, capsys):
+    """A zoo MobileNetV2 from torch, quantised by the library's PTQ, on an in-process kernel
+    with depthwise, pointwise and split calls and the residual add: every convolution on the
+    accelerator, the output close to onnxruntime's float model; a bad option value exits 2
+    naming it."""
+    pytest.importorskip("torch")
+    from hlsinf import zoo
+    from hlsinf.host.evaluate import cosine
+
+    path = zoo.export("mobilenet_v2", resolution=32, width=0.25, seed=0, path=tmp_path / "m.onnx")
+    np.save(tmp_path / "cal.npy", zoo.calibration("mobilenet_v2", 16, seed=0, resolution=32))
+    x = zoo.calibration("mobilenet_v2", 1, seed=1, resolution=32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    rc = main([str(path), "--input", str(tmp_path / "x.npy"), "--calibration", str(tmp_path / "cal.npy"),
+               "--with-depthwise", "--with-pointwise", "--with-acc-split", "--post-ops", "residual_add",
+               "--imax", "64", "--output", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "dwconv" in text and "pwconv" in text and "input-channel chunks" not in text
+    assert not re.search(r"^\s*\d+ cpu\s+\S+\s+Conv\b", text, re.M), text     # no convolution on the CPU
+    # the same as the library's API on that configuration, and close to onnxruntime running the
+    # same QDQ model (tiny MobileNetV2's 1-LSB differences grow: tests/host/test_networks.py)
+    from hlsinf.config import KernelConfig
+    from hlsinf.host import Session, onnxruntime_session, quantize, to_fpga
+    cfg = KernelConfig(with_depthwise=True, with_pointwise=True, with_acc_split=True, post_ops=("residual_add",),
+                       imax=64)
+    qdq = quantize(str(path), np.load(tmp_path / "cal.npy"), cfg)
+    y = np.load(out)
+    plan = to_fpga(qdq, cfg)
+    np.testing.assert_array_equal(y, Session(plan).run(x)[plan.graph.outputs[0]])
+    assert cosine(y, onnxruntime_session(qdq).run(None, {"input": x})[0]) > 0.8
+    bad = _cli(path, "--input", tmp_path / "x.npy", "--calibration", tmp_path / "cal.npy", "--max-upsize", "3")
+    assert bad.returncode == 2 and "max_upsize" in bad.stderr, bad.stderr
