@@ -379,8 +379,6 @@ class CallArgs:
              "pointwise (1x1) calls are not built into this kernel (KernelConfig.with_pointwise)")
         if self.pointwise:
             need("pointwise", not self.depthwise, "0 when depthwise is on (a call is one or the other)")
-            need("pointwise", not (self.acc_hold or self.acc_resume),
-                 "0 with acc_hold/acc_resume (pointwise calls take up to 9 x imax channels in one call)")
             need("stride", self.stride == 1, "1 in a pointwise call (subsample a strided 1x1 on the host)")
             for name in ("pad_top", "pad_bottom", "pad_left", "pad_right"):
                 need(name, getattr(self, name) == 0, "0 in a pointwise call (a 1x1 convolution has no padding)")
@@ -790,6 +788,13 @@ def kernel_call_elements(cfg: KernelConfig, args: CallArgs, x_mem: np.ndarray, w
         w = np.asarray(w_mem).reshape(-1)[: go * gs * cpo * cpi * 9].reshape(go, gs, cpo, cpi, 9)
         w = w[groups.start: groups.stop].transpose(0, 2, 1, 4, 3).reshape(len(groups) * cpo, gs * 9 * cpi)
         sums = np.rint(x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int64)
+        tail = (gs - 1) * 9 * cpi                 # columns of the last super-pixel frame
+
+        def last():
+            return np.rint(x[:, tail:].astype(np.float64) @ w[:, tail:].astype(np.float64).T).astype(np.int64)
+        sums = held_sums(cfg, args, sums, last, acc)
+        if sums is None:                           # acc_hold: kept on chip, nothing written
+            return out_mem
     else:
         x = np.asarray(x_mem).reshape(-1)[: gi * plane_in * cpi].reshape(gi, plane_in, cpi)
         x = x[:, args.read_offset: args.read_offset + args.rows * args.W]

