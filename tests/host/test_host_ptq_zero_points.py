@@ -25,29 +25,11 @@ from hlsinf.host import ReferenceDevice, Session, quantize, to_fpga
 from hlsinf.host.plan import CpuLayer, Transfer
 from hlsinf.reference import pack_activations, unpack_activations
 from tests.host.ort_reference import ort_run
+from tests.host.test_host_residual import basic_block, export_eval, randomise_bn
 
 torch = pytest.importorskip("torch")
 
 U8 = dict(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, with_depthwise=True)
-
-
-def _randomise_bn(net):
-    from torch import nn
-    for mod in net.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 1.5)
-            mod.weight.data.uniform_(0.5, 1.2)
-            mod.bias.data.uniform_(-0.2, 0.2)
-
-
-def _export(net, tmp_path, name, size):
-    net.eval()
-    path = tmp_path / f"{name}.onnx"
-    with torch.no_grad():
-        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(path), opset_version=13, dynamo=False,
-                          input_names=["input"], output_names=["output"])
-    return onnx.load(path)
 
 
 def resnet_like(tmp_path, seed=0, size=16):
@@ -55,26 +37,12 @@ def resnet_like(tmp_path, seed=0, size=16):
     from torch import nn
     torch.manual_seed(seed)
 
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            identity = x if self.down is None else self.down(x)
-            y = torch.relu(self.bn1(self.conv1(x)))
-            return torch.relu(self.bn2(self.conv2(y)) + identity)
+    Block = basic_block()
 
     net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
                         Block(8, 8, 1), Block(8, 16, 2), nn.Conv2d(16, 8, 3, 1, 1))
-    _randomise_bn(net)
-    return _export(net, tmp_path, "resnet_like", size)
+    randomise_bn(net)
+    return export_eval(net, tmp_path, "resnet_like", size)
 
 
 def mobilenet_like(tmp_path, seed=0, size=16):
@@ -100,8 +68,8 @@ def mobilenet_like(tmp_path, seed=0, size=16):
 
     net = nn.Sequential(cbr(3, 8, 3), Inverted(8, 8, 1, 2), Inverted(8, 8, 1, 2), Inverted(8, 16, 2, 2),
                         Inverted(16, 16, 1, 2), cbr(16, 8, 1))
-    _randomise_bn(net)
-    return _export(net, tmp_path, "mobilenet_like", size)
+    randomise_bn(net)
+    return export_eval(net, tmp_path, "mobilenet_like", size)
 
 
 def layer_diffs(plan, qdq, x):

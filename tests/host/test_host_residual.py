@@ -25,11 +25,9 @@ CFG = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True, pos
 PLAIN = KernelConfig(cpi=4, cpo=4, imax=64, wmax=32, hmax=32, act_signed=True)
 
 
-def residual_net(tmp_path, seed=0, size=12):
-    """Stem conv, BasicBlock(8 -> 8), BasicBlock(8 -> 16, stride 2, 1x1 downsample), head conv;
-    exported by torch (BatchNorm in eval mode with random statistics)."""
+def basic_block():
+    """torchvision's BasicBlock: 3x3-BN-ReLU, 3x3-BN, + the input (or its 1x1/BN downsample), ReLU."""
     from torch import nn
-    torch.manual_seed(seed)
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -47,20 +45,42 @@ def residual_net(tmp_path, seed=0, size=12):
             y = torch.relu(self.bn1(self.conv1(x)))
             return torch.relu(self.bn2(self.conv2(y)) + identity)
 
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU(), Block(8, 8, 1), Block(8, 16, 2),
-                        nn.Conv2d(16, 8, 3, 1, 1))
+    return Block
+
+
+def randomise_bn(net):
+    """Random BatchNorm statistics and affine parts, so folding them changes the weights."""
+    from torch import nn
     for mod in net.modules():
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.2, 0.2)
             mod.running_var.uniform_(0.5, 1.5)
             mod.weight.data.uniform_(0.5, 1.2)
             mod.bias.data.uniform_(-0.2, 0.2)
+
+
+def export_eval(net, tmp_path, name, size):
+    """``net`` in eval mode exported by torch (TorchScript, opset 13) to ``tmp_path/name.onnx``, loaded."""
     net.eval()
-    path = tmp_path / "resnet_tiny.onnx"
+    path = tmp_path / f"{name}.onnx"
     with torch.no_grad():
         torch.onnx.export(net, torch.zeros(1, 3, size, size), str(path), opset_version=13, dynamo=False,
                           input_names=["input"], output_names=["output"])
     return onnx.load(path)
+
+
+def residual_net(tmp_path, seed=0, size=12):
+    """Stem conv, BasicBlock(8 -> 8), BasicBlock(8 -> 16, stride 2, 1x1 downsample), head conv;
+    exported by torch (BatchNorm in eval mode with random statistics)."""
+    from torch import nn
+    torch.manual_seed(seed)
+
+    Block = basic_block()
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU(), Block(8, 8, 1), Block(8, 16, 2),
+                        nn.Conv2d(16, 8, 3, 1, 1))
+    randomise_bn(net)
+    return export_eval(net, tmp_path, "resnet_tiny", size)
 
 
 def _quantize_static(model, batch, tmp_path):
@@ -259,18 +279,8 @@ def inverted_residual_net(tmp_path, seed=0, size=10):
 
     net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU6(), Block(8, 16), Block(8, 16),
                         nn.Conv2d(8, 8, 3, 1, 1))
-    for mod in net.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 1.5)
-            mod.weight.data.uniform_(0.5, 1.2)
-            mod.bias.data.uniform_(-0.2, 0.2)
-    net.eval()
-    path = tmp_path / "mobilenet_tiny.onnx"
-    with torch.no_grad():
-        torch.onnx.export(net, torch.zeros(1, 3, size, size), str(path), opset_version=13, dynamo=False,
-                          input_names=["input"], output_names=["output"])
-    return onnx.load(path)
+    randomise_bn(net)
+    return export_eval(net, tmp_path, "mobilenet_tiny", size)
 
 
 @pytest.mark.parametrize("signed", [False, True])
